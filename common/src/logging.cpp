@@ -1,0 +1,230 @@
+#include "convoke/common/logging.hpp"
+
+#include <mutex>
+#include <vector>
+
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "convoke/common/text.hpp"
+
+namespace convoke::logging {
+
+namespace {
+
+constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ %-8n %v";
+
+struct shared_state {
+  std::mutex mtx;
+  spdlog::sink_ptr sink;
+  format fmt = format::text;
+  spdlog::level::level_enum level = spdlog::level::info;
+};
+
+shared_state& state() {
+  static shared_state instance;
+  return instance;
+}
+
+std::unique_ptr<spdlog::formatter> make_formatter(format f) {
+  if (f == format::json)
+    return make_json_formatter();
+  return std::make_unique<spdlog::pattern_formatter>(text_pattern, spdlog::pattern_time_type::utc);
+}
+
+spdlog::sink_ptr default_sink() {
+  return std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+}
+
+bool key_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
+         || c == '.' || c == '-';
+}
+
+// Finds the end of a logfmt value starting at `i`.
+size_t value_end(std::string_view s, size_t i) {
+  if (i < s.size() && s[i] == '"') {
+    for (size_t k = i + 1; k < s.size(); ++k) {
+      if (s[k] == '\\')
+        ++k;
+      else if (s[k] == '"')
+        return k + 1;
+    }
+    return s.size();
+  }
+  auto sp = s.find(' ', i);
+  return sp == std::string_view::npos ? s.size() : sp;
+}
+
+// Position of the first " key=" field in `s`, or npos.
+size_t first_field(std::string_view s) {
+  size_t start = 0;
+  while (start < s.size()) {
+    auto eq = s.find('=', start);
+    if (eq == std::string_view::npos)
+      return std::string_view::npos;
+    auto sp = s.rfind(' ', eq);
+    auto key_begin = sp == std::string_view::npos ? 0 : sp + 1;
+    bool ok = key_begin < eq;
+    for (auto k = key_begin; ok && k < eq; ++k)
+      ok = key_char(s[k]);
+    if (ok)
+      return key_begin;
+    start = eq + 1;
+  }
+  return std::string_view::npos;
+}
+
+bool is_integer(std::string_view v) {
+  if (v.empty() || v.size() > 18)
+    return false;
+  size_t i = v[0] == '-' ? 1 : 0;
+  if (i == v.size() || (v[i] == '0' && v.size() > i + 1))
+    return false;
+  for (; i < v.size(); ++i)
+    if (v[i] < '0' || v[i] > '9')
+      return false;
+  return true;
+}
+
+class json_formatter final : public spdlog::formatter {
+public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    std::string line;
+    line.reserve(128 + msg.payload.size());
+    line += "{\"ts\":\"";
+    auto ns
+      = std::chrono::duration_cast<std::chrono::nanoseconds>(msg.time.time_since_epoch()).count();
+    append_timestamp(line, ns);
+    line += "\",\"level\":";
+    auto lv = spdlog::level::to_string_view(msg.level);
+    append_json_string(line, std::string_view{lv.data(), lv.size()});
+    line += ",\"logger\":";
+    append_json_string(line, std::string_view{msg.logger_name.data(), msg.logger_name.size()});
+    line.push_back(',');
+    append_logfmt_as_json(line, std::string_view{msg.payload.data(), msg.payload.size()});
+    line += "}\n";
+    dest.append(line.data(), line.data() + line.size());
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<json_formatter>();
+  }
+};
+
+} // namespace
+
+void append_logfmt_as_json(std::string& out, std::string_view s) {
+  auto pos = first_field(s);
+  auto text = s.substr(0, pos == std::string_view::npos ? s.size() : pos);
+  while (!text.empty() && text.back() == ' ')
+    text.remove_suffix(1);
+  out += "\"msg\":";
+  append_json_string(out, text);
+  while (pos != std::string_view::npos && pos < s.size()) {
+    auto eq = s.find('=', pos);
+    auto key = s.substr(pos, eq - pos);
+    auto vend = value_end(s, eq + 1);
+    auto value = s.substr(eq + 1, vend - eq - 1);
+    out.push_back(',');
+    append_json_string(out, key);
+    out.push_back(':');
+    if (!value.empty() && value.front() == '"' && value.size() >= 2 && value.back() == '"')
+      out.append(value); // already a JSON string (written by logfmt_value)
+    else if (is_integer(value))
+      out.append(value);
+    else
+      append_json_string(out, value);
+    pos = vend;
+    while (pos < s.size() && s[pos] == ' ')
+      ++pos;
+    if (pos >= s.size())
+      break;
+    // Text after a field that is not itself a field is kept in "rest".
+    auto next = first_field(s.substr(pos));
+    if (next != 0) {
+      out += ",\"rest\":";
+      append_json_string(out, s.substr(pos));
+      break;
+    }
+  }
+}
+
+std::optional<format> parse_format(std::string_view text) {
+  if (text == "text")
+    return format::text;
+  if (text == "json")
+    return format::json;
+  return std::nullopt;
+}
+
+std::string_view to_string(format f) {
+  return f == format::json ? "json" : "text";
+}
+
+std::optional<spdlog::level::level_enum> parse_level(std::string_view text) {
+  using namespace spdlog::level;
+  static constexpr std::pair<std::string_view, level_enum> table[] = {
+    {"trace", trace},  {"debug", debug}, {"info", info},         {"warn", warn},
+    {"warning", warn}, {"error", err},   {"critical", critical}, {"off", off},
+  };
+  for (auto& [name, lvl] : table)
+    if (name == text)
+      return lvl;
+  return std::nullopt;
+}
+
+std::unique_ptr<spdlog::formatter> make_json_formatter() {
+  return std::make_unique<json_formatter>();
+}
+
+std::string configure(const options& opts) {
+  auto lvl = parse_level(opts.level);
+  if (!lvl)
+    return "unknown log level '" + opts.level + "'";
+  spdlog::sink_ptr sink;
+  if (opts.file.empty()) {
+    sink = default_sink();
+  } else {
+    try {
+      sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.file, opts.max_file_bytes,
+                                                                    opts.max_files);
+    } catch (const spdlog::spdlog_ex& ex) {
+      return "cannot open log file '" + opts.file + "': " + ex.what();
+    }
+  }
+  sink->set_formatter(make_formatter(opts.fmt));
+  auto& st = state();
+  std::lock_guard guard{st.mtx};
+  st.sink = sink;
+  st.fmt = opts.fmt;
+  st.level = *lvl;
+  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& lg) {
+    lg->sinks().clear();
+    lg->sinks().push_back(sink);
+    lg->set_level(*lvl);
+  });
+  return {};
+}
+
+std::shared_ptr<spdlog::logger> get(const std::string& name) {
+  if (auto lg = spdlog::get(name))
+    return lg;
+  auto& st = state();
+  std::lock_guard guard{st.mtx};
+  if (auto lg = spdlog::get(name)) // lost a race
+    return lg;
+  if (!st.sink) {
+    st.sink = default_sink();
+    st.sink->set_formatter(make_formatter(st.fmt));
+  }
+  auto lg = std::make_shared<spdlog::logger>(name, st.sink);
+  lg->set_level(st.level);
+  lg->flush_on(spdlog::level::warn);
+  spdlog::register_logger(lg);
+  return lg;
+}
+
+} // namespace convoke::logging

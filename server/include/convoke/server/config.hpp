@@ -1,0 +1,109 @@
+#pragma once
+
+/// @file
+/// Server configuration. Sources, lowest to highest precedence:
+/// built-in defaults < config file (TOML, `--config` or CONVOKE_CONFIG) <
+/// environment (CONVOKE_<SECTION>_<KEY>, e.g. CONVOKE_LISTEN_PORT) <
+/// command-line flags (--section.key value). Every key is listed by
+/// `convoke-server --help` and, with its default, in
+/// deploy/config/convoke-server.toml.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "convoke/common/logging.hpp"
+
+namespace convoke::server {
+
+/// What happens to an agent whose connection does not drain its output.
+enum class slow_consumer_policy : uint8_t {
+  /// Send a `slow_consumer` Notice and close the connection.
+  disconnect,
+  /// Drop messages for it while its buffer is full and tell it how many
+  /// were dropped once it catches up.
+  drop,
+};
+
+struct server_config {
+  // [server]
+  std::string name = "convoke";
+  // [listen]
+  std::string host = "127.0.0.1";
+  uint16_t port = 7420;
+  std::string port_file;
+  // [limits]
+  uint32_t max_frame_bytes = 1u << 20;
+  uint32_t max_agents = 10000;
+  uint32_t max_routes = 256;
+  // [timeouts]
+  std::chrono::milliseconds handshake_timeout{5000};
+  std::chrono::milliseconds heartbeat_interval{10000};
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds drain_timeout{5000};
+  // [flow]
+  uint64_t output_high_water = 8ull << 20;
+  slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;
+  uint64_t input_window = 1ull << 20;
+  // [auth]
+  std::string token;
+  // [log]
+  std::string log_level = "info";
+  logging::format log_format = logging::format::text;
+  std::string log_file;
+  // [trace]
+  bool trace_enabled = true;
+  std::string trace_file = "-";
+  logging::format trace_format = logging::format::text;
+  uint64_t trace_payload_bytes = 0;
+  uint64_t trace_max_file_bytes = 64ull << 20;
+  uint32_t trace_max_files = 5;
+  uint32_t trace_queue = 65536;
+};
+
+/// Checks cross-field rules; returns one sentence per problem.
+std::vector<std::string> validate(const server_config& cfg);
+
+/// Looks up an environment variable (injectable for tests).
+using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
+
+/// The process environment.
+env_lookup process_env();
+
+/// Outcome of `parse_command_line`.
+struct cli_result {
+  /// True if the program should exit now (help, version, check, errors).
+  bool exit = false;
+  int exit_code = 0;
+};
+
+/// Fills `cfg` from defaults, the config file, the environment and `argv`,
+/// handling --help, --version, --check-config and --dump-config. Errors and
+/// informational output go to `err` and `out`.
+cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
+                              std::ostream& out, std::ostream& err,
+                              const env_lookup& env = process_env());
+
+/// Applies one key ("listen.port") from text. Returns an error sentence or "".
+std::string set_option(server_config& cfg, const std::string& key, const std::string& value);
+
+/// Reads a TOML config file into `cfg`. Returns error sentences (unknown keys,
+/// bad values, syntax errors with line numbers).
+std::vector<std::string> load_file(server_config& cfg, const std::string& path);
+
+/// The effective configuration as TOML (the token is redacted).
+std::string dump_config(const server_config& cfg);
+
+/// The commented sample configuration with every key at its default
+/// (the content of deploy/config/convoke-server.toml).
+std::string sample_config();
+
+/// Environment variable name for a key: "flow.output-high-water" ->
+/// "CONVOKE_FLOW_OUTPUT_HIGH_WATER".
+std::string env_name(const std::string& key);
+
+} // namespace convoke::server

@@ -1,0 +1,57 @@
+#pragma once
+
+/// @file
+/// An embeddable Convoke server. `convoke-server` is a thin `main()` around
+/// `run()`; tests and examples start servers in-process with `server`.
+/// No CAF types appear here.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "convoke/server/config.hpp"
+#include "convoke/server/stats.hpp"
+
+namespace convoke::server {
+
+class server {
+public:
+  explicit server(server_config cfg);
+
+  /// Shuts down (gracefully) if still running.
+  ~server();
+
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds the listening socket and starts the actors. Returns an empty
+  /// string on success, otherwise what went wrong (e.g. address in use).
+  std::string start();
+
+  /// The bound TCP port (meaningful after a successful `start()`).
+  uint16_t port() const noexcept;
+
+  /// Starts the graceful shutdown: stop accepting, flush what was already
+  /// read to its receivers, send Goodbye to every agent, close. Thread-safe
+  /// and idempotent.
+  void shutdown();
+
+  /// Blocks until every actor of the server has stopped. Bounded by
+  /// `timeouts.drain` once `shutdown()` was called.
+  void wait();
+
+  /// Counters, readable at any time from any thread.
+  server_stats stats() const;
+
+  const server_config& config() const noexcept;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// The server program: configures logging, starts the server, writes the
+/// port file, waits for SIGINT/SIGTERM, drains and returns the exit code.
+int run(server_config cfg);
+
+} // namespace convoke::server

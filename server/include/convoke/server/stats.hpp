@@ -1,0 +1,38 @@
+#pragma once
+
+/// @file
+/// Counters a running server exposes (a snapshot; see `server::stats()`).
+
+#include <cstdint>
+
+namespace convoke::server {
+
+struct server_stats {
+  /// Connections accepted since start.
+  uint64_t connections_total = 0;
+  /// Connections open now (any phase).
+  uint64_t connections_open = 0;
+  /// Agents past the handshake now.
+  uint64_t agents = 0;
+  /// Envelopes accepted from agents.
+  uint64_t messages_in = 0;
+  /// Envelope copies queued to agents (one broadcast to 10 agents counts 10).
+  uint64_t deliveries = 0;
+  /// Direct messages whose recipient was not connected.
+  uint64_t undeliverable = 0;
+  /// Deliveries discarded for slow consumers (drop policy).
+  uint64_t dropped = 0;
+  /// Sessions closed as slow consumers (disconnect policy).
+  uint64_t slow_consumers = 0;
+  /// Sessions closed for protocol violations (bad frames, no Hello, ...).
+  uint64_t protocol_errors = 0;
+  /// Sessions closed by the idle or handshake timeout.
+  uint64_t timeouts = 0;
+  /// Times a session stopped reading because its input window was full.
+  uint64_t input_pauses = 0;
+  /// Trace records written / dropped because the trace queue was full.
+  uint64_t trace_written = 0;
+  uint64_t trace_dropped = 0;
+};
+
+} // namespace convoke::server

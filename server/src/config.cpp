@@ -1,0 +1,444 @@
+#include "convoke/server/config.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <ostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/codec.hpp"
+
+namespace convoke::server {
+
+namespace {
+
+/// Exit code for configuration errors (sysexits.h EX_CONFIG).
+constexpr int exit_config_error = 78;
+/// Exit code for a malformed command line.
+constexpr int exit_usage_error = 2;
+
+/// One configuration key: how to print, parse and describe it.
+struct option_def {
+  std::string section;
+  std::string name;
+  std::string help;
+  /// Renders the current value as a TOML literal.
+  std::function<std::string(const server_config&)> get;
+  /// Parses text into the config; returns an error sentence or "".
+  std::function<std::string(server_config&, const std::string&)> set;
+
+  std::string key() const {
+    return section + "." + name;
+  }
+};
+
+template <class T>
+using member = T server_config::*;
+
+option_def string_opt(std::string sec, std::string name, member<std::string> m, std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return json_string(c.*m); },
+          [m](server_config& c, const std::string& v) {
+            c.*m = v;
+            return std::string{};
+          }};
+}
+
+template <class Int>
+option_def int_opt(std::string sec, std::string name, member<Int> m, uint64_t lo, uint64_t hi,
+                   std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return std::to_string(c.*m); },
+          [m, lo, hi](server_config& c, const std::string& v) {
+            auto n = parse_size(v); // plain integers; unit suffixes are tolerated
+            if (!n || v.find_first_not_of("0123456789") != std::string::npos)
+              return fmt::format("'{}' is not a non-negative integer", v);
+            if (*n < lo || *n > hi)
+              return fmt::format("{} is outside the allowed range {}..{}", *n, lo, hi);
+            c.*m = static_cast<Int>(*n);
+            return std::string{};
+          }};
+}
+
+option_def size_opt(std::string sec, std::string name, member<uint64_t> m, uint64_t lo, uint64_t hi,
+                    std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return json_string(format_size(c.*m)); },
+          [m, lo, hi](server_config& c, const std::string& v) {
+            auto n = parse_size(v);
+            if (!n)
+              return fmt::format("'{}' is not a size (examples: 65536, 64KiB, 8MiB)", v);
+            if (*n < lo || *n > hi)
+              return fmt::format("{} is outside the allowed range {}..{}", v, format_size(lo),
+                                 format_size(hi));
+            c.*m = *n;
+            return std::string{};
+          }};
+}
+
+option_def frame_size_opt(std::string help) {
+  return {"limits", "max-frame-bytes", std::move(help),
+          [](const server_config& c) { return json_string(format_size(c.max_frame_bytes)); },
+          [](server_config& c, const std::string& v) {
+            auto n = parse_size(v);
+            if (!n)
+              return fmt::format("'{}' is not a size (examples: 65536, 64KiB, 1MiB)", v);
+            if (*n < 1024 || *n > (64u << 20))
+              return fmt::format("{} is outside the allowed range 1KiB..64MiB", v);
+            c.max_frame_bytes = static_cast<uint32_t>(*n);
+            return std::string{};
+          }};
+}
+
+option_def duration_opt(std::string sec, std::string name, member<std::chrono::milliseconds> m,
+                        bool zero_ok, std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return json_string(format_duration(c.*m)); },
+          [m, zero_ok](server_config& c, const std::string& v) {
+            auto d = parse_duration(v);
+            if (!d)
+              return fmt::format("'{}' is not a duration (examples: 500ms, 5s, 2m)", v);
+            if (!zero_ok && d->count() == 0)
+              return std::string{"must be greater than zero"};
+            c.*m = *d;
+            return std::string{};
+          }};
+}
+
+option_def bool_opt(std::string sec, std::string name, member<bool> m, std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return std::string{c.*m ? "true" : "false"}; },
+          [m](server_config& c, const std::string& v) {
+            auto b = parse_bool(v);
+            if (!b)
+              return fmt::format("'{}' is not a boolean (true or false)", v);
+            c.*m = *b;
+            return std::string{};
+          }};
+}
+
+option_def format_opt(std::string sec, std::string name, member<logging::format> m,
+                      std::string help) {
+  return {std::move(sec), std::move(name), std::move(help),
+          [m](const server_config& c) { return json_string(logging::to_string(c.*m)); },
+          [m](server_config& c, const std::string& v) {
+            auto f = logging::parse_format(v);
+            if (!f)
+              return fmt::format("'{}' is not a format (text or json)", v);
+            c.*m = *f;
+            return std::string{};
+          }};
+}
+
+const std::vector<option_def>& options() {
+  static const std::vector<option_def> table = [] {
+    std::vector<option_def> t;
+    t.push_back(string_opt("server", "name", &server_config::name,
+                           "Server name announced to agents in Welcome and shown in logs."));
+    t.push_back(string_opt("listen", "host", &server_config::host,
+                           "Address to bind: 127.0.0.1 (local only), 0.0.0.0 or :: (all)."));
+    t.push_back(int_opt<uint16_t>("listen", "port", &server_config::port, 0, 65535,
+                                  "TCP port; 0 picks a free port (printed at startup)."));
+    t.push_back(string_opt("listen", "port-file", &server_config::port_file,
+                           "If set, the bound port is written to this file once listening."));
+    t.push_back(frame_size_opt("Largest frame an agent may send (the length prefix value)."));
+    t.push_back(int_opt<uint32_t>("limits", "max-agents", &server_config::max_agents, 1, 1'000'000,
+                                  "Most simultaneous connections; more are refused with "
+                                  "a server_full Notice."));
+    t.push_back(int_opt<uint32_t>("limits", "max-routes", &server_config::max_routes, 1, 100'000,
+                                  "Most route subscriptions one agent may hold."));
+    t.push_back(duration_opt("timeouts", "handshake", &server_config::handshake_timeout, false,
+                             "A new connection must send Hello within this time."));
+    t.push_back(duration_opt("timeouts", "heartbeat-interval", &server_config::heartbeat_interval,
+                             false, "The server sends each agent a Heartbeat at this interval."));
+    t.push_back(duration_opt("timeouts", "idle", &server_config::idle_timeout, true,
+                             "Close a session that sent nothing for this long (0 = never)."));
+    t.push_back(duration_opt("timeouts", "drain", &server_config::drain_timeout, false,
+                             "On shutdown, time allowed to flush Goodbye and pending data."));
+    t.push_back(size_opt("flow", "output-high-water", &server_config::output_high_water, 64 << 10,
+                         1ull << 32,
+                         "Unsent bytes queued for one agent above which it is a slow "
+                         "consumer."));
+    t.push_back({"flow", "slow-consumer",
+                 "What to do with a slow consumer: disconnect (Notice, then close) or "
+                 "drop (discard its messages until it catches up, then tell it how many).",
+                 [](const server_config& c) {
+                   return json_string(c.slow_consumer == slow_consumer_policy::drop ? "drop"
+                                                                                    : "disconnect");
+                 },
+                 [](server_config& c, const std::string& v) {
+                   if (v == "drop")
+                     c.slow_consumer = slow_consumer_policy::drop;
+                   else if (v == "disconnect")
+                     c.slow_consumer = slow_consumer_policy::disconnect;
+                   else
+                     return fmt::format("'{}' is not a policy (disconnect or drop)", v);
+                   return std::string{};
+                 }});
+    t.push_back(size_opt("flow", "input-window", &server_config::input_window, 64 << 10, 1ull << 30,
+                         "Bytes read from one agent that may wait in the router; the "
+                         "server stops reading that agent beyond it (TCP backpressure)."));
+    t.push_back(string_opt("auth", "token", &server_config::token,
+                           "Shared secret agents must present in Hello (empty = no check)."));
+    t.push_back({"log", "level", "Log level: trace, debug, info, warn, error, critical, off.",
+                 [](const server_config& c) { return json_string(c.log_level); },
+                 [](server_config& c, const std::string& v) {
+                   if (!logging::parse_level(v))
+                     return fmt::format("'{}' is not a log level", v);
+                   c.log_level = v;
+                   return std::string{};
+                 }});
+    t.push_back(format_opt("log", "format", &server_config::log_format,
+                           "Log format: text (human) or json (one object per line)."));
+    t.push_back(string_opt("log", "file", &server_config::log_file,
+                           "Log file (rotated at 64MiB, 5 kept); empty = standard error."));
+    t.push_back(bool_opt("trace", "enabled", &server_config::trace_enabled,
+                         "Write one trace record per relayed message."));
+    t.push_back(string_opt("trace", "file", &server_config::trace_file,
+                           "Trace destination: a file path (size-rotated) or - for "
+                           "standard output."));
+    t.push_back(format_opt("trace", "format", &server_config::trace_format,
+                           "Trace format: text (human) or json (one object per line)."));
+    t.push_back(size_opt("trace", "payload-bytes", &server_config::trace_payload_bytes, 0, 1 << 20,
+                         "Payload bytes quoted in each trace record (0 = payloads omitted)."));
+    t.push_back(size_opt("trace", "max-file-bytes", &server_config::trace_max_file_bytes, 64 << 10,
+                         1ull << 40, "Rotate the trace file at this size."));
+    t.push_back(int_opt<uint32_t>("trace", "max-files", &server_config::trace_max_files, 1, 1000,
+                                  "Rotated trace files kept."));
+    t.push_back(int_opt<uint32_t>("trace", "queue", &server_config::trace_queue, 16, 1u << 24,
+                                  "Trace records buffered for the writer thread; beyond "
+                                  "it records are dropped and counted, never blocking "
+                                  "the relay."));
+    return t;
+  }();
+  return table;
+}
+
+const option_def* find_option(const std::string& key) {
+  for (auto& opt : options())
+    if (opt.key() == key)
+      return &opt;
+  return nullptr;
+}
+
+std::string describe(const option_def& opt) {
+  server_config defaults;
+  return fmt::format("{} [default: {}] [env: {}]", opt.help, opt.get(defaults),
+                     env_name(opt.key()));
+}
+
+} // namespace
+
+std::string env_name(const std::string& key) {
+  std::string out = "CONVOKE_";
+  for (auto c : key)
+    out.push_back(c == '.' || c == '-' ? '_' : static_cast<char>(std::toupper(c)));
+  return out;
+}
+
+env_lookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    if (auto v = std::getenv(name.c_str()))
+      return std::string{v};
+    return std::nullopt;
+  };
+}
+
+std::string set_option(server_config& cfg, const std::string& key, const std::string& value) {
+  auto opt = find_option(key);
+  if (!opt)
+    return fmt::format("unknown key '{}'", key);
+  return opt->set(cfg, value);
+}
+
+std::vector<std::string> validate(const server_config& cfg) {
+  std::vector<std::string> errs;
+  if (cfg.idle_timeout.count() > 0 && cfg.heartbeat_interval >= cfg.idle_timeout)
+    errs.push_back(fmt::format(
+      "timeouts.heartbeat-interval ({}) must be shorter than timeouts.idle ({}): agents "
+      "stay alive by answering heartbeats",
+      format_duration(cfg.heartbeat_interval), format_duration(cfg.idle_timeout)));
+  if (cfg.output_high_water < cfg.max_frame_bytes + proto::header_size)
+    errs.push_back(fmt::format("flow.output-high-water ({}) must be at least "
+                               "limits.max-frame-bytes ({})",
+                               format_size(cfg.output_high_water),
+                               format_size(cfg.max_frame_bytes)));
+  if (cfg.name.empty())
+    errs.push_back("server.name must not be empty");
+  if (cfg.host.empty())
+    errs.push_back("listen.host must not be empty");
+  if (cfg.trace_enabled && cfg.trace_file.empty())
+    errs.push_back("trace.file must be a path or - when trace.enabled is true");
+  return errs;
+}
+
+std::vector<std::string> load_file(server_config& cfg, const std::string& path) {
+  std::vector<std::string> errs;
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& ex) {
+    auto& src = ex.source();
+    errs.push_back(
+      fmt::format("{}:{}:{}: {}", path, src.begin.line, src.begin.column, ex.description()));
+    return errs;
+  }
+  for (auto& [section, node] : root) {
+    auto line = node.source().begin.line;
+    auto tbl = node.as_table();
+    if (!tbl) {
+      errs.push_back(
+        fmt::format("{}:{}: '{}' must be a [section]", path, line, std::string_view{section}));
+      continue;
+    }
+    for (auto& [name, value] : *tbl) {
+      auto key = fmt::format("{}.{}", std::string_view{section}, std::string_view{name});
+      auto vline = value.source().begin.line;
+      auto opt = find_option(key);
+      if (!opt) {
+        errs.push_back(fmt::format("{}:{}: unknown key '{}'", path, vline, key));
+        continue;
+      }
+      std::string text;
+      if (auto s = value.as_string())
+        text = s->get();
+      else if (auto i = value.as_integer())
+        text = i->get() < 0 ? "-" : std::to_string(i->get());
+      else if (auto b = value.as_boolean())
+        text = b->get() ? "true" : "false";
+      else {
+        errs.push_back(
+          fmt::format("{}:{}: {} must be a string, integer or boolean", path, vline, key));
+        continue;
+      }
+      if (auto e = opt->set(cfg, text); !e.empty())
+        errs.push_back(fmt::format("{}:{}: {}: {}", path, vline, key, e));
+    }
+  }
+  return errs;
+}
+
+std::string dump_config(const server_config& cfg) {
+  std::string out;
+  std::string section;
+  for (auto& opt : options()) {
+    if (opt.section != section) {
+      section = opt.section;
+      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", section);
+    }
+    auto value = opt.get(cfg);
+    if (opt.key() == "auth.token" && !cfg.token.empty())
+      value = "\"<redacted>\"";
+    out += fmt::format("{} = {}\n", opt.name, value);
+  }
+  return out;
+}
+
+std::string sample_config() {
+  server_config defaults;
+  std::string out = "# Convoke server configuration.\n"
+                    "#\n"
+                    "# Every key is shown with its built-in default, commented out. Precedence,\n"
+                    "# lowest to highest: defaults < this file < environment variables\n"
+                    "# (CONVOKE_<SECTION>_<KEY>, e.g. CONVOKE_LISTEN_PORT) < command-line flags\n"
+                    "# (--section.key value). Check a file with: convoke-server --config FILE "
+                    "--check-config\n"
+                    "# Durations take a unit (500ms, 5s, 2m); sizes may (65536, 64KiB, 8MiB).\n"
+                    "# This file is generated by sample_config() and checked by a unit test.\n";
+  std::string section;
+  for (auto& opt : options()) {
+    if (opt.section != section) {
+      section = opt.section;
+      out += fmt::format("\n[{}]\n", section);
+    }
+    out += fmt::format("# {}\n# {} = {}\n", opt.help, opt.name, opt.get(defaults));
+  }
+  return out;
+}
+
+cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
+                              std::ostream& out, std::ostream& err, const env_lookup& env) {
+  CLI::App app{"convoke-server: the Convoke agent messaging server.\n\n"
+               "Configuration precedence: defaults < --config file < CONVOKE_* "
+               "environment < flags.",
+               "convoke-server"};
+  app.get_formatter()->column_width(36);
+  std::string config_path;
+  bool check = false;
+  bool dump = false;
+  bool version = false;
+  app.add_option("-c,--config", config_path,
+                 "TOML configuration file (see deploy/config/convoke-server.toml) "
+                 "[env: CONVOKE_CONFIG]");
+  app.add_flag("--check-config", check,
+               "Validate the configuration, print the result and exit (0 = valid, "
+               "78 = invalid).");
+  app.add_flag("--dump-config", dump, "Print the effective configuration as TOML and exit.");
+  app.add_flag("--version", version, "Print the version and exit.");
+  std::map<std::string, std::string> given;
+  std::vector<std::pair<const option_def*, CLI::Option*>> flags;
+  for (auto& opt : options()) {
+    auto flag = "--" + opt.key();
+    if (opt.key() == "listen.port")
+      flag = "-p," + flag;
+    auto o
+      = app.add_option(flag, given[opt.key()], describe(opt))->group(opt.section)->type_name("");
+    flags.emplace_back(&opt, o);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return {true, 0};
+  } catch (const CLI::ParseError& ex) {
+    err << "convoke-server: " << ex.what() << "\nRun 'convoke-server --help' for usage.\n";
+    return {true, exit_usage_error};
+  }
+  if (version) {
+    out << "convoke-server " << CONVOKE_VERSION << " (protocol " << proto::protocol_version
+        << ")\n";
+    return {true, 0};
+  }
+  std::vector<std::string> errs;
+  if (config_path.empty())
+    if (auto p = env("CONVOKE_CONFIG"))
+      config_path = *p;
+  if (!config_path.empty())
+    for (auto& e : load_file(cfg, config_path))
+      errs.push_back(e);
+  for (auto& opt : options()) {
+    auto name = env_name(opt.key());
+    if (auto v = env(name))
+      if (auto e = opt.set(cfg, *v); !e.empty())
+        errs.push_back(fmt::format("environment {}: {}", name, e));
+  }
+  for (auto& [opt, o] : flags)
+    if (o->count() > 0)
+      if (auto e = opt->set(cfg, given[opt->key()]); !e.empty())
+        errs.push_back(fmt::format("--{}: {}", opt->key(), e));
+  if (errs.empty())
+    errs = validate(cfg);
+  if (!errs.empty()) {
+    err << "convoke-server: invalid configuration:\n";
+    for (auto& e : errs)
+      err << "  " << e << "\n";
+    return {true, exit_config_error};
+  }
+  if (check) {
+    out << "configuration OK" << (config_path.empty() ? std::string{} : " (" + config_path + ")")
+        << "\n";
+    return {true, 0};
+  }
+  if (dump) {
+    out << dump_config(cfg);
+    return {true, 0};
+  }
+  return {};
+}
+
+} // namespace convoke::server

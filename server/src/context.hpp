@@ -1,0 +1,52 @@
+#pragma once
+
+// Shared, CAF-free state of one running server: configuration, counters,
+// the message id sequence, the trace writer and the loggers. Every actor of
+// the server holds a shared_ptr to it. Only atomics are written after start.
+
+#include <atomic>
+#include <memory>
+
+#include <spdlog/logger.h>
+
+#include "convoke/server/config.hpp"
+#include "convoke/server/stats.hpp"
+#include "trace.hpp"
+
+namespace convoke::server {
+
+struct counters {
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<uint64_t> connections_open{0};
+  std::atomic<uint64_t> agents{0};
+  std::atomic<uint64_t> messages_in{0};
+  std::atomic<uint64_t> deliveries{0};
+  std::atomic<uint64_t> undeliverable{0};
+  std::atomic<uint64_t> dropped{0};
+  std::atomic<uint64_t> slow_consumers{0};
+  std::atomic<uint64_t> protocol_errors{0};
+  std::atomic<uint64_t> timeouts{0};
+  std::atomic<uint64_t> input_pauses{0};
+};
+
+inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  c.fetch_add(n, std::memory_order_relaxed);
+}
+
+struct server_context {
+  server_config cfg;
+  counters stats;
+  /// Next relayed message id (ids start at 1; 0 means "none" on the wire).
+  std::atomic<uint64_t> next_message_id{1};
+  /// Null when tracing is disabled.
+  std::unique_ptr<trace_writer> trace;
+  std::shared_ptr<spdlog::logger> log_server;
+  std::shared_ptr<spdlog::logger> log_session;
+  std::shared_ptr<spdlog::logger> log_router;
+
+  server_stats snapshot() const;
+};
+
+using context_ptr = std::shared_ptr<server_context>;
+
+} // namespace convoke::server

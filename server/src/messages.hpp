@@ -1,0 +1,119 @@
+#pragma once
+
+// Messages exchanged by the server's actors (listener, router, sessions).
+// Included only by the CAF translation units of the server. All of these
+// actors are brokers on CAF's multiplexer thread, so these messages never
+// leave the process and never cross a thread: the types are whitelisted as
+// local-only ("unsafe") message types.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "caf/all.hpp"
+#include "caf/io/all.hpp"
+
+#include "context.hpp"
+
+namespace convoke::server::internal {
+
+// session -> router
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using relay_atom = caf::atom_constant<caf::atom("relay")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
+// router -> session
+using welcome_atom = caf::atom_constant<caf::atom("welcome")>;
+using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
+using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
+using credit_atom = caf::atom_constant<caf::atom("credit")>;
+using notice_atom = caf::atom_constant<caf::atom("notice")>;
+using evict_atom = caf::atom_constant<caf::atom("evict")>;
+using goodbye_atom = caf::atom_constant<caf::atom("goodbye")>;
+// server -> listener -> router/sessions
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// timers (self-sends)
+using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
+using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
+using handshake_atom = caf::atom_constant<caf::atom("handshake")>;
+using abort_atom = caf::atom_constant<caf::atom("abort")>;
+using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
+using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
+
+/// A session asks the router to register an agent after a valid Hello.
+struct register_request {
+  uint64_t session_id = 0;
+  std::string name; // empty: the router assigns one
+  std::string role;
+  std::string resume_token;
+  std::vector<std::string> routes;
+  std::string remote;
+};
+
+/// One envelope inside a relay batch.
+struct relay_item {
+  uint32_t offset = 0; // of the length-prefixed frame in relay_batch::frames
+  uint32_t size = 0;
+  uint64_t message_id = 0;
+  uint64_t client_seq = 0;
+  uint64_t request_id = 0;
+  std::string recipient;
+  std::string route;
+  uint32_t payload_bytes = 0;
+  int64_t sent_ns = 0;
+  int64_t relayed_ns = 0;
+  std::string trace_id;
+  std::string payload_excerpt; // only when tracing payloads
+  bool payload_truncated = false;
+};
+
+/// Envelopes read from one socket read, already stamped and encoded.
+struct relay_batch {
+  uint64_t session_id = 0;
+  std::string sender;
+  std::vector<char> frames;
+  std::vector<relay_item> items;
+  /// Input bytes this batch accounts for (returned as credit).
+  uint64_t credit = 0;
+};
+
+/// Encoded frames for one receiver; shared (copy-on-write) when several
+/// receivers get the same bytes.
+struct delivery {
+  std::vector<char> frames;
+  uint32_t count = 0;
+  uint64_t first_id = 0;
+  uint64_t last_id = 0;
+};
+
+/// A Notice the router wants a session to send to its agent.
+struct notice_request {
+  int severity = 0;
+  std::string code;
+  std::string text;
+  uint64_t client_seq = 0;
+  uint64_t message_id = 0;
+  uint64_t request_id = 0;
+};
+
+/// Spawns the router broker.
+caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
+
+/// Spawns the listener broker owning `doorman`; it forks one session broker
+/// per accepted connection.
+caf::actor spawn_listener(caf::actor_system& sys, caf::io::doorman_ptr doorman, caf::actor router,
+                          context_ptr ctx);
+
+/// Forks a session broker for the accepted connection `hdl` of `listener`.
+/// With `over_capacity`, the session refuses the agent (server_full).
+caf::actor fork_session(caf::io::broker* listener, caf::io::connection_handle hdl,
+                        caf::actor router, context_ptr ctx, uint64_t session_id,
+                        bool over_capacity);
+
+} // namespace convoke::server::internal
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::register_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::notice_request)

@@ -1,0 +1,379 @@
+// Router and listener brokers.
+//
+// The router owns the registry (routing_table) and turns relay batches into
+// deliveries: for each batch it resolves every envelope's receivers, appends
+// the encoded frames to one buffer per receiver, and sends each receiver one
+// `deliver` message. When every envelope of a batch has the same receivers
+// (the common fan-out case) a single buffer is shared by all of them.
+//
+// The listener accepts connections, forks a session broker for each, and
+// drives the two-phase drain on shutdown.
+
+#include <random>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/rules.hpp"
+#include "convoke/v1/wire.pb.h"
+#include "messages.hpp"
+#include "routing_table.hpp"
+
+namespace convoke::server::internal {
+
+namespace {
+
+namespace codes = proto::codes;
+
+// ---------------------------------------------------------------------------
+// Router
+// ---------------------------------------------------------------------------
+
+using table_t = routing_table<caf::actor>;
+using entry_t = table_t::entry;
+
+struct router_state {
+  static inline const char* name = "convoke.router";
+  context_ptr ctx;
+  table_t table;
+  std::unordered_map<caf::actor_addr, uint64_t> by_addr;
+  std::mt19937_64 rng{std::random_device{}()};
+  // Drain bookkeeping.
+  bool draining = false;
+  std::unordered_set<uint64_t> drained;
+  // Scratch space reused across batches.
+  std::vector<entry_t*> targets;
+  std::unordered_map<entry_t*, delivery> per_target;
+};
+
+using router_ptr = caf::io::stateful_broker<router_state>*;
+
+std::string make_token(std::mt19937_64& rng) {
+  uint64_t parts[2] = {rng(), rng()};
+  return to_hex(std::string_view{reinterpret_cast<const char*>(parts), sizeof(parts)});
+}
+
+void on_register(router_ptr self, register_request& req) {
+  auto& st = self->state;
+  auto session = caf::actor_cast<caf::actor>(self->current_sender());
+  auto refuse = [&](std::string_view code, std::string text) {
+    notice_request n;
+    n.code = std::string{code};
+    n.text = std::move(text);
+    self->send(session, refuse_atom::value, std::move(n));
+  };
+  if (st.draining) {
+    refuse(codes::shutdown, "the server is shutting down");
+    return;
+  }
+  if (req.name.empty()) {
+    req.name = fmt::format("agent-{}", req.session_id);
+    while (st.table.find_name(req.name) != nullptr)
+      req.name = fmt::format("agent-{}-{}", req.session_id, st.rng() % 10000);
+  }
+  if (auto holder = st.table.find_name(req.name)) {
+    if (req.resume_token.empty() || req.resume_token != holder->resume_token) {
+      refuse(codes::name_taken,
+             fmt::format("agent name '{}' is already in use by session {}; choose another "
+                         "name, or reconnect with that session's resume token",
+                         req.name, holder->session_id));
+      return;
+    }
+    // Take-over: the old session is told and forgotten right away.
+    st.ctx->log_router->info("agent name taken over agent={} old_session={} new_session={}",
+                             logfmt_value(req.name), holder->session_id, req.session_id);
+    self->send(holder->handle, evict_atom::value);
+    st.by_addr.erase(holder->handle.address());
+    st.table.remove(holder->session_id);
+    st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
+  }
+  auto token = make_token(st.rng);
+  st.table.add(req.session_id, req.name, token, session, req.routes);
+  st.by_addr.emplace(session.address(), req.session_id);
+  self->monitor(session);
+  bump(st.ctx->stats.agents);
+  self->send(session, welcome_atom::value, req.name, token);
+}
+
+void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
+                     const std::vector<std::string>& routes) {
+  auto& st = self->state;
+  auto e = st.table.find(sid);
+  if (e == nullptr)
+    return;
+  auto max = st.ctx->cfg.max_routes;
+  for (auto& r : routes) {
+    if (!subscribe) {
+      st.table.unsubscribe(*e, r);
+      continue;
+    }
+    if (e->routes.size() >= max && e->routes.count(r) == 0) {
+      notice_request n;
+      n.severity = v1::Notice::WARNING;
+      n.code = std::string{codes::too_many_routes};
+      n.text = fmt::format("cannot subscribe to '{}': the limit is {} routes "
+                           "(limits.max-routes)",
+                           r, max);
+      self->send(e->handle, notice_atom::value, std::move(n));
+      continue;
+    }
+    st.table.subscribe(*e, r);
+  }
+}
+
+void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it,
+                 const std::vector<entry_t*>& targets) {
+  trace_event ev;
+  ev.what = trace_event::kind::relay;
+  ev.message_id = it.message_id;
+  ev.sender = b.sender;
+  ev.recipient = it.recipient;
+  ev.route = it.route;
+  ev.count = static_cast<uint32_t>(targets.size());
+  if (it.recipient.empty())
+    for (size_t i = 0; i < targets.size() && i < 8; ++i) {
+      if (i > 0)
+        ev.recipients.push_back(',');
+      ev.recipients += targets[i]->name;
+    }
+  ev.payload_bytes = it.payload_bytes;
+  ev.sent_ns = it.sent_ns;
+  ev.relayed_ns = it.relayed_ns;
+  ev.trace_id = it.trace_id;
+  ev.payload = it.payload_excerpt;
+  ev.payload_truncated = it.payload_truncated;
+  ctx.trace->push(std::move(ev));
+}
+
+void on_relay(router_ptr self, relay_batch& b) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto sender_session = caf::actor_cast<caf::actor>(self->current_sender());
+  if (b.credit > 0)
+    self->send(sender_session, credit_atom::value, b.credit);
+  if (b.items.empty() || st.table.find(b.session_id) == nullptr)
+    return; // e.g. evicted while the batch was on its way
+  // Fast path: all items share one destination key (same recipient and
+  // route), so every receiver gets the same bytes.
+  bool uniform = true;
+  for (size_t i = 1; i < b.items.size() && uniform; ++i)
+    uniform = b.items[i].recipient == b.items[0].recipient && b.items[i].route == b.items[0].route;
+  auto resolve = [&](const relay_item& it) -> bool {
+    st.targets.clear();
+    if (it.recipient.empty()) {
+      st.table.broadcast_targets(b.session_id, it.route, st.targets);
+      return true;
+    }
+    if (auto e = st.table.find_name(it.recipient)) {
+      st.targets.push_back(e);
+      return true;
+    }
+    bump(ctx.stats.undeliverable);
+    notice_request n;
+    n.severity = v1::Notice::WARNING;
+    n.code = std::string{codes::unknown_recipient};
+    n.text = fmt::format("no agent named '{}' is connected; message {} was not delivered",
+                         it.recipient, it.message_id);
+    n.client_seq = it.client_seq;
+    n.message_id = it.message_id;
+    n.request_id = it.request_id;
+    self->send(sender_session, notice_atom::value, std::move(n));
+    if (ctx.trace) {
+      trace_event ev;
+      ev.what = trace_event::kind::undeliverable;
+      ev.message_id = it.message_id;
+      ev.sender = b.sender;
+      ev.recipient = it.recipient;
+      ev.route = it.route;
+      ev.payload_bytes = it.payload_bytes;
+      ev.sent_ns = it.sent_ns;
+      ev.relayed_ns = it.relayed_ns;
+      ev.trace_id = it.trace_id;
+      ev.reason = std::string{codes::unknown_recipient};
+      ctx.trace->push(std::move(ev));
+    }
+    return false;
+  };
+  if (uniform) {
+    if (!resolve(b.items[0])) {
+      // Unknown recipient: one Notice per message.
+      for (size_t i = 1; i < b.items.size(); ++i)
+        resolve(b.items[i]);
+      return;
+    }
+    if (ctx.trace)
+      for (auto& it : b.items)
+        trace_relay(ctx, b, it, st.targets);
+    if (st.targets.empty())
+      return;
+    delivery d;
+    d.frames = std::move(b.frames);
+    d.count = static_cast<uint32_t>(b.items.size());
+    d.first_id = b.items.front().message_id;
+    d.last_id = b.items.back().message_id;
+    auto msg = caf::make_message(deliver_atom::value, std::move(d));
+    for (auto e : st.targets)
+      self->send(e->handle, msg);
+    bump(ctx.stats.deliveries, b.items.size() * st.targets.size());
+    return;
+  }
+  // General path: one buffer per receiver.
+  auto& per = st.per_target;
+  per.clear();
+  uint64_t deliveries = 0;
+  for (auto& it : b.items) {
+    if (!resolve(it))
+      continue;
+    if (ctx.trace)
+      trace_relay(ctx, b, it, st.targets);
+    for (auto e : st.targets) {
+      auto& d = per[e];
+      if (d.count == 0)
+        d.first_id = it.message_id;
+      d.frames.insert(d.frames.end(), b.frames.begin() + it.offset,
+                      b.frames.begin() + it.offset + it.size);
+      ++d.count;
+      d.last_id = it.message_id;
+    }
+    deliveries += st.targets.size();
+  }
+  for (auto& [e, d] : per)
+    self->send(e->handle, deliver_atom::value, std::move(d));
+  per.clear();
+  bump(ctx.stats.deliveries, deliveries);
+}
+
+/// Shutdown phase 2, once every registered session has drained.
+void maybe_finish_drain(router_ptr self) {
+  auto& st = self->state;
+  if (!st.draining)
+    return;
+  bool all = true;
+  st.table.for_each([&](entry_t& e) { all = all && st.drained.count(e.session_id) > 0; });
+  if (!all)
+    return;
+  st.table.for_each([&](entry_t& e) { self->send(e.handle, goodbye_atom::value); });
+  st.ctx->log_router->info("drain complete agents={}", st.table.size());
+  self->quit();
+}
+
+caf::behavior router_actor(router_ptr self, context_ptr ctx) {
+  self->state.ctx = std::move(ctx);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto i = st.by_addr.find(dm.source);
+    if (i == st.by_addr.end())
+      return;
+    auto sid = i->second;
+    st.by_addr.erase(i);
+    st.table.remove(sid);
+    st.drained.erase(sid);
+    st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
+    maybe_finish_drain(self);
+  });
+  return {
+    [self](register_atom, register_request& req) { on_register(self, req); },
+    [self](relay_atom, relay_batch& b) { on_relay(self, b); },
+    [self](subscribe_atom, uint64_t sid, const std::vector<std::string>& routes) {
+      on_subscription(self, true, sid, routes);
+    },
+    [self](unsubscribe_atom, uint64_t sid, const std::vector<std::string>& routes) {
+      on_subscription(self, false, sid, routes);
+    },
+    [self](drain_atom) {
+      auto& st = self->state;
+      st.draining = true;
+      st.ctx->log_router->info("draining agents={}", st.table.size());
+      self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
+      maybe_finish_drain(self);
+    },
+    [self](drained_atom, uint64_t sid) {
+      self->state.drained.insert(sid);
+      maybe_finish_drain(self);
+    },
+    [self](drain_deadline_atom) {
+      auto& st = self->state;
+      st.ctx->log_router->warn("drain deadline reached; closing remaining agents");
+      st.table.for_each([&](entry_t& e) { st.drained.insert(e.session_id); });
+      maybe_finish_drain(self);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Listener
+// ---------------------------------------------------------------------------
+
+struct listener_state {
+  static inline const char* name = "convoke.listener";
+  context_ptr ctx;
+  caf::actor router;
+  std::unordered_set<caf::actor> sessions;
+  uint64_t next_session_id = 1;
+  caf::io::accept_handle acceptor;
+  bool draining = false;
+};
+
+using listener_ptr = caf::io::stateful_broker<listener_state>*;
+
+caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, caf::actor router,
+                             context_ptr ctx) {
+  auto& st = self->state;
+  st.ctx = std::move(ctx);
+  st.router = std::move(router);
+  st.acceptor = doorman->hdl();
+  self->add_doorman(std::move(doorman));
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    st.sessions.erase(caf::actor_cast<caf::actor>(dm.source));
+    if (st.draining && st.sessions.empty())
+      self->quit();
+  });
+  return {
+    [self](const caf::io::new_connection_msg& msg) {
+      auto& st = self->state;
+      if (st.draining) {
+        self->close(msg.handle);
+        return;
+      }
+      auto over = st.sessions.size() >= st.ctx->cfg.max_agents;
+      auto s = fork_session(self, msg.handle, st.router, st.ctx, st.next_session_id++, over);
+      self->monitor(s);
+      st.sessions.insert(s);
+    },
+    [self](const caf::io::acceptor_closed_msg&) {
+      self->state.ctx->log_server->warn("listening socket closed");
+    },
+    [self](drain_atom) {
+      auto& st = self->state;
+      if (st.draining)
+        return;
+      st.draining = true;
+      st.ctx->log_server->info("shutting down: stopped accepting connections={}",
+                               st.sessions.size());
+      self->close(st.acceptor);
+      self->send(st.router, drain_atom::value);
+      for (auto& s : st.sessions)
+        self->send(s, drain_atom::value);
+      if (st.sessions.empty())
+        self->quit();
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx) {
+  return sys.middleman().spawn_broker(router_actor, std::move(ctx));
+}
+
+caf::actor spawn_listener(caf::actor_system& sys, caf::io::doorman_ptr doorman, caf::actor router,
+                          context_ptr ctx) {
+  return sys.middleman().spawn_broker(listener_actor, std::move(doorman), std::move(router),
+                                      std::move(ctx));
+}
+
+} // namespace convoke::server::internal

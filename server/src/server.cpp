@@ -1,0 +1,203 @@
+#include "convoke/server/server.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "convoke/common/logging.hpp"
+#include "convoke/common/signals.hpp"
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "messages.hpp"
+
+namespace convoke::server {
+
+server_stats server_context::snapshot() const {
+  auto get = [](const std::atomic<uint64_t>& x) { return x.load(std::memory_order_relaxed); };
+  server_stats s;
+  s.connections_total = get(stats.connections_total);
+  s.connections_open = get(stats.connections_open);
+  s.agents = get(stats.agents);
+  s.messages_in = get(stats.messages_in);
+  s.deliveries = get(stats.deliveries);
+  s.undeliverable = get(stats.undeliverable);
+  s.dropped = get(stats.dropped);
+  s.slow_consumers = get(stats.slow_consumers);
+  s.protocol_errors = get(stats.protocol_errors);
+  s.timeouts = get(stats.timeouts);
+  s.input_pauses = get(stats.input_pauses);
+  if (trace) {
+    s.trace_written = trace->written();
+    s.trace_dropped = trace->dropped();
+  }
+  return s;
+}
+
+struct server::impl {
+  context_ptr ctx = std::make_shared<server_context>();
+  std::unique_ptr<caf::actor_system_config> sys_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor router;
+  caf::actor listener;
+  uint16_t port = 0;
+  std::atomic<bool> shutdown_requested{false};
+  bool stopped = false;
+};
+
+server::server(server_config cfg) : impl_(std::make_unique<impl>()) {
+  impl_->ctx->cfg = std::move(cfg);
+}
+
+server::~server() {
+  if (impl_->sys && !impl_->stopped) {
+    shutdown();
+    wait();
+  }
+}
+
+std::string server::start() {
+  auto& d = *impl_;
+  auto& ctx = *d.ctx;
+  auto& cfg = ctx.cfg;
+  if (d.sys)
+    return "server already started";
+  if (auto errs = validate(cfg); !errs.empty())
+    return "invalid configuration: " + errs.front();
+  ctx.log_server = logging::get("server");
+  ctx.log_session = logging::get("session");
+  ctx.log_router = logging::get("router");
+  if (cfg.trace_enabled) {
+    std::string err;
+    ctx.trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
+                                    cfg.trace_max_files, cfg.trace_queue},
+                                   err);
+    if (!ctx.trace)
+      return err;
+  }
+  d.sys_cfg = std::make_unique<caf::actor_system_config>();
+  d.sys_cfg->load<caf::io::middleman>();
+  // All server actors are brokers on the multiplexer thread; the scheduler
+  // only runs timers' deliveries. "sharing" avoids the work-stealing
+  // workers' spinning on small machines (see docs/architecture.md).
+  d.sys_cfg->set("scheduler.max-threads", 2);
+  d.sys_cfg->set("scheduler.policy", caf::atom("sharing"));
+  d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
+  auto dm = d.sys->middleman().backend().new_tcp_doorman(cfg.port, cfg.host.c_str(), true);
+  if (!dm) {
+    auto msg
+      = fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port, d.sys->render(dm.error()));
+    d.sys.reset();
+    return msg;
+  }
+  d.port = (*dm)->port();
+  d.router = internal::spawn_router(*d.sys, d.ctx);
+  d.listener = internal::spawn_listener(*d.sys, std::move(*dm), d.router, d.ctx);
+  // Creating the system and spawning park a reference to CAF's logger in
+  // this thread's TLS, and ~actor_system waits for the logger to die: stopping
+  // the server from another thread would hang. Drop it so any thread may.
+  caf::logger::set_current_actor_system(nullptr);
+  ctx.log_server->info("listening name={} host={} port={} version={}", logfmt_value(cfg.name),
+                       cfg.host, d.port, CONVOKE_VERSION);
+  return {};
+}
+
+uint16_t server::port() const noexcept {
+  return impl_->port;
+}
+
+void server::shutdown() {
+  auto& d = *impl_;
+  if (!d.sys || d.shutdown_requested.exchange(true))
+    return;
+  caf::anon_send(d.listener, internal::drain_atom::value);
+  caf::anon_send(d.router, internal::drain_atom::value);
+}
+
+void server::wait() {
+  auto& d = *impl_;
+  if (!d.sys || d.stopped)
+    return;
+  d.sys->await_all_actors_done();
+  d.stopped = true;
+  d.router = nullptr;
+  d.listener = nullptr;
+  if (d.ctx->trace)
+    d.ctx->trace->stop();
+  auto s = d.ctx->snapshot();
+  d.ctx->log_server->info("stopped messages_in={} deliveries={} undeliverable={} dropped={} "
+                          "slow_consumers={} protocol_errors={} timeouts={}",
+                          s.messages_in, s.deliveries, s.undeliverable, s.dropped, s.slow_consumers,
+                          s.protocol_errors, s.timeouts);
+  d.sys.reset();
+  d.sys_cfg.reset();
+}
+
+server_stats server::stats() const {
+  return impl_->ctx->snapshot();
+}
+
+const server_config& server::config() const noexcept {
+  return impl_->ctx->cfg;
+}
+
+namespace {
+
+bool write_port_file(const std::string& path, uint16_t port) {
+  auto tmp = path + ".tmp";
+  {
+    std::ofstream out{tmp, std::ios::trunc};
+    if (!(out << port << "\n"))
+      return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+} // namespace
+
+int run(server_config cfg) {
+  block_termination_signals();
+  if (auto err = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !err.empty()) {
+    std::fprintf(stderr, "convoke-server: %s\n", err.c_str());
+    return 78;
+  }
+  auto log = logging::get("server");
+  auto drain = cfg.drain_timeout;
+  auto port_file = cfg.port_file;
+  server srv{std::move(cfg)};
+  if (auto err = srv.start(); !err.empty()) {
+    log->critical("cannot start reason={}", logfmt_value(err));
+    return 1;
+  }
+  if (!port_file.empty() && !write_port_file(port_file, srv.port()))
+    log->error("cannot write port file path={}", logfmt_value(port_file));
+  int sig = 0;
+  while (sig == 0)
+    sig = wait_termination_signal(std::chrono::seconds{1});
+  log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
+  srv.shutdown();
+  std::atomic<bool> done{false};
+  std::thread waiter{[&] {
+    srv.wait();
+    done = true;
+  }};
+  auto deadline = std::chrono::steady_clock::now() + drain + std::chrono::seconds{2};
+  while (!done) {
+    if (auto again = wait_termination_signal(std::chrono::milliseconds{50}); again != 0) {
+      log->warn("received {} again; exiting without waiting", signal_name(again));
+      log->flush();
+      std::_Exit(130);
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      log->critical("drain did not finish in time; exiting");
+      log->flush();
+      std::_Exit(1);
+    }
+  }
+  waiter.join();
+  if (!port_file.empty())
+    std::remove(port_file.c_str());
+  log->flush();
+  return 0;
+}
+
+} // namespace convoke::server

@@ -1,0 +1,605 @@
+// Session broker: one per connected agent.
+//
+// Lifecycle: actor init (handshake timer armed) -> Hello -> register with the
+// router -> Welcome -> relaying (heartbeat + idle timers) -> closing (final
+// Notice or Goodbye flushed, then FIN; forced after a grace period) -> exit.
+// The router monitors registered sessions and unregisters them on exit.
+//
+// Data path: each socket read is split into frames; envelopes are stamped
+// (sender, message id, relay time), re-encoded once, and sent to the router
+// as one relay_batch per read. Deliveries come back as pre-encoded byte runs
+// that are appended to the socket's write buffer unless it is above the
+// output high-water mark (slow consumer policy).
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/codec.hpp"
+#include "convoke/proto/rules.hpp"
+#include "messages.hpp"
+#include "session_rules.hpp"
+
+namespace convoke::server::internal {
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+namespace codes = proto::codes;
+
+constexpr size_t small_read_chunk = 4096;
+constexpr size_t large_read_chunk = 64 * 1024;
+/// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
+constexpr auto retrigger_delay = std::chrono::milliseconds{2};
+
+enum class phase : uint8_t {
+  handshake,
+  registering,
+  established,
+  draining,
+  closing,   // final frame queued, waiting until it left the socket
+  lingering, // FIN sent, waiting for the peer's EOF
+};
+
+} // namespace
+
+struct session_state {
+  static inline const char* name = "convoke.session";
+
+  context_ptr ctx;
+  caf::io::connection_handle hdl;
+  caf::actor router;
+  uint64_t id = 0;
+  std::string remote;
+  phase ph = phase::handshake;
+  std::string agent;
+  std::string role;
+  std::string sdk;
+  proto::frame_splitter splitter;
+  v1::Frame frame;
+  relay_batch batch;
+  steady::time_point last_rx;
+  uint64_t heartbeat_seq = 0;
+  size_t read_chunk = small_read_chunk;
+  // Input credits: bytes handed to the router and not yet acknowledged.
+  uint64_t in_flight = 0;
+  bool halted = false;
+  // Current drop episode (slow consumer, drop policy).
+  uint64_t dropped = 0;
+  uint64_t dropped_first = 0;
+  uint64_t dropped_last = 0;
+  bool registered = false;
+};
+
+namespace {
+
+using session_ptr = caf::io::stateful_broker<session_state>*;
+
+std::string who(session_ptr self) {
+  auto& st = self->state;
+  if (st.agent.empty())
+    return fmt::format("session={} remote={}", st.id, st.remote);
+  return fmt::format("agent={} session={}", logfmt_value(st.agent), st.id);
+}
+
+void write_frame(session_ptr self, const v1::Frame& f) {
+  proto::append_frame(f, self->wr_buf(self->state.hdl));
+  self->flush(self->state.hdl);
+}
+
+/// Hands the envelopes collected so far to the router.
+void dispatch_batch(session_ptr self) {
+  auto& st = self->state;
+  if (st.batch.items.empty() && st.batch.credit == 0)
+    return;
+  st.in_flight += st.batch.credit;
+  st.batch.session_id = st.id;
+  st.batch.sender = st.agent;
+  self->send(st.router, relay_atom::value, std::move(st.batch));
+  st.batch = relay_batch{};
+}
+
+/// The socket of this session. Valid while the scribe is attached, which is
+/// until the broker terminates (sessions never detach it with close()).
+int socket_fd(session_ptr self) {
+  return static_cast<int>(self->state.hdl.id());
+}
+
+/// Ends the session now. Shutting the socket down in both directions makes
+/// CAF's stream see EOF and release it right away instead of waiting for the
+/// peer to close (which would hold the multiplexer, and process exit, hostage).
+void finish(session_ptr self) {
+  ::shutdown(socket_fd(self), SHUT_RDWR);
+  self->quit();
+}
+
+/// Starts closing: writes `last` (a Notice or Goodbye) and, once it has left
+/// the socket, half-closes (FIN) and lingers until the peer closes too. The
+/// whole sequence is bounded by `grace`, after which the socket is shut.
+void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseconds grace) {
+  auto& st = self->state;
+  if (st.ph >= phase::closing)
+    return;
+  if (st.ph == phase::established || st.ph == phase::draining)
+    dispatch_batch(self);
+  st.ph = phase::closing;
+  if (st.halted) {
+    // Read again (input is discarded now) so that the peer's EOF is seen.
+    st.halted = false;
+    self->trigger(st.hdl);
+    self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+  }
+  self->ack_writes(st.hdl, true);
+  write_frame(self, last);
+  self->delayed_send(self, grace, abort_atom::value);
+}
+
+/// Protocol violation or refusal: ERROR Notice, then close.
+void fail(session_ptr self, std::string_view code, std::string text,
+          std::atomic<uint64_t>* counter = nullptr) {
+  auto& st = self->state;
+  if (st.ph >= phase::closing)
+    return;
+  st.ctx->log_session->warn("session refused {} code={} reason={}", who(self), code,
+                            logfmt_value(text));
+  if (counter != nullptr)
+    bump(*counter);
+  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)),
+              st.ctx->cfg.drain_timeout);
+}
+
+void send_welcome(session_ptr self, const std::string& resume_token) {
+  auto& st = self->state;
+  auto& cfg = st.ctx->cfg;
+  v1::Frame f;
+  auto w = f.mutable_welcome();
+  w->set_protocol_version(proto::protocol_version);
+  w->set_session_id(st.id);
+  w->set_agent_name(st.agent);
+  w->set_server_name(cfg.name);
+  w->set_server_version(CONVOKE_VERSION);
+  w->set_heartbeat_interval_ms(static_cast<uint32_t>(cfg.heartbeat_interval.count()));
+  w->set_idle_timeout_ms(static_cast<uint32_t>(cfg.idle_timeout.count()));
+  w->mutable_limits()->set_max_frame_bytes(cfg.max_frame_bytes);
+  w->mutable_limits()->set_max_routes(cfg.max_routes);
+  w->set_resume_token(resume_token);
+  write_frame(self, f);
+}
+
+void on_hello(session_ptr self, v1::Hello& hello) {
+  auto& st = self->state;
+  if (auto r = check_hello(hello, st.ctx->cfg)) {
+    fail(self, r->code, std::move(r->text),
+         r->code == codes::auth_failed ? nullptr : &st.ctx->stats.protocol_errors);
+    return;
+  }
+  st.role = hello.role();
+  st.sdk = hello.sdk_name().empty() ? std::string{"unknown"}
+                                    : hello.sdk_name() + "/" + hello.sdk_version();
+  register_request req;
+  req.session_id = st.id;
+  req.name = hello.agent_name();
+  req.role = hello.role();
+  req.resume_token = hello.resume_token();
+  req.routes.assign(hello.routes().begin(), hello.routes().end());
+  req.remote = st.remote;
+  st.ph = phase::registering;
+  self->send(st.router, register_atom::value, std::move(req));
+}
+
+void on_envelope(session_ptr self, v1::Envelope& env, uint32_t wire_bytes) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  if (auto r = check_envelope(env)) {
+    write_frame(self,
+                make_notice(v1::Notice::WARNING, r->code, r->text + "; the message was not relayed",
+                            env.client_seq(), 0, env.request_id()));
+    return;
+  }
+  auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
+  auto now = unix_nanos();
+  stamp(env, st.agent, id, now);
+  relay_item item;
+  item.offset = static_cast<uint32_t>(st.batch.frames.size());
+  proto::append_frame(st.frame, st.batch.frames);
+  item.size = static_cast<uint32_t>(st.batch.frames.size() - item.offset);
+  item.message_id = id;
+  item.client_seq = env.client_seq();
+  item.request_id = env.request_id();
+  item.recipient = env.recipient();
+  item.route = env.route();
+  item.payload_bytes = static_cast<uint32_t>(env.payload().size());
+  item.sent_ns = env.sent_unix_nanos();
+  item.relayed_ns = now;
+  if (ctx.trace) {
+    item.trace_id = env.trace_id();
+    if (auto cap = ctx.cfg.trace_payload_bytes; cap > 0) {
+      item.payload_excerpt = env.payload().substr(0, cap);
+      item.payload_truncated = env.payload().size() > cap;
+    }
+  }
+  st.batch.items.push_back(std::move(item));
+  (void) wire_bytes;
+  bump(ctx.stats.messages_in);
+}
+
+void on_subscription(session_ptr self, bool subscribe,
+                     google::protobuf::RepeatedPtrField<std::string>* routes) {
+  auto& st = self->state;
+  if (auto r = check_routes(*routes)) {
+    write_frame(self, make_notice(v1::Notice::WARNING, r->code,
+                                  r->text + "; the subscription change was ignored"));
+    return;
+  }
+  // Keep the order of envelopes and subscription changes.
+  dispatch_batch(self);
+  std::vector<std::string> xs(routes->begin(), routes->end());
+  if (subscribe)
+    self->send(st.router, subscribe_atom::value, st.id, std::move(xs));
+  else
+    self->send(st.router, unsubscribe_atom::value, st.id, std::move(xs));
+}
+
+/// Handles one decoded frame in the established phase.
+void on_established_frame(session_ptr self, uint32_t wire_bytes) {
+  auto& st = self->state;
+  auto& f = st.frame;
+  switch (f.kind_case()) {
+  case v1::Frame::kEnvelope:
+    on_envelope(self, *f.mutable_envelope(), wire_bytes);
+    break;
+  case v1::Frame::kHeartbeat:
+    if (auto seq = f.heartbeat().seq(); seq != 0) {
+      v1::Frame reply;
+      reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+      reply.mutable_heartbeat()->set_reply_to(seq);
+      // Answer after the envelopes read before it (keeps "ping" a barrier).
+      dispatch_batch(self);
+      write_frame(self, reply);
+    }
+    break;
+  case v1::Frame::kSubscribe:
+    on_subscription(self, true, f.mutable_subscribe()->mutable_routes());
+    break;
+  case v1::Frame::kUnsubscribe:
+    on_subscription(self, false, f.mutable_unsubscribe()->mutable_routes());
+    break;
+  case v1::Frame::kGoodbye:
+    st.ctx->log_session->info("agent leaving {} reason={}", who(self),
+                              logfmt_value(f.goodbye().reason()));
+    begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
+                st.ctx->cfg.drain_timeout);
+    break;
+  case v1::Frame::kHello:
+    fail(self, codes::duplicate_hello, "Hello was already received on this connection",
+         &st.ctx->stats.protocol_errors);
+    break;
+  default:
+    fail(self, codes::unexpected_frame,
+         fmt::format("clients may not send {} frames",
+                     f.GetDescriptor()->FindFieldByNumber(f.kind_case())->name()),
+         &st.ctx->stats.protocol_errors);
+  }
+}
+
+/// Processes buffered input as far as the current phase allows.
+void process_input(session_ptr self) {
+  auto& st = self->state;
+  std::string_view body;
+  while ((st.ph == phase::handshake || st.ph == phase::established) && st.splitter.next(body)) {
+    auto wire_bytes = static_cast<uint32_t>(body.size() + proto::header_size);
+    if (auto err = proto::decode_frame(body, st.frame); err != proto::frame_error::none) {
+      fail(self, proto::to_code(err),
+           fmt::format("could not decode a {}-byte frame as convoke.v1.Frame", body.size()),
+           &st.ctx->stats.protocol_errors);
+      break;
+    }
+    if (st.ph == phase::handshake) {
+      if (st.frame.kind_case() != v1::Frame::kHello) {
+        fail(self, codes::hello_required, "the first frame on a connection must be Hello",
+             &st.ctx->stats.protocol_errors);
+        break;
+      }
+      on_hello(self, *st.frame.mutable_hello());
+    } else {
+      on_established_frame(self, wire_bytes);
+    }
+  }
+  if (auto err = st.splitter.error(); err != proto::frame_error::none) {
+    auto text = err == proto::frame_error::too_large
+                  ? fmt::format("frame length {} exceeds the limit of {} bytes "
+                                "(limits.max-frame-bytes)",
+                                st.splitter.bad_length(), st.splitter.max_frame_bytes())
+                  : std::string{"frame length 0 is not allowed"};
+    fail(self, proto::to_code(err), std::move(text), &st.ctx->stats.protocol_errors);
+  }
+  st.splitter.compact();
+}
+
+/// Stops reading when too much of this agent's input is waiting in the
+/// router (TCP backpressure then reaches the sender).
+void check_input_window(session_ptr self) {
+  auto& st = self->state;
+  // Only the router backlog counts: a partial frame in the splitter is bounded
+  // by limits.max-frame-bytes and must be completed to make progress.
+  if (!st.halted && st.in_flight > st.ctx->cfg.input_window) {
+    self->halt(st.hdl);
+    st.halted = true;
+    bump(st.ctx->stats.input_pauses);
+  }
+}
+
+void resume_input(session_ptr self) {
+  auto& st = self->state;
+  if (!st.halted || st.ph >= phase::draining)
+    return;
+  if (st.in_flight > st.ctx->cfg.input_window / 2)
+    return;
+  st.halted = false;
+  self->trigger(st.hdl);
+  // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
+  // the halt(); trigger again shortly (idempotent), see docs/architecture.md.
+  self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+}
+
+void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
+  self->delayed_send(self, after, idle_check_atom::value);
+}
+
+/// Delivers pre-encoded frames, applying the slow consumer policy.
+void deliver(session_ptr self, const delivery& d) {
+  auto& st = self->state;
+  if (st.ph != phase::established && st.ph != phase::draining)
+    return;
+  auto& ctx = *st.ctx;
+  auto& buf = self->wr_buf(st.hdl);
+  if (buf.size() >= ctx.cfg.output_high_water) {
+    if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect) {
+      bump(ctx.stats.slow_consumers);
+      ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}",
+                            who(self), buf.size(), ctx.cfg.output_high_water);
+      begin_close(self,
+                  make_notice(v1::Notice::ERROR, codes::slow_consumer,
+                              fmt::format("your connection is not reading fast enough: "
+                                          "{} bytes are waiting (flow.output-high-water "
+                                          "is {}); closing",
+                                          buf.size(), format_size(ctx.cfg.output_high_water))),
+                  ctx.cfg.drain_timeout);
+      return;
+    }
+    if (st.dropped == 0)
+      st.dropped_first = d.first_id;
+    st.dropped += d.count;
+    st.dropped_last = d.last_id;
+    bump(ctx.stats.dropped, d.count);
+    if (ctx.trace) {
+      trace_event ev;
+      ev.what = trace_event::kind::dropped;
+      ev.message_id = d.first_id;
+      ev.last_message_id = d.last_id;
+      ev.recipient = st.agent;
+      ev.count = d.count;
+      ev.relayed_ns = unix_nanos();
+      ev.reason = std::string{codes::slow_consumer};
+      ctx.trace->push(std::move(ev));
+    }
+    return;
+  }
+  if (st.dropped > 0) {
+    ctx.log_session->warn("slow consumer caught up {} dropped={}", who(self), st.dropped);
+    proto::append_frame(
+      make_notice(v1::Notice::WARNING, codes::messages_dropped,
+                  fmt::format("{} messages to you (ids {} to {}) were dropped because your "
+                              "connection was not reading fast enough",
+                              st.dropped, st.dropped_first, st.dropped_last)),
+      buf);
+    st.dropped = 0;
+  }
+  buf.insert(buf.end(), d.frames.begin(), d.frames.end());
+  self->flush(st.hdl);
+}
+
+} // namespace
+
+namespace {
+
+caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
+                            caf::io::connection_handle hdl, caf::actor router, context_ptr ctx,
+                            uint64_t session_id, bool over_capacity) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.hdl = hdl;
+  st.router = std::move(router);
+  st.id = session_id;
+  st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
+  st.splitter = proto::frame_splitter{ctx->cfg.max_frame_bytes};
+  st.last_rx = steady::now();
+  bump(ctx->stats.connections_total);
+  bump(ctx->stats.connections_open);
+  self->attach_functor([ctx](const caf::error&) {
+    ctx->stats.connections_open.fetch_sub(1, std::memory_order_relaxed);
+  });
+  ctx->log_session->debug("connection accepted {} fd={}", who(self), hdl.id());
+  self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
+  if (over_capacity) {
+    fail(self, codes::server_full,
+         fmt::format("the server is at its limit of {} connections (limits.max-agents)",
+                     ctx->cfg.max_agents));
+  } else {
+    self->delayed_send(self, ctx->cfg.handshake_timeout, handshake_atom::value);
+  }
+  self->set_exit_handler([self](const caf::exit_msg&) {
+    // Forced stop (not the graceful drain): close now.
+    finish(self);
+  });
+  return {
+    [self](const caf::io::new_data_msg& msg) {
+      auto& st = self->state;
+      st.last_rx = steady::now();
+      if (st.ph >= phase::draining)
+        return; // input after the decision to close is discarded
+      st.splitter.append(msg.buf.data(), msg.buf.size());
+      st.batch.credit += msg.buf.size();
+      if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk) {
+        // A busy sender: read in larger chunks from now on.
+        st.read_chunk = large_read_chunk;
+        self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
+      }
+      process_input(self);
+      if (st.ph == phase::established)
+        dispatch_batch(self);
+      check_input_window(self);
+    },
+    [self](const caf::io::connection_closed_msg&) {
+      auto& st = self->state;
+      if (st.ph < phase::closing) {
+        st.ctx->log_session->info("connection closed by peer {}", who(self));
+        if (st.ph == phase::established)
+          dispatch_batch(self);
+      }
+      self->quit();
+    },
+    [self](const caf::io::data_transferred_msg& msg) {
+      // Enabled only while closing: the last frame has left when nothing
+      // remains; then send FIN and wait for the peer's EOF.
+      auto& st = self->state;
+      if (st.ph == phase::closing && msg.remaining == 0) {
+        st.ph = phase::lingering;
+        self->ack_writes(st.hdl, false);
+        ::shutdown(socket_fd(self), SHUT_WR);
+      }
+    },
+    [self](welcome_atom, const std::string& name, const std::string& resume_token) {
+      auto& st = self->state;
+      if (st.ph != phase::registering)
+        return;
+      st.agent = name;
+      st.registered = true;
+      st.ph = phase::established;
+      send_welcome(self, resume_token);
+      st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
+                                logfmt_value(st.role), logfmt_value(st.sdk));
+      auto& cfg = st.ctx->cfg;
+      self->delayed_send(self, cfg.heartbeat_interval, heartbeat_atom::value);
+      if (cfg.idle_timeout.count() > 0)
+        schedule_idle_check(self, cfg.idle_timeout);
+      // Frames that arrived right behind the Hello.
+      process_input(self);
+      dispatch_batch(self);
+    },
+    [self](refuse_atom, const notice_request& n) { fail(self, n.code, n.text); },
+    [self](credit_atom, uint64_t bytes) {
+      auto& st = self->state;
+      st.in_flight -= std::min(st.in_flight, bytes);
+      resume_input(self);
+    },
+    [self](retrigger_atom) {
+      if (!self->state.halted)
+        self->trigger(self->state.hdl);
+    },
+    [self](deliver_atom, const delivery& d) { deliver(self, d); },
+    [self](notice_atom, const notice_request& n) {
+      auto& st = self->state;
+      if (st.ph == phase::established || st.ph == phase::draining)
+        write_frame(self, make_notice(static_cast<v1::Notice::Severity>(n.severity), n.code, n.text,
+                                      n.client_seq, n.message_id, n.request_id));
+    },
+    [self](heartbeat_atom) {
+      auto& st = self->state;
+      if (st.ph != phase::established)
+        return;
+      v1::Frame f;
+      f.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+      f.mutable_heartbeat()->set_seq(++st.heartbeat_seq);
+      write_frame(self, f);
+      self->delayed_send(self, st.ctx->cfg.heartbeat_interval, heartbeat_atom::value);
+    },
+    [self](idle_check_atom) {
+      auto& st = self->state;
+      if (st.ph != phase::established)
+        return;
+      auto idle = st.ctx->cfg.idle_timeout;
+      auto silent
+        = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - st.last_rx);
+      if (silent < idle) {
+        schedule_idle_check(self, idle - silent);
+        return;
+      }
+      bump(st.ctx->stats.timeouts);
+      st.ctx->log_session->info("idle timeout {} silent_ms={}", who(self), silent.count());
+      begin_close(self,
+                  make_notice(v1::Notice::ERROR, codes::idle_timeout,
+                              fmt::format("nothing received for {} (timeouts.idle); "
+                                          "answer heartbeats to stay connected",
+                                          format_duration(idle))),
+                  st.ctx->cfg.drain_timeout);
+    },
+    [self](handshake_atom) {
+      auto& st = self->state;
+      if (st.ph != phase::handshake && st.ph != phase::registering)
+        return;
+      bump(st.ctx->stats.timeouts);
+      fail(self, codes::handshake_timeout,
+           fmt::format("no Hello within {} (timeouts.handshake)",
+                       format_duration(st.ctx->cfg.handshake_timeout)));
+    },
+    [self](drain_atom) {
+      // Shutdown, phase 1: stop reading; tell the router once everything read
+      // so far is in its mailbox (messages are FIFO per sender pair).
+      auto& st = self->state;
+      if (st.ph >= phase::closing)
+        return;
+      if (st.ph != phase::established) {
+        begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
+                    st.ctx->cfg.drain_timeout);
+        return;
+      }
+      dispatch_batch(self);
+      st.ph = phase::draining;
+      if (!st.halted) {
+        self->halt(st.hdl);
+        st.halted = true;
+      }
+      self->send(st.router, drained_atom::value, st.id);
+    },
+    [self](goodbye_atom) {
+      // Shutdown, phase 2: everything routed before this has been queued.
+      begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
+                  self->state.ctx->cfg.drain_timeout);
+    },
+    [self](evict_atom) {
+      auto& st = self->state;
+      st.ctx->log_session->info("agent replaced by a new session {}", who(self));
+      st.registered = false;
+      begin_close(self,
+                  make_goodbye(codes::replaced,
+                               "a new connection took over this agent name with the "
+                               "resume token"),
+                  st.ctx->cfg.drain_timeout);
+    },
+    [self](abort_atom) {
+      auto& st = self->state;
+      if (st.ph == phase::closing)
+        st.ctx->log_session->info("closing forcibly {} reason=\"peer did not read its final "
+                                  "frame in time\"",
+                                  who(self));
+      finish(self);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor fork_session(caf::io::broker* listener, caf::io::connection_handle hdl,
+                        caf::actor router, context_ptr ctx, uint64_t session_id,
+                        bool over_capacity) {
+  return listener->fork(session_actor, hdl, std::move(router), std::move(ctx), session_id,
+                        over_capacity);
+}
+
+} // namespace convoke::server::internal

@@ -1,0 +1,90 @@
+#include "session_rules.hpp"
+
+#include <fmt/format.h>
+
+#include "convoke/proto/codec.hpp"
+#include "convoke/proto/rules.hpp"
+
+namespace convoke::server {
+
+namespace codes = proto::codes;
+
+std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& cfg) {
+  if (hello.protocol_version() != proto::protocol_version)
+    return refusal{codes::unsupported_version,
+                   fmt::format("protocol version {} is not supported; this server speaks "
+                               "version {}",
+                               hello.protocol_version(), proto::protocol_version)};
+  if (!hello.agent_name().empty())
+    if (auto e = proto::check_agent_name(hello.agent_name()); !e.empty())
+      return refusal{codes::invalid_name, std::move(e)};
+  if (hello.role().size() > proto::max_role_length)
+    return refusal{codes::invalid_name, fmt::format("role is {} bytes long; the limit is {}",
+                                                    hello.role().size(), proto::max_role_length)};
+  if (static_cast<uint32_t>(hello.routes_size()) > cfg.max_routes)
+    return refusal{codes::too_many_routes,
+                   fmt::format("Hello lists {} routes; the limit is {} (limits.max-routes)",
+                               hello.routes_size(), cfg.max_routes)};
+  if (auto r = check_routes(hello.routes()))
+    return r;
+  if (!cfg.token.empty() && !token_matches(cfg.token, hello.token()))
+    return refusal{codes::auth_failed, hello.token().empty()
+                                         ? "this server requires a token in Hello"
+                                         : "the token in Hello is not valid"};
+  return std::nullopt;
+}
+
+std::optional<refusal> check_envelope(const v1::Envelope& env) {
+  if (!env.recipient().empty())
+    if (auto e = proto::check_agent_name(env.recipient()); !e.empty())
+      return refusal{codes::invalid_recipient, "recipient: " + e};
+  if (!env.route().empty())
+    if (auto e = proto::check_route(env.route()); !e.empty())
+      return refusal{codes::invalid_route, std::move(e)};
+  return std::nullopt;
+}
+
+std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes) {
+  for (auto& r : routes)
+    if (auto e = proto::check_route(r); !e.empty())
+      return refusal{codes::invalid_route, std::move(e)};
+  return std::nullopt;
+}
+
+bool token_matches(std::string_view expected, std::string_view given) noexcept {
+  // Length leaks, content does not.
+  unsigned char diff = expected.size() == given.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
+void stamp(v1::Envelope& env, std::string_view sender, uint64_t message_id,
+           int64_t relayed_unix_nanos) {
+  env.set_sender(std::string{sender});
+  env.set_message_id(message_id);
+  env.set_relayed_unix_nanos(relayed_unix_nanos);
+}
+
+v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,
+                      uint64_t client_seq, uint64_t message_id, uint64_t request_id) {
+  v1::Frame f;
+  auto n = f.mutable_notice();
+  n->set_severity(severity);
+  n->set_code(std::string{code});
+  n->set_text(std::move(text));
+  n->set_client_seq(client_seq);
+  n->set_message_id(message_id);
+  n->set_request_id(request_id);
+  return f;
+}
+
+v1::Frame make_goodbye(std::string_view code, std::string reason) {
+  v1::Frame f;
+  auto g = f.mutable_goodbye();
+  g->set_code(std::string{code});
+  g->set_reason(std::move(reason));
+  return f;
+}
+
+} // namespace convoke::server

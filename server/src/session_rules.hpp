@@ -1,0 +1,44 @@
+#pragma once
+
+// Protocol decisions of a session, free of CAF: what makes a Hello, an
+// Envelope or a subscription acceptable, and the Notice to send otherwise.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "convoke/server/config.hpp"
+#include "convoke/v1/wire.pb.h"
+
+namespace convoke::server {
+
+/// Why something was refused: a stable Notice code and a sentence.
+struct refusal {
+  std::string_view code;
+  std::string text;
+};
+
+/// Checks a Hello (version, name, role, routes, token).
+std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& cfg);
+
+/// Checks an Envelope sent by an agent (recipient and route syntax).
+std::optional<refusal> check_envelope(const v1::Envelope& env);
+
+/// Checks the routes of a Subscribe/Unsubscribe.
+std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes);
+
+/// Compares secrets in time independent of where they differ.
+bool token_matches(std::string_view expected, std::string_view given) noexcept;
+
+/// Sets the fields the server owns on a relayed envelope.
+void stamp(v1::Envelope& env, std::string_view sender, uint64_t message_id,
+           int64_t relayed_unix_nanos);
+
+/// Builds a Notice frame.
+v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,
+                      uint64_t client_seq = 0, uint64_t message_id = 0, uint64_t request_id = 0);
+
+/// Builds a Goodbye frame.
+v1::Frame make_goodbye(std::string_view code, std::string reason);
+
+} // namespace convoke::server

@@ -1,0 +1,216 @@
+#include "trace.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/details/log_msg.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include "convoke/common/text.hpp"
+
+namespace convoke::server {
+
+namespace {
+
+constexpr size_t bulk_size = 4096;
+
+const char* kind_name(trace_event::kind k) {
+  switch (k) {
+  case trace_event::kind::relay:
+    return "relay";
+  case trace_event::kind::undeliverable:
+    return "undeliverable";
+  case trace_event::kind::dropped:
+    return "dropped";
+  }
+  return "event";
+}
+
+int64_t ingress_micros(const trace_event& ev) {
+  return ev.sent_ns > 0 ? (ev.relayed_ns - ev.sent_ns) / 1000 : 0;
+}
+
+} // namespace
+
+std::string format_trace_text(const trace_event& ev) {
+  std::string out;
+  out.reserve(160);
+  append_timestamp(out, ev.relayed_ns);
+  out.push_back(' ');
+  out += kind_name(ev.what);
+  auto it = std::back_inserter(out);
+  if (ev.what == trace_event::kind::dropped) {
+    fmt::format_to(it, " m={}..{} to={} count={} reason={}", ev.message_id, ev.last_message_id,
+                   logfmt_value(ev.recipient), ev.count, ev.reason);
+    return out;
+  }
+  fmt::format_to(it, " m={} {} -> {}", ev.message_id, logfmt_value(ev.sender),
+                 ev.recipient.empty() ? std::string{"*"} : logfmt_value(ev.recipient));
+  if (!ev.route.empty())
+    fmt::format_to(it, " route={}", logfmt_value(ev.route));
+  if (ev.what == trace_event::kind::relay && ev.recipient.empty()) {
+    fmt::format_to(it, " fanout={}", ev.count);
+    if (!ev.recipients.empty())
+      fmt::format_to(it, " to={}{}", ev.recipients, ev.count > 8 ? ",..." : "");
+  }
+  if (ev.what == trace_event::kind::undeliverable)
+    fmt::format_to(it, " reason={}", ev.reason);
+  fmt::format_to(it, " bytes={}", ev.payload_bytes);
+  if (ev.sent_ns > 0)
+    fmt::format_to(it, " ingress_us={}", ingress_micros(ev));
+  if (!ev.trace_id.empty())
+    fmt::format_to(it, " trace={}", to_hex(ev.trace_id));
+  if (!ev.payload.empty() || ev.payload_truncated) {
+    out += " payload=";
+    append_json_string(out, ev.payload);
+    if (ev.payload_truncated)
+      out += "...";
+  }
+  return out;
+}
+
+std::string format_trace_json(const trace_event& ev) {
+  std::string out;
+  out.reserve(256);
+  out += "{\"ts\":\"";
+  append_timestamp(out, ev.relayed_ns);
+  fmt::format_to(std::back_inserter(out), "\",\"event\":\"{}\",\"message_id\":{}",
+                 kind_name(ev.what), ev.message_id);
+  auto field = [&out](std::string_view key, std::string_view value) {
+    out += ",\"";
+    out += key;
+    out += "\":";
+    append_json_string(out, value);
+  };
+  auto number = [&out](std::string_view key, int64_t value) {
+    fmt::format_to(std::back_inserter(out), ",\"{}\":{}", key, value);
+  };
+  if (ev.what == trace_event::kind::dropped) {
+    number("last_message_id", static_cast<int64_t>(ev.last_message_id));
+    field("to", ev.recipient);
+    number("count", ev.count);
+    field("reason", ev.reason);
+    out.push_back('}');
+    return out;
+  }
+  field("from", ev.sender);
+  field("to", ev.recipient.empty() ? std::string_view{"*"} : std::string_view{ev.recipient});
+  if (!ev.route.empty())
+    field("route", ev.route);
+  if (ev.what == trace_event::kind::relay && ev.recipient.empty()) {
+    number("fanout", ev.count);
+    out += ",\"recipients\":[";
+    std::string_view rest = ev.recipients;
+    bool first = true;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      if (!first)
+        out.push_back(',');
+      append_json_string(out, rest.substr(0, comma));
+      first = false;
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    out += "]";
+  }
+  if (ev.what == trace_event::kind::undeliverable)
+    field("reason", ev.reason);
+  number("bytes", ev.payload_bytes);
+  number("sent_unix_nanos", ev.sent_ns);
+  number("relayed_unix_nanos", ev.relayed_ns);
+  if (!ev.trace_id.empty())
+    field("trace_id", to_hex(ev.trace_id));
+  if (!ev.payload.empty() || ev.payload_truncated) {
+    field("payload", ev.payload);
+    out += ",\"payload_truncated\":";
+    out += ev.payload_truncated ? "true" : "false";
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::unique_ptr<trace_writer> trace_writer::open(const options& opts, std::string& err) {
+  spdlog::sink_ptr sink;
+  if (opts.file == "-") {
+    sink = std::make_shared<spdlog::sinks::stdout_sink_st>();
+  } else {
+    try {
+      sink = std::make_shared<spdlog::sinks::rotating_file_sink_st>(opts.file, opts.max_file_bytes,
+                                                                    opts.max_files);
+    } catch (const spdlog::spdlog_ex& ex) {
+      err = fmt::format("cannot open trace file '{}': {}", opts.file, ex.what());
+      return nullptr;
+    }
+  }
+  sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%v"));
+  return std::unique_ptr<trace_writer>{new trace_writer(opts, std::move(sink))};
+}
+
+trace_writer::trace_writer(options opts, spdlog::sink_ptr sink)
+  : opts_(std::move(opts)), sink_(std::move(sink)) {
+  queue_.reserve(1024);
+  thread_ = std::thread{[this] { run(); }};
+}
+
+trace_writer::~trace_writer() {
+  stop();
+}
+
+void trace_writer::push(trace_event&& ev) {
+  bool wake = false;
+  {
+    std::lock_guard guard{mtx_};
+    if (queue_.size() >= opts_.queue || stopping_) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    queue_.push_back(std::move(ev));
+    wake = queue_.size() == bulk_size;
+  }
+  // The writer wakes at least every 100 ms on its own; notify only for bulk,
+  // so that a busy relay does not pay a futex wake per message.
+  if (wake)
+    cv_.notify_one();
+}
+
+void trace_writer::stop() {
+  {
+    std::lock_guard guard{mtx_};
+    if (stopping_ && !thread_.joinable())
+      return;
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void trace_writer::run() {
+  std::vector<trace_event> batch;
+  batch.reserve(1024);
+  for (;;) {
+    bool last = false;
+    {
+      std::unique_lock guard{mtx_};
+      cv_.wait_for(guard, std::chrono::milliseconds{100},
+                   [this] { return stopping_ || queue_.size() >= bulk_size; });
+      batch.swap(queue_);
+      last = stopping_;
+    }
+    for (auto& ev : batch) {
+      auto line
+        = opts_.fmt == logging::format::json ? format_trace_json(ev) : format_trace_text(ev);
+      spdlog::details::log_msg msg{"trace", spdlog::level::info,
+                                   spdlog::string_view_t{line.data(), line.size()}};
+      sink_->log(msg);
+    }
+    if (!batch.empty()) {
+      sink_->flush();
+      written_.fetch_add(batch.size(), std::memory_order_relaxed);
+      batch.clear();
+    }
+    if (last)
+      return;
+  }
+}
+
+} // namespace convoke::server

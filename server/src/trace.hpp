@@ -1,0 +1,106 @@
+#pragma once
+
+// Message trace: one record per relayed message (plus undeliverable and
+// dropped messages), written by a dedicated thread so that formatting and
+// file I/O never run on the relay's I/O thread. The queue is bounded: when
+// it is full, records are dropped and counted instead of blocking the relay.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <spdlog/sinks/sink.h>
+
+#include "convoke/common/logging.hpp"
+
+namespace convoke::server {
+
+struct trace_event {
+  enum class kind : uint8_t { relay, undeliverable, dropped };
+  kind what = kind::relay;
+  /// Relayed message id; for `dropped`, the first id of the dropped range.
+  uint64_t message_id = 0;
+  /// For `dropped`: the last id of the range.
+  uint64_t last_message_id = 0;
+  std::string sender;
+  /// Direct recipient; empty for broadcasts.
+  std::string recipient;
+  std::string route;
+  /// Number of agents the message was queued for (`relay`), or number of
+  /// messages dropped (`dropped`).
+  uint32_t count = 0;
+  /// Up to 8 recipient names for broadcasts, comma-separated.
+  std::string recipients;
+  uint32_t payload_bytes = 0;
+  int64_t sent_ns = 0;
+  int64_t relayed_ns = 0;
+  /// Raw trace id bytes (printed as hex).
+  std::string trace_id;
+  /// Payload excerpt (already capped), only when trace.payload-bytes > 0.
+  std::string payload;
+  bool payload_truncated = false;
+  /// Reason code for undeliverable/dropped.
+  std::string reason;
+};
+
+/// Formats one record as a human-readable line (without newline).
+std::string format_trace_text(const trace_event& ev);
+
+/// Formats one record as a JSON object (without newline).
+std::string format_trace_json(const trace_event& ev);
+
+class trace_writer {
+public:
+  struct options {
+    /// File path, or "-" for standard output.
+    std::string file = "-";
+    logging::format fmt = logging::format::text;
+    uint64_t max_file_bytes = 64ull << 20;
+    uint32_t max_files = 5;
+    uint32_t queue = 65536;
+  };
+
+  /// Opens the destination and starts the writer thread; null + `err` on
+  /// failure (e.g. an unwritable path).
+  static std::unique_ptr<trace_writer> open(const options& opts, std::string& err);
+
+  ~trace_writer();
+
+  trace_writer(const trace_writer&) = delete;
+  trace_writer& operator=(const trace_writer&) = delete;
+
+  /// Queues a record. Thread-safe; never blocks on I/O.
+  void push(trace_event&& ev);
+
+  /// Writes everything queued, then stops the thread. Idempotent.
+  void stop();
+
+  uint64_t written() const noexcept {
+    return written_.load(std::memory_order_relaxed);
+  }
+
+  uint64_t dropped() const noexcept {
+    return dropped_.load(std::memory_order_relaxed);
+  }
+
+private:
+  trace_writer(options opts, spdlog::sink_ptr sink);
+  void run();
+
+  options opts_;
+  spdlog::sink_ptr sink_;
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<trace_event> queue_;
+  bool stopping_ = false;
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> dropped_{0};
+  std::thread thread_;
+};
+
+} // namespace convoke::server

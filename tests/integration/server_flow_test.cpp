@@ -1,0 +1,134 @@
+// Flow control: a consumer that stops reading is cut off (or skipped) per
+// policy while everybody else receives everything.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "convoke/common/net.hpp"
+#include "raw_client.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+
+namespace {
+
+constexpr int payload_size = 1000;
+constexpr int burst_size = 32;
+
+/// Sends `n` broadcasts of `payload_size` bytes with client_seq 0..n-1, in
+/// bursts, keeping at most `window` messages ahead of `progress` (what the
+/// well-behaved consumer has received): the sender never outruns it, so only
+/// a consumer that stops reading can fall behind.
+void blast(raw_client& c, int n, const std::atomic<int>& progress, int window = 128) {
+  std::string burst;
+  for (int i = 0; i < n;) {
+    while (i - progress.load() > window)
+      std::this_thread::yield();
+    burst.clear();
+    for (int k = 0; k < burst_size && i < n; ++k, ++i) {
+      v1::Frame f;
+      f.mutable_envelope()->set_client_seq(static_cast<uint64_t>(i));
+      f.mutable_envelope()->set_payload(std::string(payload_size, 'p'));
+      proto::append_frame(f, burst);
+    }
+    ASSERT_TRUE(c.send_bytes(burst));
+  }
+}
+
+/// Reads `n` envelopes in order, publishing progress.
+void consume_all(raw_client& c, int n, std::atomic<int>& progress) {
+  for (int i = 0; i < n; ++i) {
+    auto e = c.read_envelope(5s);
+    ASSERT_TRUE(e.has_value()) << "consumer missed message " << i;
+    ASSERT_EQ(e->client_seq(), static_cast<uint64_t>(i));
+    progress = i + 1;
+  }
+}
+
+raw_client join(uint16_t port, const std::string& name) {
+  raw_client c{port};
+  auto w = c.hello(name);
+  EXPECT_TRUE(w.has_welcome()) << w.ShortDebugString();
+  return c;
+}
+
+/// A consumer that joins and then does not read. Kernel buffers on both ends
+/// absorb several MB before the server's own output buffer starts to grow,
+/// so the tests send far more than that.
+raw_client stalled_consumer(uint16_t port) {
+  raw_client c{port};
+  auto w = c.hello("stalled");
+  EXPECT_TRUE(w.has_welcome());
+  return c;
+}
+
+} // namespace
+
+TEST(ServerFlow, SlowConsumerIsDisconnectedWhileOthersGetEverything) {
+  test_server srv{[](auto& cfg) {
+    cfg.max_frame_bytes = 16 * 1024;
+    cfg.output_high_water = 256 * 1024;
+    cfg.drain_timeout = 500ms; // grace for the stalled peer to read its Notice
+  }};
+  constexpr int n = 40000; // ~40 MB per receiver: far above kernel buffers + high-water mark
+  auto stalled = stalled_consumer(srv.port());
+  auto fast = join(srv.port(), "fast");
+  auto pub = join(srv.port(), "pub");
+  std::atomic<int> progress{0};
+  {
+    std::jthread sender{[&] { blast(pub, n, progress); }};
+    consume_all(fast, n, progress);
+  }
+  EXPECT_EQ(srv.stats().slow_consumers, 1u);
+  EXPECT_EQ(srv.stats().dropped, 0u);
+  // The stalled agent finds data, then (if it read in time) the Notice, then EOF.
+  std::vector<v1::Frame> frames;
+  EXPECT_TRUE(stalled.wait_closed(5s, &frames));
+  ASSERT_FALSE(frames.empty());
+  EXPECT_LT(frames.size(), static_cast<size_t>(n)) << "it cannot have received everything";
+}
+
+TEST(ServerFlow, DropPolicySkipsASlowConsumerAndTellsItHowManyItMissed) {
+  test_server srv{[](auto& cfg) {
+    cfg.max_frame_bytes = 16 * 1024;
+    cfg.output_high_water = 256 * 1024;
+    cfg.slow_consumer = server::slow_consumer_policy::drop;
+  }};
+  constexpr int n = 40000;
+  auto slow = stalled_consumer(srv.port());
+  auto fast = join(srv.port(), "fast");
+  auto pub = join(srv.port(), "pub");
+  std::atomic<int> progress{0};
+  {
+    std::jthread sender{[&] { blast(pub, n, progress); }};
+    consume_all(fast, n, progress);
+  }
+  auto dropped = srv.stats().dropped;
+  EXPECT_GT(dropped, 0u);
+  // Now the slow one reads everything that was queued for it: in order, and
+  // together with what was dropped, everything.
+  uint64_t received = 0;
+  uint64_t next = 0;
+  while (auto e = slow.read_envelope(500ms)) {
+    EXPECT_GE(e->client_seq(), next) << "reordered";
+    next = e->client_seq() + 1;
+    ++received;
+  }
+  EXPECT_EQ(received + dropped, static_cast<uint64_t>(n));
+  // Its buffer is empty again, so the next message is delivered, preceded by
+  // a Notice saying how many were dropped.
+  ASSERT_TRUE(pub.send_envelope("stalled", "after"));
+  auto f = slow.read_kind(v1::Frame::kNotice);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_EQ(f->notice().code(), "messages_dropped");
+  EXPECT_EQ(f->notice().severity(), v1::Notice::WARNING);
+  EXPECT_EQ(f->notice().text().rfind(std::to_string(dropped) + " messages", 0), 0u)
+    << f->notice().text();
+  auto e = slow.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "after");
+  EXPECT_EQ(srv.stats().slow_consumers, 0u);
+}

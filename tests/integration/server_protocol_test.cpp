@@ -1,0 +1,205 @@
+// Bad input and timeouts: the offender gets a precise Notice and is closed;
+// everybody else keeps working.
+
+#include <gtest/gtest.h>
+
+#include "convoke/proto/codec.hpp"
+#include "raw_client.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+
+namespace {
+
+raw_client join(uint16_t port, const std::string& name) {
+  raw_client c{port};
+  auto w = c.hello(name);
+  EXPECT_TRUE(w.has_welcome()) << w.ShortDebugString();
+  return c;
+}
+
+std::string header(uint32_t len) {
+  std::string h(4, '\0');
+  proto::write_header(h.data(), len);
+  return h;
+}
+
+/// Expects an ERROR Notice with `code` and then the connection closing.
+void expect_refused(raw_client& c, const std::string& code) {
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(c.wait_closed(3s, &frames)) << "connection not closed";
+  ASSERT_FALSE(frames.empty()) << "closed without a Notice";
+  auto& last = frames.back();
+  ASSERT_TRUE(last.has_notice()) << last.ShortDebugString();
+  EXPECT_EQ(last.notice().code(), code) << last.notice().text();
+  EXPECT_EQ(last.notice().severity(), v1::Notice::ERROR);
+  EXPECT_FALSE(last.notice().text().empty());
+}
+
+/// Bystanders still talk to each other.
+void expect_bystanders_fine(raw_client& a, raw_client& b, const std::string& text) {
+  ASSERT_TRUE(a.send_envelope("bob", text));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), text);
+}
+
+struct bad_input_case {
+  const char* name;
+  std::string bytes;
+  bool after_hello;
+  const char* code;
+};
+
+class BadInput : public testing::TestWithParam<bad_input_case> {};
+
+} // namespace
+
+TEST_P(BadInput, GetsNoticeAndCloseWhileOthersKeepWorking) {
+  test_server srv{[](auto& cfg) { cfg.max_frame_bytes = 4096; }};
+  auto alice = join(srv.port(), "alice");
+  auto bob = join(srv.port(), "bob");
+  raw_client bad{srv.port()};
+  if (GetParam().after_hello)
+    ASSERT_TRUE(bad.hello("mallory").has_welcome());
+  ASSERT_TRUE(bad.send_bytes(GetParam().bytes));
+  expect_refused(bad, GetParam().code);
+  expect_bystanders_fine(alice, bob, std::string{"after "} + GetParam().name);
+  EXPECT_GE(srv.stats().protocol_errors, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+  Malformed, BadInput,
+  testing::Values(
+    bad_input_case{"zero_length", header(0), true, "frame_empty"},
+    bad_input_case{"oversize", header(4097) + std::string(100, 'x'), true, "frame_too_large"},
+    bad_input_case{"oversize_before_hello", header(1u << 30), false, "frame_too_large"},
+    bad_input_case{"garbage", header(8) + std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8), true,
+                   "frame_undecodable"},
+    bad_input_case{"http_request", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, "frame_too_large"},
+    bad_input_case{"empty_frame_message", header(2) + std::string("\x00\x00", 2), true,
+                   "frame_undecodable"},
+    bad_input_case{"envelope_before_hello",
+                   [] {
+                     v1::Frame f;
+                     f.mutable_envelope()->set_payload("hi");
+                     return proto::encode_frame(f);
+                   }(),
+                   false, "hello_required"},
+    bad_input_case{"second_hello",
+                   [] {
+                     v1::Frame f;
+                     f.mutable_hello()->set_protocol_version(1);
+                     return proto::encode_frame(f);
+                   }(),
+                   true, "duplicate_hello"},
+    bad_input_case{"client_sends_welcome",
+                   [] {
+                     v1::Frame f;
+                     f.mutable_welcome()->set_agent_name("x");
+                     return proto::encode_frame(f);
+                   }(),
+                   true, "unexpected_frame"}),
+  [](const testing::TestParamInfo<bad_input_case>& info) { return info.param.name; });
+
+TEST(ServerProtocol, FrameSplitAcrossManyWritesIsReassembled) {
+  test_server srv;
+  auto bob = join(srv.port(), "bob");
+  raw_client alice{srv.port()};
+  ASSERT_TRUE(alice.hello("alice").has_welcome());
+  v1::Frame f;
+  f.mutable_envelope()->set_recipient("bob");
+  f.mutable_envelope()->set_payload(std::string(3000, 'z'));
+  auto bytes = proto::encode_frame(f);
+  for (char c : bytes) // one byte per write
+    ASSERT_TRUE(alice.send_bytes(std::string_view{&c, 1}));
+  auto e = bob.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload().size(), 3000u);
+}
+
+TEST(ServerProtocol, UnsupportedVersionIsRefused) {
+  test_server srv;
+  raw_client c{srv.port()};
+  v1::Frame f;
+  f.mutable_hello()->set_protocol_version(7);
+  f.mutable_hello()->set_agent_name("future");
+  ASSERT_TRUE(c.send(f));
+  expect_refused(c, "unsupported_version");
+}
+
+TEST(ServerProtocol, InvalidNameIsRefused) {
+  test_server srv;
+  raw_client c{srv.port()};
+  auto r = c.hello("has space");
+  ASSERT_TRUE(r.has_notice());
+  EXPECT_EQ(r.notice().code(), "invalid_name");
+  EXPECT_TRUE(c.wait_closed(2s));
+}
+
+TEST(ServerProtocol, TokenIsRequiredWhenConfigured) {
+  test_server srv{[](auto& cfg) { cfg.token = "s3cret"; }};
+  raw_client anonymous{srv.port()};
+  auto r = anonymous.hello("alice");
+  ASSERT_TRUE(r.has_notice());
+  EXPECT_EQ(r.notice().code(), "auth_failed");
+  raw_client good{srv.port()};
+  v1::Frame f;
+  f.mutable_hello()->set_protocol_version(1);
+  f.mutable_hello()->set_agent_name("alice");
+  f.mutable_hello()->set_token("s3cret");
+  ASSERT_TRUE(good.send(f));
+  auto w = good.read_kind(v1::Frame::kWelcome);
+  ASSERT_TRUE(w.has_value());
+}
+
+TEST(ServerProtocol, HandshakeTimeoutClosesASilentConnection) {
+  test_server srv{[](auto& cfg) { cfg.handshake_timeout = 300ms; }};
+  raw_client silent{srv.port()};
+  auto start = std::chrono::steady_clock::now();
+  expect_refused(silent, "handshake_timeout");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
+  EXPECT_EQ(srv.stats().timeouts, 1u);
+}
+
+TEST(ServerProtocol, IdleTimeoutClosesASilentAgentButNotOneAnsweringHeartbeats) {
+  test_server srv{[](auto& cfg) {
+    cfg.heartbeat_interval = 100ms;
+    cfg.idle_timeout = 400ms;
+  }};
+  auto silent = join(srv.port(), "silent");
+  auto lively = join(srv.port(), "lively");
+  // `lively` answers heartbeats (read_kind replies to them) for 1.2 s.
+  auto until = std::chrono::steady_clock::now() + 1200ms;
+  while (std::chrono::steady_clock::now() < until)
+    lively.read_kind(v1::Frame::kEnvelope, 100ms);
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(silent.wait_closed(100ms, &frames)); // closed long ago
+  ASSERT_FALSE(frames.empty());
+  EXPECT_GT(frames.front().heartbeat().seq(), 0u) << "heartbeats were sent first";
+  ASSERT_TRUE(frames.back().has_notice());
+  EXPECT_EQ(frames.back().notice().code(), "idle_timeout");
+  EXPECT_TRUE(lively.ping());
+}
+
+TEST(ServerProtocol, ServerFullRefusesExtraConnections) {
+  test_server srv{[](auto& cfg) { cfg.max_agents = 2; }};
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  raw_client c{srv.port()};
+  expect_refused(c, "server_full");
+  expect_bystanders_fine(a, b, "still two of us");
+}
+
+TEST(ServerProtocol, PeerVanishingMidFrameDoesNotDisturbOthers) {
+  test_server srv;
+  auto alice = join(srv.port(), "alice");
+  auto bob = join(srv.port(), "bob");
+  {
+    raw_client quitter{srv.port()};
+    ASSERT_TRUE(quitter.hello("quitter").has_welcome());
+    ASSERT_TRUE(quitter.send_bytes(header(1000) + "partial"));
+  } // closed mid-frame
+  expect_bystanders_fine(alice, bob, "unaffected");
+}

@@ -1,0 +1,374 @@
+// Relay semantics of the server, exercised over real loopback sockets with
+// the plain protocol client: broadcast, direct, unknown recipients, routes,
+// names, ordering under load, shutdown.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "raw_client.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+
+namespace {
+
+raw_client join(uint16_t port, const std::string& name, std::vector<std::string> routes = {}) {
+  raw_client c{port};
+  auto w = c.hello(name, std::move(routes));
+  EXPECT_TRUE(w.has_welcome()) << name << ": " << w.ShortDebugString();
+  return c;
+}
+
+/// True if no envelope arrives within `wait` (after a ping barrier).
+bool no_envelope(raw_client& c, std::chrono::milliseconds wait = 150ms) {
+  return !c.read_envelope(wait).has_value();
+}
+
+} // namespace
+
+TEST(ServerRelay, WelcomeConfirmsNameAndAnnouncesLimits) {
+  test_server srv{[](auto& cfg) {
+    cfg.name = "relay-under-test";
+    cfg.max_frame_bytes = 65536;
+  }};
+  raw_client c{srv.port()};
+  auto w = c.hello("alice");
+  ASSERT_TRUE(w.has_welcome()) << w.ShortDebugString();
+  EXPECT_EQ(w.welcome().agent_name(), "alice");
+  EXPECT_EQ(w.welcome().server_name(), "relay-under-test");
+  EXPECT_EQ(w.welcome().protocol_version(), 1u);
+  EXPECT_EQ(w.welcome().limits().max_frame_bytes(), 65536u);
+  EXPECT_GT(w.welcome().session_id(), 0u);
+  EXPECT_EQ(w.welcome().resume_token().size(), 32u);
+}
+
+TEST(ServerRelay, EmptyNameGetsAnAssignedUniqueName) {
+  test_server srv;
+  raw_client a{srv.port()};
+  raw_client b{srv.port()};
+  auto wa = a.hello("");
+  auto wb = b.hello("");
+  ASSERT_TRUE(wa.has_welcome());
+  ASSERT_TRUE(wb.has_welcome());
+  EXPECT_EQ(wa.welcome().agent_name().rfind("agent-", 0), 0u);
+  EXPECT_NE(wa.welcome().agent_name(), wb.welcome().agent_name());
+}
+
+TEST(ServerRelay, BroadcastReachesEveryOtherAgentButNotTheSender) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  auto c = join(srv.port(), "carol");
+  ASSERT_TRUE(a.send_envelope("", "hello all", "", 7));
+  for (auto* rx : {&b, &c}) {
+    auto e = rx->read_envelope();
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->payload(), "hello all");
+    EXPECT_EQ(e->sender(), "alice");
+    EXPECT_TRUE(e->recipient().empty());
+    EXPECT_GT(e->message_id(), 0u);
+    EXPECT_GT(e->relayed_unix_nanos(), 0);
+  }
+  ASSERT_TRUE(a.ping());
+  EXPECT_TRUE(no_envelope(a));
+  EXPECT_EQ(srv.stats().messages_in, 1u);
+  EXPECT_EQ(srv.stats().deliveries, 2u);
+}
+
+TEST(ServerRelay, SenderCannotSpoofServerOwnedFields) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  v1::Frame f;
+  f.mutable_envelope()->set_sender("mallory");
+  f.mutable_envelope()->set_message_id(424242);
+  f.mutable_envelope()->set_payload("x");
+  ASSERT_TRUE(a.send(f));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->sender(), "alice");
+  EXPECT_NE(e->message_id(), 424242u);
+}
+
+TEST(ServerRelay, DirectMessageReachesOnlyItsRecipient) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  auto c = join(srv.port(), "carol");
+  ASSERT_TRUE(a.send_envelope("bob", "psst"));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "psst");
+  EXPECT_EQ(e->recipient(), "bob");
+  EXPECT_EQ(e->sender(), "alice");
+  EXPECT_TRUE(no_envelope(c));
+  EXPECT_TRUE(no_envelope(a));
+}
+
+TEST(ServerRelay, DirectMessageToSelfIsDelivered) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  ASSERT_TRUE(a.send_envelope("alice", "note to self"));
+  auto e = a.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "note to self");
+}
+
+TEST(ServerRelay, UnknownRecipientGetsANoticeNamingTheMessage) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  ASSERT_TRUE(a.send_envelope("nobody", "hello?", "", 99));
+  auto n = a.read_kind(v1::Frame::kNotice);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->notice().code(), "unknown_recipient");
+  EXPECT_EQ(n->notice().severity(), v1::Notice::WARNING);
+  EXPECT_EQ(n->notice().client_seq(), 99u);
+  EXPECT_GT(n->notice().message_id(), 0u);
+  EXPECT_NE(n->notice().text().find("nobody"), std::string::npos);
+  // The session stays usable.
+  ASSERT_TRUE(a.ping());
+  EXPECT_EQ(srv.stats().undeliverable, 1u);
+}
+
+TEST(ServerRelay, InvalidRecipientIsRefusedWithoutClosing) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  ASSERT_TRUE(a.send_envelope("bad name!", "x", "", 5));
+  auto n = a.read_kind(v1::Frame::kNotice);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->notice().code(), "invalid_recipient");
+  EXPECT_EQ(n->notice().client_seq(), 5u);
+  EXPECT_TRUE(a.ping());
+}
+
+TEST(ServerRelay, RouteSubscriptionsFilterBroadcasts) {
+  test_server srv;
+  auto pub = join(srv.port(), "pub");
+  auto news = join(srv.port(), "news-reader", {"news"});
+  auto sports = join(srv.port(), "sports-fan", {"sports", "scores"});
+  auto all = join(srv.port(), "everything");
+  ASSERT_TRUE(pub.send_envelope("", "headline", "news"));
+  ASSERT_TRUE(pub.send_envelope("", "no route"));
+  ASSERT_TRUE(pub.send_envelope("", "goal", "scores"));
+  auto n1 = news.read_envelope();
+  ASSERT_TRUE(n1.has_value());
+  EXPECT_EQ(n1->payload(), "headline");
+  EXPECT_EQ(n1->route(), "news");
+  EXPECT_TRUE(no_envelope(news)); // neither the route-less nor the scores one
+  auto s1 = sports.read_envelope();
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_EQ(s1->payload(), "goal");
+  EXPECT_TRUE(no_envelope(sports));
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    auto e = all.read_envelope();
+    ASSERT_TRUE(e.has_value());
+    got.push_back(e->payload());
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"headline", "no route", "goal"}));
+}
+
+TEST(ServerRelay, DirectMessagesIgnoreSubscriptions) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob", {"only-this"});
+  ASSERT_TRUE(a.send_envelope("bob", "direct", "other-route"));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "direct");
+}
+
+TEST(ServerRelay, SubscribeAndUnsubscribeAtRuntime) {
+  test_server srv;
+  auto pub = join(srv.port(), "pub");
+  auto sub = join(srv.port(), "sub");
+  v1::Frame s;
+  s.mutable_subscribe()->add_routes("alerts");
+  ASSERT_TRUE(sub.send(s));
+  ASSERT_TRUE(sub.ping()); // the subscription is in effect after this
+  ASSERT_TRUE(pub.send_envelope("", "chatter", "weather"));
+  ASSERT_TRUE(pub.send_envelope("", "fire!", "alerts"));
+  auto e = sub.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "fire!");
+  v1::Frame u;
+  u.mutable_unsubscribe()->add_routes("alerts");
+  ASSERT_TRUE(sub.send(u));
+  ASSERT_TRUE(sub.ping()); // no subscription left: everything again
+  ASSERT_TRUE(pub.send_envelope("", "chatter again", "weather"));
+  e = sub.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "chatter again");
+}
+
+TEST(ServerRelay, TooManyRoutesIsRefused) {
+  test_server srv{[](auto& cfg) { cfg.max_routes = 2; }};
+  raw_client c{srv.port()};
+  auto r = c.hello("greedy", {"a", "b", "c"});
+  ASSERT_TRUE(r.has_notice());
+  EXPECT_EQ(r.notice().code(), "too_many_routes");
+  EXPECT_TRUE(c.wait_closed(2s));
+  auto ok = join(srv.port(), "modest", {"a", "b"});
+  v1::Frame s;
+  s.mutable_subscribe()->add_routes("c");
+  ASSERT_TRUE(ok.send(s));
+  auto n = ok.read_kind(v1::Frame::kNotice);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->notice().code(), "too_many_routes");
+  EXPECT_TRUE(ok.ping());
+}
+
+TEST(ServerRelay, DuplicateNameIsRefusedAndTheFirstAgentKeepsWorking) {
+  test_server srv;
+  auto first = join(srv.port(), "alice");
+  auto other = join(srv.port(), "bob");
+  raw_client second{srv.port()};
+  auto r = second.hello("alice");
+  ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "name_taken");
+  EXPECT_EQ(r.notice().severity(), v1::Notice::ERROR);
+  EXPECT_NE(r.notice().text().find("alice"), std::string::npos);
+  EXPECT_TRUE(second.wait_closed(2s));
+  ASSERT_TRUE(other.send_envelope("alice", "still there?"));
+  auto e = first.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "still there?");
+}
+
+TEST(ServerRelay, ResumeTokenTakesOverAStaleSession) {
+  test_server srv;
+  raw_client old{srv.port()};
+  auto w = old.hello("alice");
+  ASSERT_TRUE(w.has_welcome());
+  raw_client fresh{srv.port()};
+  auto w2 = fresh.hello("alice", {}, w.welcome().resume_token());
+  ASSERT_TRUE(w2.has_welcome()) << w2.ShortDebugString();
+  EXPECT_NE(w2.welcome().resume_token(), w.welcome().resume_token());
+  auto bye = old.read_kind(v1::Frame::kGoodbye);
+  ASSERT_TRUE(bye.has_value());
+  EXPECT_EQ(bye->goodbye().code(), "replaced");
+  EXPECT_TRUE(old.wait_closed(2s));
+  auto b = join(srv.port(), "bob");
+  ASSERT_TRUE(b.send_envelope("alice", "to the new one"));
+  auto e = fresh.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "to the new one");
+  // A wrong token does not take over.
+  raw_client thief{srv.port()};
+  auto r = thief.hello("alice", {}, "00000000000000000000000000000000");
+  ASSERT_TRUE(r.has_notice());
+  EXPECT_EQ(r.notice().code(), "name_taken");
+}
+
+TEST(ServerRelay, PerSenderOrderIsKeptUnderLoad) {
+  // 10k messages from each of two senders, to a direct receiver and to two
+  // broadcast receivers: none lost, none reordered. A small input window
+  // makes sessions pause and resume reading along the way.
+  test_server srv{[](auto& cfg) { cfg.input_window = 64 * 1024; }};
+  constexpr int n = 10000;
+  auto s1 = join(srv.port(), "sender-1");
+  auto s2 = join(srv.port(), "sender-2");
+  auto direct = join(srv.port(), "direct-rx", {"unused"});
+  auto b1 = join(srv.port(), "bcast-1");
+  auto b2 = join(srv.port(), "bcast-2");
+  auto send_all = [](raw_client& c, const std::string& to) {
+    std::string burst;
+    for (int i = 0; i < n; ++i) {
+      v1::Frame f;
+      auto e = f.mutable_envelope();
+      e->set_recipient(to);
+      e->set_client_seq(static_cast<uint64_t>(i));
+      e->set_payload(std::to_string(i) + std::string(64, 'x'));
+      proto::append_frame(f, burst);
+      if (burst.size() > 256 * 1024) {
+        ASSERT_TRUE(c.send_bytes(burst));
+        burst.clear();
+      }
+    }
+    ASSERT_TRUE(c.send_bytes(burst));
+  };
+  std::jthread t1{[&] { send_all(s1, "direct-rx"); }};
+  std::jthread t2{[&] { send_all(s2, ""); }};
+  auto check
+    = [](raw_client& rx, int expected_per_sender, std::map<std::string, uint64_t> expect_next) {
+        int total = 0;
+        while (total < expected_per_sender * static_cast<int>(expect_next.size())) {
+          auto e = rx.read_envelope(5s);
+          ASSERT_TRUE(e.has_value()) << "after " << total << " messages";
+          auto& next = expect_next[e->sender()];
+          ASSERT_EQ(std::stoull(e->payload()), next) << "from " << e->sender();
+          ++next;
+          ++total;
+        }
+      };
+  std::jthread rd{[&] { check(direct, n, {{"sender-1", 0}}); }};
+  std::jthread rb1{[&] { check(b1, n, {{"sender-2", 0}}); }};
+  check(b2, n, {{"sender-2", 0}});
+  t1.join();
+  t2.join();
+  rd.join();
+  rb1.join();
+  EXPECT_EQ(srv.stats().messages_in, 2u * n);
+  EXPECT_EQ(srv.stats().dropped, 0u);
+}
+
+TEST(ServerRelay, MessageIdsIncreaseInAcceptanceOrder) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  for (int i = 0; i < 50; ++i)
+    ASSERT_TRUE(a.send_envelope("bob", std::to_string(i)));
+  uint64_t last = 0;
+  for (int i = 0; i < 50; ++i) {
+    auto e = b.read_envelope();
+    ASSERT_TRUE(e.has_value());
+    EXPECT_GT(e->message_id(), last);
+    last = e->message_id();
+  }
+}
+
+TEST(ServerRelay, GracefulShutdownDeliversPendingThenSaysGoodbye) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  for (int i = 0; i < 200; ++i)
+    ASSERT_TRUE(a.send_envelope("bob", std::to_string(i)));
+  ASSERT_TRUE(a.ping()); // all 200 accepted by the server
+  std::jthread stopper{[&] { srv.stop(); }};
+  for (int i = 0; i < 200; ++i) {
+    auto e = b.read_envelope();
+    ASSERT_TRUE(e.has_value()) << i;
+    EXPECT_EQ(e->payload(), std::to_string(i));
+  }
+  for (auto* c : {&a, &b}) {
+    auto bye = c->read_kind(v1::Frame::kGoodbye);
+    ASSERT_TRUE(bye.has_value());
+    EXPECT_EQ(bye->goodbye().code(), "shutdown");
+    EXPECT_TRUE(c->wait_closed(2s));
+  }
+  stopper.join();
+}
+
+TEST(ServerRelay, ClientGoodbyeIsAcknowledgedAndFreesTheName) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  v1::Frame f;
+  f.mutable_goodbye()->set_code("client_exit");
+  f.mutable_goodbye()->set_reason("done for today");
+  ASSERT_TRUE(a.send(f));
+  auto bye = a.read_kind(v1::Frame::kGoodbye);
+  ASSERT_TRUE(bye.has_value());
+  EXPECT_EQ(bye->goodbye().code(), "client_exit");
+  EXPECT_TRUE(a.wait_closed(2s));
+  // The name is free again once the session has ended.
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    raw_client again{srv.port()};
+    auto w = again.hello("alice");
+    if (w.has_welcome())
+      return;
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL() << "name 'alice' never became free";
+}

@@ -1,0 +1,77 @@
+#pragma once
+
+// A blocking, CAF-free protocol client for tests: real sockets, our codec,
+// no SDK. Lets tests send exactly the bytes they want (garbage included).
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "convoke/proto/codec.hpp"
+
+namespace convoke::test {
+
+using namespace std::chrono_literals;
+
+class raw_client {
+public:
+  raw_client() = default;
+  explicit raw_client(uint16_t port, const std::string& host = "127.0.0.1");
+  ~raw_client();
+  raw_client(raw_client&& other) noexcept;
+  raw_client& operator=(raw_client&& other) noexcept;
+
+  bool connected() const noexcept {
+    return fd_ >= 0;
+  }
+  int fd() const noexcept {
+    return fd_;
+  }
+
+  bool send_bytes(std::string_view bytes);
+  bool send(const v1::Frame& frame);
+
+  /// Sends Hello and returns the server's answer (Welcome, or Notice).
+  v1::Frame hello(const std::string& name, std::vector<std::string> routes = {},
+                  const std::string& resume_token = {});
+
+  /// Sends an envelope (broadcast when `to` is empty).
+  bool send_envelope(const std::string& to, const std::string& payload,
+                     const std::string& route = {}, uint64_t client_seq = 0);
+
+  /// Reads the next frame; nullopt on timeout, close or framing error.
+  std::optional<v1::Frame> read(std::chrono::milliseconds timeout = 2s);
+
+  /// Reads frames until one of kind `kind` arrives (skipping others, e.g.
+  /// heartbeats); nullopt on timeout/close.
+  std::optional<v1::Frame> read_kind(v1::Frame::KindCase kind,
+                                     std::chrono::milliseconds timeout = 2s);
+
+  /// Reads the next envelope, answering and skipping heartbeats.
+  std::optional<v1::Envelope> read_envelope(std::chrono::milliseconds timeout = 2s);
+
+  /// True if the server closes the connection within `timeout` (frames
+  /// before the close are collected in `before`).
+  bool wait_closed(std::chrono::milliseconds timeout, std::vector<v1::Frame>* before = nullptr);
+
+  /// Round trip through the server (Heartbeat with seq): everything this
+  /// client sent before has been processed by its session when it returns.
+  bool ping(std::chrono::milliseconds timeout = 2s);
+
+  void close();
+
+private:
+  bool fill(std::chrono::steady_clock::time_point deadline);
+
+  int fd_ = -1;
+  proto::frame_splitter splitter_;
+  std::vector<v1::Frame> pending_;
+  uint64_t next_ping_ = 1;
+  bool eof_ = false;
+};
+
+/// Resident set size of a process in KiB (from /proc), 0 if unknown.
+size_t rss_kib(int pid);
+
+} // namespace convoke::test

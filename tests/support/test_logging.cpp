@@ -1,0 +1,19 @@
+#include <cstdlib>
+#include <mutex>
+
+#include "convoke/common/logging.hpp"
+#include "test_server.hpp"
+
+namespace convoke::test {
+
+void init_test_logging() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    logging::options opts;
+    auto lvl = std::getenv("CONVOKE_TEST_LOG_LEVEL");
+    opts.level = lvl != nullptr ? lvl : "warn";
+    logging::configure(opts);
+  });
+}
+
+} // namespace convoke::test
