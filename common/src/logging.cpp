@@ -1,5 +1,6 @@
 #include "convoke/common/logging.hpp"
 
+#include <cstdlib>
 #include <mutex>
 #include <vector>
 
@@ -21,6 +22,16 @@ struct shared_state {
   spdlog::sink_ptr sink;
   format fmt = format::text;
   spdlog::level::level_enum level = spdlog::level::info;
+
+  shared_state() {
+    // Defaults for programs that never call configure() (SDK users, tools).
+    if (auto v = std::getenv("CONVOKE_LOG_LEVEL"))
+      if (auto lvl = parse_level(v))
+        level = *lvl;
+    if (auto v = std::getenv("CONVOKE_LOG_FORMAT"))
+      if (auto f = parse_format(v))
+        fmt = *f;
+  }
 };
 
 shared_state& state() {

@@ -1,0 +1,110 @@
+#pragma once
+
+/// @file
+/// Value types exchanged between the SDK and agent code.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <system_error>
+
+namespace convoke {
+
+/// A message delivered to an agent.
+struct message {
+  /// Server-assigned id, unique within one server run.
+  uint64_t id = 0;
+  /// Name of the sending agent (set by the server, cannot be spoofed).
+  std::string sender;
+  /// The recipient for direct messages; empty for broadcasts.
+  std::string recipient;
+  /// Route label; empty if none.
+  std::string route;
+  /// Application data (any bytes).
+  std::string payload;
+  /// Media type of the payload, e.g. "text/plain" (may be empty).
+  std::string content_type;
+  /// Application headers.
+  std::map<std::string, std::string> headers;
+  /// Trace id as 32 lower-case hex characters (empty if the sender set none).
+  std::string trace_id;
+  /// Sender's and server's clocks, Unix epoch nanoseconds.
+  int64_t sent_unix_nanos = 0;
+  int64_t relayed_unix_nanos = 0;
+  /// Nonzero if the sender expects a reply (answer with `agent::reply`).
+  uint64_t request_id = 0;
+  /// Nonzero if this is a reply to one of this agent's requests.
+  uint64_t in_reply_to = 0;
+
+  bool is_direct() const noexcept {
+    return !recipient.empty();
+  }
+  bool is_request() const noexcept {
+    return request_id != 0;
+  }
+};
+
+/// Optional parts of an outgoing message.
+struct send_options {
+  std::string content_type;
+  std::map<std::string, std::string> headers;
+  /// Continue an existing trace (32 hex characters); empty starts a new one.
+  std::string trace_id;
+};
+
+/// A diagnostic from the server (e.g. "unknown_recipient").
+struct notice {
+  enum class level { info, warning, error };
+  level severity = level::info;
+  /// Stable machine-readable code; docs/protocol.md lists them.
+  std::string code;
+  /// Human-readable explanation.
+  std::string text;
+  /// Identify the message the notice is about, when there is one.
+  uint64_t client_seq = 0;
+  uint64_t message_id = 0;
+  uint64_t request_id = 0;
+};
+
+/// Facts about the current session, passed to `agent::on_connect`.
+struct session_info {
+  uint64_t session_id = 0;
+  /// The confirmed agent name.
+  std::string agent_name;
+  std::string server_name;
+  std::string server_version;
+  std::chrono::milliseconds heartbeat_interval{0};
+  std::chrono::milliseconds idle_timeout{0};
+  uint32_t max_frame_bytes = 0;
+  /// True if this session replaces an earlier one of this agent.
+  bool reconnected = false;
+};
+
+/// Why a session ended, passed to `agent::on_disconnect`.
+struct disconnect_info {
+  /// A Goodbye or Notice code from the server ("shutdown", "idle_timeout",
+  /// ...) or a local one ("connect_failed", "connection_lost", "stopped").
+  std::string code;
+  std::string reason;
+  /// True if the SDK will try to connect again after `retry_in`.
+  bool will_reconnect = false;
+  std::chrono::milliseconds retry_in{0};
+  /// Consecutive failed attempts so far (0 after a session that worked).
+  int attempt = 0;
+};
+
+/// An exception or failure in agent code, passed to `agent::on_error`.
+struct error_info {
+  /// Where it happened: "setup", "on_message", "task 'heartbeat'", ...
+  std::string where;
+  std::string what;
+};
+
+/// Why a request failed.
+struct request_error {
+  std::error_code code;
+  std::string text;
+};
+
+} // namespace convoke

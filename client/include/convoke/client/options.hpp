@@ -1,0 +1,53 @@
+#pragma once
+
+/// @file
+/// Connection options of an agent.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace convoke {
+
+/// Reconnection with exponential backoff and jitter.
+struct reconnect_policy {
+  /// Try again after a lost connection or a failed connect.
+  bool enabled = true;
+  /// First delay; each further attempt multiplies it by `multiplier`, up to
+  /// `max_delay`. The attempt counter resets after a successful session.
+  std::chrono::milliseconds initial_delay{100};
+  std::chrono::milliseconds max_delay{5000};
+  double multiplier = 2.0;
+  /// Each delay is randomized by +/- this fraction (0.2 = 20%).
+  double jitter = 0.2;
+  /// Give up after this many consecutive failures (0 = never).
+  int max_attempts = 0;
+};
+
+struct client_options {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7420;
+  /// Role label shown in server logs and traces.
+  std::string role;
+  /// Shared secret, if the server requires one.
+  std::string token;
+  /// Bound on the TCP connect and on the wait for Welcome.
+  std::chrono::milliseconds connect_timeout{5000};
+  reconnect_policy reconnect;
+  /// Outgoing bytes that may wait for the socket before sends fail with
+  /// `errc::send_buffer_full`.
+  uint64_t max_pending_bytes = 8ull << 20;
+  /// Received bytes that may wait for the agent before the SDK stops reading
+  /// (TCP backpressure towards the server).
+  uint64_t max_inbound_bytes = 4ull << 20;
+  /// Time allowed on stop for teardown's messages and Goodbye to leave.
+  std::chrono::milliseconds stop_timeout{2000};
+};
+
+/// Parses "host:port" (also ":port", "port", "[v6]:port") into `opts`.
+/// Returns false for a malformed address.
+bool set_server_address(client_options& opts, const std::string& address);
+
+} // namespace convoke

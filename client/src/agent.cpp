@@ -1,0 +1,804 @@
+// The agent actor: runs every hook and handler of one agent, speaks the
+// protocol over its connection broker, and maps the asyncio-style API
+// (tasks, blocking jobs, requests) onto actor idioms: delayed self-sends for
+// timers, detached actors for blocking work, messages for results.
+
+#include <spdlog/logger.h>
+
+#include <fmt/format.h>
+
+#include "backoff.hpp"
+#include "convoke/common/logging.hpp"
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/rules.hpp"
+#include "internal.hpp"
+
+namespace convoke {
+
+namespace detail {
+
+namespace {
+
+constexpr const char* sdk_name = "convoke-cpp";
+namespace codes = proto::codes;
+
+notice::level to_level(v1::Notice::Severity s) {
+  switch (s) {
+    case v1::Notice::ERROR:
+      return notice::level::error;
+    case v1::Notice::WARNING:
+      return notice::level::warning;
+    default:
+      return notice::level::info;
+  }
+}
+
+/// Refusals that retrying cannot fix.
+bool is_fatal_refusal(std::string_view code) {
+  return code == codes::auth_failed || code == codes::invalid_name
+         || code == codes::unsupported_version || code == codes::name_taken
+         || code == codes::too_many_routes || code == codes::invalid_route;
+}
+
+std::string hex_to_bytes(std::string_view hex) {
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  if (hex.size() % 2 != 0)
+    return out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto hi = val(hex[i]);
+    auto lo = val(hex[i + 1]);
+    if (hi < 0 || lo < 0)
+      return {};
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+} // namespace
+
+// -- agent_handle -------------------------------------------------------------
+
+bool agent_handle::post(std::function<void()> fn) {
+  std::lock_guard guard{mtx};
+  if (!actor)
+    return false;
+  caf::anon_send(actor, post_atom::value, closure{std::move(fn)});
+  return true;
+}
+
+bool agent_handle::stop(int exit_code) {
+  std::lock_guard guard{mtx};
+  if (!actor)
+    return false;
+  caf::anon_send(actor, stop_atom::value, exit_code);
+  return true;
+}
+
+// -- agent_core: agent code ---------------------------------------------------
+
+bool agent_core::guarded(const std::string& where, const std::function<void()>& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const std::exception& ex) {
+    ++stats_of(*user).errors;
+    error_info err{where, ex.what()};
+    try {
+      user->on_error(err);
+    } catch (...) {
+      log->error("on_error threw while handling an error where={}", logfmt_value(where));
+    }
+  } catch (...) {
+    ++stats_of(*user).errors;
+    error_info err{where, "unknown exception"};
+    try {
+      user->on_error(err);
+    } catch (...) {
+      log->error("on_error threw while handling an error where={}", logfmt_value(where));
+    }
+  }
+  return false;
+}
+
+void agent_core::fail_requests(errc code, const std::string& text) {
+  auto pending = std::move(requests);
+  requests.clear();
+  for (auto& [id, req] : pending)
+    if (req.on_error)
+      guarded("request error handler",
+              [&] { req.on_error(request_error{make_error_code(code), text}); });
+}
+
+void agent_core::cancel_all() {
+  tasks.clear();
+  for (auto& [id, j] : jobs)
+    j.cancelled->store(true);
+  jobs.clear();
+  requests.clear();
+}
+
+// -- agent_core: lifecycle ----------------------------------------------------
+
+void agent_core::start() {
+  for (auto& r : initial_routes_of(*user))
+    routes.insert(r);
+  guarded("setup", [this] { user->setup(); });
+  if (!stopping)
+    connect();
+}
+
+void agent_core::connect() {
+  link = link_state::connecting;
+  ++gen;
+  goodbye_code.clear();
+  goodbye_reason.clear();
+  refusal.reset();
+  splitter = proto::frame_splitter{64u << 20};
+  out_pending->store(0);
+  spawn_connector(self->system(), opts, caf::actor{self}, gen, out_pending);
+}
+
+void agent_core::on_connected(uint64_t g, caf::actor c) {
+  if (g != gen || stopping || link != link_state::connecting) {
+    self->send_exit(c, caf::exit_reason::user_shutdown);
+    return;
+  }
+  conn = std::move(c);
+  link = link_state::handshaking;
+  last_rx = steady::now();
+  v1::Frame f;
+  auto h = f.mutable_hello();
+  h->set_protocol_version(proto::protocol_version);
+  h->set_agent_name(session_of(*user).agent_name.empty() ? requested_name(*user)
+                                                         : session_of(*user).agent_name);
+  h->set_role(opts.role);
+  h->set_token(opts.token);
+  for (auto& r : routes)
+    h->add_routes(r);
+  h->set_sdk_name(sdk_name);
+  h->set_sdk_version(CONVOKE_VERSION);
+  h->set_resume_token(resume_token);
+  write(f);
+  self->delayed_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
+}
+
+void agent_core::on_connect_failed(uint64_t g, const std::string& reason) {
+  if (g != gen || link != link_state::connecting)
+    return;
+  handle_disconnect("connect_failed", reason);
+}
+
+void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
+  if (g != gen)
+    return;
+  conn = nullptr;
+  if (link == link_state::closing) {
+    finish();
+    return;
+  }
+  if (!goodbye_code.empty())
+    handle_disconnect(goodbye_code, goodbye_reason);
+  else if (refusal)
+    handle_disconnect(refusal->code, refusal->text);
+  else
+    handle_disconnect("connection_lost", reason);
+}
+
+void agent_core::handle_disconnect(std::string code, std::string reason) {
+  auto was_connected = link == link_state::connected;
+  link = link_state::idle;
+  if (conn) {
+    self->send_exit(conn, caf::exit_reason::user_shutdown);
+    conn = nullptr;
+  }
+  ++gen; // late messages of this connection are stale now
+  if (was_connected || !requests.empty())
+    fail_requests(errc::connection_lost, "connection lost: " + reason);
+  auto& rp = opts.reconnect;
+  bool fatal = is_fatal_refusal(code) || code == codes::replaced;
+  if (code == codes::name_taken && !resume_token.empty())
+    fatal = false; // our old session may linger on the server: retry with the token
+  ++attempt;
+  disconnect_info info;
+  info.code = code;
+  info.reason = reason;
+  info.attempt = attempt;
+  info.will_reconnect = !stopping && !fatal && rp.enabled
+                        && (rp.max_attempts == 0 || attempt <= rp.max_attempts);
+  if (info.will_reconnect)
+    info.retry_in = backoff_delay(rp, attempt, rng);
+  if (was_connected)
+    log->info("disconnected agent={} code={} reason={} reconnect_in_ms={}",
+              logfmt_value(user->name()), code, logfmt_value(reason),
+              info.will_reconnect ? info.retry_in.count() : -1);
+  else
+    log->warn("cannot connect agent={} server={}:{} code={} reason={} reconnect_in_ms={}",
+              logfmt_value(user->name()), opts.host, opts.port, code, logfmt_value(reason),
+              info.will_reconnect ? info.retry_in.count() : -1);
+  guarded("on_disconnect", [&] { user->on_disconnect(info); });
+  if (stopping) {
+    finish();
+  } else if (info.will_reconnect) {
+    self->delayed_send(self, info.retry_in, reconnect_atom::value, gen);
+  } else {
+    // Without a session to come, the agent is done. An orderly end by the
+    // server (Goodbye) is a normal exit; anything else is a failure.
+    stop(code == codes::shutdown || code == codes::client_exit ? 0 : 1);
+  }
+}
+
+void agent_core::stop(int code) {
+  if (stopping)
+    return;
+  stopping = true;
+  exit_code = code;
+  if (!teardown_done) {
+    teardown_done = true;
+    guarded("teardown", [this] { user->teardown(); });
+  }
+  cancel_all();
+  if (link == link_state::connected) {
+    v1::Frame f;
+    f.mutable_goodbye()->set_code(std::string{codes::client_exit});
+    f.mutable_goodbye()->set_reason("agent stopped");
+    write(f);
+    self->send(conn, close_atom::value);
+    link = link_state::closing;
+    self->delayed_send(self, opts.stop_timeout, stop_deadline_atom::value);
+    return;
+  }
+  finish();
+}
+
+void agent_core::finish() {
+  if (conn)
+    self->send_exit(conn, caf::exit_reason::user_shutdown);
+  conn = nullptr;
+  link = link_state::idle;
+  self->quit();
+}
+
+// -- agent_core: protocol -----------------------------------------------------
+
+bool agent_core::write(const v1::Frame& f) {
+  if (!conn)
+    return false;
+  std::vector<char> buf;
+  proto::append_frame(f, buf);
+  out_pending->fetch_add(buf.size());
+  self->send(conn, write_atom::value, std::move(buf));
+  return true;
+}
+
+std::string agent_core::new_trace_id() {
+  uint64_t parts[2] = {rng(), rng()};
+  return std::string{reinterpret_cast<const char*>(parts), sizeof(parts)};
+}
+
+std::error_code agent_core::send_envelope(std::string_view recipient, std::string_view route,
+                                          std::string_view payload, const send_options& so,
+                                          uint64_t request_id, uint64_t in_reply_to) {
+  if (stopping && link != link_state::connected)
+    return errc::stopped;
+  if (link != link_state::connected)
+    return errc::not_connected;
+  if (!recipient.empty() && !proto::check_agent_name(recipient).empty())
+    return errc::invalid_argument;
+  if (!route.empty() && !proto::check_route(route).empty())
+    return errc::invalid_argument;
+  if (out_pending->load() > opts.max_pending_bytes)
+    return errc::send_buffer_full;
+  v1::Frame f;
+  auto e = f.mutable_envelope();
+  e->set_recipient(std::string{recipient});
+  e->set_route(std::string{route});
+  e->set_payload(std::string{payload});
+  e->set_content_type(so.content_type);
+  for (auto& [k, v] : so.headers)
+    (*e->mutable_headers())[k] = v;
+  auto trace = so.trace_id.empty() ? std::string{} : hex_to_bytes(so.trace_id);
+  e->set_trace_id(trace.size() == 16 ? trace : new_trace_id());
+  e->set_sent_unix_nanos(unix_nanos());
+  e->set_client_seq(next_seq++);
+  e->set_request_id(request_id);
+  e->set_in_reply_to(in_reply_to);
+  write(f);
+  ++stats_of(*user).sent;
+  return {};
+}
+
+void agent_core::send_subscription(bool subscribe, const std::string& route) {
+  if (link != link_state::connected)
+    return; // the current set goes out in the next Hello
+  v1::Frame f;
+  if (subscribe)
+    f.mutable_subscribe()->add_routes(route);
+  else
+    f.mutable_unsubscribe()->add_routes(route);
+  write(f);
+}
+
+void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
+  if (g != gen)
+    return;
+  last_rx = steady::now();
+  splitter.append(bytes.data(), bytes.size());
+  std::string_view body;
+  while (splitter.next(body)) {
+    if (proto::decode_frame(body, frame) != proto::frame_error::none) {
+      log->error("undecodable frame from server bytes={}", body.size());
+      continue;
+    }
+    handle_frame(frame);
+    if (g != gen) // the frame ended this connection
+      break;
+  }
+  splitter.compact();
+  if (conn && g == gen)
+    self->send(conn, credit_atom::value, static_cast<uint64_t>(bytes.size()));
+}
+
+void agent_core::handle_frame(v1::Frame& f) {
+  switch (f.kind_case()) {
+    case v1::Frame::kWelcome:
+      handle_welcome(f.welcome());
+      break;
+    case v1::Frame::kEnvelope:
+      handle_envelope(*f.mutable_envelope());
+      break;
+    case v1::Frame::kHeartbeat:
+      if (auto seq = f.heartbeat().seq(); seq != 0) {
+        v1::Frame reply;
+        reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+        reply.mutable_heartbeat()->set_reply_to(seq);
+        write(reply);
+      }
+      break;
+    case v1::Frame::kNotice:
+      handle_notice(f.notice());
+      break;
+    case v1::Frame::kGoodbye:
+      goodbye_code = f.goodbye().code();
+      goodbye_reason = f.goodbye().reason();
+      log->info("goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
+                goodbye_code, logfmt_value(goodbye_reason));
+      break;
+    default:
+      log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));
+  }
+}
+
+void agent_core::handle_welcome(const v1::Welcome& w) {
+  if (link != link_state::handshaking)
+    return;
+  link = link_state::connected;
+  auto& s = session_of(*user);
+  s.session_id = w.session_id();
+  s.agent_name = w.agent_name();
+  s.server_name = w.server_name();
+  s.server_version = w.server_version();
+  s.heartbeat_interval = duration{w.heartbeat_interval_ms()};
+  s.idle_timeout = duration{w.idle_timeout_ms()};
+  s.max_frame_bytes = w.limits().max_frame_bytes();
+  s.reconnected = had_session;
+  had_session = true;
+  resume_token = w.resume_token();
+  attempt = 0;
+  ++stats_of(*user).connects;
+  log->info("connected agent={} server={} session={} address={}:{}{}",
+            logfmt_value(s.agent_name), logfmt_value(s.server_name), s.session_id, opts.host,
+            opts.port, s.reconnected ? " reconnected=true" : "");
+  if (s.idle_timeout.count() > 0 && s.heartbeat_interval.count() > 0)
+    self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
+  auto info = s;
+  guarded("on_connect", [&] { user->on_connect(info); });
+}
+
+void agent_core::handle_envelope(v1::Envelope& e) {
+  ++stats_of(*user).received;
+  message m;
+  m.id = e.message_id();
+  m.sender = std::move(*e.mutable_sender());
+  m.recipient = std::move(*e.mutable_recipient());
+  m.route = std::move(*e.mutable_route());
+  m.payload = std::move(*e.mutable_payload());
+  m.content_type = std::move(*e.mutable_content_type());
+  for (auto& [k, v] : e.headers())
+    m.headers.emplace(k, v);
+  if (!e.trace_id().empty())
+    m.trace_id = to_hex(e.trace_id());
+  m.sent_unix_nanos = e.sent_unix_nanos();
+  m.relayed_unix_nanos = e.relayed_unix_nanos();
+  m.request_id = e.request_id();
+  m.in_reply_to = e.in_reply_to();
+  if (m.in_reply_to != 0) {
+    if (auto i = requests.find(m.in_reply_to); i != requests.end()) {
+      auto req = std::move(i->second);
+      requests.erase(i);
+      guarded("reply handler", [&] { req.on_reply(m); });
+      return;
+    }
+  }
+  if (!m.route.empty())
+    if (auto i = route_handlers.find(m.route); i != route_handlers.end()) {
+      auto handler = i->second; // the handler may change the map
+      guarded("route handler '" + m.route + "'", [&] { handler(m); });
+      return;
+    }
+  guarded("on_message", [&] { user->on_message(m); });
+}
+
+void agent_core::handle_notice(const v1::Notice& n) {
+  ++stats_of(*user).notices;
+  notice x;
+  x.severity = to_level(n.severity());
+  x.code = n.code();
+  x.text = n.text();
+  x.client_seq = n.client_seq();
+  x.message_id = n.message_id();
+  x.request_id = n.request_id();
+  if (x.severity == notice::level::error) {
+    refusal = x;
+    log->warn("server notice agent={} code={} text={}", logfmt_value(user->name()), x.code,
+              logfmt_value(x.text));
+  }
+  if (x.request_id != 0)
+    if (auto i = requests.find(x.request_id); i != requests.end()) {
+      auto req = std::move(i->second);
+      requests.erase(i);
+      guarded("request error handler", [&] {
+        req.on_error(request_error{make_error_code(errc::refused), x.code + ": " + x.text});
+      });
+    }
+  guarded("on_notice", [&] { user->on_notice(x); });
+}
+
+// -- the actor ----------------------------------------------------------------
+
+namespace {
+
+caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user,
+                          client_options opts, std::function<void(int)> on_exit) {
+  auto& st = self->state;
+  st.self = self;
+  st.user = user;
+  st.opts = std::move(opts);
+  st.on_exit = std::move(on_exit);
+  st.log = logging::get("agent");
+  agent_core::core_of(*user) = &st;
+  self->attach_functor([self, user](const caf::error&) {
+    // Runs after the actor has terminated: no handler can run concurrently.
+    agent_core::core_of(*user) = nullptr;
+    auto& handle = agent_core::handle_of(*user);
+    if (handle) {
+      std::lock_guard guard{handle->mtx};
+      handle->actor = nullptr;
+    }
+    if (self->state.on_exit)
+      self->state.on_exit(self->state.exit_code);
+  });
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    auto& st = self->state;
+    if (msg.source == st.conn.address())
+      return;
+    st.stop(0);
+  });
+  self->set_down_handler([](const caf::down_msg&) {});
+  st.start();
+  return {
+    [self](connected_atom, uint64_t g, caf::actor c) { self->state.on_connected(g, c); },
+    [self](connect_failed_atom, uint64_t g, const std::string& reason) {
+      self->state.on_connect_failed(g, reason);
+    },
+    [self](frames_atom, uint64_t g, const std::vector<char>& bytes) {
+      self->state.on_frames(g, bytes);
+    },
+    [self](disconnected_atom, uint64_t g, const std::string& reason) {
+      self->state.on_disconnected(g, reason);
+    },
+    [self](reconnect_atom, uint64_t g) {
+      auto& st = self->state;
+      if (g == st.gen && !st.stopping && st.link == agent_core::link_state::idle)
+        st.connect();
+    },
+    [self](handshake_timeout_atom, uint64_t g) {
+      auto& st = self->state;
+      if (g == st.gen && st.link == agent_core::link_state::handshaking)
+        st.handle_disconnect("handshake_timeout",
+                             fmt::format("no Welcome within {}",
+                                         format_duration(st.opts.connect_timeout)));
+    },
+    [self](watchdog_atom, uint64_t g) {
+      auto& st = self->state;
+      if (g != st.gen || st.link != agent_core::link_state::connected)
+        return;
+      auto& s = agent_core::session_of(*st.user);
+      auto silent = std::chrono::duration_cast<duration>(agent_core::steady::now()
+                                                         - st.last_rx);
+      if (silent > s.idle_timeout) {
+        st.handle_disconnect("server_silent",
+                             fmt::format("nothing received from the server for {} ms",
+                                         silent.count()));
+        return;
+      }
+      self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, g);
+    },
+    [self](task_tick_atom, task_id id) {
+      auto& st = self->state;
+      auto i = st.tasks.find(id);
+      if (i == st.tasks.end())
+        return;
+      auto fn = i->second.fn; // the task may cancel itself
+      auto where = i->second.name.empty() ? fmt::format("task {}", id)
+                                          : fmt::format("task '{}'", i->second.name);
+      if (!i->second.periodic)
+        st.tasks.erase(i);
+      st.guarded(where, fn);
+      if (auto j = st.tasks.find(id); j != st.tasks.end() && j->second.periodic)
+        self->delayed_send(self, j->second.interval, task_tick_atom::value, id);
+    },
+    [self](job_done_atom, task_id id, const std::string& failure) {
+      auto& st = self->state;
+      auto i = st.jobs.find(id);
+      if (i == st.jobs.end())
+        return; // cancelled
+      auto j = std::move(i->second);
+      st.jobs.erase(i);
+      auto where = j.name.empty() ? fmt::format("job {}", id) : fmt::format("job '{}'", j.name);
+      if (!failure.empty()) {
+        ++agent_core::stats_of(*st.user).errors;
+        st.guarded("on_error", [&] { st.user->on_error(error_info{where, failure}); });
+        return;
+      }
+      st.guarded(where + " completion", j.complete);
+    },
+    [self](request_timeout_atom, task_id id, int64_t timeout_ms) {
+      auto& st = self->state;
+      auto i = st.requests.find(id);
+      if (i == st.requests.end())
+        return;
+      auto req = std::move(i->second);
+      st.requests.erase(i);
+      st.guarded("request error handler", [&] {
+        req.on_error(request_error{make_error_code(errc::timeout),
+                                   fmt::format("no reply within {} ms", timeout_ms)});
+      });
+    },
+    [self](post_atom, const closure& c) { self->state.guarded("posted function", c.fn); },
+    [self](stop_atom, int code) { self->state.stop(code); },
+    [self](stop_deadline_atom) {
+      self->state.log->warn("stop deadline reached; closing without waiting for the server");
+      self->state.finish();
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
+                       std::function<void(int)> on_exit) {
+  auto& handle = agent_core::handle_of(a);
+  if (!handle)
+    handle = std::make_shared<agent_handle>();
+  std::lock_guard guard{handle->mtx};
+  auto actor = sys.spawn(agent_actor, &a, std::move(opts), std::move(on_exit));
+  handle->actor = actor;
+  return actor;
+}
+
+} // namespace detail
+
+// -- agent member functions -----------------------------------------------------
+
+agent::agent(std::string name) : requested_name_(std::move(name)) {
+}
+
+agent::~agent() = default;
+
+void agent::on_error(const error_info& err) {
+  logging::get("agent")->error("error in agent code agent={} where={} what={}",
+                               logfmt_value(name()), logfmt_value(err.where),
+                               logfmt_value(err.what));
+}
+
+std::error_code agent::broadcast(std::string_view payload, const send_options& opts) {
+  if (!core_)
+    return errc::not_connected;
+  return core_->send_envelope({}, {}, payload, opts, 0, 0);
+}
+
+std::error_code agent::publish(std::string_view route, std::string_view payload,
+                               const send_options& opts) {
+  if (!core_)
+    return errc::not_connected;
+  if (route.empty())
+    return errc::invalid_argument;
+  return core_->send_envelope({}, route, payload, opts, 0, 0);
+}
+
+std::error_code agent::send_to(std::string_view recipient, std::string_view payload,
+                               const send_options& opts) {
+  if (!core_)
+    return errc::not_connected;
+  if (recipient.empty())
+    return errc::invalid_argument;
+  return core_->send_envelope(recipient, {}, payload, opts, 0, 0);
+}
+
+task_id agent::request(std::string_view recipient, std::string_view payload, duration timeout,
+                       reply_handler on_reply, error_handler on_error,
+                       const send_options& opts) {
+  auto fail_now = [&](errc code, const std::string& text) {
+    if (on_error)
+      on_error(request_error{make_error_code(code), text});
+    return task_id{0};
+  };
+  if (!core_)
+    return fail_now(errc::not_connected, "the agent is not running");
+  if (recipient.empty())
+    return fail_now(errc::invalid_argument, "a request needs a recipient");
+  auto& c = *core_;
+  auto id = c.next_id++;
+  if (auto err = c.send_envelope(recipient, {}, payload, opts, id, 0))
+    return fail_now(static_cast<errc>(err.value()), err.message());
+  c.requests.emplace(id, detail::agent_core::pending_request{std::move(on_reply),
+                                                             std::move(on_error)});
+  c.self->delayed_send(c.self, timeout, detail::request_timeout_atom::value, id,
+                       static_cast<int64_t>(timeout.count()));
+  return id;
+}
+
+std::error_code agent::reply(const message& req, std::string_view payload,
+                             const send_options& opts) {
+  if (!core_)
+    return errc::not_connected;
+  if (req.request_id == 0 || req.sender.empty())
+    return errc::invalid_argument;
+  auto so = opts;
+  if (so.trace_id.empty())
+    so.trace_id = req.trace_id;
+  return core_->send_envelope(req.sender, {}, payload, so, 0, req.request_id);
+}
+
+void agent::subscribe(const std::string& route) {
+  if (!core_) {
+    initial_routes_.push_back(route);
+    return;
+  }
+  if (!proto::check_route(route).empty()) {
+    core_->guarded("subscribe", [&] {
+      throw std::invalid_argument("invalid route '" + route + "': " + proto::check_route(route));
+    });
+    return;
+  }
+  if (core_->routes.insert(route).second)
+    core_->send_subscription(true, route);
+}
+
+void agent::unsubscribe(const std::string& route) {
+  if (!core_)
+    return;
+  core_->route_handlers.erase(route);
+  if (core_->routes.erase(route) > 0)
+    core_->send_subscription(false, route);
+}
+
+void agent::on_route(const std::string& route, message_handler handler) {
+  if (!core_)
+    return;
+  core_->route_handlers[route] = std::move(handler);
+  subscribe(route);
+}
+
+task_id agent::every(duration interval, std::function<void()> fn, std::string name) {
+  if (!core_ || interval.count() <= 0)
+    return 0;
+  auto& c = *core_;
+  auto id = c.next_id++;
+  c.tasks.emplace(id, detail::agent_core::task{interval, std::move(fn), std::move(name), true});
+  c.self->delayed_send(c.self, interval, detail::task_tick_atom::value, id);
+  return id;
+}
+
+task_id agent::after(duration delay, std::function<void()> fn, std::string name) {
+  if (!core_)
+    return 0;
+  auto& c = *core_;
+  auto id = c.next_id++;
+  c.tasks.emplace(id, detail::agent_core::task{delay, std::move(fn), std::move(name), false});
+  c.self->delayed_send(c.self, delay, detail::task_tick_atom::value, id);
+  return id;
+}
+
+bool agent::cancel(task_id id) {
+  if (!core_)
+    return false;
+  auto& c = *core_;
+  if (c.tasks.erase(id) > 0 || c.requests.erase(id) > 0)
+    return true;
+  if (auto i = c.jobs.find(id); i != c.jobs.end()) {
+    i->second.cancelled->store(true);
+    c.jobs.erase(i);
+    return true;
+  }
+  return false;
+}
+
+task_id agent::run_blocking_impl(std::function<void(const cancel_token&)> work,
+                                 std::function<void()> complete, std::string name) {
+  if (!core_)
+    return 0;
+  auto& c = *core_;
+  auto id = c.next_id++;
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  c.jobs.emplace(id, detail::agent_core::job{flag, std::move(complete), std::move(name)});
+  auto me = caf::actor{c.self};
+  // A detached actor: its own thread, so blocking there stalls nobody.
+  c.self->spawn<caf::detached>(
+    [work = std::move(work), flag, me, id](caf::event_based_actor* job) mutable {
+      std::string failure;
+      try {
+        work(cancel_token{flag});
+      } catch (const std::exception& ex) {
+        failure = ex.what();
+        if (failure.empty())
+          failure = "exception";
+      } catch (...) {
+        failure = "unknown exception";
+      }
+      job->send(me, detail::job_done_atom::value, id, failure);
+      job->quit();
+    });
+  return id;
+}
+
+void agent::stop(int exit_code) {
+  if (core_) {
+    core_->stop(exit_code);
+    return;
+  }
+  if (handle_)
+    handle_->stop(exit_code);
+}
+
+bool agent::post(std::function<void()> fn) {
+  return handle_ && handle_->post(std::move(fn));
+}
+
+const std::string& agent::name() const noexcept {
+  return session_.agent_name.empty() ? requested_name_ : session_.agent_name;
+}
+
+bool agent::connected() const noexcept {
+  return core_ != nullptr && core_->link == detail::agent_core::link_state::connected;
+}
+
+const session_info& agent::session() const noexcept {
+  return session_;
+}
+
+std::vector<std::string> agent::routes() const {
+  if (!core_)
+    return initial_routes_;
+  return {core_->routes.begin(), core_->routes.end()};
+}
+
+agent_stats agent::stats() const noexcept {
+  return stats_;
+}
+
+spdlog::logger& agent::log() {
+  return *logging::get("agent");
+}
+
+} // namespace convoke

@@ -1,0 +1,177 @@
+// Client transport: the connector (a detached actor doing a bounded,
+// non-blocking connect off the I/O thread) and the connection broker that
+// moves frames between one socket and its agent.
+//
+// The broker splits the byte stream into whole frames and hands them to the
+// agent in one message per read; the agent returns credit once it has
+// processed them, and the broker stops reading when too much is outstanding.
+// Outgoing frames arrive pre-encoded from the agent. On close it flushes,
+// half-closes and waits (bounded) for the server's EOF.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "convoke/common/net.hpp"
+#include "internal.hpp"
+
+namespace convoke::detail {
+
+namespace {
+
+constexpr size_t read_chunk = 64 * 1024;
+constexpr auto retrigger_delay = std::chrono::milliseconds{2};
+constexpr auto linger_time = std::chrono::milliseconds{1000};
+
+struct connection_state {
+  static inline const char* name = "convoke.connection";
+  caf::io::connection_handle hdl;
+  caf::actor agent;
+  uint64_t gen = 0;
+  uint64_t window = 0;
+  std::shared_ptr<std::atomic<uint64_t>> out_pending;
+  proto::frame_splitter splitter{64u << 20};
+  uint64_t in_flight = 0;
+  bool halted = false;
+  bool closing = false;
+  bool reported = false;
+};
+
+using connection_ptr = caf::io::stateful_broker<connection_state>*;
+
+int socket_fd(connection_ptr self) {
+  return static_cast<int>(self->state.hdl.id());
+}
+
+void report_closed(connection_ptr self, const std::string& reason) {
+  auto& st = self->state;
+  if (!st.reported) {
+    st.reported = true;
+    self->send(st.agent, disconnected_atom::value, st.gen, reason);
+  }
+}
+
+/// Ends the connection now (see the server's session for why SHUT_RDWR).
+void finish(connection_ptr self, const std::string& reason) {
+  report_closed(self, reason);
+  ::shutdown(socket_fd(self), SHUT_RDWR);
+  self->quit();
+}
+
+caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, uint64_t gen,
+                               uint64_t window,
+                               std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+  auto& st = self->state;
+  st.hdl = self->add_scribe(fd);
+  st.agent = std::move(agent);
+  st.gen = gen;
+  st.window = window;
+  st.out_pending = std::move(out_pending);
+  self->configure_read(st.hdl, caf::io::receive_policy::at_most(read_chunk));
+  self->ack_writes(st.hdl, true);
+  // If the agent is gone (even before this broker started), close.
+  self->monitor(st.agent);
+  self->set_down_handler([self](const caf::down_msg&) { finish(self, "agent stopped"); });
+  self->set_exit_handler([self](const caf::exit_msg&) { finish(self, "closed by agent"); });
+  return {
+    [self](const caf::io::new_data_msg& msg) {
+      auto& st = self->state;
+      if (st.closing)
+        return;
+      st.splitter.append(msg.buf.data(), msg.buf.size());
+      std::vector<char> out;
+      std::string_view body;
+      while (st.splitter.next(body)) {
+        auto offset = out.size();
+        out.resize(offset + proto::header_size + body.size());
+        proto::write_header(out.data() + offset, static_cast<uint32_t>(body.size()));
+        std::copy(body.begin(), body.end(), out.begin() + offset + proto::header_size);
+      }
+      st.splitter.compact();
+      if (st.splitter.error() != proto::frame_error::none) {
+        finish(self, "the server sent an invalid frame (" + std::string{proto::to_code(
+                                                              st.splitter.error())}
+                       + ")");
+        return;
+      }
+      if (out.empty())
+        return;
+      st.in_flight += out.size();
+      self->send(st.agent, frames_atom::value, st.gen, std::move(out));
+      if (!st.halted && st.in_flight > st.window) {
+        self->halt(st.hdl);
+        st.halted = true;
+      }
+    },
+    [self](credit_atom, uint64_t bytes) {
+      auto& st = self->state;
+      st.in_flight -= std::min(st.in_flight, bytes);
+      if (st.halted && !st.closing && st.in_flight <= st.window / 2) {
+        st.halted = false;
+        self->trigger(st.hdl);
+        // Work around the CAF 0.17.6 halt/trigger race (docs/architecture.md).
+        self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+      }
+    },
+    [self](retrigger_atom) {
+      if (!self->state.halted)
+        self->trigger(self->state.hdl);
+    },
+    [self](write_atom, const std::vector<char>& bytes) {
+      auto& st = self->state;
+      if (st.closing)
+        return;
+      auto& buf = self->wr_buf(st.hdl);
+      buf.insert(buf.end(), bytes.begin(), bytes.end());
+      self->flush(st.hdl);
+    },
+    [self](const caf::io::data_transferred_msg& msg) {
+      auto& st = self->state;
+      st.out_pending->fetch_sub(std::min<uint64_t>(msg.written, st.out_pending->load()));
+      if (st.closing && msg.remaining == 0)
+        ::shutdown(socket_fd(self), SHUT_WR);
+    },
+    [self](close_atom) {
+      // Flush what is queued, then FIN, then wait (bounded) for the server's
+      // EOF so that nothing we sent is lost to a reset.
+      auto& st = self->state;
+      if (st.closing)
+        return;
+      st.closing = true;
+      if (st.halted) {
+        st.halted = false;
+        self->trigger(st.hdl);
+      }
+      if (self->wr_buf(st.hdl).empty() && st.out_pending->load() == 0)
+        ::shutdown(socket_fd(self), SHUT_WR);
+      self->delayed_send(self, linger_time, linger_atom::value);
+    },
+    [self](linger_atom) { finish(self, "closed by agent"); },
+    [self](const caf::io::connection_closed_msg&) {
+      auto& st = self->state;
+      report_closed(self, st.closing ? "closed by agent" : "connection closed by the server");
+      self->quit();
+    },
+  };
+}
+
+} // namespace
+
+void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
+                     uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+  // A blocking actor runs on its own thread: name resolution and the connect
+  // wait never touch the scheduler or the I/O thread.
+  sys.spawn([host = opts.host, port = opts.port, timeout = opts.connect_timeout,
+             window = opts.max_inbound_bytes, agent, gen,
+             out_pending](caf::blocking_actor* self) {
+    auto res = net::tcp_connect(host, port, timeout);
+    if (!res) {
+      self->send(agent, connect_failed_atom::value, gen, res.error);
+      return;
+    }
+    auto conn = self->system().middleman().spawn_broker(connection_actor, res.fd, agent, gen,
+                                                        window, out_pending);
+    self->send(agent, connected_atom::value, gen, conn);
+  });
+}
+
+} // namespace convoke::detail

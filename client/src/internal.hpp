@@ -1,0 +1,192 @@
+#pragma once
+
+// SDK internals shared by the CAF translation units of convoke::client.
+//
+// Actors per agent:
+//   agent actor      (scheduler)   runs all agent code; owns agent_core
+//   connector        (detached)    blocking TCP connect with a timeout
+//   connection       (broker, I/O) frames in and out of one socket
+//   blocking jobs    (detached)    run_blocking work, one thread each
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <unordered_map>
+
+#include "caf/all.hpp"
+#include "caf/io/all.hpp"
+
+#include "convoke/client/agent.hpp"
+#include "convoke/client/error.hpp"
+#include "convoke/proto/codec.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace convoke::detail {
+
+// connector/connection -> agent
+using connected_atom = caf::atom_constant<caf::atom("connected")>;
+using connect_failed_atom = caf::atom_constant<caf::atom("connfail")>;
+using frames_atom = caf::atom_constant<caf::atom("frames")>;
+using disconnected_atom = caf::atom_constant<caf::atom("disconn")>;
+// agent -> connection
+using write_atom = caf::atom_constant<caf::atom("write")>;
+using credit_atom = caf::atom_constant<caf::atom("credit")>;
+using close_atom = caf::atom_constant<caf::atom("close")>;
+// agent timers and control
+using task_tick_atom = caf::atom_constant<caf::atom("tasktick")>;
+using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
+using request_timeout_atom = caf::atom_constant<caf::atom("reqtimeout")>;
+using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
+using handshake_timeout_atom = caf::atom_constant<caf::atom("hstimeout")>;
+using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
+using post_atom = caf::atom_constant<caf::atom("post")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using stop_deadline_atom = caf::atom_constant<caf::atom("stopdl")>;
+using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
+using linger_atom = caf::atom_constant<caf::atom("linger")>;
+
+/// A closure posted to an agent from another thread.
+struct closure {
+  std::function<void()> fn;
+};
+
+/// The thread-safe way to reach a running agent from outside (post, stop).
+struct agent_handle {
+  std::mutex mtx;
+  caf::actor actor; // null once the agent stopped
+  bool post(std::function<void()> fn);
+  bool stop(int exit_code);
+};
+
+/// State of an agent's actor. Agent member functions reach it through
+/// `agent::core()` while they run on the actor.
+struct agent_core {
+  using self_ptr = caf::stateful_actor<agent_core>*;
+  using steady = std::chrono::steady_clock;
+
+  enum class link_state { idle, connecting, handshaking, connected, closing };
+
+  struct task {
+    duration interval{0};
+    std::function<void()> fn;
+    std::string name;
+    bool periodic = false;
+  };
+
+  struct job {
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    std::function<void()> complete;
+    std::string name;
+  };
+
+  struct pending_request {
+    agent::reply_handler on_reply;
+    agent::error_handler on_error;
+  };
+
+  self_ptr self = nullptr;
+  agent* user = nullptr;
+  client_options opts;
+  std::function<void(int)> on_exit;
+  std::shared_ptr<spdlog::logger> log;
+
+  // Connection.
+  link_state link = link_state::idle;
+  caf::actor conn;
+  uint64_t gen = 0; // connection generation; messages of older ones are stale
+  std::shared_ptr<std::atomic<uint64_t>> out_pending =
+    std::make_shared<std::atomic<uint64_t>>(0);
+  steady::time_point last_rx;
+  std::string resume_token;
+  bool had_session = false;
+  int attempt = 0;
+  std::string goodbye_code; // from the server, for the current connection
+  std::string goodbye_reason;
+  std::optional<notice> refusal; // ERROR notice for the current connection
+  proto::frame_splitter splitter{64u << 20};
+  v1::Frame frame;
+
+  // Agent bookkeeping.
+  std::set<std::string> routes;
+  std::unordered_map<std::string, agent::message_handler> route_handlers;
+  std::unordered_map<task_id, task> tasks;
+  std::unordered_map<task_id, job> jobs;
+  std::unordered_map<task_id, pending_request> requests;
+  task_id next_id = 1;
+  uint64_t next_seq = 1;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  // Stopping.
+  bool stopping = false;
+  bool teardown_done = false;
+  int exit_code = 0;
+
+  // -- lifecycle ---------------------------------------------------------------
+  void start();
+  void connect();
+  void on_connected(uint64_t g, caf::actor c);
+  void on_connect_failed(uint64_t g, const std::string& reason);
+  void on_frames(uint64_t g, const std::vector<char>& bytes);
+  void on_disconnected(uint64_t g, const std::string& reason);
+  void handle_disconnect(std::string code, std::string reason);
+  void stop(int code);
+  void finish();
+
+  // -- protocol ----------------------------------------------------------------
+  void handle_frame(v1::Frame& f);
+  void handle_welcome(const v1::Welcome& w);
+  void handle_envelope(v1::Envelope& e);
+  void handle_notice(const v1::Notice& n);
+  bool write(const v1::Frame& f);
+  std::error_code send_envelope(std::string_view recipient, std::string_view route,
+                                std::string_view payload, const send_options& opts,
+                                uint64_t request_id, uint64_t in_reply_to);
+  void send_subscription(bool subscribe, const std::string& route);
+  std::string new_trace_id();
+
+  // -- agent code ----------------------------------------------------------------
+  /// Runs agent code, reporting exceptions to on_error. False if it threw.
+  bool guarded(const std::string& where, const std::function<void()>& fn);
+  void fail_requests(errc code, const std::string& text);
+  void cancel_all();
+
+  /// The agent's handle for other threads (agent_core is a friend of agent).
+  static std::shared_ptr<agent_handle>& handle_of(agent& a) {
+    return a.handle_;
+  }
+  static session_info& session_of(agent& a) {
+    return a.session_;
+  }
+  static agent_stats& stats_of(agent& a) {
+    return a.stats_;
+  }
+  static const std::string& requested_name(agent& a) {
+    return a.requested_name_;
+  }
+  static agent_core*& core_of(agent& a) {
+    return a.core_;
+  }
+  static std::vector<std::string>& initial_routes_of(agent& a) {
+    return a.initial_routes_;
+  }
+};
+
+/// Spawns the actor that runs `a`; `on_exit(code)` is called when it ends.
+caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
+                       std::function<void(int)> on_exit);
+
+/// Spawns a detached actor that connects to host:port and, on success,
+/// starts a connection broker for `agent` (reported as connected_atom).
+void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
+                     uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending);
+
+} // namespace convoke::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::detail::closure)

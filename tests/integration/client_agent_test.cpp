@@ -1,0 +1,375 @@
+// The agent SDK against an in-process server over loopback: hooks, sending,
+// requests, tasks, blocking jobs, reconnects, refusals.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+#include "raw_client.hpp"
+#include "test_agent.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool contains(const std::vector<std::string>& xs, const std::string& x) {
+  return std::find(xs.begin(), xs.end(), x) != xs.end();
+}
+
+size_t index_of(const std::vector<std::string>& xs, const std::string& x) {
+  return static_cast<size_t>(std::find(xs.begin(), xs.end(), x) - xs.begin());
+}
+
+} // namespace
+
+TEST(ClientAgent, HooksRunInLifecycleOrder) {
+  test_server srv;
+  event_log log;
+  lambda_agent rx{"receiver", &log};
+  rx.on_msg = [&](const message& m) {
+    if (m.payload == "last")
+      rx.stop();
+  };
+  lambda_agent tx{"sender"};
+  tx.on_connected = [&](const session_info&) {
+    tx.send_to("receiver", "hello");
+    tx.send_to("receiver", "last");
+    tx.stop();
+  };
+  runtime rt;
+  rt.start(rx, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("connect"));
+  rt.start(tx, local_options(srv.port()));
+  ASSERT_TRUE(rt.wait_for(10s).has_value());
+  auto ev = log.snapshot();
+  ASSERT_GE(ev.size(), 5u) << testing::PrintToString(ev);
+  EXPECT_EQ(ev[0], "setup");
+  EXPECT_EQ(ev[1], "connect");
+  EXPECT_EQ(ev[2], "message:hello");
+  EXPECT_EQ(ev[3], "message:last");
+  EXPECT_EQ(ev.back(), "teardown");
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "teardown"), 1);
+}
+
+TEST(ClientAgent, BroadcastDirectAndRoutes) {
+  test_server srv;
+  event_log la, lb, lc;
+  lambda_agent a{"alice", &la};
+  lambda_agent b{"bob", &lb};
+  lambda_agent c{"carol", &lc};
+  c.on_setup = [&] {
+    c.on_route("news", [&](const message& m) { lc.add("news:" + m.payload); });
+  };
+  runtime rt;
+  for (auto* x : {&a, &b, &c})
+    rt.start(*x, local_options(srv.port()));
+  ASSERT_TRUE(la.wait_for("connect"));
+  ASSERT_TRUE(lb.wait_for("connect"));
+  ASSERT_TRUE(lc.wait_for("connect"));
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.broadcast("to all"));
+    EXPECT_FALSE(a.send_to("bob", "to bob"));
+    EXPECT_FALSE(a.publish("news", "headline"));
+  }));
+  EXPECT_TRUE(lb.wait_for("message:to all"));
+  EXPECT_TRUE(lb.wait_for("message:to bob"));
+  EXPECT_TRUE(lb.wait_for("message:headline")); // bob has no subscriptions
+  EXPECT_TRUE(lc.wait_for("news:headline"));    // carol's route handler
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(contains(lc.snapshot(), "message:to all")); // carol only takes "news"
+  EXPECT_FALSE(contains(lc.snapshot(), "message:to bob"));
+  EXPECT_FALSE(contains(la.snapshot(), "message:to all")); // not back to the sender
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+}
+
+TEST(ClientAgent, SendingWhileNotConnectedIsAnError) {
+  lambda_agent a{"lonely"};
+  std::error_code before;
+  a.on_setup = [&] { before = a.broadcast("too early"); };
+  auto opts = local_options(1); // nothing listens on port 1
+  opts.reconnect.enabled = false;
+  runtime rt;
+  rt.start(a, opts);
+  EXPECT_EQ(rt.wait(), 1); // could not connect, no retry: failure exit
+  EXPECT_EQ(before, errc::not_connected);
+}
+
+TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
+  test_server srv;
+  event_log log;
+  lambda_agent server_agent{"adder"};
+  server_agent.on_msg = [&](const message& m) {
+    if (m.is_request())
+      server_agent.reply(m, "sum:" + std::to_string(std::stoi(m.payload) + 1));
+  };
+  lambda_agent silent{"silent"};
+  lambda_agent client{"client", &log};
+  client.on_connected = [&](const session_info&) {
+    client.after(100ms, [&] {
+      client.request(
+        "adder", "41", 2s, [&](const message& r) { log.add("reply:" + r.payload); },
+        [&](const request_error& e) { log.add("error:" + e.text); });
+      client.request(
+        "silent", "hello?", 200ms, [&](const message&) { log.add("unexpected reply"); },
+        [&](const request_error& e) { log.add("timeout:" + to_string(errc::timeout) + ":"
+                                              + std::to_string(e.code == errc::timeout)); });
+      client.request(
+        "ghost", "anyone?", 2s, [&](const message&) { log.add("unexpected reply"); },
+        [&](const request_error& e) {
+          log.add("refused:" + std::to_string(e.code == errc::refused));
+        });
+    });
+  };
+  runtime rt;
+  rt.start(server_agent, local_options(srv.port()));
+  rt.start(silent, local_options(srv.port()));
+  rt.start(client, local_options(srv.port()));
+  EXPECT_TRUE(log.wait_for("reply:sum:42"));
+  EXPECT_TRUE(log.wait_for("timeout:timeout:1"));
+  EXPECT_TRUE(log.wait_for("refused:1"));
+  EXPECT_TRUE(log.wait_for("notice:unknown_recipient"));
+  EXPECT_EQ(log.count("unexpected reply"), 0u);
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(ClientAgent, RepliesCarryTheRequestTraceId) {
+  test_server srv;
+  event_log log;
+  lambda_agent echo{"echo"};
+  std::string request_trace;
+  echo.on_msg = [&](const message& m) {
+    request_trace = m.trace_id;
+    echo.reply(m, m.payload);
+  };
+  lambda_agent asker{"asker", &log};
+  asker.on_connected = [&](const session_info&) {
+    asker.after(100ms, [&] {
+      asker.request(
+        "echo", "ping", 2s,
+        [&](const message& r) {
+          log.add("trace-match:" + std::to_string(!r.trace_id.empty()
+                                                  && r.trace_id == request_trace));
+        },
+        [&](const request_error& e) { log.add("error:" + e.text); });
+    });
+  };
+  runtime rt;
+  rt.start(echo, local_options(srv.port()));
+  rt.start(asker, local_options(srv.port()));
+  EXPECT_TRUE(log.wait_for("trace-match:1"));
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(ClientAgent, PeriodicTaskKeepsRunningAfterAnException) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"ticker", &log};
+  int ticks = 0;
+  a.on_setup = [&] {
+    a.every(
+      20ms,
+      [&] {
+        ++ticks;
+        log.add("tick");
+        if (ticks == 2)
+          throw std::runtime_error("boom");
+        if (ticks == 5)
+          a.stop();
+      },
+      "ticker");
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(rt.wait_for(5s).has_value());
+  EXPECT_EQ(log.count("tick"), 5u);
+  EXPECT_EQ(log.count("error:task 'ticker':boom"), 1u);
+  EXPECT_EQ(a.stats().errors, 1u);
+}
+
+TEST(ClientAgent, ExceptionInHandlerIsReportedAndTheAgentKeepsServing) {
+  test_server srv;
+  event_log log;
+  lambda_agent fragile{"fragile", &log};
+  fragile.on_msg = [&](const message& m) {
+    if (m.payload == "bad")
+      throw std::runtime_error("cannot handle this");
+  };
+  lambda_agent tx{"tx"};
+  runtime rt;
+  rt.start(fragile, local_options(srv.port()));
+  rt.start(tx, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("connect"));
+  tx.post([&] {
+    tx.after(100ms, [&] {
+      tx.send_to("fragile", "bad");
+      tx.send_to("fragile", "good");
+    });
+  });
+  EXPECT_TRUE(log.wait_for("error:on_message:cannot handle this"));
+  EXPECT_TRUE(log.wait_for("message:good"));
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(ClientAgent, BlockingJobDoesNotDelayHeartbeatsOrMessages) {
+  // The server drops agents silent for 500 ms; a 2 s blocking job must not
+  // make this agent silent, and messages keep arriving while it runs.
+  test_server srv{[](auto& cfg) {
+    cfg.heartbeat_interval = 100ms;
+    cfg.idle_timeout = 500ms;
+  }};
+  event_log log;
+  using clock = std::chrono::steady_clock;
+  std::vector<clock::time_point> arrivals;
+  clock::time_point job_start;
+  clock::time_point job_end;
+  lambda_agent worker{"worker", &log};
+  worker.on_connected = [&](const session_info&) {
+    job_start = clock::now();
+    worker.run_blocking(
+      [] {
+        std::this_thread::sleep_for(2s);
+        return 6 * 7;
+      },
+      [&](int answer) {
+        job_end = clock::now();
+        log.add("job:" + std::to_string(answer));
+        worker.stop();
+      },
+      "slow computation");
+  };
+  worker.on_msg = [&](const message&) { arrivals.push_back(clock::now()); };
+  lambda_agent ticker{"ticker"};
+  ticker.on_connected = [&](const session_info&) {
+    ticker.every(100ms, [&] { ticker.send_to("worker", "tick"); });
+  };
+  runtime rt;
+  rt.start(worker, local_options(srv.port()));
+  rt.start(ticker, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("job:42", 10s));
+  rt.stop_all();
+  rt.wait();
+  auto ev = log.snapshot();
+  EXPECT_FALSE(contains(ev, "disconnect:idle_timeout")) << testing::PrintToString(ev);
+  EXPECT_EQ(log.count("connect"), 1u) << "the session was never interrupted";
+  EXPECT_EQ(srv.stats().timeouts, 0u);
+  EXPECT_GE(job_end - job_start, 2s);
+  // Messages arrived throughout the job, not in a burst after it.
+  size_t during = 0;
+  for (auto t : arrivals)
+    during += t > job_start + 200ms && t < job_end - 200ms;
+  EXPECT_GE(during, 10u) << "messages were held up by the blocking job";
+}
+
+TEST(ClientAgent, BlockingJobFailureGoesToOnErrorAndCancelStopsDelivery) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"jobs", &log};
+  std::atomic<bool> saw_cancel{false};
+  a.on_connected = [&](const session_info&) {
+    a.run_blocking([]() -> int { throw std::runtime_error("disk on fire"); },
+                   [&](int) { log.add("unexpected completion"); }, "failing");
+    auto id = a.run_blocking(
+      [&](const cancel_token& tok) {
+        while (!tok.cancelled())
+          std::this_thread::sleep_for(5ms);
+        saw_cancel = true;
+      },
+      [&] { log.add("cancelled job completed"); }, "cancellable");
+    a.after(100ms, [&, id] {
+      log.add("cancel:" + std::to_string(a.cancel(id)));
+      a.after(200ms, [&] { a.stop(); });
+    });
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(rt.wait_for(5s).has_value());
+  EXPECT_TRUE(log.wait_for("error:job 'failing':disk on fire", 1s));
+  EXPECT_TRUE(log.wait_for("cancel:1", 1s));
+  EXPECT_TRUE(saw_cancel.load());
+  EXPECT_EQ(log.count("cancelled job completed"), 0u);
+  EXPECT_EQ(log.count("unexpected completion"), 0u);
+}
+
+TEST(ClientAgent, ReconnectsWithBackoffAndResubscribes) {
+  event_log log;
+  uint16_t port = 0;
+  lambda_agent sub{"subscriber", &log};
+  sub.on_setup = [&] { sub.subscribe("alerts"); };
+  lambda_agent::message_handler h;
+  std::optional<runtime> rt;
+  {
+    test_server first;
+    port = first.port();
+    rt.emplace();
+    rt->start(sub, local_options(port));
+    ASSERT_TRUE(log.wait_for("connect"));
+    first.stop(); // Goodbye(shutdown): the agent reconnects
+  }
+  ASSERT_TRUE(log.wait_for("disconnect:shutdown"));
+  std::this_thread::sleep_for(300ms); // a few failed attempts meanwhile
+  test_server second{[port](auto& cfg) { cfg.port = port; }};
+  ASSERT_TRUE(log.wait_for("reconnect", 5s));
+  // The subscription travelled in the new Hello: only "alerts" arrives.
+  raw_client pub{second.port()};
+  ASSERT_TRUE(pub.hello("pub").has_welcome());
+  pub.send_envelope("", "noise", "chatter");
+  pub.send_envelope("", "fire", "alerts");
+  EXPECT_TRUE(log.wait_for("message:fire"));
+  EXPECT_EQ(log.count("message:noise"), 0u);
+  auto ev = log.snapshot();
+  EXPECT_GE(std::count(ev.begin(), ev.end(), "disconnect:connect_failed"), 1)
+    << testing::PrintToString(ev);
+  rt->stop_all();
+  EXPECT_EQ(rt->wait(), 0);
+}
+
+TEST(ClientAgent, NameTakenIsFatalAndEndsTheRunWithAnError) {
+  test_server srv;
+  event_log log;
+  raw_client holder{srv.port()};
+  ASSERT_TRUE(holder.hello("taken").has_welcome());
+  lambda_agent late{"taken", &log};
+  runtime rt;
+  rt.start(late, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 1);
+  EXPECT_TRUE(contains(log.snapshot(), "disconnect:name_taken"));
+  EXPECT_EQ(log.snapshot().back(), "teardown");
+}
+
+TEST(ClientAgent, StopWhileServerIsUnreachableEndsPromptly) {
+  event_log log;
+  lambda_agent a{"patient", &log};
+  runtime rt;
+  rt.start(a, local_options(1));
+  ASSERT_TRUE(log.wait_for("disconnect:connect_failed"));
+  auto t0 = std::chrono::steady_clock::now();
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(log.snapshot().back(), "teardown");
+}
+
+TEST(ClientAgent, TeardownCanStillSendAndTheServerSeesAGoodbye) {
+  test_server srv;
+  raw_client watcher{srv.port()};
+  ASSERT_TRUE(watcher.hello("watcher").has_welcome());
+  event_log log;
+  lambda_agent a{"leaver", &log};
+  a.on_connected = [&](const session_info&) { a.after(50ms, [&] { a.stop(3); }); };
+  a.on_teardown = [&] { a.send_to("watcher", "bye from teardown"); };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 3);
+  auto e = watcher.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "bye from teardown");
+}
