@@ -25,12 +25,12 @@ namespace codes = proto::codes;
 
 notice::level to_level(v1::Notice::Severity s) {
   switch (s) {
-    case v1::Notice::ERROR:
-      return notice::level::error;
-    case v1::Notice::WARNING:
-      return notice::level::warning;
-    default:
-      return notice::level::info;
+  case v1::Notice::ERROR:
+    return notice::level::error;
+  case v1::Notice::WARNING:
+    return notice::level::warning;
+  default:
+    return notice::level::info;
   }
 }
 
@@ -115,8 +115,9 @@ void agent_core::fail_requests(errc code, const std::string& text) {
   requests.clear();
   for (auto& [id, req] : pending)
     if (req.on_error)
-      guarded("request error handler",
-              [&] { req.on_error(request_error{make_error_code(code), text}); });
+      guarded("request error handler", [&] {
+        req.on_error(request_error{make_error_code(code), text});
+      });
 }
 
 void agent_core::cancel_all() {
@@ -213,8 +214,8 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
   info.code = code;
   info.reason = reason;
   info.attempt = attempt;
-  info.will_reconnect = !stopping && !fatal && rp.enabled
-                        && (rp.max_attempts == 0 || attempt <= rp.max_attempts);
+  info.will_reconnect
+    = !stopping && !fatal && rp.enabled && (rp.max_attempts == 0 || attempt <= rp.max_attempts);
   if (info.will_reconnect)
     info.retry_in = backoff_delay(rp, attempt, rng);
   if (was_connected)
@@ -238,8 +239,12 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
 }
 
 void agent_core::stop(int code) {
-  if (stopping)
+  if (stopping) {
+    // A failure noticed while stopping (e.g. a late Notice) still counts.
+    if (exit_code == 0)
+      exit_code = code;
     return;
+  }
   stopping = true;
   exit_code = code;
   if (!teardown_done) {
@@ -350,31 +355,31 @@ void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
 
 void agent_core::handle_frame(v1::Frame& f) {
   switch (f.kind_case()) {
-    case v1::Frame::kWelcome:
-      handle_welcome(f.welcome());
-      break;
-    case v1::Frame::kEnvelope:
-      handle_envelope(*f.mutable_envelope());
-      break;
-    case v1::Frame::kHeartbeat:
-      if (auto seq = f.heartbeat().seq(); seq != 0) {
-        v1::Frame reply;
-        reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
-        reply.mutable_heartbeat()->set_reply_to(seq);
-        write(reply);
-      }
-      break;
-    case v1::Frame::kNotice:
-      handle_notice(f.notice());
-      break;
-    case v1::Frame::kGoodbye:
-      goodbye_code = f.goodbye().code();
-      goodbye_reason = f.goodbye().reason();
-      log->info("goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
-                goodbye_code, logfmt_value(goodbye_reason));
-      break;
-    default:
-      log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));
+  case v1::Frame::kWelcome:
+    handle_welcome(f.welcome());
+    break;
+  case v1::Frame::kEnvelope:
+    handle_envelope(*f.mutable_envelope());
+    break;
+  case v1::Frame::kHeartbeat:
+    if (auto seq = f.heartbeat().seq(); seq != 0) {
+      v1::Frame reply;
+      reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+      reply.mutable_heartbeat()->set_reply_to(seq);
+      write(reply);
+    }
+    break;
+  case v1::Frame::kNotice:
+    handle_notice(f.notice());
+    break;
+  case v1::Frame::kGoodbye:
+    goodbye_code = f.goodbye().code();
+    goodbye_reason = f.goodbye().reason();
+    log->info("goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
+              goodbye_code, logfmt_value(goodbye_reason));
+    break;
+  default:
+    log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));
   }
 }
 
@@ -395,9 +400,9 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
   resume_token = w.resume_token();
   attempt = 0;
   ++stats_of(*user).connects;
-  log->info("connected agent={} server={} session={} address={}:{}{}",
-            logfmt_value(s.agent_name), logfmt_value(s.server_name), s.session_id, opts.host,
-            opts.port, s.reconnected ? " reconnected=true" : "");
+  log->info("connected agent={} server={} session={} address={}:{}{}", logfmt_value(s.agent_name),
+            logfmt_value(s.server_name), s.session_id, opts.host, opts.port,
+            s.reconnected ? " reconnected=true" : "");
   if (s.idle_timeout.count() > 0 && s.heartbeat_interval.count() > 0)
     self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
   auto info = s;
@@ -467,8 +472,8 @@ void agent_core::handle_notice(const v1::Notice& n) {
 
 namespace {
 
-caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user,
-                          client_options opts, std::function<void(int)> on_exit) {
+caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, client_options opts,
+                          std::function<void(int)> on_exit) {
   auto& st = self->state;
   st.self = self;
   st.user = user;
@@ -514,21 +519,20 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user,
     [self](handshake_timeout_atom, uint64_t g) {
       auto& st = self->state;
       if (g == st.gen && st.link == agent_core::link_state::handshaking)
-        st.handle_disconnect("handshake_timeout",
-                             fmt::format("no Welcome within {}",
-                                         format_duration(st.opts.connect_timeout)));
+        st.handle_disconnect(
+          "handshake_timeout",
+          fmt::format("no Welcome within {}", format_duration(st.opts.connect_timeout)));
     },
     [self](watchdog_atom, uint64_t g) {
       auto& st = self->state;
       if (g != st.gen || st.link != agent_core::link_state::connected)
         return;
       auto& s = agent_core::session_of(*st.user);
-      auto silent = std::chrono::duration_cast<duration>(agent_core::steady::now()
-                                                         - st.last_rx);
+      auto silent = std::chrono::duration_cast<duration>(agent_core::steady::now() - st.last_rx);
       if (silent > s.idle_timeout) {
-        st.handle_disconnect("server_silent",
-                             fmt::format("nothing received from the server for {} ms",
-                                         silent.count()));
+        st.handle_disconnect(
+          "server_silent",
+          fmt::format("nothing received from the server for {} ms", silent.count()));
         return;
       }
       self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, g);
@@ -600,8 +604,7 @@ caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
 
 // -- agent member functions -----------------------------------------------------
 
-agent::agent(std::string name) : requested_name_(std::move(name)) {
-}
+agent::agent(std::string name) : requested_name_(std::move(name)) {}
 
 agent::~agent() = default;
 
@@ -636,8 +639,7 @@ std::error_code agent::send_to(std::string_view recipient, std::string_view payl
 }
 
 task_id agent::request(std::string_view recipient, std::string_view payload, duration timeout,
-                       reply_handler on_reply, error_handler on_error,
-                       const send_options& opts) {
+                       reply_handler on_reply, error_handler on_error, const send_options& opts) {
   auto fail_now = [&](errc code, const std::string& text) {
     if (on_error)
       on_error(request_error{make_error_code(code), text});
@@ -651,8 +653,8 @@ task_id agent::request(std::string_view recipient, std::string_view payload, dur
   auto id = c.next_id++;
   if (auto err = c.send_envelope(recipient, {}, payload, opts, id, 0))
     return fail_now(static_cast<errc>(err.value()), err.message());
-  c.requests.emplace(id, detail::agent_core::pending_request{std::move(on_reply),
-                                                             std::move(on_error)});
+  c.requests.emplace(id,
+                     detail::agent_core::pending_request{std::move(on_reply), std::move(on_error)});
   c.self->delayed_send(c.self, timeout, detail::request_timeout_atom::value, id,
                        static_cast<int64_t>(timeout.count()));
   return id;

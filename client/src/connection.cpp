@@ -74,9 +74,9 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
   self->set_exit_handler([self](const caf::exit_msg&) { finish(self, "closed by agent"); });
   return {
     [self](const caf::io::new_data_msg& msg) {
+      // Also while closing: the server's last frames (Notices about our final
+      // messages, its Goodbye) come in before its EOF.
       auto& st = self->state;
-      if (st.closing)
-        return;
       st.splitter.append(msg.buf.data(), msg.buf.size());
       std::vector<char> out;
       std::string_view body;
@@ -88,9 +88,8 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
       }
       st.splitter.compact();
       if (st.splitter.error() != proto::frame_error::none) {
-        finish(self, "the server sent an invalid frame (" + std::string{proto::to_code(
-                                                              st.splitter.error())}
-                       + ")");
+        finish(self, "the server sent an invalid frame ("
+                       + std::string{proto::to_code(st.splitter.error())} + ")");
         return;
       }
       if (out.empty())
@@ -127,12 +126,12 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
       st.out_pending->fetch_sub(std::min<uint64_t>(msg.written, st.out_pending->load()));
-      if (st.closing && msg.remaining == 0)
-        ::shutdown(socket_fd(self), SHUT_WR);
     },
     [self](close_atom) {
-      // Flush what is queued, then FIN, then wait (bounded) for the server's
-      // EOF so that nothing we sent is lost to a reset.
+      // The agent has queued its Goodbye. Keep reading until the server
+      // acknowledges and closes (bounded by linger_time). No FIN from us
+      // first: a server built on CAF 0.17 cannot write to a half-closed
+      // connection, so it would lose the Notices and ack still in flight.
       auto& st = self->state;
       if (st.closing)
         return;
@@ -141,8 +140,6 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
         st.halted = false;
         self->trigger(st.hdl);
       }
-      if (self->wr_buf(st.hdl).empty() && st.out_pending->load() == 0)
-        ::shutdown(socket_fd(self), SHUT_WR);
       self->delayed_send(self, linger_time, linger_atom::value);
     },
     [self](linger_atom) { finish(self, "closed by agent"); },
@@ -161,8 +158,7 @@ void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::ac
   // A blocking actor runs on its own thread: name resolution and the connect
   // wait never touch the scheduler or the I/O thread.
   sys.spawn([host = opts.host, port = opts.port, timeout = opts.connect_timeout,
-             window = opts.max_inbound_bytes, agent, gen,
-             out_pending](caf::blocking_actor* self) {
+             window = opts.max_inbound_bytes, agent, gen, out_pending](caf::blocking_actor* self) {
     auto res = net::tcp_connect(host, port, timeout);
     if (!res) {
       self->send(agent, connect_failed_atom::value, gen, res.error);

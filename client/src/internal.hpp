@@ -101,8 +101,7 @@ struct agent_core {
   link_state link = link_state::idle;
   caf::actor conn;
   uint64_t gen = 0; // connection generation; messages of older ones are stale
-  std::shared_ptr<std::atomic<uint64_t>> out_pending =
-    std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<std::atomic<uint64_t>> out_pending = std::make_shared<std::atomic<uint64_t>>(0);
   steady::time_point last_rx;
   std::string resume_token;
   bool had_session = false;

@@ -14,20 +14,20 @@ public:
   }
   std::string message(int code) const override {
     switch (static_cast<errc>(code)) {
-      case errc::not_connected:
-        return "not connected to a server";
-      case errc::send_buffer_full:
-        return "too much data is waiting to be sent";
-      case errc::invalid_argument:
-        return "invalid argument";
-      case errc::timeout:
-        return "timed out";
-      case errc::connection_lost:
-        return "connection lost";
-      case errc::refused:
-        return "refused by the server";
-      case errc::stopped:
-        return "the agent is stopping";
+    case errc::not_connected:
+      return "not connected to a server";
+    case errc::send_buffer_full:
+      return "too much data is waiting to be sent";
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::timeout:
+      return "timed out";
+    case errc::connection_lost:
+      return "connection lost";
+    case errc::refused:
+      return "refused by the server";
+    case errc::stopped:
+      return "the agent is stopping";
     }
     return "unknown error";
   }
@@ -42,20 +42,20 @@ const std::error_category& error_category() noexcept {
 
 std::string to_string(errc e) {
   switch (e) {
-    case errc::not_connected:
-      return "not_connected";
-    case errc::send_buffer_full:
-      return "send_buffer_full";
-    case errc::invalid_argument:
-      return "invalid_argument";
-    case errc::timeout:
-      return "timeout";
-    case errc::connection_lost:
-      return "connection_lost";
-    case errc::refused:
-      return "refused";
-    case errc::stopped:
-      return "stopped";
+  case errc::not_connected:
+    return "not_connected";
+  case errc::send_buffer_full:
+    return "send_buffer_full";
+  case errc::invalid_argument:
+    return "invalid_argument";
+  case errc::timeout:
+    return "timeout";
+  case errc::connection_lost:
+    return "connection_lost";
+  case errc::refused:
+    return "refused";
+  case errc::stopped:
+    return "stopped";
   }
   return "unknown";
 }

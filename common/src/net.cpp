@@ -104,6 +104,34 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
+std::string bind_error(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  auto port_str = std::to_string(port);
+  if (auto rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res); rc != 0)
+    return std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
+  std::string err = "no usable address";
+  for (auto ai = res; ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      err = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    auto rc = ::bind(fd, ai->ai_addr, ai->ai_addrlen);
+    err = rc == 0 ? std::string{} : std::strerror(errno);
+    close(fd);
+    if (rc == 0)
+      break;
+  }
+  freeaddrinfo(res);
+  return err;
+}
+
 void set_receive_buffer(int fd, int bytes) {
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }

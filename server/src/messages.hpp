@@ -23,6 +23,8 @@ using relay_atom = caf::atom_constant<caf::atom("relay")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
+/// Echoed by the router: everything the session sent before has been routed.
+using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
 // router -> session
 using welcome_atom = caf::atom_constant<caf::atom("welcome")>;
 using refuse_atom = caf::atom_constant<caf::atom("refuse")>;

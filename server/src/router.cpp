@@ -290,6 +290,9 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
       maybe_finish_drain(self);
     },
+    [self](barrier_atom) {
+      self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value);
+    },
     [self](drained_atom, uint64_t sid) {
       self->state.drained.insert(sid);
       maybe_finish_drain(self);

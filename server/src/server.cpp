@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "convoke/common/logging.hpp"
+#include "convoke/common/net.hpp"
 #include "convoke/common/signals.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
@@ -84,8 +85,10 @@ std::string server::start() {
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
   auto dm = d.sys->middleman().backend().new_tcp_doorman(cfg.port, cfg.host.c_str(), true);
   if (!dm) {
-    auto msg
-      = fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port, d.sys->render(dm.error()));
+    // CAF's error says only "socket creation failed"; find out why.
+    auto why = net::bind_error(cfg.host, cfg.port);
+    auto msg = fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port,
+                           why.empty() ? d.sys->render(dm.error()) : why);
     d.sys.reset();
     return msg;
   }

@@ -74,6 +74,8 @@ struct session_state {
   uint64_t dropped_first = 0;
   uint64_t dropped_last = 0;
   bool registered = false;
+  /// The agent said Goodbye; waiting for the router's barrier echo.
+  bool leaving = false;
 };
 
 namespace {
@@ -270,10 +272,15 @@ void on_established_frame(session_ptr self, uint32_t wire_bytes) {
     on_subscription(self, false, f.mutable_unsubscribe()->mutable_routes());
     break;
   case v1::Frame::kGoodbye:
+    // Stop relaying, and acknowledge only once the router has handled what
+    // this agent sent before, so that Notices about it (e.g. an unknown
+    // recipient) still reach the agent ahead of the Goodbye.
     st.ctx->log_session->info("agent leaving {} reason={}", who(self),
                               logfmt_value(f.goodbye().reason()));
-    begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
-                st.ctx->cfg.drain_timeout);
+    dispatch_batch(self);
+    st.ph = phase::draining;
+    st.leaving = true;
+    self->send(st.router, barrier_atom::value);
     break;
   case v1::Frame::kHello:
     fail(self, codes::duplicate_hello, "Hello was already received on this connection",
@@ -503,6 +510,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         self->trigger(self->state.hdl);
     },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
+    [self](barrier_atom) {
+      auto& st = self->state;
+      if (st.leaving && st.ph == phase::draining)
+        begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
+                    st.ctx->cfg.drain_timeout);
+    },
     [self](notice_atom, const notice_request& n) {
       auto& st = self->state;
       if (st.ph == phase::established || st.ph == phase::draining)

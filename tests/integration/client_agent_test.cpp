@@ -62,9 +62,7 @@ TEST(ClientAgent, BroadcastDirectAndRoutes) {
   lambda_agent a{"alice", &la};
   lambda_agent b{"bob", &lb};
   lambda_agent c{"carol", &lc};
-  c.on_setup = [&] {
-    c.on_route("news", [&](const message& m) { lc.add("news:" + m.payload); });
-  };
+  c.on_setup = [&] { c.on_route("news", [&](const message& m) { lc.add("news:" + m.payload); }); };
   runtime rt;
   for (auto* x : {&a, &b, &c})
     rt.start(*x, local_options(srv.port()));
@@ -117,8 +115,10 @@ TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
         [&](const request_error& e) { log.add("error:" + e.text); });
       client.request(
         "silent", "hello?", 200ms, [&](const message&) { log.add("unexpected reply"); },
-        [&](const request_error& e) { log.add("timeout:" + to_string(errc::timeout) + ":"
-                                              + std::to_string(e.code == errc::timeout)); });
+        [&](const request_error& e) {
+          log.add("timeout:" + to_string(errc::timeout) + ":"
+                  + std::to_string(e.code == errc::timeout));
+        });
       client.request(
         "ghost", "anyone?", 2s, [&](const message&) { log.add("unexpected reply"); },
         [&](const request_error& e) {
@@ -154,8 +154,8 @@ TEST(ClientAgent, RepliesCarryTheRequestTraceId) {
       asker.request(
         "echo", "ping", 2s,
         [&](const message& r) {
-          log.add("trace-match:" + std::to_string(!r.trace_id.empty()
-                                                  && r.trace_id == request_trace));
+          log.add("trace-match:"
+                  + std::to_string(!r.trace_id.empty() && r.trace_id == request_trace));
         },
         [&](const request_error& e) { log.add("error:" + e.text); });
     });
@@ -248,9 +248,8 @@ TEST(ClientAgent, BlockingJobDoesNotDelayHeartbeatsOrMessages) {
   };
   worker.on_msg = [&](const message&) { arrivals.push_back(clock::now()); };
   lambda_agent ticker{"ticker"};
-  ticker.on_connected = [&](const session_info&) {
-    ticker.every(100ms, [&] { ticker.send_to("worker", "tick"); });
-  };
+  ticker.on_connected
+    = [&](const session_info&) { ticker.every(100ms, [&] { ticker.send_to("worker", "tick"); }); };
   runtime rt;
   rt.start(worker, local_options(srv.port()));
   rt.start(ticker, local_options(srv.port()));

@@ -372,3 +372,27 @@ TEST(ServerRelay, ClientGoodbyeIsAcknowledgedAndFreesTheName) {
   }
   FAIL() << "name 'alice' never became free";
 }
+
+TEST(ServerRelay, NoticesAboutTheLastMessagesArriveBeforeTheGoodbyeAck) {
+  test_server srv;
+  for (int round = 0; round < 20; ++round) {
+    raw_client a{srv.port()};
+    ASSERT_TRUE(a.hello("leaver-" + std::to_string(round)).has_welcome());
+    v1::Frame env;
+    env.mutable_envelope()->set_recipient("nobody");
+    env.mutable_envelope()->set_client_seq(1);
+    v1::Frame bye;
+    bye.mutable_goodbye()->set_code("client_exit");
+    ASSERT_TRUE(a.send_bytes(proto::encode_frame(env) + proto::encode_frame(bye)));
+    std::vector<v1::Frame> frames;
+    ASSERT_TRUE(a.wait_closed(2s, &frames));
+    std::vector<std::string> kinds;
+    for (auto& f : frames)
+      if (!f.has_heartbeat())
+        kinds.push_back(f.has_notice()    ? "notice:" + f.notice().code()
+                        : f.has_goodbye() ? "goodbye"
+                                          : f.ShortDebugString());
+    EXPECT_EQ(kinds, (std::vector<std::string>{"notice:unknown_recipient", "goodbye"}))
+      << "round " << round;
+  }
+}

@@ -65,8 +65,7 @@ private:
 class lambda_agent : public agent {
 public:
   explicit lambda_agent(std::string name, event_log* log = nullptr)
-    : agent(std::move(name)), log_(log) {
-  }
+    : agent(std::move(name)), log_(log) {}
 
   std::function<void()> on_setup;
   std::function<void(const session_info&)> on_connected;

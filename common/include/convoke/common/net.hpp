@@ -36,6 +36,11 @@ bool write_all(int fd, const void* data, size_t size);
 /// Sets SO_RCVTIMEO on a blocking socket.
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 
+/// Tries to bind a TCP socket to host:port (then closes it) and returns why
+/// that fails, e.g. "Address already in use"; empty if it would work. Used
+/// to turn a library's generic bind failure into a precise message.
+std::string bind_error(const std::string& host, uint16_t port);
+
 /// Sets the socket receive buffer size (SO_RCVBUF).
 void set_receive_buffer(int fd, int bytes);
 
