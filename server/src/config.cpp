@@ -380,6 +380,9 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
                "78 = invalid).");
   app.add_flag("--dump-config", dump, "Print the effective configuration as TOML and exit.");
   app.add_flag("--version", version, "Print the version and exit.");
+  bool sample = false;
+  app.add_flag("--print-sample-config", sample,
+               "Print a commented configuration file with every key at its default.");
   std::map<std::string, std::string> given;
   std::vector<std::pair<const option_def*, CLI::Option*>> flags;
   for (auto& opt : options()) {
@@ -398,6 +401,10 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
   } catch (const CLI::ParseError& ex) {
     err << "convoke-server: " << ex.what() << "\nRun 'convoke-server --help' for usage.\n";
     return {true, exit_usage_error};
+  }
+  if (sample) {
+    out << sample_config();
+    return {true, 0};
   }
   if (version) {
     out << "convoke-server " << CONVOKE_VERSION << " (protocol " << proto::protocol_version

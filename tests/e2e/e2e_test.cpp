@@ -1,0 +1,244 @@
+// End to end: the built convoke-server and convoke binaries as separate
+// processes, talking over real sockets, stopped with real signals.
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "process.hpp"
+#include "raw_client.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+/// A convoke-server process on an ephemeral port (read from its port file).
+struct server_process {
+  temp_dir dir;
+  std::unique_ptr<process> proc;
+  uint16_t port = 0;
+
+  explicit server_process(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{binary("convoke-server"), "--listen.port",  "0",
+                                  "--listen.port-file",     dir.file("port"), "--trace.file",
+                                  dir.file("trace.jsonl"),  "--trace.format", "json"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    proc = std::make_unique<process>(argv);
+    for (int i = 0; i < 500 && port == 0 && proc->running(); ++i) {
+      auto text = read_file(dir.file("port"));
+      if (!text.empty())
+        port = static_cast<uint16_t>(std::stoi(text));
+      else
+        std::this_thread::sleep_for(10ms);
+    }
+    if (port == 0)
+      throw std::runtime_error("server did not start: " + proc->err());
+  }
+
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(port);
+  }
+
+  std::vector<json> trace() const {
+    std::vector<json> out;
+    std::ifstream in{dir.file("trace.jsonl")};
+    for (std::string line; std::getline(in, line);)
+      out.push_back(json::parse(line));
+    return out;
+  }
+};
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in{text};
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty())
+      out.push_back(json::parse(line));
+  return out;
+}
+
+} // namespace
+
+TEST(EndToEnd, HelpVersionAndCheckConfig) {
+  process help{{binary("convoke-server"), "--help"}};
+  ASSERT_EQ(help.wait(5s), 0);
+  for (auto key : {"--listen.port", "--flow.slow-consumer", "--trace.payload-bytes",
+                   "CONVOKE_TIMEOUTS_IDLE", "--check-config"})
+    EXPECT_NE(help.out().find(key), std::string::npos) << key;
+  process version{{binary("convoke-server"), "--version"}};
+  ASSERT_EQ(version.wait(5s), 0);
+  EXPECT_NE(version.out().find("convoke-server"), std::string::npos);
+  process check{{binary("convoke-server"), "--config",
+                 CONVOKE_SOURCE_DIR "/deploy/config/convoke-server.toml", "--check-config"}};
+  ASSERT_EQ(check.wait(5s), 0) << check.err();
+  EXPECT_NE(check.out().find("configuration OK"), std::string::npos);
+  process bad{{binary("convoke-server"), "--timeouts.idle", "forever"}};
+  ASSERT_EQ(bad.wait(5s), 78);
+  EXPECT_NE(bad.err().find("--timeouts.idle: 'forever' is not a duration"), std::string::npos)
+    << bad.err();
+  process cli_help{{binary("convoke"), "--help"}};
+  ASSERT_EQ(cli_help.wait(5s), 0);
+  for (auto cmd : {"send", "listen", "chat"})
+    EXPECT_NE(cli_help.out().find(cmd), std::string::npos);
+}
+
+TEST(EndToEnd, CliAgentsExchangeMessagesAndSeeGoodbyeOnSigterm) {
+  server_process srv;
+  process bob{{binary("convoke"), "listen", "--server", srv.address(), "--name", "bob", "--json"}};
+  process news{{binary("convoke"), "listen", "--server", srv.address(), "--name", "newsdesk",
+                "--route", "news", "--json"}};
+  ASSERT_TRUE(bob.wait_output("\"event\":\"connected\"", 5s)) << bob.err();
+  ASSERT_TRUE(news.wait_output("\"event\":\"connected\"", 5s)) << news.err();
+  process to_all{
+    {binary("convoke"), "send", "--server", srv.address(), "--name", "alice", "hello everyone"}};
+  ASSERT_EQ(to_all.wait(5s), 0) << to_all.err();
+  process direct{
+    {binary("convoke"), "send", "-s", srv.address(), "-n", "alice", "--to", "bob", "just for bob"}};
+  ASSERT_EQ(direct.wait(5s), 0) << direct.err();
+  process piped{{binary("convoke"), "send", "-s", srv.address(), "--route", "news"},
+                "breaking 1\nbreaking 2\n"};
+  ASSERT_EQ(piped.wait(5s), 0) << piped.err();
+  process unknown{{binary("convoke"), "send", "-s", srv.address(), "--to", "nobody", "hi"}};
+  EXPECT_EQ(unknown.wait(5s), 1) << "an undeliverable message fails the command";
+  EXPECT_NE(unknown.err().find("unknown_recipient"), std::string::npos) << unknown.err();
+
+  ASSERT_TRUE(bob.wait_output("breaking 2", 5s)) << bob.out();
+  ASSERT_TRUE(news.wait_output("breaking 2", 5s)) << news.out();
+  srv.proc->signal(SIGTERM);
+  ASSERT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+  ASSERT_EQ(bob.wait(5s), 0) << bob.err();
+  ASSERT_EQ(news.wait(5s), 0) << news.err();
+
+  std::vector<std::string> bob_payloads;
+  bool bob_goodbye = false;
+  for (auto& j : json_lines(bob.out())) {
+    if (j["event"] == "message")
+      bob_payloads.push_back(j["payload"]);
+    if (j["event"] == "goodbye" && j["code"] == "shutdown")
+      bob_goodbye = true;
+  }
+  EXPECT_EQ(bob_payloads, (std::vector<std::string>{"hello everyone", "just for bob", "breaking 1",
+                                                    "breaking 2"}));
+  EXPECT_TRUE(bob_goodbye) << bob.out();
+  std::vector<std::string> news_payloads;
+  bool news_goodbye = false;
+  for (auto& j : json_lines(news.out())) {
+    if (j["event"] == "message") {
+      news_payloads.push_back(j["payload"]);
+      EXPECT_EQ(j["route"], "news");
+    }
+    news_goodbye = news_goodbye || j["event"] == "goodbye";
+  }
+  EXPECT_EQ(news_payloads, (std::vector<std::string>{"breaking 1", "breaking 2"}));
+  EXPECT_TRUE(news_goodbye);
+
+  // One trace record per relayed message, with ids, sender and fan-out.
+  auto trace = srv.trace();
+  std::vector<json> relays;
+  for (auto& t : trace)
+    if (t["event"] == "relay")
+      relays.push_back(t);
+  ASSERT_EQ(relays.size(), 4u) << srv.proc->err();
+  EXPECT_EQ(relays[0]["from"], "alice");
+  EXPECT_EQ(relays[0]["fanout"], 1); // bob only: newsdesk listens to "news" only
+  EXPECT_EQ(relays[1]["to"], "bob");
+  EXPECT_EQ(relays[2]["fanout"], 2);
+  for (size_t i = 1; i < relays.size(); ++i)
+    EXPECT_GT(relays[i]["message_id"], relays[i - 1]["message_id"]);
+  bool undeliverable = false;
+  for (auto& t : trace)
+    undeliverable = undeliverable || (t["event"] == "undeliverable" && t["to"] == "nobody");
+  EXPECT_TRUE(undeliverable);
+  EXPECT_NE(srv.proc->err().find("received SIGTERM; draining"), std::string::npos);
+}
+
+TEST(EndToEnd, SigintAlsoDrainsAndExitsZero) {
+  server_process srv;
+  raw_client c{srv.port};
+  ASSERT_TRUE(c.hello("watcher").has_welcome());
+  srv.proc->signal(SIGINT);
+  auto bye = c.read_kind(v1::Frame::kGoodbye, 5s);
+  ASSERT_TRUE(bye.has_value());
+  EXPECT_EQ(bye->goodbye().code(), "shutdown");
+  EXPECT_TRUE(c.wait_closed(5s));
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+}
+
+TEST(EndToEnd, DrainIsBoundedEvenWhenAClientNeverReads) {
+  // A client that stops reading cannot hold the server's exit hostage.
+  server_process srv{{"--timeouts.drain", "1s"}};
+  raw_client stuck{srv.port};
+  ASSERT_TRUE(stuck.hello("stuck").has_welcome());
+  raw_client pub{srv.port};
+  ASSERT_TRUE(pub.hello("pub").has_welcome());
+  std::string burst;
+  for (int i = 0; i < 5000; ++i) {
+    v1::Frame f;
+    f.mutable_envelope()->set_payload(std::string(2000, 'x'));
+    proto::append_frame(f, burst);
+  }
+  ASSERT_TRUE(pub.send_bytes(burst));
+  ASSERT_TRUE(pub.ping());
+  auto t0 = std::chrono::steady_clock::now();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);
+}
+
+TEST(EndToEnd, ServerMemoryStaysBoundedWithAStalledConsumer) {
+  // 200 MB are broadcast while one consumer never reads. With a 2 MiB
+  // high-water mark the server must cut that consumer off and keep its own
+  // memory flat, while a reading consumer gets everything.
+  server_process srv{{"--flow.output-high-water", "2MiB", "--trace.enabled", "false"}};
+  raw_client stalled{srv.port};
+  ASSERT_TRUE(stalled.hello("stalled").has_welcome());
+  raw_client reader{srv.port};
+  ASSERT_TRUE(reader.hello("reader").has_welcome());
+  raw_client pub{srv.port};
+  ASSERT_TRUE(pub.hello("pub").has_welcome());
+  auto rss_before = rss_kib(srv.proc->pid());
+  constexpr int total = 100000;
+  constexpr int payload = 2000;
+  std::atomic<int> received{0};
+  size_t rss_peak = 0;
+  std::jthread rx{[&] {
+    while (received < total) {
+      auto e = reader.read_envelope(10s);
+      if (!e)
+        return;
+      ++received;
+    }
+  }};
+  for (int sent = 0; sent < total;) {
+    std::string burst;
+    for (int k = 0; k < 50; ++k, ++sent) {
+      v1::Frame f;
+      f.mutable_envelope()->set_client_seq(static_cast<uint64_t>(sent));
+      f.mutable_envelope()->set_payload(std::string(payload, 'm'));
+      proto::append_frame(f, burst);
+    }
+    ASSERT_TRUE(pub.send_bytes(burst));
+    while (sent - received > 500) // stay a bounded distance ahead of the reader
+      std::this_thread::yield();
+    if (sent % 5000 == 0)
+      rss_peak = std::max(rss_peak, rss_kib(srv.proc->pid()));
+  }
+  rx.join();
+  EXPECT_EQ(received.load(), total);
+  EXPECT_TRUE(stalled.wait_closed(10s)) << "the stalled consumer was not cut off";
+  RecordProperty("server_rss_before_kib", std::to_string(rss_before));
+  RecordProperty("server_rss_peak_kib", std::to_string(rss_peak));
+  EXPECT_LT(rss_peak, rss_before + 64 * 1024)
+    << "server RSS grew from " << rss_before << " KiB to " << rss_peak << " KiB";
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+  EXPECT_NE(srv.proc->err().find("slow consumer disconnected agent=stalled"), std::string::npos)
+    << srv.proc->err();
+}

@@ -1,0 +1,222 @@
+// Server configuration: precedence, validation, CLI behaviour, sample file.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "convoke/server/config.hpp"
+
+using namespace convoke;
+using namespace convoke::server;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct temp_file {
+  std::string path;
+  explicit temp_file(const std::string& content) {
+    char tmpl[] = "/tmp/convoke-config-XXXXXX";
+    int fd = mkstemp(tmpl);
+    close(fd);
+    path = tmpl;
+    std::ofstream{path} << content;
+  }
+  ~temp_file() {
+    std::remove(path.c_str());
+  }
+};
+
+struct outcome {
+  cli_result res;
+  server_config cfg;
+  std::string out;
+  std::string err;
+};
+
+outcome run(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  args.insert(args.begin(), "convoke-server");
+  std::vector<const char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.c_str());
+  outcome o;
+  std::ostringstream out, err;
+  o.res = parse_command_line(static_cast<int>(argv.size()), argv.data(), o.cfg, out, err,
+                             [&](const std::string& k) -> std::optional<std::string> {
+                               if (auto i = env.find(k); i != env.end())
+                                 return i->second;
+                               return std::nullopt;
+                             });
+  o.out = out.str();
+  o.err = err.str();
+  return o;
+}
+
+/// "# key = value" lines of the sample (not help text that contains " = ").
+bool is_key_line(const std::string& line) {
+  auto eq = line.find(" = ");
+  return line.rfind("# ", 0) == 0 && eq != std::string::npos
+         && line.substr(2, eq - 2).find_first_of(" ()") == std::string::npos;
+}
+
+} // namespace
+
+TEST(Config, DefaultsAreValid) {
+  server_config cfg;
+  EXPECT_TRUE(validate(cfg).empty());
+  auto o = run({});
+  EXPECT_FALSE(o.res.exit);
+  EXPECT_EQ(o.cfg.port, 7420);
+  EXPECT_EQ(o.cfg.host, "127.0.0.1");
+}
+
+TEST(Config, PrecedenceDefaultsFileEnvFlags) {
+  temp_file f{"[listen]\nport = 1111\nhost = \"0.0.0.0\"\n[timeouts]\nidle = \"45s\"\n"
+              "[flow]\noutput-high-water = \"16MiB\"\n"};
+  // file only
+  auto o = run({"--config", f.path});
+  EXPECT_EQ(o.cfg.port, 1111);
+  EXPECT_EQ(o.cfg.host, "0.0.0.0");
+  EXPECT_EQ(o.cfg.idle_timeout, 45s);
+  EXPECT_EQ(o.cfg.output_high_water, 16u << 20);
+  EXPECT_EQ(o.cfg.name, "convoke"); // untouched default
+  // env beats file
+  o = run({"--config", f.path}, {{"CONVOKE_LISTEN_PORT", "2222"}});
+  EXPECT_EQ(o.cfg.port, 2222);
+  EXPECT_EQ(o.cfg.host, "0.0.0.0");
+  // flag beats env
+  o = run({"--config", f.path, "--listen.port", "3333"}, {{"CONVOKE_LISTEN_PORT", "2222"}});
+  EXPECT_EQ(o.cfg.port, 3333);
+  o = run({"-p", "4444"});
+  EXPECT_EQ(o.cfg.port, 4444);
+  // CONVOKE_CONFIG names the file
+  o = run({}, {{"CONVOKE_CONFIG", f.path}});
+  EXPECT_EQ(o.cfg.port, 1111);
+}
+
+TEST(Config, UnknownKeyInFileIsAnErrorWithItsLine) {
+  temp_file f{"[listen]\nport = 1\n\n[listen]\n"};
+  temp_file g{"# comment\n[limits]\nmax-frame-bytes = \"1MiB\"\nmax-framebytes = 5\n"};
+  auto o = run({"--config", g.path});
+  EXPECT_TRUE(o.res.exit);
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find(g.path + ":4: unknown key 'limits.max-framebytes'"), std::string::npos)
+    << o.err;
+}
+
+TEST(Config, TomlSyntaxErrorNamesTheLine) {
+  temp_file f{"[listen]\nport = = 3\n"};
+  auto o = run({"--config", f.path});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find(f.path + ":2:"), std::string::npos) << o.err;
+}
+
+TEST(Config, MissingFileIsAnError) {
+  auto o = run({"--config", "/nonexistent/convoke.toml"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("/nonexistent/convoke.toml"), std::string::npos) << o.err;
+}
+
+TEST(Config, BadValuesNameTheirSource) {
+  auto o = run({}, {{"CONVOKE_TIMEOUTS_IDLE", "soon"}});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("environment CONVOKE_TIMEOUTS_IDLE: 'soon' is not a duration"),
+            std::string::npos)
+    << o.err;
+  o = run({"--listen.port", "70000"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("--listen.port: 70000 is outside the allowed range 0..65535"),
+            std::string::npos)
+    << o.err;
+  o = run({"--flow.slow-consumer", "ignore"});
+  EXPECT_NE(o.err.find("'ignore' is not a policy"), std::string::npos) << o.err;
+  o = run({"--limits.max-frame-bytes", "10"});
+  EXPECT_NE(o.err.find("outside the allowed range 1KiB..64MiB"), std::string::npos) << o.err;
+}
+
+TEST(Config, CrossFieldRules) {
+  auto o = run({"--timeouts.idle", "5s", "--timeouts.heartbeat-interval", "5s"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("must be shorter than timeouts.idle"), std::string::npos) << o.err;
+  o = run({"--timeouts.idle", "0", "--timeouts.heartbeat-interval", "5s"});
+  EXPECT_FALSE(o.res.exit) << o.err; // idle timeout disabled: any interval
+  o = run({"--limits.max-frame-bytes", "4MiB", "--flow.output-high-water", "1MiB"});
+  EXPECT_NE(o.err.find("flow.output-high-water (1MiB) must be at least"), std::string::npos);
+}
+
+TEST(Config, UnknownFlagIsAUsageError) {
+  auto o = run({"--listen.prot", "1"});
+  EXPECT_EQ(o.res.exit_code, 2);
+  EXPECT_NE(o.err.find("--help"), std::string::npos);
+}
+
+TEST(Config, HelpListsEveryKeyWithDefaultAndEnv) {
+  auto o = run({"--help"});
+  EXPECT_TRUE(o.res.exit);
+  EXPECT_EQ(o.res.exit_code, 0);
+  server_config defaults;
+  std::istringstream sample{sample_config()};
+  std::string line;
+  int keys = 0;
+  for (std::string section; std::getline(sample, line);) {
+    if (line.rfind("[", 0) == 0)
+      section = line.substr(1, line.size() - 2);
+    if (is_key_line(line)) {
+      auto key = section + "." + line.substr(2, line.find(" = ") - 2);
+      EXPECT_NE(o.out.find("--" + key), std::string::npos) << key;
+      EXPECT_NE(o.out.find(env_name(key)), std::string::npos) << key;
+      ++keys;
+    }
+  }
+  EXPECT_GE(keys, 25);
+}
+
+TEST(Config, CheckAndDumpConfig) {
+  auto o = run({"--check-config"});
+  EXPECT_EQ(o.res.exit_code, 0);
+  EXPECT_NE(o.out.find("configuration OK"), std::string::npos);
+  o = run({"--check-config", "--listen.port", "-1"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  o = run({"--dump-config", "--auth.token", "hunter2", "-p", "9"});
+  EXPECT_EQ(o.res.exit_code, 0);
+  EXPECT_NE(o.out.find("port = 9"), std::string::npos);
+  EXPECT_EQ(o.out.find("hunter2"), std::string::npos) << "token must be redacted";
+  EXPECT_NE(o.out.find("token = \"<redacted>\""), std::string::npos);
+  o = run({"--version"});
+  EXPECT_NE(o.out.find("convoke-server " CONVOKE_VERSION), std::string::npos);
+}
+
+TEST(Config, DumpedConfigLoadsBackToTheSameValues) {
+  server_config cfg;
+  cfg.port = 1234;
+  cfg.idle_timeout = 90s;
+  cfg.slow_consumer = slow_consumer_policy::drop;
+  cfg.trace_format = logging::format::json;
+  temp_file f{dump_config(cfg)};
+  server_config back;
+  EXPECT_TRUE(load_file(back, f.path).empty());
+  EXPECT_EQ(dump_config(back), dump_config(cfg));
+}
+
+TEST(Config, SampleConfigIsTheShippedFileAndParsesToDefaults) {
+  std::ifstream in{CONVOKE_SOURCE_DIR "/deploy/config/convoke-server.toml"};
+  ASSERT_TRUE(in) << "deploy/config/convoke-server.toml is missing";
+  std::string shipped{std::istreambuf_iterator<char>{in}, {}};
+  EXPECT_EQ(shipped, sample_config()) << "regenerate it: convoke-server --print-sample-config > "
+                                         "deploy/config/convoke-server.toml";
+  // Uncommenting every key must give the defaults back.
+  std::string uncommented;
+  std::istringstream lines{shipped};
+  for (std::string line; std::getline(lines, line);)
+    if (is_key_line(line))
+      uncommented += line.substr(2) + "\n";
+    else if (line.rfind("[", 0) == 0)
+      uncommented += line + "\n";
+  temp_file f{uncommented};
+  server_config cfg;
+  EXPECT_TRUE(load_file(cfg, f.path).empty());
+  EXPECT_EQ(dump_config(cfg), dump_config(server_config{}));
+}

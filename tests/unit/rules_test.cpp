@@ -1,0 +1,69 @@
+// Protocol rules: names, routes, Hello checks, backoff.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "backoff.hpp"
+#include "convoke/proto/rules.hpp"
+#include "session_rules.hpp"
+
+using namespace convoke;
+using namespace std::chrono_literals;
+
+TEST(Rules, AgentNames) {
+  EXPECT_EQ(proto::check_agent_name("planner-01.eu@host:1"), "");
+  EXPECT_NE(proto::check_agent_name(""), "");
+  EXPECT_NE(proto::check_agent_name("has space"), "");
+  EXPECT_NE(proto::check_agent_name(std::string(65, 'a')), "");
+  EXPECT_EQ(proto::check_agent_name(std::string(64, 'a')), "");
+  EXPECT_NE(proto::check_agent_name("caf\xc3\xa9").find("\\xc3"), std::string::npos);
+}
+
+TEST(Rules, Routes) {
+  EXPECT_EQ(proto::check_route("weather/eu.temp#1"), "");
+  EXPECT_NE(proto::check_route(""), "");
+  EXPECT_NE(proto::check_route("a b"), "");
+  EXPECT_NE(proto::check_route(std::string(129, 'r')), "");
+}
+
+TEST(Rules, HelloChecks) {
+  server::server_config cfg;
+  v1::Hello h;
+  h.set_protocol_version(1);
+  h.set_agent_name("alice");
+  EXPECT_FALSE(server::check_hello(h, cfg));
+  h.set_protocol_version(2);
+  EXPECT_EQ(server::check_hello(h, cfg)->code, "unsupported_version");
+  h.set_protocol_version(1);
+  h.add_routes("bad route");
+  EXPECT_EQ(server::check_hello(h, cfg)->code, "invalid_route");
+  h.clear_routes();
+  cfg.token = "secret";
+  EXPECT_EQ(server::check_hello(h, cfg)->code, "auth_failed");
+  h.set_token("secret");
+  EXPECT_FALSE(server::check_hello(h, cfg));
+  EXPECT_FALSE(server::token_matches("secret", "secreT"));
+  EXPECT_FALSE(server::token_matches("secret", "secret2"));
+  EXPECT_TRUE(server::token_matches("", ""));
+}
+
+TEST(Backoff, GrowsExponentiallyUpToTheCapWithJitter) {
+  reconnect_policy p;
+  p.initial_delay = 100ms;
+  p.max_delay = 2000ms;
+  p.multiplier = 2.0;
+  p.jitter = 0.2;
+  std::mt19937_64 rng{1};
+  for (int attempt = 1; attempt <= 10; ++attempt) {
+    auto base = std::min(100.0 * (1 << (attempt - 1)), 2000.0);
+    for (int k = 0; k < 50; ++k) {
+      auto d = detail::backoff_delay(p, attempt, rng).count();
+      EXPECT_GE(d, static_cast<int64_t>(base * 0.8) - 1) << attempt;
+      EXPECT_LE(d, static_cast<int64_t>(base * 1.2) + 1) << attempt;
+    }
+  }
+  p.jitter = 0;
+  EXPECT_EQ(detail::backoff_delay(p, 1, rng), 100ms);
+  EXPECT_EQ(detail::backoff_delay(p, 3, rng), 400ms);
+  EXPECT_EQ(detail::backoff_delay(p, 30, rng), 2000ms);
+}
