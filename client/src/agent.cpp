@@ -375,8 +375,9 @@ void agent_core::handle_frame(v1::Frame& f) {
   case v1::Frame::kGoodbye:
     goodbye_code = f.goodbye().code();
     goodbye_reason = f.goodbye().reason();
-    log->info("goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
-              goodbye_code, logfmt_value(goodbye_reason));
+    log->log(goodbye_code == codes::client_exit ? spdlog::level::debug : spdlog::level::info,
+             "goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
+             goodbye_code, logfmt_value(goodbye_reason));
     break;
   default:
     log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));

@@ -285,6 +285,8 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
     },
     [self](drain_atom) {
       auto& st = self->state;
+      if (st.draining)
+        return; // told by both the listener and the server (whichever is first)
       st.draining = true;
       st.ctx->log_router->info("draining agents={}", st.table.size());
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);

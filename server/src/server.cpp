@@ -1,5 +1,6 @@
 #include "convoke/server/server.hpp"
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -185,10 +186,14 @@ int run(server_config cfg) {
   }};
   auto deadline = std::chrono::steady_clock::now() + drain + std::chrono::seconds{2};
   while (!done) {
-    if (auto again = wait_termination_signal(std::chrono::milliseconds{50}); again != 0) {
+    // A second Ctrl-C (SIGINT) means "now"; a SIGTERM during the drain (a
+    // supervisor repeating itself) changes nothing, the drain is bounded.
+    if (auto again = wait_termination_signal(std::chrono::milliseconds{50}); again == SIGINT) {
       log->warn("received {} again; exiting without waiting", signal_name(again));
       log->flush();
       std::_Exit(130);
+    } else if (again != 0) {
+      log->info("received {} while draining; still draining", signal_name(again));
     }
     if (std::chrono::steady_clock::now() > deadline) {
       log->critical("drain did not finish in time; exiting");

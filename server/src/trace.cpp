@@ -166,7 +166,7 @@ void trace_writer::push(trace_event&& ev) {
     queue_.push_back(std::move(ev));
     wake = queue_.size() == bulk_size;
   }
-  // The writer wakes at least every 100 ms on its own; notify only for bulk,
+  // The writer wakes at least every 25 ms on its own; notify only for bulk,
   // so that a busy relay does not pay a futex wake per message.
   if (wake)
     cv_.notify_one();
@@ -191,7 +191,7 @@ void trace_writer::run() {
     bool last = false;
     {
       std::unique_lock guard{mtx_};
-      cv_.wait_for(guard, std::chrono::milliseconds{100},
+      cv_.wait_for(guard, std::chrono::milliseconds{25},
                    [this] { return stopping_ || queue_.size() >= bulk_size; });
       batch.swap(queue_);
       last = stopping_;

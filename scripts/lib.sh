@@ -1,0 +1,53 @@
+# Shared by scripts/demo and scripts/test: install missing Debian packages,
+# then configure and build into ./build. Idempotent; quiet when there is
+# nothing to do; full logs in build/*.log.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${CONVOKE_BUILD_DIR:-$ROOT/build}
+
+# Everything the build, the tests and the benchmarks need (Debian bookworm).
+PACKAGES=(
+  g++ cmake ninja-build pkg-config
+  libcaf-dev libprotobuf-dev protobuf-compiler
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+say() { printf 'convoke: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "installing ${missing[*]} needs root (run as root or install sudo)"
+    sudo=(sudo)
+  fi
+  say "installing ${missing[*]} (apt-get)"
+  mkdir -p "$BUILD"
+  {
+    "${sudo[@]}" apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  } >"$BUILD/apt.log" 2>&1 || { tail -n 30 "$BUILD/apt.log" >&2; die "apt-get failed (log: $BUILD/apt.log)"; }
+}
+
+build() {
+  mkdir -p "$BUILD"
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    say "configuring and building (the first build takes a few minutes; log: $BUILD/build.log)"
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$BUILD/build.log" 2>&1 ||
+      { tail -n 40 "$BUILD/build.log" >&2; die "cmake failed (log: $BUILD/build.log)"; }
+  fi
+  # Ninja prints one line per compiled file; keep it in the log.
+  ninja -C "$BUILD" >>"$BUILD/build.log" 2>&1 ||
+    { grep -E "error|FAILED" -A3 "$BUILD/build.log" | tail -n 40 >&2; die "build failed (log: $BUILD/build.log)"; }
+}
+
+bootstrap() {
+  install_missing
+  build
+}
