@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "backoff.hpp"
+#include "convoke/client/caf_interop.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
@@ -20,48 +21,13 @@ namespace detail {
 
 namespace {
 
-constexpr const char* sdk_name = "convoke-cpp";
 namespace codes = proto::codes;
-
-notice::level to_level(v1::Notice::Severity s) {
-  switch (s) {
-  case v1::Notice::ERROR:
-    return notice::level::error;
-  case v1::Notice::WARNING:
-    return notice::level::warning;
-  default:
-    return notice::level::info;
-  }
-}
 
 /// Refusals that retrying cannot fix.
 bool is_fatal_refusal(std::string_view code) {
   return code == codes::auth_failed || code == codes::invalid_name
          || code == codes::unsupported_version || code == codes::name_taken
          || code == codes::too_many_routes || code == codes::invalid_route;
-}
-
-std::string hex_to_bytes(std::string_view hex) {
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  if (hex.size() % 2 != 0)
-    return out;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    auto hi = val(hex[i]);
-    auto lo = val(hex[i + 1]);
-    if (hi < 0 || lo < 0)
-      return {};
-    out.push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return out;
 }
 
 } // namespace
@@ -157,19 +123,9 @@ void agent_core::on_connected(uint64_t g, caf::actor c) {
   conn = std::move(c);
   link = link_state::handshaking;
   last_rx = steady::now();
-  v1::Frame f;
-  auto h = f.mutable_hello();
-  h->set_protocol_version(proto::protocol_version);
-  h->set_agent_name(session_of(*user).agent_name.empty() ? requested_name(*user)
-                                                         : session_of(*user).agent_name);
-  h->set_role(opts.role);
-  h->set_token(opts.token);
-  for (auto& r : routes)
-    h->add_routes(r);
-  h->set_sdk_name(sdk_name);
-  h->set_sdk_version(CONVOKE_VERSION);
-  h->set_resume_token(resume_token);
-  write(f);
+  auto& confirmed = session_of(*user).agent_name;
+  write(
+    make_hello(confirmed.empty() ? requested_name(*user) : confirmed, opts, routes, resume_token));
   self->delayed_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
 }
 
@@ -285,11 +241,6 @@ bool agent_core::write(const v1::Frame& f) {
   return true;
 }
 
-std::string agent_core::new_trace_id() {
-  uint64_t parts[2] = {rng(), rng()};
-  return std::string{reinterpret_cast<const char*>(parts), sizeof(parts)};
-}
-
 std::error_code agent_core::send_envelope(std::string_view recipient, std::string_view route,
                                           std::string_view payload, const send_options& so,
                                           uint64_t request_id, uint64_t in_reply_to) {
@@ -297,27 +248,11 @@ std::error_code agent_core::send_envelope(std::string_view recipient, std::strin
     return errc::stopped;
   if (link != link_state::connected)
     return errc::not_connected;
-  if (!recipient.empty() && !proto::check_agent_name(recipient).empty())
-    return errc::invalid_argument;
-  if (!route.empty() && !proto::check_route(route).empty())
-    return errc::invalid_argument;
+  if (auto err = check_addressing(recipient, route))
+    return err;
   if (out_pending->load() > opts.max_pending_bytes)
     return errc::send_buffer_full;
-  v1::Frame f;
-  auto e = f.mutable_envelope();
-  e->set_recipient(std::string{recipient});
-  e->set_route(std::string{route});
-  e->set_payload(std::string{payload});
-  e->set_content_type(so.content_type);
-  for (auto& [k, v] : so.headers)
-    (*e->mutable_headers())[k] = v;
-  auto trace = so.trace_id.empty() ? std::string{} : hex_to_bytes(so.trace_id);
-  e->set_trace_id(trace.size() == 16 ? trace : new_trace_id());
-  e->set_sent_unix_nanos(unix_nanos());
-  e->set_client_seq(next_seq++);
-  e->set_request_id(request_id);
-  e->set_in_reply_to(in_reply_to);
-  write(f);
+  write(make_envelope(recipient, route, payload, so, next_seq++, request_id, in_reply_to, rng));
   ++stats_of(*user).sent;
   return {};
 }
@@ -363,10 +298,8 @@ void agent_core::handle_frame(v1::Frame& f) {
     break;
   case v1::Frame::kHeartbeat:
     if (auto seq = f.heartbeat().seq(); seq != 0) {
-      v1::Frame reply;
-      reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
-      reply.mutable_heartbeat()->set_reply_to(seq);
-      write(reply);
+      write(make_heartbeat_reply(seq));
+      ++stats_of(*user).heartbeats;
     }
     break;
   case v1::Frame::kNotice:
@@ -389,14 +322,7 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
     return;
   link = link_state::connected;
   auto& s = session_of(*user);
-  s.session_id = w.session_id();
-  s.agent_name = w.agent_name();
-  s.server_name = w.server_name();
-  s.server_version = w.server_version();
-  s.heartbeat_interval = duration{w.heartbeat_interval_ms()};
-  s.idle_timeout = duration{w.idle_timeout_ms()};
-  s.max_frame_bytes = w.limits().max_frame_bytes();
-  s.reconnected = had_session;
+  s = to_session(w, had_session);
   had_session = true;
   resume_token = w.resume_token();
   attempt = 0;
@@ -412,21 +338,7 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
 
 void agent_core::handle_envelope(v1::Envelope& e) {
   ++stats_of(*user).received;
-  message m;
-  m.id = e.message_id();
-  m.sender = std::move(*e.mutable_sender());
-  m.recipient = std::move(*e.mutable_recipient());
-  m.route = std::move(*e.mutable_route());
-  m.payload = std::move(*e.mutable_payload());
-  m.content_type = std::move(*e.mutable_content_type());
-  for (auto& [k, v] : e.headers())
-    m.headers.emplace(k, v);
-  if (!e.trace_id().empty())
-    m.trace_id = to_hex(e.trace_id());
-  m.sent_unix_nanos = e.sent_unix_nanos();
-  m.relayed_unix_nanos = e.relayed_unix_nanos();
-  m.request_id = e.request_id();
-  m.in_reply_to = e.in_reply_to();
+  auto m = to_message(e);
   if (m.in_reply_to != 0) {
     if (auto i = requests.find(m.in_reply_to); i != requests.end()) {
       auto req = std::move(i->second);
@@ -446,13 +358,7 @@ void agent_core::handle_envelope(v1::Envelope& e) {
 
 void agent_core::handle_notice(const v1::Notice& n) {
   ++stats_of(*user).notices;
-  notice x;
-  x.severity = to_level(n.severity());
-  x.code = n.code();
-  x.text = n.text();
-  x.client_seq = n.client_seq();
-  x.message_id = n.message_id();
-  x.request_id = n.request_id();
+  auto x = to_notice(n);
   if (x.severity == notice::level::error) {
     refusal = x;
     log->warn("server notice agent={} code={} text={}", logfmt_value(user->name()), x.code,
@@ -499,9 +405,12 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
       return;
     st.stop(0);
   });
-  self->set_down_handler([](const caf::down_msg&) {});
-  st.start();
-  return {
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (st.down_handler)
+      st.guarded("down handler", [&] { st.down_handler(dm); });
+  });
+  st.sdk_handlers = caf::message_handler{
     [self](connected_atom, uint64_t g, caf::actor c) { self->state.on_connected(g, c); },
     [self](connect_failed_atom, uint64_t g, const std::string& reason) {
       self->state.on_connect_failed(g, reason);
@@ -586,6 +495,11 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
       self->state.finish();
     },
   };
+  // Install the SDK's behavior before setup() runs, so that a become() in
+  // setup() (caf_interop.hpp) is not overwritten by a returned behavior.
+  self->become(st.sdk_handlers);
+  st.start();
+  return {};
 }
 
 } // namespace
@@ -602,6 +516,40 @@ caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
 }
 
 } // namespace detail
+
+// -- caf_interop.hpp ------------------------------------------------------------
+
+namespace interop {
+
+namespace {
+
+detail::agent_core& core_or_throw(agent& a) {
+  auto c = a.core();
+  if (c == nullptr)
+    throw std::logic_error("convoke::interop: the agent is not running");
+  return *c;
+}
+
+} // namespace
+
+caf::event_based_actor* self(agent& a) {
+  return core_or_throw(a).self;
+}
+
+caf::actor_system& system(agent& a) {
+  return core_or_throw(a).self->system();
+}
+
+void become(agent& a, caf::message_handler handlers) {
+  auto& c = core_or_throw(a);
+  c.self->become(c.sdk_handlers.or_else(handlers));
+}
+
+void on_down(agent& a, std::function<void(const caf::down_msg&)> handler) {
+  core_or_throw(a).down_handler = std::move(handler);
+}
+
+} // namespace interop
 
 // -- agent member functions -----------------------------------------------------
 

@@ -153,6 +153,12 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
 
 } // namespace
 
+caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, uint64_t gen,
+                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+  return sys.middleman().spawn_broker(connection_actor, fd, std::move(agent), gen, window,
+                                      std::move(out_pending));
+}
+
 void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
                      uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
   // A blocking actor runs on its own thread: name resolution and the connect
@@ -164,8 +170,7 @@ void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::ac
       self->send(agent, connect_failed_atom::value, gen, res.error);
       return;
     }
-    auto conn = self->system().middleman().spawn_broker(connection_actor, res.fd, agent, gen,
-                                                        window, out_pending);
+    auto conn = spawn_connection(self->system(), res.fd, agent, gen, window, out_pending);
     self->send(agent, connected_atom::value, gen, conn);
   });
 }

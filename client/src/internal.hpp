@@ -23,6 +23,7 @@
 #include "convoke/client/agent.hpp"
 #include "convoke/client/error.hpp"
 #include "convoke/proto/codec.hpp"
+#include "frames.hpp"
 
 namespace spdlog {
 class logger;
@@ -122,6 +123,10 @@ struct agent_core {
   uint64_t next_seq = 1;
   std::mt19937_64 rng{std::random_device{}()};
 
+  // Extension points (caf_interop.hpp).
+  caf::message_handler sdk_handlers;
+  std::function<void(const caf::down_msg&)> down_handler;
+
   // Stopping.
   bool stopping = false;
   bool teardown_done = false;
@@ -148,7 +153,6 @@ struct agent_core {
                                 std::string_view payload, const send_options& opts,
                                 uint64_t request_id, uint64_t in_reply_to);
   void send_subscription(bool subscribe, const std::string& route);
-  std::string new_trace_id();
 
   // -- agent code ----------------------------------------------------------------
   /// Runs agent code, reporting exceptions to on_error. False if it threw.
@@ -180,6 +184,10 @@ struct agent_core {
 /// Spawns the actor that runs `a`; `on_exit(code)` is called when it ends.
 caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
                        std::function<void(int)> on_exit);
+
+/// Starts a connection broker on the connected socket `fd` for `agent`.
+caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, uint64_t gen,
+                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending);
 
 /// Spawns a detached actor that connects to host:port and, on success,
 /// starts a connection broker for `agent` (reported as connected_atom).

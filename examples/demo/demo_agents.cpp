@@ -36,17 +36,19 @@ void say(const std::string& who, fmt::format_string<Ts...> f, Ts&&... xs) {
 
 class weather_station : public agent {
 public:
-  weather_station() : agent("weather-station") {
-  }
+  weather_station() : agent("weather-station") {}
   void setup() override {
-    every(1s, [this] {
-      if (!connected())
-        return;
-      std::uniform_real_distribution<double> d{15.0, 25.0};
-      auto reading = fmt::format("{:.1f}C", d(rng_));
-      say(name(), "publishes {} on route weather", reading);
-      publish("weather", reading);
-    }, "publish reading");
+    every(
+      1s,
+      [this] {
+        if (!connected())
+          return;
+        std::uniform_real_distribution<double> d{15.0, 25.0};
+        auto reading = fmt::format("{:.1f}C", d(rng_));
+        say(name(), "publishes {} on route weather", reading);
+        publish("weather", reading);
+      },
+      "publish reading");
   }
 
 private:
@@ -55,8 +57,7 @@ private:
 
 class calculator : public agent {
 public:
-  calculator() : agent("calculator") {
-  }
+  calculator() : agent("calculator") {}
   void on_message(const message& m) override {
     if (!m.is_request())
       return;
@@ -69,28 +70,30 @@ public:
 
 class planner : public agent {
 public:
-  planner() : agent("planner") {
-  }
+  planner() : agent("planner") {}
   void setup() override {
     on_route("weather", [this](const message& m) {
       say(name(), "<- {} [weather] {}; asking calculator", m.sender, m.payload);
-      request("calculator", m.payload, 2s,
-              [this](const message& r) { say(name(), "<- calculator replied {}", r.payload); },
-              [this](const request_error& e) { say(name(), "request failed: {}", e.text); });
+      request(
+        "calculator", m.payload, 2s,
+        [this](const message& r) { say(name(), "<- calculator replied {}", r.payload); },
+        [this](const request_error& e) { say(name(), "request failed: {}", e.text); });
     });
-    every(3s, [this] {
-      if (connected()) {
-        say(name(), "broadcasts its plan");
-        broadcast("plan: picnic if above 20C");
-      }
-    }, "broadcast plan");
+    every(
+      3s,
+      [this] {
+        if (connected()) {
+          say(name(), "broadcasts its plan");
+          broadcast("plan: picnic if above 20C");
+        }
+      },
+      "broadcast plan");
   }
 };
 
 class archivist : public agent {
 public:
-  archivist() : agent("archivist") {
-  }
+  archivist() : agent("archivist") {}
   void on_message(const message& m) override {
     ++seen_;
     say(name(), "archived #{} from {}{}: {}", seen_, m.sender,

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <thread>
 
+#include "convoke/client/blocking_client.hpp"
 #include "raw_client.hpp"
 #include "test_agent.hpp"
 #include "test_server.hpp"
@@ -371,4 +372,60 @@ TEST(ClientAgent, TeardownCanStillSendAndTheServerSeesAGoodbye) {
   auto e = watcher.read_envelope();
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->payload(), "bye from teardown");
+}
+
+TEST(BlockingClient, RequestReplyTimeoutUnknownRecipientAndReceive) {
+  test_server srv;
+  lambda_agent echo{"echo"};
+  event_log log;
+  echo.on_connected = [&](const session_info&) { log.add("up"); };
+  echo.on_msg = [&](const message& m) {
+    if (m.is_request())
+      echo.reply(m, "re:" + m.payload);
+    else
+      echo.send_to(m.sender, "hello back");
+  };
+  runtime rt;
+  rt.start(echo, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("up"));
+  blocking_client c{local_options(srv.port()), "script"};
+  std::string why;
+  ASSERT_FALSE(c.connect(&why)) << why;
+  EXPECT_EQ(c.session().agent_name, "script");
+  auto r = c.request("echo", "x", 2s);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->payload, "re:x");
+  request_error err;
+  EXPECT_FALSE(c.request("ghost", "x", 2s, &err));
+  EXPECT_EQ(err.code, errc::refused);
+  EXPECT_NE(err.text.find("unknown_recipient"), std::string::npos) << err.text;
+  lambda_agent silent{"silent"};
+  rt.start(silent, local_options(srv.port()));
+  std::this_thread::sleep_for(100ms);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(c.request("silent", "x", 200ms, &err));
+  EXPECT_EQ(err.code, errc::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  ASSERT_FALSE(c.send_to("echo", "plain"));
+  auto m = c.receive(2s);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->payload, "hello back");
+  c.close();
+  EXPECT_FALSE(c.connected());
+  EXPECT_EQ(c.send_to("echo", "after close"), errc::not_connected);
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(BlockingClient, RefusalAndUnreachableServerAreReported) {
+  test_server srv;
+  raw_client holder{srv.port()};
+  ASSERT_TRUE(holder.hello("taken").has_welcome());
+  blocking_client dup{local_options(srv.port()), "taken"};
+  std::string why;
+  EXPECT_EQ(dup.connect(&why), errc::refused);
+  EXPECT_NE(why.find("name_taken"), std::string::npos) << why;
+  blocking_client nowhere{local_options(1), "x"};
+  EXPECT_EQ(nowhere.connect(&why), errc::not_connected);
+  EXPECT_NE(why.find("127.0.0.1:1"), std::string::npos) << why;
 }

@@ -56,9 +56,7 @@ using task_id = uint64_t;
 class cancel_token {
 public:
   cancel_token() = default;
-  explicit cancel_token(std::shared_ptr<const std::atomic<bool>> flag)
-    : flag_(std::move(flag)) {
-  }
+  explicit cancel_token(std::shared_ptr<const std::atomic<bool>> flag) : flag_(std::move(flag)) {}
   bool cancelled() const noexcept {
     return flag_ && flag_->load(std::memory_order_relaxed);
   }
@@ -74,6 +72,8 @@ struct agent_stats {
   uint64_t notices = 0;
   uint64_t connects = 0;
   uint64_t errors = 0;
+  /// Server heartbeats answered (the SDK does this on its own).
+  uint64_t heartbeats = 0;
 };
 
 class agent {
@@ -94,24 +94,19 @@ public:
 
   /// Called once when the agent's actor starts, before connecting. Start
   /// periodic tasks (`every`) and open resources here.
-  virtual void setup() {
-  }
+  virtual void setup() {}
 
   /// Called after each successful handshake (`reconnected` tells which).
-  virtual void on_connect(const session_info&) {
-  }
+  virtual void on_connect(const session_info&) {}
 
   /// Called for each message that no route handler or pending request took.
-  virtual void on_message(const message&) {
-  }
+  virtual void on_message(const message&) {}
 
   /// Called for each Notice from the server.
-  virtual void on_notice(const notice&) {
-  }
+  virtual void on_notice(const notice&) {}
 
   /// Called when a session ends or a connection attempt fails.
-  virtual void on_disconnect(const disconnect_info&) {
-  }
+  virtual void on_disconnect(const disconnect_info&) {}
 
   /// Called when agent code threw or a blocking job failed. The default logs
   /// the error; the agent keeps running either way.
@@ -119,8 +114,7 @@ public:
 
   /// Called once when the agent stops. Still connected if it was, so a last
   /// message can be sent. Periodic tasks are cancelled right after it.
-  virtual void teardown() {
-  }
+  virtual void teardown() {}
 
   // -- sending (from hooks and handlers) --------------------------------------
 
@@ -224,9 +218,9 @@ private:
 template <class Work, class Done>
 task_id agent::run_blocking(Work work, Done done, std::string name) {
   constexpr bool takes_token = std::is_invocable_v<Work&, const cancel_token&>;
-  using result = typename std::conditional_t<takes_token,
-                                             std::invoke_result<Work&, const cancel_token&>,
-                                             std::invoke_result<Work&>>::type;
+  using result =
+    typename std::conditional_t<takes_token, std::invoke_result<Work&, const cancel_token&>,
+                                std::invoke_result<Work&>>::type;
   if constexpr (std::is_void_v<result>) {
     return run_blocking_impl(
       [w = std::move(work)](const cancel_token& tok) mutable {

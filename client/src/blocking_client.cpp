@@ -1,0 +1,246 @@
+// blocking_client: a scoped (blocking) actor that owns one connection broker
+// and waits for frames with receive() + timeouts. This is the SDK's answer to
+// asyncio's run_until_complete() for one-off scripts.
+
+#include "convoke/client/blocking_client.hpp"
+
+#include <deque>
+
+#include "convoke/common/net.hpp"
+#include "convoke/common/units.hpp"
+#include "frames.hpp"
+#include "internal.hpp"
+
+namespace convoke {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+} // namespace
+
+struct blocking_client::impl {
+  client_options opts;
+  std::string name;
+  std::unique_ptr<caf::actor_system_config> cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<caf::scoped_actor> self;
+  caf::actor conn;
+  std::shared_ptr<std::atomic<uint64_t>> out_pending = std::make_shared<std::atomic<uint64_t>>(0);
+  proto::frame_splitter splitter{64u << 20};
+  std::deque<v1::Frame> inbox; // frames read but not yet consumed
+  session_info session;
+  bool connected = false;
+  bool closed_by_server = false;
+  uint64_t next_seq = 1;
+  uint64_t next_request = 1;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  void write(const v1::Frame& f) {
+    std::vector<char> buf;
+    proto::append_frame(f, buf);
+    out_pending->fetch_add(buf.size());
+    (*self)->send(conn, detail::write_atom::value, std::move(buf));
+  }
+
+  /// Blocks until the next frame (answering heartbeats on the way) or the
+  /// deadline; nullopt on timeout or when the connection closed.
+  std::optional<v1::Frame> next_frame(clock::time_point deadline) {
+    for (;;) {
+      if (!inbox.empty()) {
+        auto f = std::move(inbox.front());
+        inbox.pop_front();
+        if (f.has_heartbeat() && f.heartbeat().seq() != 0) {
+          write(detail::make_heartbeat_reply(f.heartbeat().seq()));
+          continue;
+        }
+        return f;
+      }
+      if (closed_by_server || !conn)
+        return std::nullopt;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+      if (left.count() <= 0)
+        return std::nullopt;
+      bool timed_out = false;
+      (*self)->receive(
+        [&](detail::frames_atom, uint64_t, const std::vector<char>& bytes) {
+          splitter.append(bytes.data(), bytes.size());
+          std::string_view body;
+          while (splitter.next(body)) {
+            v1::Frame f;
+            if (proto::decode_frame(body, f) == proto::frame_error::none)
+              inbox.push_back(std::move(f));
+          }
+          splitter.compact();
+          (*self)->send(conn, detail::credit_atom::value, static_cast<uint64_t>(bytes.size()));
+        },
+        [&](detail::disconnected_atom, uint64_t, const std::string&) {
+          closed_by_server = true;
+          connected = false;
+        },
+        caf::after(left) >> [&] { timed_out = true; });
+      if (timed_out)
+        return std::nullopt;
+    }
+  }
+
+  std::error_code send(std::string_view recipient, std::string_view route, std::string_view payload,
+                       const send_options& so, uint64_t request_id) {
+    if (!connected)
+      return errc::not_connected;
+    if (auto err = detail::check_addressing(recipient, route))
+      return err;
+    if (out_pending->load() > opts.max_pending_bytes)
+      return errc::send_buffer_full;
+    write(detail::make_envelope(recipient, route, payload, so, next_seq++, request_id, 0, rng));
+    return {};
+  }
+};
+
+blocking_client::blocking_client(client_options opts, std::string name)
+  : impl_(std::make_unique<impl>()) {
+  impl_->opts = std::move(opts);
+  impl_->name = std::move(name);
+}
+
+blocking_client::~blocking_client() {
+  auto& d = *impl_;
+  close();
+  d.self.reset(); // a scoped actor must go before its system
+  d.sys.reset();
+}
+
+std::error_code blocking_client::connect(std::string* why) {
+  auto& d = *impl_;
+  auto fail = [&](errc code, std::string text) -> std::error_code {
+    if (why)
+      *why = std::move(text);
+    return code;
+  };
+  if (d.connected)
+    return {};
+  if (!d.sys) {
+    d.cfg = std::make_unique<caf::actor_system_config>();
+    d.cfg->load<caf::io::middleman>();
+    d.cfg->set("scheduler.max-threads", 1);
+    d.cfg->set("scheduler.policy", caf::atom("sharing"));
+    d.sys = std::make_unique<caf::actor_system>(*d.cfg);
+    d.self = std::make_unique<caf::scoped_actor>(*d.sys);
+  }
+  // A script may block: connect right here, with the usual timeout.
+  auto res = net::tcp_connect(d.opts.host, d.opts.port, d.opts.connect_timeout);
+  if (!res)
+    return fail(errc::not_connected, res.error);
+  d.splitter = proto::frame_splitter{64u << 20};
+  d.inbox.clear();
+  d.closed_by_server = false;
+  d.conn = detail::spawn_connection(*d.sys, res.fd, caf::actor{*d.self}, 1,
+                                    d.opts.max_inbound_bytes, d.out_pending);
+  d.write(detail::make_hello(d.name, d.opts, {}, {}));
+  auto deadline = clock::now() + d.opts.connect_timeout;
+  while (auto f = d.next_frame(deadline)) {
+    if (f->has_welcome()) {
+      d.session = detail::to_session(f->welcome(), false);
+      d.connected = true;
+      return {};
+    }
+    if (f->has_notice() && f->notice().severity() == v1::Notice::ERROR)
+      return fail(errc::refused, f->notice().code() + ": " + f->notice().text());
+  }
+  return fail(errc::not_connected,
+              d.closed_by_server ? "connection closed during handshake" : "no Welcome in time");
+}
+
+std::error_code blocking_client::broadcast(std::string_view payload, const send_options& opts) {
+  return impl_->send({}, {}, payload, opts, 0);
+}
+
+std::error_code blocking_client::publish(std::string_view route, std::string_view payload,
+                                         const send_options& opts) {
+  if (route.empty())
+    return errc::invalid_argument;
+  return impl_->send({}, route, payload, opts, 0);
+}
+
+std::error_code blocking_client::send_to(std::string_view recipient, std::string_view payload,
+                                         const send_options& opts) {
+  if (recipient.empty())
+    return errc::invalid_argument;
+  return impl_->send(recipient, {}, payload, opts, 0);
+}
+
+std::optional<message> blocking_client::request(std::string_view recipient,
+                                                std::string_view payload, duration timeout,
+                                                request_error* err, const send_options& opts) {
+  auto& d = *impl_;
+  auto fail = [&](errc code, std::string text) -> std::optional<message> {
+    if (err)
+      *err = request_error{make_error_code(code), std::move(text)};
+    return std::nullopt;
+  };
+  if (err)
+    *err = request_error{};
+  if (recipient.empty())
+    return fail(errc::invalid_argument, "a request needs a recipient");
+  auto id = d.next_request++;
+  if (auto ec = d.send(recipient, {}, payload, opts, id))
+    return fail(static_cast<errc>(ec.value()), ec.message());
+  auto deadline = clock::now() + timeout;
+  std::deque<v1::Frame> others; // kept for receive()
+  std::optional<message> result;
+  while (auto f = d.next_frame(deadline)) {
+    if (f->has_envelope() && f->envelope().in_reply_to() == id) {
+      result = detail::to_message(*f->mutable_envelope());
+      break;
+    }
+    if (f->has_notice() && f->notice().request_id() == id) {
+      fail(errc::refused, f->notice().code() + ": " + f->notice().text());
+      break;
+    }
+    others.push_back(std::move(*f));
+  }
+  d.inbox.insert(d.inbox.begin(), others.begin(), others.end());
+  if (!result && err && !err->code)
+    fail(d.closed_by_server ? errc::connection_lost : errc::timeout,
+         d.closed_by_server ? "connection closed" : "no reply in time");
+  return result;
+}
+
+std::optional<message> blocking_client::receive(duration timeout) {
+  auto& d = *impl_;
+  auto deadline = clock::now() + timeout;
+  while (auto f = d.next_frame(deadline))
+    if (f->has_envelope())
+      return detail::to_message(*f->mutable_envelope());
+  return std::nullopt;
+}
+
+void blocking_client::close() {
+  auto& d = *impl_;
+  if (!d.conn)
+    return;
+  if (d.connected) {
+    v1::Frame bye;
+    bye.mutable_goodbye()->set_code("client_exit");
+    bye.mutable_goodbye()->set_reason("script finished");
+    d.write(bye);
+    (*d.self)->send(d.conn, detail::close_atom::value);
+    // Wait for the server's acknowledgement and EOF.
+    auto deadline = clock::now() + d.opts.stop_timeout;
+    while (d.next_frame(deadline)) {
+    }
+  }
+  (*d.self)->send_exit(d.conn, caf::exit_reason::user_shutdown);
+  d.conn = nullptr;
+  d.connected = false;
+}
+
+bool blocking_client::connected() const noexcept {
+  return impl_->connected;
+}
+
+const session_info& blocking_client::session() const noexcept {
+  return impl_->session;
+}
+
+} // namespace convoke

@@ -1,0 +1,144 @@
+#include "frames.hpp"
+
+#include "convoke/client/error.hpp"
+#include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/rules.hpp"
+
+namespace convoke::detail {
+
+namespace {
+
+std::string hex_to_bytes(std::string_view hex) {
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  if (hex.size() % 2 != 0)
+    return out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto hi = val(hex[i]);
+    auto lo = val(hex[i + 1]);
+    if (hi < 0 || lo < 0)
+      return {};
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+} // namespace
+
+std::error_code check_addressing(std::string_view recipient, std::string_view route) {
+  if (!recipient.empty() && !proto::check_agent_name(recipient).empty())
+    return errc::invalid_argument;
+  if (!route.empty() && !proto::check_route(route).empty())
+    return errc::invalid_argument;
+  return {};
+}
+
+v1::Frame make_envelope(std::string_view recipient, std::string_view route,
+                        std::string_view payload, const send_options& so, uint64_t client_seq,
+                        uint64_t request_id, uint64_t in_reply_to, std::mt19937_64& rng) {
+  v1::Frame f;
+  auto e = f.mutable_envelope();
+  e->set_recipient(std::string{recipient});
+  e->set_route(std::string{route});
+  e->set_payload(std::string{payload});
+  e->set_content_type(so.content_type);
+  for (auto& [k, v] : so.headers)
+    (*e->mutable_headers())[k] = v;
+  auto trace = so.trace_id.empty() ? std::string{} : hex_to_bytes(so.trace_id);
+  if (trace.size() != 16) {
+    uint64_t parts[2] = {rng(), rng()};
+    trace.assign(reinterpret_cast<const char*>(parts), sizeof(parts));
+  }
+  e->set_trace_id(std::move(trace));
+  e->set_sent_unix_nanos(unix_nanos());
+  e->set_client_seq(client_seq);
+  e->set_request_id(request_id);
+  e->set_in_reply_to(in_reply_to);
+  return f;
+}
+
+v1::Frame make_hello(const std::string& name, const client_options& opts,
+                     const std::set<std::string>& routes, const std::string& resume_token) {
+  v1::Frame f;
+  auto h = f.mutable_hello();
+  h->set_protocol_version(proto::protocol_version);
+  h->set_agent_name(name);
+  h->set_role(opts.role);
+  h->set_token(opts.token);
+  for (auto& r : routes)
+    h->add_routes(r);
+  h->set_sdk_name(sdk_name);
+  h->set_sdk_version(CONVOKE_VERSION);
+  h->set_resume_token(resume_token);
+  return f;
+}
+
+v1::Frame make_heartbeat_reply(uint64_t seq) {
+  v1::Frame reply;
+  reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+  reply.mutable_heartbeat()->set_reply_to(seq);
+  return reply;
+}
+
+message to_message(v1::Envelope& e) {
+  message m;
+  m.id = e.message_id();
+  m.sender = std::move(*e.mutable_sender());
+  m.recipient = std::move(*e.mutable_recipient());
+  m.route = std::move(*e.mutable_route());
+  m.payload = std::move(*e.mutable_payload());
+  m.content_type = std::move(*e.mutable_content_type());
+  for (auto& [k, v] : e.headers())
+    m.headers.emplace(k, v);
+  if (!e.trace_id().empty())
+    m.trace_id = to_hex(e.trace_id());
+  m.sent_unix_nanos = e.sent_unix_nanos();
+  m.relayed_unix_nanos = e.relayed_unix_nanos();
+  m.request_id = e.request_id();
+  m.in_reply_to = e.in_reply_to();
+  return m;
+}
+
+notice to_notice(const v1::Notice& n) {
+  notice x;
+  switch (n.severity()) {
+  case v1::Notice::ERROR:
+    x.severity = notice::level::error;
+    break;
+  case v1::Notice::WARNING:
+    x.severity = notice::level::warning;
+    break;
+  default:
+    x.severity = notice::level::info;
+  }
+  x.code = n.code();
+  x.text = n.text();
+  x.client_seq = n.client_seq();
+  x.message_id = n.message_id();
+  x.request_id = n.request_id();
+  return x;
+}
+
+session_info to_session(const v1::Welcome& w, bool reconnected) {
+  session_info s;
+  s.session_id = w.session_id();
+  s.agent_name = w.agent_name();
+  s.server_name = w.server_name();
+  s.server_version = w.server_version();
+  s.heartbeat_interval = std::chrono::milliseconds{w.heartbeat_interval_ms()};
+  s.idle_timeout = std::chrono::milliseconds{w.idle_timeout_ms()};
+  s.max_frame_bytes = w.limits().max_frame_bytes();
+  s.reconnected = reconnected;
+  return s;
+}
+
+} // namespace convoke::detail

@@ -1,0 +1,46 @@
+#pragma once
+
+// Protocol frames as the SDK builds and reads them (CAF-free; shared by the
+// agent actor and the blocking client).
+
+#include <cstdint>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "convoke/client/message.hpp"
+#include "convoke/client/options.hpp"
+#include "convoke/proto/codec.hpp"
+
+namespace convoke::detail {
+
+inline constexpr const char* sdk_name = "convoke-cpp";
+
+/// Checks the addressing of an outgoing message (empty = no recipient/route).
+std::error_code check_addressing(std::string_view recipient, std::string_view route);
+
+/// Builds an outgoing Envelope frame. The trace id comes from `so.trace_id`
+/// (32 hex characters) or is new and random.
+v1::Frame make_envelope(std::string_view recipient, std::string_view route,
+                        std::string_view payload, const send_options& so, uint64_t client_seq,
+                        uint64_t request_id, uint64_t in_reply_to, std::mt19937_64& rng);
+
+/// Builds a Hello frame.
+v1::Frame make_hello(const std::string& name, const client_options& opts,
+                     const std::set<std::string>& routes, const std::string& resume_token);
+
+/// Builds the answer to a server heartbeat.
+v1::Frame make_heartbeat_reply(uint64_t seq);
+
+/// Converts a received Envelope (moving its strings out).
+message to_message(v1::Envelope& e);
+
+/// Converts a received Notice.
+notice to_notice(const v1::Notice& n);
+
+/// Session facts from a Welcome.
+session_info to_session(const v1::Welcome& w, bool reconnected);
+
+} // namespace convoke::detail
