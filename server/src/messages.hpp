@@ -53,19 +53,28 @@ struct register_request {
   std::string remote;
 };
 
+/// A byte range inside relay_batch::frames.
+struct slice {
+  uint32_t offset = 0;
+  uint32_t size = 0;
+  std::string_view in(const std::vector<char>& buf) const {
+    return size == 0 ? std::string_view{} : std::string_view{buf.data() + offset, size};
+  }
+};
+
 /// One envelope inside a relay batch.
 struct relay_item {
   uint32_t offset = 0; // of the length-prefixed frame in relay_batch::frames
   uint32_t size = 0;
+  slice recipient; // empty: broadcast
+  slice route;
   uint64_t message_id = 0;
   uint64_t client_seq = 0;
   uint64_t request_id = 0;
-  std::string recipient;
-  std::string route;
   uint32_t payload_bytes = 0;
   int64_t sent_ns = 0;
   int64_t relayed_ns = 0;
-  std::string trace_id;
+  std::string trace_id;        // only when tracing
   std::string payload_excerpt; // only when tracing payloads
   bool payload_truncated = false;
 };

@@ -130,10 +130,10 @@ void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it
   ev.what = trace_event::kind::relay;
   ev.message_id = it.message_id;
   ev.sender = b.sender;
-  ev.recipient = it.recipient;
-  ev.route = it.route;
+  ev.recipient = it.recipient.in(b.frames);
+  ev.route = it.route.in(b.frames);
   ev.count = static_cast<uint32_t>(targets.size());
-  if (it.recipient.empty())
+  if (ev.recipient.empty())
     for (size_t i = 0; i < targets.size() && i < 8; ++i) {
       if (i > 0)
         ev.recipients.push_back(',');
@@ -160,14 +160,16 @@ void on_relay(router_ptr self, relay_batch& b) {
   // route), so every receiver gets the same bytes.
   bool uniform = true;
   for (size_t i = 1; i < b.items.size() && uniform; ++i)
-    uniform = b.items[i].recipient == b.items[0].recipient && b.items[i].route == b.items[0].route;
+    uniform = b.items[i].recipient.in(b.frames) == b.items[0].recipient.in(b.frames)
+              && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames);
   auto resolve = [&](const relay_item& it) -> bool {
     st.targets.clear();
-    if (it.recipient.empty()) {
-      st.table.broadcast_targets(b.session_id, it.route, st.targets);
+    auto recipient = it.recipient.in(b.frames);
+    if (recipient.empty()) {
+      st.table.broadcast_targets(b.session_id, it.route.in(b.frames), st.targets);
       return true;
     }
-    if (auto e = st.table.find_name(it.recipient)) {
+    if (auto e = st.table.find_name(recipient)) {
       st.targets.push_back(e);
       return true;
     }
@@ -176,7 +178,7 @@ void on_relay(router_ptr self, relay_batch& b) {
     n.severity = v1::Notice::WARNING;
     n.code = std::string{codes::unknown_recipient};
     n.text = fmt::format("no agent named '{}' is connected; message {} was not delivered",
-                         it.recipient, it.message_id);
+                         recipient, it.message_id);
     n.client_seq = it.client_seq;
     n.message_id = it.message_id;
     n.request_id = it.request_id;
@@ -186,8 +188,8 @@ void on_relay(router_ptr self, relay_batch& b) {
       ev.what = trace_event::kind::undeliverable;
       ev.message_id = it.message_id;
       ev.sender = b.sender;
-      ev.recipient = it.recipient;
-      ev.route = it.route;
+      ev.recipient = recipient;
+      ev.route = it.route.in(b.frames);
       ev.payload_bytes = it.payload_bytes;
       ev.sent_ns = it.sent_ns;
       ev.relayed_ns = it.relayed_ns;

@@ -22,6 +22,7 @@
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
+#include "envelope_scan.hpp"
 #include "messages.hpp"
 #include "session_rules.hpp"
 
@@ -32,7 +33,7 @@ namespace {
 using steady = std::chrono::steady_clock;
 namespace codes = proto::codes;
 
-constexpr size_t small_read_chunk = 4096;
+constexpr size_t small_read_chunk = 1024;
 constexpr size_t large_read_chunk = 64 * 1024;
 /// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
 constexpr auto retrigger_delay = std::chrono::milliseconds{2};
@@ -63,6 +64,7 @@ struct session_state {
   proto::frame_splitter splitter;
   v1::Frame frame;
   relay_batch batch;
+  std::vector<char> scratch; // re-encoding on the slow path
   steady::time_point last_rx;
   uint64_t heartbeat_seq = 0;
   size_t read_chunk = small_read_chunk;
@@ -194,40 +196,63 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   self->send(st.router, register_atom::value, std::move(req));
 }
 
-void on_envelope(session_ptr self, v1::Envelope& env, uint32_t wire_bytes) {
+/// Queues one envelope for the router. `frame_body` is the sender's frame as
+/// received; `view` its fields (from scan_envelope_frame). Both paths end up
+/// with the stamped frame in the batch and recipient/route as offsets into it.
+void relay_envelope(session_ptr self, std::string_view frame_body, const envelope_view& view) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  if (auto r = check_envelope(env)) {
+  if (auto r = check_addressing(view.recipient, view.route)) {
     write_frame(self,
                 make_notice(v1::Notice::WARNING, r->code, r->text + "; the message was not relayed",
-                            env.client_seq(), 0, env.request_id()));
+                            view.client_seq, 0, view.request_id));
     return;
   }
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
   auto now = unix_nanos();
-  stamp(env, st.agent, id, now);
+  auto& frames = st.batch.frames;
   relay_item item;
-  item.offset = static_cast<uint32_t>(st.batch.frames.size());
-  proto::append_frame(st.frame, st.batch.frames);
-  item.size = static_cast<uint32_t>(st.batch.frames.size() - item.offset);
+  item.offset = static_cast<uint32_t>(frames.size());
+  auto body_at = append_relayed_frame(frames, frame_body, id, st.agent, now);
+  item.size = static_cast<uint32_t>(frames.size() - item.offset);
+  auto offset_of = [&](std::string_view field) {
+    return field.empty() ? 0u : static_cast<uint32_t>(body_at + (field.data() - frame_body.data()));
+  };
+  item.recipient = {offset_of(view.recipient), static_cast<uint32_t>(view.recipient.size())};
+  item.route = {offset_of(view.route), static_cast<uint32_t>(view.route.size())};
   item.message_id = id;
-  item.client_seq = env.client_seq();
-  item.request_id = env.request_id();
-  item.recipient = env.recipient();
-  item.route = env.route();
-  item.payload_bytes = static_cast<uint32_t>(env.payload().size());
-  item.sent_ns = env.sent_unix_nanos();
+  item.client_seq = view.client_seq;
+  item.request_id = view.request_id;
+  item.payload_bytes = static_cast<uint32_t>(view.payload.size());
+  item.sent_ns = view.sent_ns;
   item.relayed_ns = now;
   if (ctx.trace) {
-    item.trace_id = env.trace_id();
+    item.trace_id = view.trace_id;
     if (auto cap = ctx.cfg.trace_payload_bytes; cap > 0) {
-      item.payload_excerpt = env.payload().substr(0, cap);
-      item.payload_truncated = env.payload().size() > cap;
+      item.payload_excerpt = view.payload.substr(0, cap);
+      item.payload_truncated = view.payload.size() > cap;
     }
   }
   st.batch.items.push_back(std::move(item));
-  (void) wire_bytes;
   bump(ctx.stats.messages_in);
+}
+
+/// Slow path: an envelope the fast scanner did not take (e.g. several
+/// envelope fields in one frame), already parsed into st.frame. Re-encode it
+/// canonically, then relay that like any other.
+void relay_parsed_envelope(session_ptr self) {
+  auto& st = self->state;
+  st.scratch.clear();
+  proto::append_frame(st.frame, st.scratch);
+  std::string_view body{st.scratch.data() + proto::header_size,
+                        st.scratch.size() - proto::header_size};
+  envelope_view view;
+  if (!scan_envelope_frame(body, view)) { // cannot happen for our own encoding
+    fail(self, proto::codes::frame_undecodable, "the envelope could not be re-encoded",
+         &st.ctx->stats.protocol_errors);
+    return;
+  }
+  relay_envelope(self, body, view);
 }
 
 void on_subscription(session_ptr self, bool subscribe,
@@ -248,12 +273,12 @@ void on_subscription(session_ptr self, bool subscribe,
 }
 
 /// Handles one decoded frame in the established phase.
-void on_established_frame(session_ptr self, uint32_t wire_bytes) {
+void on_established_frame(session_ptr self) {
   auto& st = self->state;
   auto& f = st.frame;
   switch (f.kind_case()) {
   case v1::Frame::kEnvelope:
-    on_envelope(self, *f.mutable_envelope(), wire_bytes);
+    relay_parsed_envelope(self);
     break;
   case v1::Frame::kHeartbeat:
     if (auto seq = f.heartbeat().seq(); seq != 0) {
@@ -298,8 +323,14 @@ void on_established_frame(session_ptr self, uint32_t wire_bytes) {
 void process_input(session_ptr self) {
   auto& st = self->state;
   std::string_view body;
+  envelope_view view;
   while ((st.ph == phase::handshake || st.ph == phase::established) && st.splitter.next(body)) {
-    auto wire_bytes = static_cast<uint32_t>(body.size() + proto::header_size);
+    // Hot path: a plain envelope is relayed from its own bytes, no parsing
+    // into objects (see envelope_scan.hpp). Everything else: full parser.
+    if (st.ph == phase::established && scan_envelope_frame(body, view)) {
+      relay_envelope(self, body, view);
+      continue;
+    }
     if (auto err = proto::decode_frame(body, st.frame); err != proto::frame_error::none) {
       fail(self, proto::to_code(err),
            fmt::format("could not decode a {}-byte frame as convoke.v1.Frame", body.size()),
@@ -314,7 +345,7 @@ void process_input(session_ptr self) {
       }
       on_hello(self, *st.frame.mutable_hello());
     } else {
-      on_established_frame(self, wire_bytes);
+      on_established_frame(self);
     }
   }
   if (auto err = st.splitter.error(); err != proto::frame_error::none) {

@@ -34,12 +34,12 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
   return std::nullopt;
 }
 
-std::optional<refusal> check_envelope(const v1::Envelope& env) {
-  if (!env.recipient().empty())
-    if (auto e = proto::check_agent_name(env.recipient()); !e.empty())
+std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route) {
+  if (!recipient.empty())
+    if (auto e = proto::check_agent_name(recipient); !e.empty())
       return refusal{codes::invalid_recipient, "recipient: " + e};
-  if (!env.route().empty())
-    if (auto e = proto::check_route(env.route()); !e.empty())
+  if (!route.empty())
+    if (auto e = proto::check_route(route); !e.empty())
       return refusal{codes::invalid_route, std::move(e)};
   return std::nullopt;
 }
@@ -57,13 +57,6 @@ bool token_matches(std::string_view expected, std::string_view given) noexcept {
   for (size_t i = 0; i < expected.size(); ++i)
     diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
   return diff == 0;
-}
-
-void stamp(v1::Envelope& env, std::string_view sender, uint64_t message_id,
-           int64_t relayed_unix_nanos) {
-  env.set_sender(std::string{sender});
-  env.set_message_id(message_id);
-  env.set_relayed_unix_nanos(relayed_unix_nanos);
 }
 
 v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,

@@ -21,18 +21,15 @@ struct refusal {
 /// Checks a Hello (version, name, role, routes, token).
 std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& cfg);
 
-/// Checks an Envelope sent by an agent (recipient and route syntax).
-std::optional<refusal> check_envelope(const v1::Envelope& env);
+/// Checks the addressing of an envelope sent by an agent (recipient and
+/// route syntax; empty means none).
+std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route);
 
 /// Checks the routes of a Subscribe/Unsubscribe.
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes);
 
 /// Compares secrets in time independent of where they differ.
 bool token_matches(std::string_view expected, std::string_view given) noexcept;
-
-/// Sets the fields the server owns on a relayed envelope.
-void stamp(v1::Envelope& env, std::string_view sender, uint64_t message_id,
-           int64_t relayed_unix_nanos);
 
 /// Builds a Notice frame.
 v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,

@@ -396,3 +396,24 @@ TEST(ServerRelay, NoticesAboutTheLastMessagesArriveBeforeTheGoodbyeAck) {
       << "round " << round;
   }
 }
+
+TEST(ServerRelay, UnusualButValidEnvelopeFramesTakeTheFullParser) {
+  // Two envelope fields in one frame: protobuf merges them. The fast path
+  // declines; the full parser relays the merged envelope.
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  v1::Frame part1;
+  part1.mutable_envelope()->set_recipient("bob");
+  v1::Frame part2;
+  part2.mutable_envelope()->set_payload("merged");
+  auto body = part1.SerializeAsString() + part2.SerializeAsString();
+  std::string framed(4, '\0');
+  proto::write_header(framed.data(), static_cast<uint32_t>(body.size()));
+  ASSERT_TRUE(a.send_bytes(framed + body));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "merged");
+  EXPECT_EQ(e->recipient(), "bob");
+  EXPECT_EQ(e->sender(), "alice");
+}

@@ -1,0 +1,791 @@
+// convoke-bench: load generator for Convoke (and, for comparison, NATS).
+//
+// Scenarios (one summary line each, --json for a JSON object):
+//   fanout       1 publisher -> N subscribers, closed loop (bounded window):
+//                delivered messages/s and server CPU seconds per million deliveries
+//   latency      open loop at a fixed rate to N subscribers: p50/p99/p99.9
+//                end-to-end latency, losses and reorderings
+//   direct       M sender/receiver pairs, direct messages, closed loop
+//   connections  K idle agents: connect time and server RSS per connection
+//
+// The generator uses plain sockets and hand-rolled wire code (bench/wire.cpp),
+// one publishing thread and one epoll receiving thread, so that its own cost
+// stays below the server's; it reports its own CPU time next to the server's.
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "convoke/common/net.hpp"
+#include "convoke/common/units.hpp"
+#include "histogram.hpp"
+#include "wire.hpp"
+
+using namespace convoke;
+using namespace convoke::bench;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Waits a little when the publisher is ahead of its window: a short sleep
+/// instead of a spin, so the generator leaves the CPU to the server.
+void idle_wait() {
+  timespec ts{0, 20'000};
+  nanosleep(&ts, nullptr);
+}
+
+int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+  throw std::runtime_error(what);
+}
+
+// -- the server under test --------------------------------------------------------
+
+struct server_handle {
+  pid_t pid = 0; // 0 when external and unknown
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  bool owned = false;
+
+  ~server_handle() {
+    if (owned && pid > 0) {
+      ::kill(pid, SIGTERM);
+      int st = 0;
+      for (int i = 0; i < 500 && waitpid(pid, &st, WNOHANG) == 0; ++i)
+        std::this_thread::sleep_for(10ms);
+      ::kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+    }
+  }
+
+  /// CPU seconds (user + system) used so far.
+  double cpu_seconds() const {
+    if (pid <= 0)
+      return NAN;
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+    std::string stat{std::istreambuf_iterator<char>{in}, {}};
+    auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos)
+      return NAN;
+    std::istringstream rest{stat.substr(close_paren + 2)};
+    std::string field;
+    unsigned long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14)
+        utime = std::stoull(field);
+      if (i == 15)
+        stime = std::stoull(field);
+    }
+    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+
+  /// Resident set size in KiB.
+  size_t rss_kib() const {
+    if (pid <= 0)
+      return 0;
+    std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("VmRSS:", 0) == 0)
+        return std::stoul(line.substr(6));
+    return 0;
+  }
+};
+
+uint16_t free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+void raise_fd_limit() {
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = lim.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &lim);
+}
+
+std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::string& bin,
+                                            const std::vector<std::string>& extra) {
+  auto h = std::make_unique<server_handle>();
+  h->owned = true;
+  h->port = free_port();
+  std::vector<std::string> argv{bin};
+  if (proto == protocol_kind::convoke) {
+    for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn"})
+      argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
+  } else {
+    for (auto a : {"-a", "127.0.0.1", "-p", "PORT"})
+      argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
+  }
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  h->pid = fork();
+  if (h->pid == 0) {
+    std::vector<char*> args;
+    for (auto& a : argv)
+      args.push_back(a.data());
+    args.push_back(nullptr);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    if (proto == protocol_kind::nats)
+      dup2(devnull, 2); // its startup banner; errors show as failed connects
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 300; ++i) {
+    auto c = net::tcp_connect(h->host, h->port, 200ms);
+    if (c) {
+      close(c.fd);
+      return h;
+    }
+    int st = 0;
+    if (waitpid(h->pid, &st, WNOHANG) == h->pid) {
+      h->pid = 0;
+      fail("the server exited at once: " + bin);
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  fail("the server did not start listening: " + bin);
+}
+
+// -- connections ----------------------------------------------------------------
+
+struct connection {
+  int fd = -1;
+  std::vector<char> buf = std::vector<char>(16 * 1024); // grows when full
+  size_t len = 0;
+  std::string out; // replies (PONG, heartbeat answers)
+
+  ~connection() {
+    if (fd >= 0)
+      close(fd);
+  }
+
+  void send(const std::string& bytes) {
+    if (!net::write_all(fd, bytes.data(), bytes.size()))
+      fail(std::string{"write failed: "} + std::strerror(errno));
+  }
+
+  /// Reads once (blocking up to `timeout`); false on EOF/timeout.
+  bool read_some(std::chrono::milliseconds timeout) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
+      return false;
+    if (len == buf.size())
+      buf.resize(buf.size() * 2);
+    auto n = recv(fd, buf.data() + len, buf.size() - len, 0);
+    if (n <= 0)
+      return false;
+    len += static_cast<size_t>(n);
+    return true;
+  }
+
+  void consume(size_t n) {
+    std::memmove(buf.data(), buf.data() + n, len - n);
+    len -= n;
+  }
+};
+
+std::unique_ptr<connection> open_connection(const server_handle& srv) {
+  auto res = net::tcp_connect(srv.host, srv.port, 5s);
+  if (!res)
+    fail(res.error);
+  net::set_blocking(res.fd, true);
+  auto c = std::make_unique<connection>();
+  c->fd = res.fd;
+  return c;
+}
+
+/// Connects and completes the handshake; NATS subscribers subscribe.
+std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
+                                 const std::string& name, const std::string& subscribe_to) {
+  auto c = open_connection(srv);
+  std::string out;
+  if (proto == protocol_kind::convoke) {
+    convoke_append_hello(out, name);
+    c->send(out);
+    for (;;) {
+      if (!c->read_some(5s))
+        fail("no Welcome for " + name);
+      bool welcomed = false;
+      std::string err;
+      auto used = convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
+        welcomed = welcomed || ev.kind == convoke_event::welcome;
+        if (ev.kind == convoke_event::notice)
+          err = std::string{ev.text};
+      });
+      c->consume(used);
+      if (!err.empty())
+        fail("refused: " + err);
+      if (welcomed)
+        return c;
+    }
+  }
+  nats_append_connect(out, name);
+  if (!subscribe_to.empty())
+    nats_append_sub(out, subscribe_to, 1);
+  out += "PING\r\n";
+  c->send(out);
+  for (;;) {
+    if (!c->read_some(5s))
+      fail("no PONG for " + name);
+    bool pong = false;
+    std::string err;
+    auto used = nats_parse(c->buf.data(), c->len, [&](const nats_event& ev) {
+      pong = pong || ev.kind == nats_event::pong;
+      if (ev.kind == nats_event::err)
+        err = std::string{ev.text};
+    });
+    c->consume(used);
+    if (!err.empty())
+      fail("NATS error: " + err);
+    if (pong)
+      return c;
+  }
+}
+
+// -- receiving --------------------------------------------------------------------
+
+/// One epoll thread reading every subscriber connection.
+class receiver {
+public:
+  struct sub {
+    std::unique_ptr<connection> conn;
+    std::atomic<uint64_t> received{0};
+    std::vector<uint64_t> next_seq; // per publisher
+    uint64_t lost = 0;
+    uint64_t reordered = 0;
+  };
+
+  receiver(protocol_kind proto, std::vector<std::unique_ptr<connection>> conns, size_t publishers,
+           bool measure_latency)
+    : proto_(proto), latency_(measure_latency) {
+    epfd_ = epoll_create1(0);
+    for (auto& c : conns) {
+      auto s = std::make_unique<sub>();
+      s->conn = std::move(c);
+      s->next_seq.assign(publishers, 0);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.ptr = s.get();
+      epoll_ctl(epfd_, EPOLL_CTL_ADD, s->conn->fd, &ev);
+      subs_.push_back(std::move(s));
+    }
+    thread_ = std::thread{[this] { run(); }};
+  }
+
+  ~receiver() {
+    stop_ = true;
+    thread_.join();
+    close(epfd_);
+  }
+
+  uint64_t min_received() const {
+    uint64_t m = UINT64_MAX;
+    for (auto& s : subs_)
+      m = std::min(m, s->received.load(std::memory_order_acquire));
+    return m;
+  }
+
+  uint64_t received(size_t i) const {
+    return subs_[i]->received.load(std::memory_order_acquire);
+  }
+
+  uint64_t total_received() const {
+    uint64_t n = 0;
+    for (auto& s : subs_)
+      n += s->received.load(std::memory_order_acquire);
+    return n;
+  }
+
+  /// After stop: losses are what never arrived up to `sent` per publisher.
+  void tally(const std::vector<uint64_t>& sent_per_publisher, uint64_t& lost, uint64_t& reordered) {
+    lost = 0;
+    reordered = 0;
+    for (auto& s : subs_) {
+      for (size_t p = 0; p < sent_per_publisher.size(); ++p)
+        if (s->next_seq[p] < sent_per_publisher[p])
+          lost += sent_per_publisher[p] - s->next_seq[p];
+      lost += s->lost;
+      reordered += s->reordered;
+    }
+  }
+
+  histogram& latencies() {
+    return hist_;
+  }
+
+  void stop() {
+    stop_ = true;
+  }
+
+private:
+  void run() {
+    epoll_event events[64];
+    while (!stop_) {
+      auto n = epoll_wait(epfd_, events, 64, 20);
+      auto now = latency_ ? mono_ns() : 0;
+      for (int i = 0; i < n; ++i)
+        drain(*static_cast<sub*>(events[i].data.ptr), now);
+    }
+  }
+
+  void on_payload(sub& s, std::string_view payload, int64_t now) {
+    if (payload.size() < min_payload)
+      return;
+    auto h = read_payload_header(payload.data());
+    if (h.publisher < s.next_seq.size()) {
+      auto& next = s.next_seq[h.publisher];
+      if (h.seq > next)
+        s.lost += h.seq - next; // a gap; counted lost unless it shows up later
+      if (h.seq < next) {
+        ++s.reordered;
+        if (s.lost > 0)
+          --s.lost;
+      } else {
+        next = h.seq + 1;
+      }
+    }
+    if (latency_)
+      hist_.record(now - h.sent_ns);
+    s.received.fetch_add(1, std::memory_order_release);
+  }
+
+  void drain(sub& s, int64_t now) {
+    auto& c = *s.conn;
+    for (;;) {
+      if (c.len == c.buf.size())
+        c.buf.resize(c.buf.size() * 2);
+      auto n = recv(c.fd, c.buf.data() + c.len, c.buf.size() - c.len, MSG_DONTWAIT);
+      if (n <= 0)
+        break;
+      c.len += static_cast<size_t>(n);
+      size_t used = 0;
+      c.out.clear();
+      if (proto_ == protocol_kind::convoke) {
+        used = convoke_parse(c.buf.data(), c.len, [&](const convoke_event& ev) {
+          if (ev.kind == convoke_event::envelope)
+            on_payload(s, ev.payload, now);
+          else if (ev.kind == convoke_event::heartbeat && ev.heartbeat_seq != 0)
+            convoke_append_heartbeat_reply(c.out, ev.heartbeat_seq);
+          else if (ev.kind == convoke_event::notice)
+            std::cerr << "notice: " << ev.text << "\n";
+        });
+        if (used == SIZE_MAX)
+          fail("framing error from the server");
+      } else {
+        used = nats_parse(c.buf.data(), c.len, [&](const nats_event& ev) {
+          if (ev.kind == nats_event::msg)
+            on_payload(s, ev.payload, now);
+          else if (ev.kind == nats_event::ping)
+            c.out += "PONG\r\n";
+          else if (ev.kind == nats_event::err)
+            std::cerr << "nats: " << ev.text << "\n";
+        });
+      }
+      c.consume(used);
+      if (!c.out.empty())
+        c.send(c.out);
+      if (static_cast<size_t>(n) < 16 * 1024)
+        break; // likely drained; let epoll tell us about more
+    }
+  }
+
+  protocol_kind proto_;
+  bool latency_;
+  int epfd_ = -1;
+  std::vector<std::unique_ptr<sub>> subs_;
+  histogram hist_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// -- publishing -------------------------------------------------------------------
+
+struct publisher {
+  std::unique_ptr<connection> conn;
+  uint32_t index = 0;
+  std::string target; // recipient (convoke direct) or subject (nats)
+  bool direct = false;
+  uint64_t seq = 0;
+  std::string payload;
+  std::string out;
+
+  void add(int64_t now) {
+    write_payload_header(payload.data(), {seq++, now, index});
+    if (conn == nullptr)
+      return;
+    if (protocol == protocol_kind::convoke)
+      convoke_append_envelope(out, direct ? target : std::string_view{}, {}, payload);
+    else
+      nats_append_pub(out, target, payload);
+  }
+
+  void flush() {
+    if (!out.empty()) {
+      conn->send(out);
+      out.clear();
+    }
+  }
+
+  protocol_kind protocol = protocol_kind::convoke;
+};
+
+struct usage {
+  double wall = 0;
+  double server_cpu = 0;
+  double bench_cpu = 0;
+};
+
+double self_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec)
+         + static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+struct options {
+  std::string scenario = "fanout";
+  protocol_kind proto = protocol_kind::convoke;
+  std::string server;
+  std::string server_bin;
+  std::vector<std::string> server_args;
+  int server_pid = 0;
+  int subscribers = 10;
+  int payload = 100;
+  double seconds = 5;
+  int window = 1000;
+  int burst = 64;
+  int rate = 10000;
+  int pairs = 10;
+  int connections = 1000;
+  bool json = false;
+};
+
+std::string proto_name(protocol_kind p) {
+  return p == protocol_kind::convoke ? "convoke" : "nats";
+}
+
+std::unique_ptr<server_handle> server_for(const options& o) {
+  if (o.server.empty()) {
+    auto bin = o.server_bin;
+    if (bin.empty())
+      bin = o.proto == protocol_kind::convoke ? CONVOKE_SERVER_BIN : "/usr/sbin/nats-server";
+    return start_server(o.proto, bin, o.server_args);
+  }
+  auto h = std::make_unique<server_handle>();
+  auto hp = parse_host_port(o.server, "127.0.0.1", 7420);
+  if (!hp)
+    fail("invalid --server " + o.server);
+  h->host = hp->host;
+  h->port = hp->port;
+  h->pid = o.server_pid;
+  return h;
+}
+
+void print(const options& o, const std::string& line, const std::string& json) {
+  std::cout << line << std::endl;
+  if (o.json)
+    std::cout << json << std::endl;
+}
+
+// -- scenarios --------------------------------------------------------------------
+
+void run_fanout(const options& o) {
+  auto srv = server_for(o);
+  std::vector<std::unique_ptr<connection>> subs;
+  for (int i = 0; i < o.subscribers; ++i)
+    subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
+  publisher pub;
+  pub.protocol = o.proto;
+  pub.conn = join(*srv, o.proto, "pub", {});
+  pub.target = "bench";
+  pub.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+  receiver rx{o.proto, std::move(subs), 1, false};
+  std::this_thread::sleep_for(200ms);
+  auto cpu0 = srv->cpu_seconds();
+  auto self0 = self_cpu_seconds();
+  auto t0 = mono_ns();
+  auto end = t0 + static_cast<int64_t>(o.seconds * 1e9);
+  while (mono_ns() < end) {
+    auto in_flight = pub.seq - rx.min_received();
+    if (in_flight + static_cast<uint64_t>(o.burst) > static_cast<uint64_t>(o.window)) {
+      idle_wait(); // never spin: the generator must not take the server's CPU
+      continue;
+    }
+    auto now = mono_ns();
+    for (int k = 0; k < o.burst; ++k)
+      pub.add(now);
+    pub.flush();
+  }
+  auto t1 = mono_ns();
+  auto delivered = rx.total_received();
+  auto cpu1 = srv->cpu_seconds();
+  auto self1 = self_cpu_seconds();
+  // Let the rest arrive, then count losses (there must be none).
+  for (int i = 0; i < 200 && rx.min_received() < pub.seq; ++i)
+    std::this_thread::sleep_for(10ms);
+  rx.stop();
+  uint64_t lost = 0, reordered = 0;
+  rx.tally({pub.seq}, lost, reordered);
+  auto secs = static_cast<double>(t1 - t0) / 1e9;
+  auto rate = static_cast<double>(delivered) / secs;
+  auto cpu_per_m = (cpu1 - cpu0) / (static_cast<double>(delivered) / 1e6);
+  print(o,
+        fmt::format("fanout proto={} subscribers={} payload={}B window={}: {:.2f} M deliveries/s "
+                    "({:.0f} k msgs/s in), server cpu {:.3f} s per M deliveries, server cpu "
+                    "{:.2f} s, bench cpu {:.2f} s in {:.1f} s, lost={} reordered={}",
+                    proto_name(o.proto), o.subscribers, o.payload, o.window, rate / 1e6,
+                    static_cast<double>(pub.seq) / secs / 1e3, cpu_per_m, cpu1 - cpu0,
+                    self1 - self0, secs, lost, reordered),
+        fmt::format(R"({{"scenario":"fanout","protocol":"{}","subscribers":{},"payload":{},)"
+                    R"("deliveries_per_s":{:.0f},"published_per_s":{:.0f},)"
+                    R"("server_cpu_s_per_million":{:.4f},"server_cpu_s":{:.3f},)"
+                    R"("bench_cpu_s":{:.3f},"seconds":{:.3f},"lost":{},"reordered":{}}})",
+                    proto_name(o.proto), o.subscribers, o.payload, rate,
+                    static_cast<double>(pub.seq) / secs, cpu_per_m, cpu1 - cpu0, self1 - self0,
+                    secs, lost, reordered));
+}
+
+void run_latency(const options& o) {
+  auto srv = server_for(o);
+  std::vector<std::unique_ptr<connection>> subs;
+  for (int i = 0; i < o.subscribers; ++i)
+    subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
+  publisher pub;
+  pub.protocol = o.proto;
+  pub.conn = join(*srv, o.proto, "pub", {});
+  pub.target = "bench";
+  pub.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+  receiver rx{o.proto, std::move(subs), 1, true};
+  std::this_thread::sleep_for(200ms);
+  auto cpu0 = srv->cpu_seconds();
+  auto t0 = mono_ns();
+  auto total = static_cast<uint64_t>(o.rate * o.seconds);
+  auto interval = 1e9 / o.rate;
+  while (pub.seq < total) {
+    // Open loop: each message leaves at its scheduled time, whatever the
+    // server does (no coordinated omission).
+    auto due = t0 + static_cast<int64_t>(static_cast<double>(pub.seq) * interval);
+    auto now = mono_ns();
+    if (now < due) {
+      auto wait = due - now;
+      if (wait > 60'000) {
+        timespec ts{0, wait - 50'000};
+        nanosleep(&ts, nullptr);
+      }
+      continue;
+    }
+    while (pub.seq < total
+           && t0 + static_cast<int64_t>(static_cast<double>(pub.seq) * interval) <= now)
+      pub.add(now);
+    pub.flush();
+  }
+  auto t1 = mono_ns();
+  auto expected = pub.seq * static_cast<uint64_t>(o.subscribers);
+  for (int i = 0; i < 300 && rx.total_received() < expected; ++i)
+    std::this_thread::sleep_for(10ms);
+  auto cpu1 = srv->cpu_seconds();
+  rx.stop();
+  uint64_t lost = 0, reordered = 0;
+  rx.tally({pub.seq}, lost, reordered);
+  auto& h = rx.latencies();
+  auto us = [&](double q) { return static_cast<double>(h.quantile(q)) / 1e3; };
+  auto secs = static_cast<double>(t1 - t0) / 1e9;
+  print(o,
+        fmt::format("latency proto={} subscribers={} rate={}/s payload={}B: p50={:.1f}us "
+                    "p99={:.1f}us p99.9={:.1f}us max={:.1f}us delivered={} lost={} "
+                    "reordered={} server cpu {:.2f} s in {:.1f} s",
+                    proto_name(o.proto), o.subscribers, o.rate, o.payload, us(0.5), us(0.99),
+                    us(0.999), static_cast<double>(h.max()) / 1e3, rx.total_received(), lost,
+                    reordered, cpu1 - cpu0, secs),
+        fmt::format(R"({{"scenario":"latency","protocol":"{}","subscribers":{},"rate":{},)"
+                    R"("payload":{},"p50_us":{:.2f},"p99_us":{:.2f},"p999_us":{:.2f},)"
+                    R"("max_us":{:.2f},"delivered":{},"lost":{},"reordered":{}}})",
+                    proto_name(o.proto), o.subscribers, o.rate, o.payload, us(0.5), us(0.99),
+                    us(0.999), static_cast<double>(h.max()) / 1e3, rx.total_received(), lost,
+                    reordered));
+}
+
+void run_direct(const options& o) {
+  auto srv = server_for(o);
+  std::vector<std::unique_ptr<connection>> rx_conns;
+  std::vector<publisher> pubs(static_cast<size_t>(o.pairs));
+  for (int i = 0; i < o.pairs; ++i) {
+    auto subject = "d." + std::to_string(i);
+    rx_conns.push_back(join(*srv, o.proto, "rx-" + std::to_string(i), subject));
+    auto& p = pubs[static_cast<size_t>(i)];
+    p.protocol = o.proto;
+    p.index = static_cast<uint32_t>(i);
+    p.conn = join(*srv, o.proto, "tx-" + std::to_string(i), {});
+    p.direct = true;
+    p.target = o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject;
+    p.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+  }
+  receiver rx{o.proto, std::move(rx_conns), static_cast<size_t>(o.pairs), false};
+  std::this_thread::sleep_for(200ms);
+  auto cpu0 = srv->cpu_seconds();
+  auto self0 = self_cpu_seconds();
+  auto t0 = mono_ns();
+  auto end = t0 + static_cast<int64_t>(o.seconds * 1e9);
+  while (mono_ns() < end) {
+    bool any = false;
+    auto now = mono_ns();
+    for (size_t i = 0; i < pubs.size(); ++i) {
+      auto& p = pubs[i];
+      auto in_flight = p.seq - rx.received(i);
+      if (in_flight + static_cast<uint64_t>(o.burst) > static_cast<uint64_t>(o.window))
+        continue;
+      for (int k = 0; k < o.burst; ++k)
+        p.add(now);
+      p.flush();
+      any = true;
+    }
+    if (!any)
+      idle_wait();
+  }
+  auto t1 = mono_ns();
+  auto delivered = rx.total_received();
+  auto cpu1 = srv->cpu_seconds();
+  auto self1 = self_cpu_seconds();
+  std::vector<uint64_t> sent;
+  uint64_t total_sent = 0;
+  for (auto& p : pubs) {
+    sent.push_back(p.seq);
+    total_sent += p.seq;
+  }
+  for (int i = 0; i < 200 && rx.total_received() < total_sent; ++i)
+    std::this_thread::sleep_for(10ms);
+  rx.stop();
+  uint64_t lost = 0, reordered = 0;
+  // Each receiver only gets its own sender's messages.
+  for (size_t i = 0; i < pubs.size(); ++i) {
+    auto got = rx.received(i);
+    if (got < pubs[i].seq)
+      lost += pubs[i].seq - got;
+  }
+  auto secs = static_cast<double>(t1 - t0) / 1e9;
+  auto rate = static_cast<double>(delivered) / secs;
+  print(o,
+        fmt::format("direct proto={} pairs={} payload={}B: {:.2f} M messages/s, server cpu "
+                    "{:.3f} s per M, server cpu {:.2f} s, bench cpu {:.2f} s in {:.1f} s, "
+                    "lost={}",
+                    proto_name(o.proto), o.pairs, o.payload, rate / 1e6,
+                    (cpu1 - cpu0) / (static_cast<double>(delivered) / 1e6), cpu1 - cpu0,
+                    self1 - self0, secs, lost),
+        fmt::format(R"({{"scenario":"direct","protocol":"{}","pairs":{},"payload":{},)"
+                    R"("messages_per_s":{:.0f},"server_cpu_s":{:.3f},"bench_cpu_s":{:.3f},)"
+                    R"("lost":{}}})",
+                    proto_name(o.proto), o.pairs, o.payload, rate, cpu1 - cpu0, self1 - self0,
+                    lost));
+  (void) reordered;
+}
+
+void run_connections(const options& o) {
+  auto srv = server_for(o);
+  std::this_thread::sleep_for(300ms);
+  auto rss0 = srv->rss_kib();
+  std::vector<std::unique_ptr<connection>> conns;
+  conns.reserve(static_cast<size_t>(o.connections));
+  auto t0 = mono_ns();
+  for (int i = 0; i < o.connections; ++i)
+    conns.push_back(join(*srv, o.proto, "idle-" + std::to_string(i), "idle"));
+  auto t1 = mono_ns();
+  std::this_thread::sleep_for(1s); // let the server settle
+  auto rss1 = srv->rss_kib();
+  auto per = rss0 > 0 ? static_cast<double>(rss1 - rss0) / o.connections : NAN;
+  auto secs = static_cast<double>(t1 - t0) / 1e9;
+  print(o,
+        fmt::format("connections proto={} count={}: connected in {:.2f} s ({:.0f}/s), server "
+                    "RSS {:.1f} MiB -> {:.1f} MiB = {:.2f} KiB per connection",
+                    proto_name(o.proto), o.connections, secs, o.connections / secs,
+                    static_cast<double>(rss0) / 1024, static_cast<double>(rss1) / 1024, per),
+        fmt::format(R"({{"scenario":"connections","protocol":"{}","count":{},)"
+                    R"("connect_seconds":{:.3f},"rss_before_kib":{},"rss_after_kib":{},)"
+                    R"("rss_per_connection_kib":{:.3f}}})",
+                    proto_name(o.proto), o.connections, secs, rss0, rss1, per));
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"convoke-bench: load generator for Convoke (and NATS, for comparison)"};
+  options o;
+  std::string proto = "convoke";
+  app.add_option("scenario", o.scenario, "fanout | latency | direct | connections")
+    ->required()
+    ->check(CLI::IsMember({"fanout", "latency", "direct", "connections"}));
+  app.add_option("--protocol", proto, "convoke | nats")
+    ->check(CLI::IsMember({"convoke", "nats"}))
+    ->capture_default_str();
+  app.add_option("--server", o.server, "host:port of a running server (default: start one)");
+  app.add_option("--server-bin", o.server_bin,
+                 "Server program to start (default: the built convoke-server, or "
+                 "/usr/sbin/nats-server)");
+  app.add_option("--server-arg", o.server_args, "Extra argument for a started server");
+  app.add_option("--server-pid", o.server_pid, "PID of --server, for its CPU and RSS");
+  app.add_option("-n,--subscribers", o.subscribers, "fanout/latency receivers")
+    ->capture_default_str();
+  app.add_option("--payload", o.payload, "payload bytes")->capture_default_str();
+  app.add_option("--seconds", o.seconds, "measurement time")->capture_default_str();
+  app.add_option("--window", o.window, "closed loop: messages in flight per publisher")
+    ->capture_default_str();
+  app.add_option("--burst", o.burst, "messages per write")->capture_default_str();
+  app.add_option("--rate", o.rate, "latency: messages/s in")->capture_default_str();
+  app.add_option("--pairs", o.pairs, "direct: sender/receiver pairs")->capture_default_str();
+  app.add_option("--connections", o.connections, "connections: idle agents")->capture_default_str();
+  app.add_flag("--json", o.json, "also print one JSON object per result");
+  CLI11_PARSE(app, argc, argv);
+  o.proto = proto == "nats" ? protocol_kind::nats : protocol_kind::convoke;
+  std::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+  try {
+    if (o.scenario == "fanout")
+      run_fanout(o);
+    else if (o.scenario == "latency")
+      run_latency(o);
+    else if (o.scenario == "direct")
+      run_direct(o);
+    else
+      run_connections(o);
+  } catch (const std::exception& ex) {
+    std::cerr << "convoke-bench: " << ex.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
