@@ -64,7 +64,10 @@ struct session_state {
   proto::frame_splitter splitter;
   v1::Frame frame;
   relay_batch batch;
-  std::vector<char> scratch; // re-encoding on the slow path
+  std::vector<char> scratch;   // encoding single frames to write
+  std::vector<char> reencoded; // slow path: an envelope re-encoded canonically
+  /// Bytes handed to CAF's write buffer and not yet reported written.
+  uint64_t caf_pending = 0;
   steady::time_point last_rx;
   uint64_t heartbeat_seq = 0;
   size_t read_chunk = small_read_chunk;
@@ -91,9 +94,42 @@ std::string who(session_ptr self) {
   return fmt::format("agent={} session={}", logfmt_value(st.agent), st.id);
 }
 
+/// The socket of this session. Valid while the scribe is attached, which is
+/// until the broker terminates (sessions never detach it with close()).
+int socket_fd(session_ptr self) {
+  return static_cast<int>(self->state.hdl.id());
+}
+
+/// Writes bytes to the agent, in order. When CAF holds nothing of ours, try
+/// the socket directly (non-blocking): most writes then finish right here,
+/// without CAF's extra multiplexer round and epoll_ctl calls. Whatever the
+/// socket does not take goes to CAF's buffer, and from then on everything
+/// goes there until CAF reports it written (data_transferred_msg; the count
+/// is a running difference, so a late report can only make us more careful).
+void write_bytes(session_ptr self, const char* data, size_t size) {
+  auto& st = self->state;
+  if (st.caf_pending == 0) {
+    auto sent = ::send(socket_fd(self), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent > 0) {
+      data += sent;
+      size -= static_cast<size_t>(sent);
+    }
+    if (size == 0)
+      return;
+    // EAGAIN (socket full) or an error: CAF takes over and reports errors
+    // as connection_closed_msg.
+  }
+  auto& buf = self->wr_buf(st.hdl);
+  buf.insert(buf.end(), data, data + size);
+  st.caf_pending += size;
+  self->flush(st.hdl);
+}
+
 void write_frame(session_ptr self, const v1::Frame& f) {
-  proto::append_frame(f, self->wr_buf(self->state.hdl));
-  self->flush(self->state.hdl);
+  auto& scratch = self->state.scratch;
+  scratch.clear();
+  proto::append_frame(f, scratch);
+  write_bytes(self, scratch.data(), scratch.size());
 }
 
 /// Hands the envelopes collected so far to the router.
@@ -108,12 +144,6 @@ void dispatch_batch(session_ptr self) {
   st.batch = relay_batch{};
 }
 
-/// The socket of this session. Valid while the scribe is attached, which is
-/// until the broker terminates (sessions never detach it with close()).
-int socket_fd(session_ptr self) {
-  return static_cast<int>(self->state.hdl.id());
-}
-
 /// Ends the session now. Shutting the socket down in both directions makes
 /// CAF's stream see EOF and release it right away instead of waiting for the
 /// peer to close (which would hold the multiplexer, and process exit, hostage).
@@ -125,6 +155,12 @@ void finish(session_ptr self) {
 /// Starts closing: writes `last` (a Notice or Goodbye) and, once it has left
 /// the socket, half-closes (FIN) and lingers until the peer closes too. The
 /// whole sequence is bounded by `grace`, after which the socket is shut.
+/// The final frame has left: send FIN and wait for the peer's EOF.
+void half_close(session_ptr self) {
+  self->state.ph = phase::lingering;
+  ::shutdown(socket_fd(self), SHUT_WR);
+}
+
 void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseconds grace) {
   auto& st = self->state;
   if (st.ph >= phase::closing)
@@ -138,9 +174,10 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     self->trigger(st.hdl);
     self->delayed_send(self, retrigger_delay, retrigger_atom::value);
   }
-  self->ack_writes(st.hdl, true);
   write_frame(self, last);
   self->delayed_send(self, grace, abort_atom::value);
+  if (st.caf_pending == 0)
+    half_close(self); // it all went out directly
 }
 
 /// Protocol violation or refusal: ERROR Notice, then close.
@@ -242,10 +279,10 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
 /// canonically, then relay that like any other.
 void relay_parsed_envelope(session_ptr self) {
   auto& st = self->state;
-  st.scratch.clear();
-  proto::append_frame(st.frame, st.scratch);
-  std::string_view body{st.scratch.data() + proto::header_size,
-                        st.scratch.size() - proto::header_size};
+  st.reencoded.clear();
+  proto::append_frame(st.frame, st.reencoded);
+  std::string_view body{st.reencoded.data() + proto::header_size,
+                        st.reencoded.size() - proto::header_size};
   envelope_view view;
   if (!scan_envelope_frame(body, view)) { // cannot happen for our own encoding
     fail(self, proto::codes::frame_undecodable, "the envelope could not be re-encoded",
@@ -395,18 +432,17 @@ void deliver(session_ptr self, const delivery& d) {
   if (st.ph != phase::established && st.ph != phase::draining)
     return;
   auto& ctx = *st.ctx;
-  auto& buf = self->wr_buf(st.hdl);
-  if (buf.size() >= ctx.cfg.output_high_water) {
+  if (st.caf_pending >= ctx.cfg.output_high_water) {
     if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect) {
       bump(ctx.stats.slow_consumers);
       ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}",
-                            who(self), buf.size(), ctx.cfg.output_high_water);
+                            who(self), st.caf_pending, ctx.cfg.output_high_water);
       begin_close(self,
                   make_notice(v1::Notice::ERROR, codes::slow_consumer,
                               fmt::format("your connection is not reading fast enough: "
                                           "{} bytes are waiting (flow.output-high-water "
                                           "is {}); closing",
-                                          buf.size(), format_size(ctx.cfg.output_high_water))),
+                                          st.caf_pending, format_size(ctx.cfg.output_high_water))),
                   ctx.cfg.drain_timeout);
       return;
     }
@@ -430,16 +466,14 @@ void deliver(session_ptr self, const delivery& d) {
   }
   if (st.dropped > 0) {
     ctx.log_session->warn("slow consumer caught up {} dropped={}", who(self), st.dropped);
-    proto::append_frame(
-      make_notice(v1::Notice::WARNING, codes::messages_dropped,
-                  fmt::format("{} messages to you (ids {} to {}) were dropped because your "
-                              "connection was not reading fast enough",
-                              st.dropped, st.dropped_first, st.dropped_last)),
-      buf);
+    write_frame(self,
+                make_notice(v1::Notice::WARNING, codes::messages_dropped,
+                            fmt::format("{} messages to you (ids {} to {}) were dropped because "
+                                        "your connection was not reading fast enough",
+                                        st.dropped, st.dropped_first, st.dropped_last)));
     st.dropped = 0;
   }
-  buf.insert(buf.end(), d.frames.begin(), d.frames.end());
-  self->flush(st.hdl);
+  write_bytes(self, d.frames.data(), d.frames.size());
 }
 
 } // namespace
@@ -464,6 +498,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   });
   ctx->log_session->debug("connection accepted {} fd={}", who(self), hdl.id());
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
+  self->ack_writes(hdl, true); // keeps caf_pending exact, see write_bytes()
   if (over_capacity) {
     fail(self, codes::server_full,
          fmt::format("the server is at its limit of {} connections (limits.max-agents)",
@@ -503,14 +538,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       self->quit();
     },
     [self](const caf::io::data_transferred_msg& msg) {
-      // Enabled only while closing: the last frame has left when nothing
-      // remains; then send FIN and wait for the peer's EOF.
       auto& st = self->state;
-      if (st.ph == phase::closing && msg.remaining == 0) {
-        st.ph = phase::lingering;
-        self->ack_writes(st.hdl, false);
-        ::shutdown(socket_fd(self), SHUT_WR);
-      }
+      st.caf_pending -= std::min<uint64_t>(st.caf_pending, msg.written);
+      if (st.ph == phase::closing && st.caf_pending == 0)
+        half_close(self); // the final frame has left
     },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
       auto& st = self->state;

@@ -1,0 +1,123 @@
+// Micro-benchmarks of the relay's building blocks (Google Benchmark). Run
+// as a smoke test by ctest; run for numbers with:
+//   build/bench/convoke-micro-bench --benchmark_min_time=1
+
+#include <benchmark/benchmark.h>
+
+#include "convoke/proto/codec.hpp"
+#include "envelope_scan.hpp"
+#include "routing_table.hpp"
+
+using namespace convoke;
+
+namespace {
+
+v1::Frame sample_envelope(size_t payload) {
+  v1::Frame f;
+  auto e = f.mutable_envelope();
+  e->set_route("weather");
+  e->set_payload(std::string(payload, 'p'));
+  e->set_trace_id(std::string(16, 't'));
+  e->set_sent_unix_nanos(1'700'000'000'000'000'000);
+  e->set_client_seq(42);
+  return f;
+}
+
+void BM_EncodeFrame(benchmark::State& state) {
+  auto f = sample_envelope(static_cast<size_t>(state.range(0)));
+  std::vector<char> out;
+  for (auto _ : state) {
+    out.clear();
+    proto::append_frame(f, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_EncodeFrame)->Arg(100)->Arg(1000);
+
+void BM_DecodeFrame(benchmark::State& state) {
+  auto bytes = sample_envelope(static_cast<size_t>(state.range(0))).SerializeAsString();
+  v1::Frame f;
+  for (auto _ : state)
+    benchmark::DoNotOptimize(proto::decode_frame(bytes, f));
+}
+BENCHMARK(BM_DecodeFrame)->Arg(100)->Arg(1000);
+
+void BM_ScanEnvelope(benchmark::State& state) {
+  auto bytes = sample_envelope(static_cast<size_t>(state.range(0))).SerializeAsString();
+  server::envelope_view v;
+  for (auto _ : state)
+    benchmark::DoNotOptimize(server::scan_envelope_frame(bytes, v));
+}
+BENCHMARK(BM_ScanEnvelope)->Arg(100)->Arg(1000);
+
+/// The per-message work of the session's fast path: scan + stamp + append.
+void BM_RelayFastPath(benchmark::State& state) {
+  auto bytes = sample_envelope(100).SerializeAsString();
+  std::vector<char> out;
+  out.reserve(1 << 20);
+  server::envelope_view v;
+  uint64_t id = 1;
+  for (auto _ : state) {
+    if (out.size() > (1 << 19))
+      out.clear();
+    server::scan_envelope_frame(bytes, v);
+    server::append_relayed_frame(out, bytes, id++, "sender-agent", 1'700'000'000'000'000'000);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RelayFastPath);
+
+/// Splitting a 64 KiB read of coalesced frames.
+void BM_SplitRead(benchmark::State& state) {
+  std::string stream;
+  while (stream.size() < 64 * 1024)
+    stream += proto::encode_frame(sample_envelope(100));
+  size_t frames = 0;
+  for (auto _ : state) {
+    proto::frame_splitter s;
+    s.append(stream.data(), stream.size());
+    std::string_view body;
+    while (s.next(body))
+      ++frames;
+    s.compact();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(frames));
+}
+BENCHMARK(BM_SplitRead);
+
+/// The router's fan-out step: resolve receivers of one broadcast.
+void BM_FanoutTargets(benchmark::State& state) {
+  server::routing_table<int> table;
+  auto n = state.range(0);
+  for (int64_t i = 0; i < n; ++i)
+    table.add(static_cast<uint64_t>(i), "agent-" + std::to_string(i), "", static_cast<int>(i), {});
+  std::vector<server::routing_table<int>::entry*> out;
+  for (auto _ : state) {
+    out.clear();
+    table.broadcast_targets(0, "weather", out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * (n - 1));
+}
+BENCHMARK(BM_FanoutTargets)->Arg(10)->Arg(100)->Arg(1000);
+
+/// Copying one batch (64 frames) into each receiver's output buffer.
+void BM_DeliveryCopy(benchmark::State& state) {
+  std::vector<char> batch;
+  for (int i = 0; i < 64; ++i)
+    proto::append_frame(sample_envelope(100), batch);
+  std::vector<std::vector<char>> outs(static_cast<size_t>(state.range(0)));
+  for (auto _ : state) {
+    for (auto& o : outs) {
+      o.clear();
+      o.insert(o.end(), batch.begin(), batch.end());
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * 64 * state.range(0));
+}
+BENCHMARK(BM_DeliveryCopy)->Arg(10)->Arg(100);
+
+} // namespace
+
+BENCHMARK_MAIN();
