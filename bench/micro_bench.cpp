@@ -7,6 +7,7 @@
 #include "convoke/proto/codec.hpp"
 #include "envelope_scan.hpp"
 #include "routing_table.hpp"
+#include "trace.hpp"
 
 using namespace convoke;
 
@@ -117,6 +118,40 @@ void BM_DeliveryCopy(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * 64 * state.range(0));
 }
 BENCHMARK(BM_DeliveryCopy)->Arg(10)->Arg(100);
+
+} // namespace
+
+namespace {
+
+convoke::server::trace_event sample_trace() {
+  convoke::server::trace_event ev;
+  ev.message_id = 123456;
+  ev.sender = "weather-station";
+  ev.route = "weather";
+  ev.count = 10;
+  ev.recipients = "a,b,c,d,e,f,g,h";
+  ev.payload_bytes = 100;
+  ev.sent_ns = 1'700'000'000'000'000'000;
+  ev.relayed_ns = ev.sent_ns + 50'000;
+  ev.trace_id = std::string(16, 't');
+  return ev;
+}
+
+/// What the trace writer thread spends per record (its sustainable rate is
+/// about 1 / this, minus the file write).
+void BM_FormatTraceText(benchmark::State& state) {
+  auto ev = sample_trace();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(convoke::server::format_trace_text(ev));
+}
+BENCHMARK(BM_FormatTraceText);
+
+void BM_FormatTraceJson(benchmark::State& state) {
+  auto ev = sample_trace();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(convoke::server::format_trace_json(ev));
+}
+BENCHMARK(BM_FormatTraceJson);
 
 } // namespace
 

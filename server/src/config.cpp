@@ -389,8 +389,10 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
     auto flag = "--" + opt.key();
     if (opt.key() == "listen.port")
       flag = "-p," + flag;
-    auto o
-      = app.add_option(flag, given[opt.key()], describe(opt))->group(opt.section)->type_name("");
+    auto o = app.add_option(flag, given[opt.key()], describe(opt))
+               ->group(opt.section)
+               ->type_name("")
+               ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast); // later flags win
     flags.emplace_back(&opt, o);
   }
   try {

@@ -129,9 +129,10 @@ void server::wait() {
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
   d.ctx->log_server->info("stopped messages_in={} deliveries={} undeliverable={} dropped={} "
-                          "slow_consumers={} protocol_errors={} timeouts={}",
+                          "slow_consumers={} protocol_errors={} timeouts={} trace_written={} "
+                          "trace_dropped={}",
                           s.messages_in, s.deliveries, s.undeliverable, s.dropped, s.slow_consumers,
-                          s.protocol_errors, s.timeouts);
+                          s.protocol_errors, s.timeouts, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }
