@@ -231,6 +231,23 @@ std::unique_ptr<connection> open_connection(const server_handle& srv) {
   return c;
 }
 
+/// Reads until `step` (which parses what is buffered and returns the bytes
+/// it used) reports the handshake done; fails on an error or after 5 s.
+void await_handshake(connection& c, const std::string& what,
+                     const std::function<size_t(bool& done, std::string& err)>& step) {
+  for (;;) {
+    if (!c.read_some(5s))
+      fail("no " + what);
+    bool done = false;
+    std::string err;
+    c.consume(step(done, err));
+    if (!err.empty())
+      fail(what + ": " + err);
+    if (done)
+      return;
+  }
+}
+
 /// Connects and completes the handshake; NATS subscribers subscribe.
 std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
                                  const std::string& name, const std::string& subscribe_to) {
@@ -239,44 +256,28 @@ std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
   if (proto == protocol_kind::convoke) {
     convoke_append_hello(out, name);
     c->send(out);
-    for (;;) {
-      if (!c->read_some(5s))
-        fail("no Welcome for " + name);
-      bool welcomed = false;
-      std::string err;
-      auto used = convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
-        welcomed = welcomed || ev.kind == convoke_event::welcome;
+    await_handshake(*c, "Welcome for " + name, [&](bool& done, std::string& err) {
+      return convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
+        done = done || ev.kind == convoke_event::welcome;
         if (ev.kind == convoke_event::notice)
           err = std::string{ev.text};
       });
-      c->consume(used);
-      if (!err.empty())
-        fail("refused: " + err);
-      if (welcomed)
-        return c;
-    }
+    });
+    return c;
   }
   nats_append_connect(out, name);
   if (!subscribe_to.empty())
     nats_append_sub(out, subscribe_to, 1);
   out += "PING\r\n";
   c->send(out);
-  for (;;) {
-    if (!c->read_some(5s))
-      fail("no PONG for " + name);
-    bool pong = false;
-    std::string err;
-    auto used = nats_parse(c->buf.data(), c->len, [&](const nats_event& ev) {
-      pong = pong || ev.kind == nats_event::pong;
+  await_handshake(*c, "PONG for " + name, [&](bool& done, std::string& err) {
+    return nats_parse(c->buf.data(), c->len, [&](const nats_event& ev) {
+      done = done || ev.kind == nats_event::pong;
       if (ev.kind == nats_event::err)
         err = std::string{ev.text};
     });
-    c->consume(used);
-    if (!err.empty())
-      fail("NATS error: " + err);
-    if (pong)
-      return c;
-  }
+  });
+  return c;
 }
 
 // -- receiving --------------------------------------------------------------------

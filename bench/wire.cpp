@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "convoke/proto/wire_format.hpp"
+
 namespace convoke::bench {
 
 void write_payload_header(char* dst, const payload_header& h) {
@@ -20,34 +22,7 @@ payload_header read_payload_header(const char* src) {
 
 namespace {
 
-// -- protobuf wire format helpers ---------------------------------------------
-
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-void put_len_field(std::string& out, uint32_t field, std::string_view bytes) {
-  put_varint(out, (field << 3) | 2);
-  put_varint(out, bytes.size());
-  out.append(bytes);
-}
-
-size_t len_field_size(uint32_t field, size_t len) {
-  return varint_size((field << 3) | 2) + varint_size(len) + len;
-}
+using namespace proto::wire;
 
 void put_header(std::string& out, uint32_t len) {
   char h[4] = {static_cast<char>(len >> 24), static_cast<char>(len >> 16),
@@ -55,88 +30,33 @@ void put_header(std::string& out, uint32_t len) {
   out.append(h, 4);
 }
 
-bool get_varint(const char*& p, const char* end, uint64_t& v) {
-  v = 0;
-  for (int shift = 0; p < end && shift < 64; shift += 7) {
-    auto b = static_cast<uint8_t>(*p++);
-    v |= uint64_t{b & 0x7Fu} << shift;
-    if (b < 0x80)
-      return true;
-  }
-  return false;
-}
-
-/// Iterates the fields of a message: f(field, wire_type, varint, bytes).
-template <class F>
-bool for_each_field(std::string_view msg, F&& f) {
-  auto p = msg.data();
-  auto end = p + msg.size();
-  while (p < end) {
-    uint64_t key = 0;
-    if (!get_varint(p, end, key))
-      return false;
-    auto field = static_cast<uint32_t>(key >> 3);
-    auto wt = key & 7;
-    uint64_t v = 0;
-    std::string_view bytes;
-    switch (wt) {
-    case 0:
-      if (!get_varint(p, end, v))
-        return false;
-      break;
-    case 1:
-      if (end - p < 8)
-        return false;
-      p += 8;
-      break;
-    case 2: {
-      uint64_t len = 0;
-      if (!get_varint(p, end, len) || static_cast<uint64_t>(end - p) < len)
-        return false;
-      bytes = std::string_view{p, static_cast<size_t>(len)};
-      p += len;
-      break;
-    }
-    case 5:
-      if (end - p < 4)
-        return false;
-      p += 4;
-      break;
-    default:
-      return false;
-    }
-    f(field, wt, v, bytes);
-  }
-  return true;
-}
-
 } // namespace
 
 void convoke_append_envelope(std::string& out, std::string_view recipient, std::string_view route,
                              std::string_view payload) {
   // Envelope: recipient = 3, route = 4, payload = 5. Frame: envelope = 3.
-  size_t env = (recipient.empty() ? 0 : len_field_size(3, recipient.size()))
-               + (route.empty() ? 0 : len_field_size(4, route.size()))
-               + len_field_size(5, payload.size());
-  size_t frame = len_field_size(3, env);
+  size_t env = (recipient.empty() ? 0 : bytes_field_size(3, recipient.size()))
+               + (route.empty() ? 0 : bytes_field_size(4, route.size()))
+               + bytes_field_size(5, payload.size());
+  size_t frame = bytes_field_size(3, env);
   put_header(out, static_cast<uint32_t>(frame));
   put_varint(out, (3 << 3) | 2);
   put_varint(out, env);
   if (!recipient.empty())
-    put_len_field(out, 3, recipient);
+    put_bytes_field(out, 3, recipient);
   if (!route.empty())
-    put_len_field(out, 4, route);
-  put_len_field(out, 5, payload);
+    put_bytes_field(out, 4, route);
+  put_bytes_field(out, 5, payload);
 }
 
 void convoke_append_hello(std::string& out, std::string_view name) {
   std::string hello;
   put_varint(hello, (1 << 3) | 0); // protocol_version = 1
   put_varint(hello, 1);
-  put_len_field(hello, 2, name);
-  put_len_field(hello, 6, "convoke-bench");
+  put_bytes_field(hello, 2, name);
+  put_bytes_field(hello, 6, "convoke-bench");
   std::string frame;
-  put_len_field(frame, 1, hello); // Frame.hello = 1
+  put_bytes_field(frame, 1, hello); // Frame.hello = 1
   put_header(out, static_cast<uint32_t>(frame.size()));
   out += frame;
 }
@@ -146,7 +66,7 @@ void convoke_append_heartbeat_reply(std::string& out, uint64_t seq) {
   put_varint(hb, (3 << 3) | 0); // reply_to = 3
   put_varint(hb, seq);
   std::string frame;
-  put_len_field(frame, 4, hb); // Frame.heartbeat = 4
+  put_bytes_field(frame, 4, hb); // Frame.heartbeat = 4
   put_header(out, static_cast<uint32_t>(frame.size()));
   out += frame;
 }
@@ -163,30 +83,31 @@ size_t convoke_parse(const char* data, size_t size,
       break;
     std::string_view frame{data + pos + 4, len};
     convoke_event ev;
-    for_each_field(frame, [&](uint32_t field, uint64_t, uint64_t, std::string_view bytes) {
-      switch (field) {
+    for_each_field(frame, [&](const field& top) {
+      auto bytes = top.bytes;
+      switch (top.number) {
       case 2:
         ev.kind = convoke_event::welcome;
         break;
       case 3:
         ev.kind = convoke_event::envelope;
-        for_each_field(bytes, [&](uint32_t f, uint64_t, uint64_t, std::string_view v) {
-          if (f == 5)
-            ev.payload = v;
+        for_each_field(bytes, [&](const field& f) {
+          if (f.number == 5)
+            ev.payload = f.bytes;
         });
         break;
       case 4:
         ev.kind = convoke_event::heartbeat;
-        for_each_field(bytes, [&](uint32_t f, uint64_t, uint64_t v, std::string_view) {
-          if (f == 2)
-            ev.heartbeat_seq = v;
+        for_each_field(bytes, [&](const field& f) {
+          if (f.number == 2)
+            ev.heartbeat_seq = f.value;
         });
         break;
       case 7:
         ev.kind = convoke_event::notice;
-        for_each_field(bytes, [&](uint32_t f, uint64_t, uint64_t, std::string_view v) {
-          if (f == 2 || f == 3)
-            ev.text = v;
+        for_each_field(bytes, [&](const field& f) {
+          if (f.number == 2 || f.number == 3)
+            ev.text = f.bytes;
         });
         break;
       case 8:

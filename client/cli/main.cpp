@@ -165,7 +165,8 @@ private:
         out_.event("error", to_string(static_cast<errc>(ec.value())), ec.message());
       pending_.pop_front();
     }
-    if (input_done_ && (pending_.empty() || chat_commands))
+    // End of input: leave once everything typed or piped in has been sent.
+    if (input_done_ && pending_.empty())
       stop(failed_ ? 1 : 0);
   }
 

@@ -3,65 +3,13 @@
 #include <cstring>
 
 #include "convoke/proto/codec.hpp"
+#include "convoke/proto/wire_format.hpp"
 
 namespace convoke::server {
 
 namespace {
 
-constexpr uint32_t varint_wt = 0;
-constexpr uint32_t fixed64_wt = 1;
-constexpr uint32_t len_wt = 2;
-constexpr uint32_t fixed32_wt = 5;
-
-bool get_varint(const char*& p, const char* end, uint64_t& v) {
-  v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (p == end)
-      return false;
-    auto b = static_cast<uint8_t>(*p++);
-    v |= uint64_t{b & 0x7Fu} << shift;
-    if (b < 0x80)
-      return true;
-  }
-  return false;
-}
-
-/// Reads one field header and its value. For length-delimited fields,
-/// `bytes` views the value.
-bool next_field(const char*& p, const char* end, uint32_t& field, uint32_t& wt, uint64_t& v,
-                std::string_view& bytes) {
-  uint64_t key = 0;
-  if (!get_varint(p, end, key) || key > UINT32_MAX)
-    return false;
-  field = static_cast<uint32_t>(key >> 3);
-  wt = static_cast<uint32_t>(key & 7);
-  if (field == 0)
-    return false;
-  switch (wt) {
-  case varint_wt:
-    return get_varint(p, end, v);
-  case fixed64_wt:
-    if (end - p < 8)
-      return false;
-    p += 8;
-    return true;
-  case len_wt: {
-    uint64_t len = 0;
-    if (!get_varint(p, end, len) || static_cast<uint64_t>(end - p) < len)
-      return false;
-    bytes = std::string_view{p, static_cast<size_t>(len)};
-    p += len;
-    return true;
-  }
-  case fixed32_wt:
-    if (end - p < 4)
-      return false;
-    p += 4;
-    return true;
-  default:
-    return false; // groups and invalid wire types: let the full parser decide
-  }
-}
+using namespace proto::wire;
 
 /// UTF-8 validation as strict as protobuf's (no overlongs, no surrogates).
 bool valid_utf8(std::string_view s) {
@@ -103,102 +51,69 @@ bool valid_utf8(std::string_view s) {
 
 /// A headers map entry: key = 1, value = 2, both strings.
 bool valid_map_entry(std::string_view entry) {
-  auto p = entry.data();
-  auto end = p + entry.size();
-  while (p < end) {
-    uint32_t field = 0, wt = 0;
-    uint64_t v = 0;
-    std::string_view bytes;
-    if (!next_field(p, end, field, wt, v, bytes))
-      return false;
-    if ((field == 1 || field == 2) && (wt != len_wt || !valid_utf8(bytes)))
-      return false;
-  }
-  return true;
+  bool ok = true;
+  return for_each_field(entry,
+                        [&](const field& f) {
+                          if ((f.number == 1 || f.number == 2)
+                              && (f.type != length_type || !valid_utf8(f.bytes)))
+                            ok = false;
+                        })
+         && ok;
 }
 
+/// Envelope fields (wire.proto) and what a relay must check about them.
 bool scan_envelope(std::string_view env, envelope_view& out) {
-  auto p = env.data();
-  auto end = p + env.size();
-  while (p < end) {
-    uint32_t field = 0, wt = 0;
-    uint64_t v = 0;
-    std::string_view bytes;
-    if (!next_field(p, end, field, wt, v, bytes))
-      return false;
-    switch (field) {
+  bool ok = true;
+  auto string_field = [&](const field& f) {
+    ok = ok && f.type == length_type && valid_utf8(f.bytes);
+    return f.bytes;
+  };
+  auto varint_field = [&](const field& f) {
+    ok = ok && f.type == varint_type;
+    return f.value;
+  };
+  auto well_formed = for_each_field(env, [&](const field& f) {
+    switch (f.number) {
     case 2: // sender (overridden by the stamp, but must still parse)
     case 6: // content_type
-      if (wt != len_wt || !valid_utf8(bytes))
-        return false;
+      string_field(f);
       break;
     case 3:
-      if (wt != len_wt || !valid_utf8(bytes))
-        return false;
-      out.recipient = bytes;
+      out.recipient = string_field(f);
       break;
     case 4:
-      if (wt != len_wt || !valid_utf8(bytes))
-        return false;
-      out.route = bytes;
+      out.route = string_field(f);
       break;
     case 5:
-      if (wt != len_wt)
-        return false;
-      out.payload = bytes;
+      ok = ok && f.type == length_type;
+      out.payload = f.bytes;
       break;
-    case 7:
-      if (wt != len_wt || !valid_map_entry(bytes))
-        return false;
+    case 7: // headers map entry
+      ok = ok && f.type == length_type && valid_map_entry(f.bytes);
       break;
     case 8:
-      if (wt != len_wt)
-        return false;
-      out.trace_id = bytes;
+      ok = ok && f.type == length_type;
+      out.trace_id = f.bytes;
       break;
     case 1:  // message_id (overridden)
     case 10: // relayed_unix_nanos (overridden)
     case 13: // in_reply_to
-      if (wt != varint_wt)
-        return false;
+      varint_field(f);
       break;
     case 9:
-      if (wt != varint_wt)
-        return false;
-      out.sent_ns = static_cast<int64_t>(v);
+      out.sent_ns = static_cast<int64_t>(varint_field(f));
       break;
     case 11:
-      if (wt != varint_wt)
-        return false;
-      out.client_seq = v;
+      out.client_seq = varint_field(f);
       break;
     case 12:
-      if (wt != varint_wt)
-        return false;
-      out.request_id = v;
+      out.request_id = varint_field(f);
       break;
     default:
       break; // unknown fields are kept and relayed unchanged
     }
-  }
-  return true;
-}
-
-void put_varint(char*& p, uint64_t v) {
-  while (v >= 0x80) {
-    *p++ = static_cast<char>((v & 0x7F) | 0x80);
-    v >>= 7;
-  }
-  *p++ = static_cast<char>(v);
-}
-
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
+  });
+  return well_formed && ok;
 }
 
 } // namespace
@@ -206,23 +121,22 @@ size_t varint_size(uint64_t v) {
 bool scan_envelope_frame(std::string_view body, envelope_view& out) {
   auto p = body.data();
   auto end = p + body.size();
-  uint32_t field = 0, wt = 0;
-  uint64_t v = 0;
-  std::string_view env;
+  field env;
   // Exactly one top-level field, the envelope (a second one, or any other
   // oneof member, changes what receivers would see: full parser).
-  if (!next_field(p, end, field, wt, v, env) || field != 3 || wt != len_wt || p != end)
+  if (!next_field(p, end, env) || env.number != 3 || env.type != length_type || p != end)
     return false;
   out = envelope_view{};
-  return scan_envelope(env, out);
+  return scan_envelope(env.bytes, out);
 }
 
 size_t append_relayed_frame(std::vector<char>& out, std::string_view body, uint64_t message_id,
                             std::string_view sender, int64_t relayed_ns) {
   // Stamp = Envelope{message_id = 1, sender = 2, relayed_unix_nanos = 10}.
-  auto stamp_size = 1 + varint_size(message_id) + 1 + varint_size(sender.size()) + sender.size() + 1
-                    + varint_size(static_cast<uint64_t>(relayed_ns));
-  auto suffix_size = 1 + varint_size(stamp_size) + stamp_size; // Frame.envelope = 3
+  auto relayed = static_cast<uint64_t>(relayed_ns);
+  auto stamp_size
+    = 1 + varint_size(message_id) + bytes_field_size(2, sender.size()) + 1 + varint_size(relayed);
+  auto suffix_size = bytes_field_size(3, stamp_size); // Frame.envelope = 3
   auto total = body.size() + suffix_size;
   auto offset = out.size();
   out.resize(offset + proto::header_size + total);
@@ -231,16 +145,16 @@ size_t append_relayed_frame(std::vector<char>& out, std::string_view body, uint6
   p += proto::header_size;
   std::memcpy(p, body.data(), body.size());
   p += body.size();
-  *p++ = static_cast<char>((3 << 3) | len_wt);
+  put_varint(p, (3 << 3) | length_type);
   put_varint(p, stamp_size);
-  *p++ = static_cast<char>((1 << 3) | varint_wt);
+  put_varint(p, (1 << 3) | varint_type);
   put_varint(p, message_id);
-  *p++ = static_cast<char>((2 << 3) | len_wt);
+  put_varint(p, (2 << 3) | length_type);
   put_varint(p, sender.size());
   std::memcpy(p, sender.data(), sender.size());
   p += sender.size();
-  *p++ = static_cast<char>((10 << 3) | varint_wt);
-  put_varint(p, static_cast<uint64_t>(relayed_ns));
+  put_varint(p, (10 << 3) | varint_type);
+  put_varint(p, relayed);
   return offset + proto::header_size;
 }
 

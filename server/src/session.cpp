@@ -78,7 +78,6 @@ struct session_state {
   uint64_t dropped = 0;
   uint64_t dropped_first = 0;
   uint64_t dropped_last = 0;
-  bool registered = false;
   /// The agent said Goodbye; waiting for the router's barrier echo.
   bool leaving = false;
 };
@@ -548,7 +547,6 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (st.ph != phase::registering)
         return;
       st.agent = name;
-      st.registered = true;
       st.ph = phase::established;
       send_welcome(self, resume_token);
       st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
@@ -650,7 +648,6 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](evict_atom) {
       auto& st = self->state;
       st.ctx->log_session->info("agent replaced by a new session {}", who(self));
-      st.registered = false;
       begin_close(self,
                   make_goodbye(codes::replaced,
                                "a new connection took over this agent name with the "

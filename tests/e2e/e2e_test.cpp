@@ -242,3 +242,24 @@ TEST(EndToEnd, ServerMemoryStaysBoundedWithAStalledConsumer) {
   EXPECT_NE(srv.proc->err().find("slow consumer disconnected agent=stalled"), std::string::npos)
     << srv.proc->err();
 }
+
+TEST(EndToEnd, ChatSendsBroadcastsDirectAndRouteMessagesFromStdin) {
+  server_process srv;
+  process bob{{binary("convoke"), "listen", "-s", srv.address(), "-n", "bob", "--json"}};
+  ASSERT_TRUE(bob.wait_output("\"event\":\"connected\"", 5s)) << bob.err();
+  process alice{{binary("convoke"), "chat", "-s", srv.address(), "-n", "alice"},
+                "hello all\n/to bob psst\n/route news breaking\n/help\n/quit\n"};
+  ASSERT_EQ(alice.wait(5s), 0) << alice.err();
+  EXPECT_NE(alice.err().find("help: commands"), std::string::npos) << alice.err();
+  ASSERT_TRUE(bob.wait_output("breaking", 5s)) << bob.out();
+  std::vector<std::pair<std::string, std::string>> got; // payload, to
+  for (auto& j : json_lines(bob.out()))
+    if (j["event"] == "message") {
+      EXPECT_EQ(j["from"], "alice");
+      got.emplace_back(j["payload"], j["to"]);
+    }
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, std::string>>{
+                   {"hello all", "*"}, {"psst", "bob"}, {"breaking", "*"}}));
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+}
