@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <deque>
 #include <iostream>
@@ -120,8 +121,8 @@ public:
   }
 
   void on_message(const message& m) override {
-    if (!print_messages)
-      return;
+    if (!print_messages || (count > 0 && received_ >= count))
+      return; // frames still arriving while we stop
     out_.message(m);
     if (count > 0 && ++received_ >= count)
       stop(0);
@@ -139,11 +140,19 @@ public:
   }
 
   void on_disconnect(const disconnect_info& d) override {
+    if (!pending_.empty()) {
+      out_.event("error", "not_sent", fmt::format("{} lines were not sent", pending_.size()));
+      failed_ = true;
+      stop(1);
+    }
     if (d.code == "shutdown" || d.code == "replaced" || d.code == "client_exit")
       out_.event("goodbye", d.code, d.reason);
     else
       out_.event("disconnected", d.code, d.reason);
   }
+
+  /// Lines read and not sent yet (the stdin reader waits above a limit).
+  std::atomic<int> backlog{0};
 
   /// Called (via post) for each input line; `eof` after the last one.
   void input(std::string line, bool eof) {
@@ -158,12 +167,21 @@ private:
     while (connected() && !pending_.empty()) {
       auto ec = send_line(pending_.front());
       if (ec == errc::send_buffer_full) {
-        after(std::chrono::milliseconds{10}, [this] { flush(); });
+        if (!retry_scheduled_) { // one retry timer at a time
+          retry_scheduled_ = true;
+          after(std::chrono::milliseconds{10}, [this] {
+            retry_scheduled_ = false;
+            flush();
+          });
+        }
         return;
       }
-      if (ec)
+      if (ec) {
         out_.event("error", to_string(static_cast<errc>(ec.value())), ec.message());
+        failed_ = true;
+      }
       pending_.pop_front();
+      --backlog;
     }
     // End of input: leave once everything typed or piped in has been sent.
     if (input_done_ && pending_.empty())
@@ -222,6 +240,7 @@ private:
   bool input_done_ = false;
   long received_ = 0;
   bool failed_ = false;
+  bool retry_scheduled_ = false;
 };
 
 /// Reads stdin lines on a plain thread and posts them to the agent. The
@@ -230,9 +249,14 @@ private:
 void feed_stdin(const std::shared_ptr<cli_agent>& a) {
   std::thread{[a] {
     std::string line;
-    while (std::getline(std::cin, line))
+    while (std::getline(std::cin, line)) {
+      // Bounded: never read far ahead of what the connection takes.
+      while (a->backlog.load() > 1000)
+        std::this_thread::sleep_for(std::chrono::milliseconds{1});
+      ++a->backlog;
       if (!a->post([a, line] { a->input(line, false); }))
         return;
+    }
     a->post([a] { a->input({}, true); });
   }}.detach();
 }
@@ -324,6 +348,7 @@ int main(int argc, char** argv) {
     runtime rt;
     rt.start(*a, opts);
     if (send_cmd->parsed() && !texts.empty()) {
+      a->backlog += static_cast<int>(texts.size());
       a->post([a, texts] {
         for (auto& t : texts)
           a->input(t, false);

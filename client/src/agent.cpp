@@ -80,10 +80,9 @@ void agent_core::fail_requests(errc code, const std::string& text) {
   auto pending = std::move(requests);
   requests.clear();
   for (auto& [id, req] : pending)
-    if (req.on_error)
-      guarded("request error handler", [&] {
-        req.on_error(request_error{make_error_code(code), text});
-      });
+    guarded("request error handler", [&] {
+      req.on_error(request_error{make_error_code(code), text});
+    });
 }
 
 void agent_core::cancel_all() {
@@ -99,6 +98,8 @@ void agent_core::cancel_all() {
 void agent_core::start() {
   for (auto& r : initial_routes_of(*user))
     routes.insert(r);
+  for (auto& [r, h] : initial_handlers_of(*user))
+    route_handlers[r] = h;
   guarded("setup", [this] { user->setup(); });
   if (!stopping)
     connect();
@@ -110,8 +111,9 @@ void agent_core::connect() {
   goodbye_code.clear();
   goodbye_reason.clear();
   refusal.reset();
-  splitter = proto::frame_splitter{64u << 20};
-  out_pending->store(0);
+  splitter = proto::frame_splitter{max_inbound_frame};
+  // A fresh counter: a closing old connection must not touch the new one's.
+  out_pending = std::make_shared<std::atomic<uint64_t>>(0);
   spawn_connector(self->system(), opts, caf::actor{self}, gen, out_pending);
 }
 
@@ -126,6 +128,7 @@ void agent_core::on_connected(uint64_t g, caf::actor c) {
   auto& confirmed = session_of(*user).agent_name;
   write(
     make_hello(confirmed.empty() ? requested_name(*user) : confirmed, opts, routes, resume_token));
+  hello_routes = routes;
   self->delayed_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
 }
 
@@ -162,9 +165,9 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
   if (was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
   auto& rp = opts.reconnect;
+  // name_taken is fatal even with a resume token: a lingering session of
+  // ours is taken over by the token, so a refusal means someone else.
   bool fatal = is_fatal_refusal(code) || code == codes::replaced;
-  if (code == codes::name_taken && !resume_token.empty())
-    fatal = false; // our old session may linger on the server: retry with the token
   ++attempt;
   disconnect_info info;
   info.code = code;
@@ -199,12 +202,16 @@ void agent_core::stop(int code) {
     // A failure noticed while stopping (e.g. a late Notice) still counts.
     if (exit_code == 0)
       exit_code = code;
+    fate->exit_code = exit_code;
     return;
   }
   stopping = true;
   exit_code = code;
-  if (!teardown_done) {
-    teardown_done = true;
+  // Every request ends with exactly one callback: pending ones fail now,
+  // before teardown() closes what their handlers might use.
+  fail_requests(errc::stopped, "the agent is stopping");
+  if (!fate->teardown_done) {
+    fate->teardown_done = true;
     guarded("teardown", [this] { user->teardown(); });
   }
   cancel_all();
@@ -222,6 +229,7 @@ void agent_core::stop(int code) {
 }
 
 void agent_core::finish() {
+  fate->exit_code = exit_code;
   if (conn)
     self->send_exit(conn, caf::exit_reason::user_shutdown);
   conn = nullptr;
@@ -332,6 +340,13 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
             s.reconnected ? " reconnected=true" : "");
   if (s.idle_timeout.count() > 0 && s.heartbeat_interval.count() > 0)
     self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
+  // Subscriptions changed between Hello and Welcome: catch the server up.
+  for (auto& r : routes)
+    if (hello_routes.count(r) == 0)
+      send_subscription(true, r);
+  for (auto& r : hello_routes)
+    if (routes.count(r) == 0)
+      send_subscription(false, r);
   auto info = s;
   guarded("on_connect", [&] { user->on_connect(info); });
 }
@@ -385,25 +400,51 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
   st.self = self;
   st.user = user;
   st.opts = std::move(opts);
-  st.on_exit = std::move(on_exit);
+  st.fate->on_exit = std::move(on_exit);
   st.log = logging::get("agent");
   agent_core::core_of(*user) = &st;
-  self->attach_functor([self, user](const caf::error&) {
-    // Runs after the actor has terminated: no handler can run concurrently.
+  // The functor runs after CAF has destroyed the actor's state: everything it
+  // needs lives in `fate`, shared with the state.
+  self->attach_functor([fate = st.fate, user](const caf::error& reason) {
     agent_core::core_of(*user) = nullptr;
     auto& handle = agent_core::handle_of(*user);
     if (handle) {
       std::lock_guard guard{handle->mtx};
       handle->actor = nullptr;
     }
-    if (self->state.on_exit)
-      self->state.on_exit(self->state.exit_code);
+    auto code = fate->exit_code;
+    if (!fate->teardown_done) {
+      // The actor died abnormally (e.g. an exception escaped a handler
+      // installed with interop::become): teardown() still runs, exactly once.
+      fate->teardown_done = true;
+      try {
+        user->teardown();
+      } catch (...) {
+      }
+      if (code == 0)
+        code = 1;
+    } else if (reason && reason != caf::exit_reason::normal && code == 0) {
+      code = 1;
+    }
+    if (fate->on_exit)
+      fate->on_exit(code);
   });
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     auto& st = self->state;
-    if (msg.source == st.conn.address())
+    // A linked child ending normally is no reason to stop; the connection
+    // broker reports its end separately.
+    if (msg.source == st.conn.address() || !msg.reason || msg.reason == caf::exit_reason::normal)
       return;
     st.stop(0);
+  });
+  // An error message nobody handles (e.g. a request made through the CAF
+  // interop without an error handler) would quit the actor: report instead.
+  self->set_error_handler([self](caf::error& err) {
+    auto& st = self->state;
+    ++agent_core::stats_of(*st.user).errors;
+    st.guarded("on_error", [&] {
+      st.user->on_error(error_info{"unhandled error message", caf::to_string(err)});
+    });
   });
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
@@ -589,13 +630,19 @@ std::error_code agent::send_to(std::string_view recipient, std::string_view payl
 
 task_id agent::request(std::string_view recipient, std::string_view payload, duration timeout,
                        reply_handler on_reply, error_handler on_error, const send_options& opts) {
+  // Either handler may be empty: then that outcome is just not reported.
+  if (!on_reply)
+    on_reply = [](const message&) {};
+  if (!on_error)
+    on_error = [](const request_error&) {};
   auto fail_now = [&](errc code, const std::string& text) {
-    if (on_error)
-      on_error(request_error{make_error_code(code), text});
+    on_error(request_error{make_error_code(code), text});
     return task_id{0};
   };
   if (!core_)
     return fail_now(errc::not_connected, "the agent is not running");
+  if (core_->stopping)
+    return fail_now(errc::stopped, "the agent is stopping");
   if (recipient.empty())
     return fail_now(errc::invalid_argument, "a request needs a recipient");
   auto& c = *core_;
@@ -645,8 +692,11 @@ void agent::unsubscribe(const std::string& route) {
 }
 
 void agent::on_route(const std::string& route, message_handler handler) {
-  if (!core_)
+  if (!core_) {
+    initial_handlers_.emplace_back(route, std::move(handler));
+    subscribe(route);
     return;
+  }
   core_->route_handlers[route] = std::move(handler);
   subscribe(route);
 }

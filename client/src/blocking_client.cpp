@@ -27,11 +27,12 @@ struct blocking_client::impl {
   std::unique_ptr<caf::scoped_actor> self;
   caf::actor conn;
   std::shared_ptr<std::atomic<uint64_t>> out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  proto::frame_splitter splitter{64u << 20};
+  proto::frame_splitter splitter{detail::max_inbound_frame};
   std::deque<v1::Frame> inbox; // frames read but not yet consumed
   session_info session;
   bool connected = false;
   bool closed_by_server = false;
+  uint64_t gen = 0; // per connection; messages of older ones are ignored
   uint64_t next_seq = 1;
   uint64_t next_request = 1;
   std::mt19937_64 rng{std::random_device{}()};
@@ -63,7 +64,9 @@ struct blocking_client::impl {
         return std::nullopt;
       bool timed_out = false;
       (*self)->receive(
-        [&](detail::frames_atom, uint64_t, const std::vector<char>& bytes) {
+        [&](detail::frames_atom, uint64_t g, const std::vector<char>& bytes) {
+          if (g != gen)
+            return;
           splitter.append(bytes.data(), bytes.size());
           std::string_view body;
           while (splitter.next(body)) {
@@ -74,7 +77,9 @@ struct blocking_client::impl {
           splitter.compact();
           (*self)->send(conn, detail::credit_atom::value, static_cast<uint64_t>(bytes.size()));
         },
-        [&](detail::disconnected_atom, uint64_t, const std::string&) {
+        [&](detail::disconnected_atom, uint64_t g, const std::string&) {
+          if (g != gen)
+            return;
           closed_by_server = true;
           connected = false;
         },
@@ -119,6 +124,10 @@ std::error_code blocking_client::connect(std::string* why) {
   };
   if (d.connected)
     return {};
+  if (d.conn) { // a failed earlier attempt
+    (*d.self)->send_exit(d.conn, caf::exit_reason::user_shutdown);
+    d.conn = nullptr;
+  }
   if (!d.sys) {
     d.cfg = std::make_unique<caf::actor_system_config>();
     d.cfg->load<caf::io::middleman>();
@@ -131,10 +140,12 @@ std::error_code blocking_client::connect(std::string* why) {
   auto res = net::tcp_connect(d.opts.host, d.opts.port, d.opts.connect_timeout);
   if (!res)
     return fail(errc::not_connected, res.error);
-  d.splitter = proto::frame_splitter{64u << 20};
+  d.splitter = proto::frame_splitter{detail::max_inbound_frame};
   d.inbox.clear();
   d.closed_by_server = false;
-  d.conn = detail::spawn_connection(*d.sys, res.fd, caf::actor{*d.self}, 1,
+  ++d.gen;
+  d.out_pending = std::make_shared<std::atomic<uint64_t>>(0);
+  d.conn = detail::spawn_connection(*d.sys, res.fd, caf::actor{*d.self}, d.gen,
                                     d.opts.max_inbound_bytes, d.out_pending);
   d.write(detail::make_hello(d.name, d.opts, {}, {}));
   auto deadline = clock::now() + d.opts.connect_timeout;

@@ -29,7 +29,7 @@ struct connection_state {
   uint64_t gen = 0;
   uint64_t window = 0;
   std::shared_ptr<std::atomic<uint64_t>> out_pending;
-  proto::frame_splitter splitter{64u << 20};
+  proto::frame_splitter splitter{max_inbound_frame};
   uint64_t in_flight = 0;
   bool halted = false;
   bool closing = false;
@@ -104,7 +104,7 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
     [self](credit_atom, uint64_t bytes) {
       auto& st = self->state;
       st.in_flight -= std::min(st.in_flight, bytes);
-      if (st.halted && !st.closing && st.in_flight <= st.window / 2) {
+      if (st.halted && st.in_flight <= st.window / 2) { // also while closing
         st.halted = false;
         self->trigger(st.hdl);
         // Work around the CAF 0.17.6 halt/trigger race (docs/architecture.md).

@@ -18,6 +18,10 @@ namespace convoke::detail {
 
 inline constexpr const char* sdk_name = "convoke-cpp";
 
+/// Largest frame the SDK accepts from a server: the largest frame limit a
+/// server may set (64 MiB) plus room for the stamp it adds to relayed frames.
+inline constexpr uint32_t max_inbound_frame = (64u << 20) + 64 * 1024;
+
 /// Checks the addressing of an outgoing message (empty = no recipient/route).
 std::error_code check_addressing(std::string_view recipient, std::string_view route);
 

@@ -95,7 +95,6 @@ struct agent_core {
   self_ptr self = nullptr;
   agent* user = nullptr;
   client_options opts;
-  std::function<void(int)> on_exit;
   std::shared_ptr<spdlog::logger> log;
 
   // Connection.
@@ -110,11 +109,12 @@ struct agent_core {
   std::string goodbye_code; // from the server, for the current connection
   std::string goodbye_reason;
   std::optional<notice> refusal; // ERROR notice for the current connection
-  proto::frame_splitter splitter{64u << 20};
+  proto::frame_splitter splitter{max_inbound_frame};
   v1::Frame frame;
 
   // Agent bookkeeping.
   std::set<std::string> routes;
+  std::set<std::string> hello_routes; // the set sent in the current Hello
   std::unordered_map<std::string, agent::message_handler> route_handlers;
   std::unordered_map<task_id, task> tasks;
   std::unordered_map<task_id, job> jobs;
@@ -129,8 +129,14 @@ struct agent_core {
 
   // Stopping.
   bool stopping = false;
-  bool teardown_done = false;
   int exit_code = 0;
+  /// What must outlive the actor's state (read by its exit functor).
+  struct fate_t {
+    std::function<void(int)> on_exit;
+    int exit_code = 0;
+    bool teardown_done = false;
+  };
+  std::shared_ptr<fate_t> fate = std::make_shared<fate_t>();
 
   // -- lifecycle ---------------------------------------------------------------
   void start();
@@ -178,6 +184,9 @@ struct agent_core {
   }
   static std::vector<std::string>& initial_routes_of(agent& a) {
     return a.initial_routes_;
+  }
+  static auto& initial_handlers_of(agent& a) {
+    return a.initial_handlers_;
   }
 };
 

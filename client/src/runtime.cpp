@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 #include "convoke/common/logging.hpp"
 #include "convoke/common/signals.hpp"
@@ -58,12 +59,20 @@ void runtime::start(agent& a, client_options opts) {
       d.first_error = code;
     d.cv.notify_all();
   });
-  d.handles.push_back(detail::agent_core::handle_of(a));
+  {
+    std::lock_guard guard{d.mtx};
+    d.handles.push_back(detail::agent_core::handle_of(a));
+  }
   impl::release_tls();
 }
 
 void runtime::stop_all() {
-  for (auto& h : impl_->handles)
+  std::vector<std::shared_ptr<detail::agent_handle>> handles;
+  {
+    std::lock_guard guard{impl_->mtx};
+    handles = impl_->handles;
+  }
+  for (auto& h : handles)
     h->stop(0);
   impl::release_tls();
 }
@@ -84,22 +93,54 @@ std::optional<int> runtime::wait_for(std::chrono::milliseconds timeout) {
 }
 
 int runtime::wait_with_signals() {
+  auto log = logging::get("agent");
   bool stopping = false;
-  for (;;) {
-    if (auto code = wait_for(std::chrono::milliseconds{50}))
-      return stopping ? 0 : *code;
+  auto second_signal_exits = [&](int sig) {
+    log->warn("received {} again; exiting without waiting", signal_name(sig));
+    log->flush();
+    std::_Exit(130);
+  };
+  std::optional<int> code;
+  while (!code) {
+    code = wait_for(std::chrono::milliseconds{50});
     if (auto sig = wait_termination_signal(std::chrono::milliseconds{0}); sig != 0) {
-      auto log = logging::get("agent");
-      if (stopping) {
-        log->warn("received {} again; exiting without waiting", signal_name(sig));
-        log->flush();
-        std::_Exit(130);
-      }
+      if (stopping)
+        second_signal_exits(sig);
       log->info("received {}; stopping agents", signal_name(sig));
       stopping = true;
       stop_all();
     }
   }
+  // A signal that stopped the agents means a clean exit (0); a signal while
+  // only jobs are left does not hide an agent's own exit code.
+  auto stopped_by_signal = stopping;
+  // The agents are done, but blocking jobs (detached actors) may still run,
+  // and the actor system waits for them. Keep listening for signals
+  // meanwhile, so that a job that never returns cannot make the process
+  // unkillable by Ctrl-C.
+  auto& sys = *impl_->sys;
+  std::atomic<bool> idle{false};
+  std::thread waiter{[&] {
+    sys.await_all_actors_done();
+    idle = true;
+  }};
+  auto announced = false;
+  auto since = std::chrono::steady_clock::now();
+  while (!idle) {
+    if (auto sig = wait_termination_signal(std::chrono::milliseconds{50}); sig != 0) {
+      if (stopping)
+        second_signal_exits(sig);
+      stopping = true;
+      log->info("received {}; waiting for blocking jobs (again to exit now)", signal_name(sig));
+    }
+    if (!announced && std::chrono::steady_clock::now() - since > std::chrono::seconds{2}) {
+      announced = true;
+      log->warn("waiting for blocking jobs to finish (Ctrl-C to exit without waiting)");
+    }
+  }
+  waiter.join();
+  impl::release_tls();
+  return stopped_by_signal ? 0 : *code;
 }
 
 size_t runtime::running() const {

@@ -105,22 +105,28 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
   if (e == nullptr)
     return;
   auto max = st.ctx->cfg.max_routes;
+  size_t refused = 0;
+  std::string first_refused;
   for (auto& r : routes) {
     if (!subscribe) {
       st.table.unsubscribe(*e, r);
       continue;
     }
     if (e->routes.size() >= max && e->routes.count(r) == 0) {
-      notice_request n;
-      n.severity = v1::Notice::WARNING;
-      n.code = std::string{codes::too_many_routes};
-      n.text = fmt::format("cannot subscribe to '{}': the limit is {} routes "
-                           "(limits.max-routes)",
-                           r, max);
-      self->send(e->handle, notice_atom::value, std::move(n));
+      if (refused++ == 0)
+        first_refused = r;
       continue;
     }
     st.table.subscribe(*e, r);
+  }
+  if (refused > 0) { // one Notice per Subscribe, however many routes it named
+    notice_request n;
+    n.severity = v1::Notice::WARNING;
+    n.code = std::string{codes::too_many_routes};
+    n.text = fmt::format("{} route(s) not subscribed, starting with '{}': the limit is {} "
+                         "routes (limits.max-routes)",
+                         refused, first_refused, max);
+    self->send(e->handle, notice_atom::value, std::move(n));
   }
 }
 
@@ -294,8 +300,8 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
       maybe_finish_drain(self);
     },
-    [self](barrier_atom) {
-      self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value);
+    [self](barrier_atom, uint64_t tag) {
+      self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);
     },
     [self](drained_atom, uint64_t sid) {
       self->state.drained.insert(sid);

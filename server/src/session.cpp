@@ -35,6 +35,8 @@ namespace codes = proto::codes;
 
 constexpr size_t small_read_chunk = 1024;
 constexpr size_t large_read_chunk = 64 * 1024;
+/// Largest frame accepted before Welcome (a Hello with many routes fits).
+constexpr uint32_t handshake_frame_limit = 64 * 1024;
 /// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
 constexpr auto retrigger_delay = std::chrono::milliseconds{2};
 
@@ -124,11 +126,22 @@ void write_bytes(session_ptr self, const char* data, size_t size) {
   self->flush(st.hdl);
 }
 
+/// Writes a frame that must go out (Welcome, the final Notice or Goodbye).
 void write_frame(session_ptr self, const v1::Frame& f) {
   auto& scratch = self->state.scratch;
   scratch.clear();
   proto::append_frame(f, scratch);
   write_bytes(self, scratch.data(), scratch.size());
+}
+
+bool output_full(session_ptr self);
+
+/// Writes a frame the server sends on its own (Notices about messages,
+/// heartbeats): like deliveries, it obeys the output high-water mark, so an
+/// agent that does not read cannot make the server queue them without bound.
+void write_optional_frame(session_ptr self, const v1::Frame& f) {
+  if (!output_full(self))
+    write_frame(self, f);
 }
 
 /// Hands the envelopes collected so far to the router.
@@ -151,15 +164,17 @@ void finish(session_ptr self) {
   self->quit();
 }
 
-/// Starts closing: writes `last` (a Notice or Goodbye) and, once it has left
-/// the socket, half-closes (FIN) and lingers until the peer closes too. The
-/// whole sequence is bounded by `grace`, after which the socket is shut.
 /// The final frame has left: send FIN and wait for the peer's EOF.
 void half_close(session_ptr self) {
   self->state.ph = phase::lingering;
   ::shutdown(socket_fd(self), SHUT_WR);
 }
 
+void write_drop_notice(session_ptr self);
+
+/// Starts closing: writes `last` (a Notice or Goodbye) and, once it has left
+/// the socket, half-closes (FIN) and lingers until the peer closes too. The
+/// whole sequence is bounded by `grace`, after which the socket is shut.
 void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseconds grace) {
   auto& st = self->state;
   if (st.ph >= phase::closing)
@@ -173,6 +188,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     self->trigger(st.hdl);
     self->delayed_send(self, retrigger_delay, retrigger_atom::value);
   }
+  write_drop_notice(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
   self->delayed_send(self, grace, abort_atom::value);
   if (st.caf_pending == 0)
@@ -230,6 +246,12 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   req.remote = st.remote;
   st.ph = phase::registering;
   self->send(st.router, register_atom::value, std::move(req));
+  // Read no further until the router answers: an agent that is not yet
+  // admitted cannot make the server buffer its input.
+  if (!st.halted) {
+    self->halt(st.hdl);
+    st.halted = true;
+  }
 }
 
 /// Queues one envelope for the router. `frame_body` is the sender's frame as
@@ -239,9 +261,9 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
   auto& st = self->state;
   auto& ctx = *st.ctx;
   if (auto r = check_addressing(view.recipient, view.route)) {
-    write_frame(self,
-                make_notice(v1::Notice::WARNING, r->code, r->text + "; the message was not relayed",
-                            view.client_seq, 0, view.request_id));
+    write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
+                                           r->text + "; the message was not relayed",
+                                           view.client_seq, 0, view.request_id));
     return;
   }
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
@@ -263,7 +285,7 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
   item.sent_ns = view.sent_ns;
   item.relayed_ns = now;
   if (ctx.trace) {
-    item.trace_id = view.trace_id;
+    item.trace_id = view.trace_id.substr(0, 32); // W3C ids are 16 bytes; never copy more
     if (auto cap = ctx.cfg.trace_payload_bytes; cap > 0) {
       item.payload_excerpt = view.payload.substr(0, cap);
       item.payload_truncated = view.payload.size() > cap;
@@ -275,9 +297,14 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
 
 /// Slow path: an envelope the fast scanner did not take (e.g. several
 /// envelope fields in one frame), already parsed into st.frame. Re-encode it
-/// canonically, then relay that like any other.
+/// canonically, then relay that like any other. Unknown fields travel on the
+/// fast path only.
 void relay_parsed_envelope(session_ptr self) {
   auto& st = self->state;
+  // Unknown fields may hold what the fast path refuses (groups, known fields
+  // with another wire type, which protobuf keeps as unknown): drop them, so
+  // the canonical encoding is plain known fields.
+  st.frame.DiscardUnknownFields(); // recursive
   st.reencoded.clear();
   proto::append_frame(st.frame, st.reencoded);
   std::string_view body{st.reencoded.data() + proto::header_size,
@@ -295,8 +322,8 @@ void on_subscription(session_ptr self, bool subscribe,
                      google::protobuf::RepeatedPtrField<std::string>* routes) {
   auto& st = self->state;
   if (auto r = check_routes(*routes)) {
-    write_frame(self, make_notice(v1::Notice::WARNING, r->code,
-                                  r->text + "; the subscription change was ignored"));
+    write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
+                                           r->text + "; the subscription change was ignored"));
     return;
   }
   // Keep the order of envelopes and subscription changes.
@@ -318,12 +345,10 @@ void on_established_frame(session_ptr self) {
     break;
   case v1::Frame::kHeartbeat:
     if (auto seq = f.heartbeat().seq(); seq != 0) {
-      v1::Frame reply;
-      reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
-      reply.mutable_heartbeat()->set_reply_to(seq);
-      // Answer after the envelopes read before it (keeps "ping" a barrier).
+      // A ping is a barrier: answer once the router has handled everything
+      // read before it (so Notices about those messages come first).
       dispatch_batch(self);
-      write_frame(self, reply);
+      self->send(st.router, barrier_atom::value, seq);
     }
     break;
   case v1::Frame::kSubscribe:
@@ -341,7 +366,7 @@ void on_established_frame(session_ptr self) {
     dispatch_batch(self);
     st.ph = phase::draining;
     st.leaving = true;
-    self->send(st.router, barrier_atom::value);
+    self->send(st.router, barrier_atom::value, uint64_t{0}); // 0: the Goodbye barrier
     break;
   case v1::Frame::kHello:
     fail(self, codes::duplicate_hello, "Hello was already received on this connection",
@@ -386,9 +411,10 @@ void process_input(session_ptr self) {
   }
   if (auto err = st.splitter.error(); err != proto::frame_error::none) {
     auto text = err == proto::frame_error::too_large
-                  ? fmt::format("frame length {} exceeds the limit of {} bytes "
-                                "(limits.max-frame-bytes)",
-                                st.splitter.bad_length(), st.splitter.max_frame_bytes())
+                  ? fmt::format("frame length {} exceeds the limit of {} bytes ({})",
+                                st.splitter.bad_length(), st.splitter.max_frame_bytes(),
+                                st.ph < phase::established ? "frames before Welcome are limited"
+                                                           : "limits.max-frame-bytes")
                   : std::string{"frame length 0 is not allowed"};
     fail(self, proto::to_code(err), std::move(text), &st.ctx->stats.protocol_errors);
   }
@@ -401,7 +427,7 @@ void check_input_window(session_ptr self) {
   auto& st = self->state;
   // Only the router backlog counts: a partial frame in the splitter is bounded
   // by limits.max-frame-bytes and must be completed to make progress.
-  if (!st.halted && st.in_flight > st.ctx->cfg.input_window) {
+  if (!st.halted && st.ph < phase::draining && st.in_flight > st.ctx->cfg.input_window) {
     self->halt(st.hdl);
     st.halted = true;
     bump(st.ctx->stats.input_pauses);
@@ -426,25 +452,53 @@ void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
 }
 
 /// Delivers pre-encoded frames, applying the slow consumer policy.
+/// Applies the slow consumer policy when more than flow.output-high-water is
+/// waiting for this agent: under `disconnect` the session ends with a
+/// slow_consumer Notice; under `drop` the caller discards what it wanted to
+/// write. Returns true in both cases.
+bool output_full(session_ptr self) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  if (st.caf_pending < ctx.cfg.output_high_water)
+    return false;
+  if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect && st.ph < phase::closing) {
+    bump(ctx.stats.slow_consumers);
+    ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}", who(self),
+                          st.caf_pending, ctx.cfg.output_high_water);
+    begin_close(self,
+                make_notice(v1::Notice::ERROR, codes::slow_consumer,
+                            fmt::format("your connection is not reading fast enough: "
+                                        "{} bytes are waiting (flow.output-high-water "
+                                        "is {}); closing",
+                                        st.caf_pending, format_size(ctx.cfg.output_high_water))),
+                ctx.cfg.drain_timeout);
+  }
+  return true;
+}
+
+/// After a drop episode, tells the agent what it missed.
+void write_drop_notice(session_ptr self) {
+  auto& st = self->state;
+  if (st.dropped == 0)
+    return;
+  st.ctx->log_session->warn("slow consumer caught up {} dropped={}", who(self), st.dropped);
+  write_frame(self,
+              make_notice(v1::Notice::WARNING, codes::messages_dropped,
+                          fmt::format("{} messages to you (ids {} to {}) were dropped because "
+                                      "your connection was not reading fast enough",
+                                      st.dropped, st.dropped_first, st.dropped_last)));
+  st.dropped = 0;
+}
+
+/// Delivers pre-encoded frames, applying the slow consumer policy.
 void deliver(session_ptr self, const delivery& d) {
   auto& st = self->state;
   if (st.ph != phase::established && st.ph != phase::draining)
     return;
   auto& ctx = *st.ctx;
-  if (st.caf_pending >= ctx.cfg.output_high_water) {
-    if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect) {
-      bump(ctx.stats.slow_consumers);
-      ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}",
-                            who(self), st.caf_pending, ctx.cfg.output_high_water);
-      begin_close(self,
-                  make_notice(v1::Notice::ERROR, codes::slow_consumer,
-                              fmt::format("your connection is not reading fast enough: "
-                                          "{} bytes are waiting (flow.output-high-water "
-                                          "is {}); closing",
-                                          st.caf_pending, format_size(ctx.cfg.output_high_water))),
-                  ctx.cfg.drain_timeout);
-      return;
-    }
+  if (output_full(self)) {
+    if (st.ph >= phase::closing)
+      return; // disconnected as a slow consumer
     if (st.dropped == 0)
       st.dropped_first = d.first_id;
     st.dropped += d.count;
@@ -463,15 +517,7 @@ void deliver(session_ptr self, const delivery& d) {
     }
     return;
   }
-  if (st.dropped > 0) {
-    ctx.log_session->warn("slow consumer caught up {} dropped={}", who(self), st.dropped);
-    write_frame(self,
-                make_notice(v1::Notice::WARNING, codes::messages_dropped,
-                            fmt::format("{} messages to you (ids {} to {}) were dropped because "
-                                        "your connection was not reading fast enough",
-                                        st.dropped, st.dropped_first, st.dropped_last)));
-    st.dropped = 0;
-  }
+  write_drop_notice(self);
   write_bytes(self, d.frames.data(), d.frames.size());
 }
 
@@ -488,7 +534,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.router = std::move(router);
   st.id = session_id;
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
-  st.splitter = proto::frame_splitter{ctx->cfg.max_frame_bytes};
+  // Until Welcome only a Hello is expected: a small frame limit keeps what an
+  // unauthenticated peer can make us buffer small.
+  st.splitter = proto::frame_splitter{std::min(ctx->cfg.max_frame_bytes, handshake_frame_limit)};
   st.last_rx = steady::now();
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
@@ -534,7 +582,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         if (st.ph == phase::established)
           dispatch_batch(self);
       }
-      self->quit();
+      // The peer may have only half-closed: shut our side too, or CAF keeps
+      // the socket (and any unsent output) after this actor is gone.
+      finish(self);
     },
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
@@ -555,9 +605,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       self->delayed_send(self, cfg.heartbeat_interval, heartbeat_atom::value);
       if (cfg.idle_timeout.count() > 0)
         schedule_idle_check(self, cfg.idle_timeout);
-      // Frames that arrived right behind the Hello.
+      // Admitted: full frame limit, frames that arrived behind the Hello,
+      // then read on.
+      st.splitter.set_max_frame_bytes(st.ctx->cfg.max_frame_bytes);
       process_input(self);
       dispatch_batch(self);
+      resume_input(self);
     },
     [self](refuse_atom, const notice_request& n) { fail(self, n.code, n.text); },
     [self](credit_atom, uint64_t bytes) {
@@ -570,17 +623,27 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         self->trigger(self->state.hdl);
     },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
-    [self](barrier_atom) {
+    [self](barrier_atom, uint64_t seq) {
       auto& st = self->state;
-      if (st.leaving && st.ph == phase::draining)
-        begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
-                    st.ctx->cfg.drain_timeout);
+      if (seq == 0) { // the agent's Goodbye
+        if (st.leaving && st.ph == phase::draining)
+          begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
+                      st.ctx->cfg.drain_timeout);
+        return;
+      }
+      if (st.ph != phase::established && st.ph != phase::draining)
+        return;
+      v1::Frame reply;
+      reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+      reply.mutable_heartbeat()->set_reply_to(seq);
+      write_optional_frame(self, reply);
     },
     [self](notice_atom, const notice_request& n) {
       auto& st = self->state;
       if (st.ph == phase::established || st.ph == phase::draining)
-        write_frame(self, make_notice(static_cast<v1::Notice::Severity>(n.severity), n.code, n.text,
-                                      n.client_seq, n.message_id, n.request_id));
+        write_optional_frame(self,
+                             make_notice(static_cast<v1::Notice::Severity>(n.severity), n.code,
+                                         n.text, n.client_seq, n.message_id, n.request_id));
     },
     [self](heartbeat_atom) {
       auto& st = self->state;
@@ -589,7 +652,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       v1::Frame f;
       f.mutable_heartbeat()->set_unix_nanos(unix_nanos());
       f.mutable_heartbeat()->set_seq(++st.heartbeat_seq);
-      write_frame(self, f);
+      write_optional_frame(self, f);
       self->delayed_send(self, st.ctx->cfg.heartbeat_interval, heartbeat_atom::value);
     },
     [self](idle_check_atom) {
@@ -627,6 +690,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       auto& st = self->state;
       if (st.ph >= phase::closing)
         return;
+      if (st.ph == phase::draining) {
+        // Already drained, or saying Goodbye (its barrier closes it, after
+        // any Notices the router still has for it): just report.
+        self->send(st.router, drained_atom::value, st.id);
+        return;
+      }
       if (st.ph != phase::established) {
         begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
                     st.ctx->cfg.drain_timeout);

@@ -156,14 +156,17 @@ trace_writer::~trace_writer() {
 }
 
 void trace_writer::push(trace_event&& ev) {
+  auto bytes = sizeof(trace_event) + ev.sender.size() + ev.recipient.size() + ev.route.size()
+               + ev.recipients.size() + ev.trace_id.size() + ev.payload.size() + ev.reason.size();
   bool wake = false;
   {
     std::lock_guard guard{mtx_};
-    if (queue_.size() >= opts_.queue || stopping_) {
+    if (queue_.size() >= opts_.queue || queued_bytes_ + bytes > opts_.queue_bytes || stopping_) {
       dropped_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
     queue_.push_back(std::move(ev));
+    queued_bytes_ += bytes;
     wake = queue_.size() == bulk_size;
   }
   // The writer wakes at least every 25 ms on its own; notify only for bulk,
@@ -194,6 +197,7 @@ void trace_writer::run() {
       cv_.wait_for(guard, std::chrono::milliseconds{25},
                    [this] { return stopping_ || queue_.size() >= bulk_size; });
       batch.swap(queue_);
+      queued_bytes_ = 0;
       last = stopping_;
     }
     for (auto& ev : batch) {

@@ -63,6 +63,8 @@ public:
     uint64_t max_file_bytes = 64ull << 20;
     uint32_t max_files = 5;
     uint32_t queue = 65536;
+    /// Also bounds the queue by the bytes its records hold.
+    uint64_t queue_bytes = 64ull << 20;
   };
 
   /// Opens the destination and starts the writer thread; null + `err` on
@@ -97,6 +99,7 @@ private:
   std::mutex mtx_;
   std::condition_variable cv_;
   std::vector<trace_event> queue_;
+  uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_{0};

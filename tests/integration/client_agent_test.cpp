@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "convoke/client/blocking_client.hpp"
+#include "convoke/client/caf_interop.hpp"
 #include "raw_client.hpp"
 #include "test_agent.hpp"
 #include "test_server.hpp"
@@ -428,4 +429,107 @@ TEST(BlockingClient, RefusalAndUnreachableServerAreReported) {
   blocking_client nowhere{local_options(1), "x"};
   EXPECT_EQ(nowhere.connect(&why), errc::not_connected);
   EXPECT_NE(why.find("127.0.0.1:1"), std::string::npos) << why;
+}
+
+TEST(ClientAgent, PendingRequestsFailWithStoppedBeforeTeardown) {
+  test_server srv;
+  event_log log;
+  lambda_agent silent{"silent"};
+  lambda_agent a{"asker", &log};
+  a.on_connected = [&](const session_info&) {
+    a.after(50ms, [&] {
+      a.request(
+        "silent", "anyone?", 10s, [&](const message&) { log.add("unexpected reply"); },
+        [&](const request_error& e) {
+          log.add("request:" + to_string(static_cast<errc>(e.code.value())));
+        });
+      a.after(50ms, [&] { a.stop(); });
+    });
+  };
+  a.on_teardown = [&] {
+    // A request from teardown fails at once instead of dangling.
+    a.request("silent", "late", 1s, {}, [&](const request_error& e) {
+      log.add("late:" + to_string(static_cast<errc>(e.code.value())));
+    });
+  };
+  runtime rt;
+  rt.start(silent, local_options(srv.port()));
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("teardown"));
+  rt.stop_all();
+  rt.wait();
+  auto ev = log.snapshot();
+  EXPECT_LT(index_of(ev, "request:stopped"), index_of(ev, "teardown"))
+    << testing::PrintToString(ev);
+  EXPECT_TRUE(contains(ev, "late:stopped"));
+}
+
+TEST(ClientAgent, AbnormalActorDeathStillRunsTeardownAndFails) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"fragile", &log};
+  using boom_atom = caf::atom_constant<caf::atom("boom")>;
+  a.on_connected = [&](const session_info&) {
+    // A handler installed through the CAF interop that throws kills the
+    // actor (CAF's rule); teardown must still run and the run must fail.
+    interop::become(
+      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
+    auto self = interop::self(a);
+    self->send(self, boom_atom::value);
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 1);
+  EXPECT_EQ(log.count("teardown"), 1u) << testing::PrintToString(log.snapshot());
+}
+
+TEST(ClientAgent, LinkedChildEndingNormallyDoesNotStopTheAgent) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"parent", &log};
+  a.on_connected = [&](const session_info&) {
+    auto self = interop::self(a);
+    self->spawn<caf::linked>([](caf::event_based_actor* child) { child->quit(); });
+    a.after(200ms, [&] {
+      log.add("still running");
+      a.stop();
+    });
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 0);
+  EXPECT_TRUE(contains(log.snapshot(), "still running"));
+}
+
+TEST(ClientAgent, RouteHandlersCanBeRegisteredBeforeStart) {
+  test_server srv;
+  event_log log;
+  lambda_agent sub{"early"};
+  sub.on_route("alerts", [&](const message& m) { log.add("alert:" + m.payload); });
+  lambda_agent ready{"ready", &log};
+  runtime rt;
+  rt.start(sub, local_options(srv.port()));
+  rt.start(ready, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("connect"));
+  std::this_thread::sleep_for(100ms);
+  raw_client pub{srv.port()};
+  ASSERT_TRUE(pub.hello("pub").has_welcome());
+  pub.send_envelope("", "fire", "alerts");
+  EXPECT_TRUE(log.wait_for("alert:fire"));
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(BlockingClient, ConnectCanBeRetriedAfterARefusal) {
+  test_server srv;
+  auto holder = std::make_unique<raw_client>(srv.port());
+  ASSERT_TRUE(holder->hello("script").has_welcome());
+  blocking_client c{local_options(srv.port()), "script"};
+  std::string why;
+  EXPECT_EQ(c.connect(&why), errc::refused);
+  holder.reset(); // the name becomes free
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(c.connect(&why)) << why;
+  EXPECT_TRUE(c.connected());
+  EXPECT_EQ(c.session().agent_name, "script");
 }

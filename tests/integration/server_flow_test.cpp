@@ -132,3 +132,32 @@ TEST(ServerFlow, DropPolicySkipsASlowConsumerAndTellsItHowManyItMissed) {
   EXPECT_EQ(e->payload(), "after");
   EXPECT_EQ(srv.stats().slow_consumers, 0u);
 }
+
+TEST(ServerFlow, ServerGeneratedNoticesObeyTheHighWaterMark) {
+  // An agent that never reads and sends a flood of messages to nobody: the
+  // Notices the server owes it must not pile up without bound.
+  test_server srv{[](auto& cfg) {
+    cfg.max_frame_bytes = 16 * 1024;
+    cfg.output_high_water = 64 * 1024;
+    cfg.drain_timeout = 300ms;
+  }};
+  raw_client flooder{srv.port()};
+  ASSERT_TRUE(flooder.hello("flooder").has_welcome());
+  std::string burst;
+  for (int i = 0; i < 2000; ++i) {
+    v1::Frame f;
+    f.mutable_envelope()->set_recipient("nobody");
+    proto::append_frame(f, burst);
+  }
+  for (int round = 0; round < 100 && srv.stats().slow_consumers == 0; ++round)
+    if (!flooder.send_bytes(burst))
+      break; // disconnected
+  // Kernel buffers took the flood; still without reading, give the server
+  // time to work through it.
+  for (int i = 0; i < 200 && srv.stats().slow_consumers == 0; ++i)
+    std::this_thread::sleep_for(50ms);
+  auto st = srv.stats();
+  EXPECT_EQ(st.slow_consumers, 1u)
+    << "messages_in=" << st.messages_in << " undeliverable=" << st.undeliverable;
+  EXPECT_TRUE(flooder.wait_closed(5s));
+}

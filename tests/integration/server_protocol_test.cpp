@@ -203,3 +203,22 @@ TEST(ServerProtocol, PeerVanishingMidFrameDoesNotDisturbOthers) {
   } // closed mid-frame
   expect_bystanders_fine(alice, bob, "unaffected");
 }
+
+TEST(ServerProtocol, FramesBeforeWelcomeAreLimited) {
+  test_server srv; // max-frame-bytes 1 MiB, but not before Welcome
+  raw_client c{srv.port()};
+  ASSERT_TRUE(c.send_bytes(header(100'000) + std::string(1000, 'x')));
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(c.wait_closed(3s, &frames));
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().notice().code(), "frame_too_large");
+  EXPECT_NE(frames.back().notice().text().find("before Welcome"), std::string::npos)
+    << frames.back().notice().text();
+  // After Welcome the configured limit applies.
+  auto ok = join(srv.port(), "big-sender");
+  auto rx = join(srv.port(), "bob");
+  ASSERT_TRUE(ok.send_envelope("bob", std::string(200'000, 'b')));
+  auto e = rx.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload().size(), 200'000u);
+}

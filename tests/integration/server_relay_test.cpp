@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+
 #include <thread>
 
 #include "raw_client.hpp"
@@ -416,4 +418,68 @@ TEST(ServerRelay, UnusualButValidEnvelopeFramesTakeTheFullParser) {
   EXPECT_EQ(e->payload(), "merged");
   EXPECT_EQ(e->recipient(), "bob");
   EXPECT_EQ(e->sender(), "alice");
+}
+
+TEST(ServerRelay, KnownFieldWithAnotherWireTypeIsRelayedNotRefused) {
+  // Protobuf keeps a known field with the wrong wire type as an unknown
+  // field; the fast path declines it; the slow path must still relay.
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  auto b = join(srv.port(), "bob");
+  v1::Frame f;
+  f.mutable_envelope()->set_recipient("bob");
+  f.mutable_envelope()->set_payload("odd");
+  auto env = f.envelope().SerializeAsString() + std::string("\x58\x05", 2); // field 11 ok
+  env += std::string("\x2d\x01\x02\x03\x04", 5); // field 5 (payload) as fixed32: kept unknown
+  std::string body = "\x1a" + std::string(1, static_cast<char>(env.size())) + env;
+  std::string framed(4, '\0');
+  proto::write_header(framed.data(), static_cast<uint32_t>(body.size()));
+  ASSERT_TRUE(a.send_bytes(framed + body));
+  auto e = b.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "odd");
+  EXPECT_TRUE(a.ping()); // alice was not disconnected
+}
+
+TEST(ServerRelay, PingIsABarrierForNotices) {
+  test_server srv;
+  auto a = join(srv.port(), "alice");
+  v1::Frame env;
+  env.mutable_envelope()->set_recipient("nobody");
+  v1::Frame ping;
+  ping.mutable_heartbeat()->set_seq(77);
+  ASSERT_TRUE(a.send_bytes(proto::encode_frame(env) + proto::encode_frame(ping)));
+  auto first = a.read();
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->has_notice()) << first->ShortDebugString();
+  auto second = a.read();
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->heartbeat().reply_to(), 77u) << second->ShortDebugString();
+}
+
+TEST(ServerRelay, OneNoticeForATooLargeSubscription) {
+  test_server srv{[](auto& cfg) { cfg.max_routes = 2; }};
+  auto a = join(srv.port(), "alice");
+  v1::Frame s;
+  for (int i = 0; i < 1000; ++i)
+    s.mutable_subscribe()->add_routes("r" + std::to_string(i));
+  ASSERT_TRUE(a.send(s));
+  ASSERT_TRUE(a.ping());
+  auto n = a.read_kind(v1::Frame::kNotice, 300ms);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->notice().code(), "too_many_routes");
+  EXPECT_NE(n->notice().text().find("998 route(s)"), std::string::npos) << n->notice().text();
+  EXPECT_FALSE(a.read_kind(v1::Frame::kNotice, 200ms).has_value()) << "only one Notice";
+}
+
+TEST(ServerRelay, PeerHalfCloseEndsTheSessionAndFreesTheSocket) {
+  test_server srv;
+  raw_client a{srv.port()};
+  ASSERT_TRUE(a.hello("half").has_welcome());
+  EXPECT_EQ(srv.stats().connections_open, 1u);
+  ::shutdown(a.fd(), SHUT_WR);
+  for (int i = 0; i < 100 && srv.stats().connections_open > 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(srv.stats().connections_open, 0u);
+  EXPECT_TRUE(a.wait_closed(2s)) << "the server closed its side too";
 }

@@ -138,3 +138,25 @@ TEST(EnvelopeScan, UnknownFieldsTravelUnchanged) {
   std::string_view relayed{out.data() + 4, out.size() - 4};
   EXPECT_NE(relayed.find(std::string("\x98\x06\x07", 3)), std::string_view::npos);
 }
+
+TEST(EnvelopeScan, VarintLimitsMatchProtobuf) {
+  // A 6-byte tag or length is rejected by protobuf 3.21; so must the scanner.
+  envelope_view v;
+  v1::Frame parsed;
+  // Envelope with an unknown varint field whose tag takes 6 bytes.
+  std::string inner = std::string("\xfa\x80\x80\x80\x80\x00\x00", 7);
+  std::string raw = "\x1a" + std::string(1, static_cast<char>(inner.size())) + inner;
+  EXPECT_FALSE(parsed.ParseFromString(raw));
+  EXPECT_FALSE(scan_envelope_frame(raw, v));
+  // A payload whose length takes 6 bytes.
+  inner = std::string("\x2a\x81\x80\x80\x80\x80\x00x", 8);
+  raw = "\x1a" + std::string(1, static_cast<char>(inner.size())) + inner;
+  EXPECT_FALSE(parsed.ParseFromString(raw));
+  EXPECT_FALSE(scan_envelope_frame(raw, v));
+  // A 5-byte (non-minimal) length is accepted by both.
+  inner = std::string("\x2a\x81\x80\x80\x80\x00x", 7);
+  raw = "\x1a" + std::string(1, static_cast<char>(inner.size())) + inner;
+  EXPECT_TRUE(parsed.ParseFromString(raw));
+  EXPECT_TRUE(scan_envelope_frame(raw, v));
+  EXPECT_EQ(v.payload, "x");
+}

@@ -130,7 +130,8 @@ public:
                           const send_options& opts = {});
 
   /// Sends a request and calls exactly one of `on_reply` (with the reply) or
-  /// `on_error` (timeout, unknown recipient, connection lost, ...).
+  /// `on_error` (timeout, unknown recipient, connection lost, agent stopping,
+  /// ...), unless the request is cancelled with `cancel(id)`.
   task_id request(std::string_view recipient, std::string_view payload, duration timeout,
                   reply_handler on_reply, error_handler on_error, const send_options& opts = {});
 
@@ -146,7 +147,7 @@ public:
   void unsubscribe(const std::string& route);
 
   /// Subscribes to `route` and routes its messages to `handler` instead of
-  /// `on_message`.
+  /// `on_message`. May be called before the agent starts.
   void on_route(const std::string& route, message_handler handler);
 
   // -- tasks ------------------------------------------------------------------
@@ -172,8 +173,10 @@ public:
 
   // -- control ----------------------------------------------------------------
 
-  /// Stops the agent: teardown(), Goodbye, disconnect. `run_client` then
-  /// returns `exit_code`.
+  /// Stops the agent: pending requests fail with `errc::stopped`, then
+  /// teardown(), Goodbye, disconnect. `run_client` then returns `exit_code`.
+  /// Call it on the agent (from hooks or handlers); from other threads use
+  /// `post()` or `runtime::stop_all()`.
   void stop(int exit_code = 0);
 
   /// Runs `fn` on this agent. The only member that may be called from any
@@ -209,6 +212,7 @@ private:
 
   std::string requested_name_;
   std::vector<std::string> initial_routes_;
+  std::vector<std::pair<std::string, message_handler>> initial_handlers_;
   session_info session_;
   agent_stats stats_;
   detail::agent_core* core_ = nullptr;

@@ -102,6 +102,11 @@ public:
     return max_frame_bytes_;
   }
 
+  /// Changes the limit for frames not yet returned.
+  void set_max_frame_bytes(uint32_t n) noexcept {
+    max_frame_bytes_ = n;
+  }
+
 private:
   uint32_t max_frame_bytes_;
   std::vector<char> buf_;

@@ -58,6 +58,21 @@ inline bool get_varint(const char*& p, const char* end, uint64_t& v) noexcept {
   return false;
 }
 
+/// Reads a varint of at most 5 bytes (tags and lengths, as protobuf's own
+/// parser limits them) whose value fits `max`.
+inline bool get_varint32(const char*& p, const char* end, uint64_t& v, uint64_t max) noexcept {
+  v = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (p == end)
+      return false;
+    auto b = static_cast<uint8_t>(*p++);
+    v |= uint64_t{b & 0x7Fu} << (7 * i);
+    if (b < 0x80)
+      return v <= max;
+  }
+  return false;
+}
+
 /// One field as read by `next_field`.
 struct field {
   uint32_t number = 0;
@@ -67,10 +82,12 @@ struct field {
 };
 
 /// Reads the next field at `p` (advancing it). False on malformed input, on
-/// field number 0, and on group wire types (unused by Convoke).
+/// field number 0, on group wire types (unused by Convoke), and on tags or
+/// lengths longer than protobuf's parser accepts (5 bytes; lengths up to
+/// INT32_MAX), so nothing passes here that a receiver would reject.
 inline bool next_field(const char*& p, const char* end, field& f) noexcept {
   uint64_t key = 0;
-  if (!get_varint(p, end, key) || key > UINT32_MAX)
+  if (!get_varint32(p, end, key, UINT32_MAX))
     return false;
   f.number = static_cast<uint32_t>(key >> 3);
   f.type = static_cast<uint32_t>(key & 7);
@@ -86,7 +103,7 @@ inline bool next_field(const char*& p, const char* end, field& f) noexcept {
     return true;
   case length_type: {
     uint64_t len = 0;
-    if (!get_varint(p, end, len) || static_cast<uint64_t>(end - p) < len)
+    if (!get_varint32(p, end, len, INT32_MAX) || static_cast<uint64_t>(end - p) < len)
       return false;
     f.bytes = std::string_view{p, static_cast<size_t>(len)};
     p += len;
