@@ -58,7 +58,8 @@ for s in $SCENARIOS; do
     for q in p50_us p99_us p999_us; do
       row "latency 10k/s N=10, $q" "$q" lower latency -n 10 --rate 10000 --seconds "$SECS"
     done
-    row "latency 10k/s N=10, lost (must be 0)" lost lower latency -n 10 --rate 10000 --seconds "$SECS" ;;
+    row "latency 10k/s N=10, lost (must be 0)" lost lower latency -n 10 --rate 10000 --seconds "$SECS"
+    row "latency 10k/s N=10, reordered (must be 0)" reordered lower latency -n 10 --rate 10000 --seconds "$SECS" ;;
   direct)
     row "direct 10 pairs, messages/s" messages_per_s higher direct --pairs 10 --seconds "$SECS" ;;
   connections)
