@@ -527,18 +527,40 @@ void print(const options& o, const std::string& line, const std::string& json) {
 
 // -- scenarios --------------------------------------------------------------------
 
-void run_fanout(const options& o) {
-  auto srv = server_for(o);
-  std::vector<std::unique_ptr<connection>> subs;
-  for (int i = 0; i < o.subscribers; ++i)
-    subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
+publisher make_publisher(const options& o, const server_handle& srv, const std::string& name,
+                         uint32_t index, std::string target, bool direct) {
+  publisher p;
+  p.protocol = o.proto;
+  p.index = index;
+  p.conn = join(srv, o.proto, name, {});
+  p.target = std::move(target);
+  p.direct = direct;
+  p.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+  return p;
+}
+
+/// The fanout/latency set-up: a server, `o.subscribers` subscribers to
+/// "bench" (a broadcast for Convoke, a subject for NATS), one publisher.
+struct fanout_rig {
+  std::unique_ptr<server_handle> srv;
   publisher pub;
-  pub.protocol = o.proto;
-  pub.conn = join(*srv, o.proto, "pub", {});
-  pub.target = "bench";
-  pub.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
-  receiver rx{o.proto, std::move(subs), 1, false};
-  std::this_thread::sleep_for(200ms);
+  std::unique_ptr<receiver> rx;
+
+  fanout_rig(const options& o, bool measure_latency) : srv(server_for(o)) {
+    std::vector<std::unique_ptr<connection>> subs;
+    for (int i = 0; i < o.subscribers; ++i)
+      subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
+    pub = make_publisher(o, *srv, "pub", 0, "bench", false);
+    rx = std::make_unique<receiver>(o.proto, std::move(subs), 1, measure_latency);
+    std::this_thread::sleep_for(200ms); // let every subscription settle
+  }
+};
+
+void run_fanout(const options& o) {
+  fanout_rig rig{o, /*measure_latency=*/false};
+  auto& srv = rig.srv;
+  auto& pub = rig.pub;
+  auto& rx = *rig.rx;
   auto cpu0 = srv->cpu_seconds();
   auto self0 = self_cpu_seconds();
   auto t0 = mono_ns();
@@ -584,17 +606,10 @@ void run_fanout(const options& o) {
 }
 
 void run_latency(const options& o) {
-  auto srv = server_for(o);
-  std::vector<std::unique_ptr<connection>> subs;
-  for (int i = 0; i < o.subscribers; ++i)
-    subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
-  publisher pub;
-  pub.protocol = o.proto;
-  pub.conn = join(*srv, o.proto, "pub", {});
-  pub.target = "bench";
-  pub.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
-  receiver rx{o.proto, std::move(subs), 1, true};
-  std::this_thread::sleep_for(200ms);
+  fanout_rig rig{o, /*measure_latency=*/true};
+  auto& srv = rig.srv;
+  auto& pub = rig.pub;
+  auto& rx = *rig.rx;
   auto cpu0 = srv->cpu_seconds();
   auto t0 = mono_ns();
   auto total = static_cast<uint64_t>(o.rate * o.seconds);
@@ -650,13 +665,10 @@ void run_direct(const options& o) {
   for (int i = 0; i < o.pairs; ++i) {
     auto subject = "d." + std::to_string(i);
     rx_conns.push_back(join(*srv, o.proto, "rx-" + std::to_string(i), subject));
-    auto& p = pubs[static_cast<size_t>(i)];
-    p.protocol = o.proto;
-    p.index = static_cast<uint32_t>(i);
-    p.conn = join(*srv, o.proto, "tx-" + std::to_string(i), {});
-    p.direct = true;
-    p.target = o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject;
-    p.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+    pubs[static_cast<size_t>(i)] =
+      make_publisher(o, *srv, "tx-" + std::to_string(i), static_cast<uint32_t>(i),
+                     o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject,
+                     true);
   }
   receiver rx{o.proto, std::move(rx_conns), static_cast<size_t>(o.pairs), false};
   std::this_thread::sleep_for(200ms);

@@ -410,9 +410,7 @@ TEST(ServerRelay, UnusualButValidEnvelopeFramesTakeTheFullParser) {
   v1::Frame part2;
   part2.mutable_envelope()->set_payload("merged");
   auto body = part1.SerializeAsString() + part2.SerializeAsString();
-  std::string framed(4, '\0');
-  proto::write_header(framed.data(), static_cast<uint32_t>(body.size()));
-  ASSERT_TRUE(a.send_bytes(framed + body));
+  ASSERT_TRUE(a.send_body(body));
   auto e = b.read_envelope();
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->payload(), "merged");
@@ -432,9 +430,7 @@ TEST(ServerRelay, KnownFieldWithAnotherWireTypeIsRelayedNotRefused) {
   auto env = f.envelope().SerializeAsString() + std::string("\x58\x05", 2); // field 11 ok
   env += std::string("\x2d\x01\x02\x03\x04", 5); // field 5 (payload) as fixed32: kept unknown
   std::string body = "\x1a" + std::string(1, static_cast<char>(env.size())) + env;
-  std::string framed(4, '\0');
-  proto::write_header(framed.data(), static_cast<uint32_t>(body.size()));
-  ASSERT_TRUE(a.send_bytes(framed + body));
+  ASSERT_TRUE(a.send_body(body));
   auto e = b.read_envelope();
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->payload(), "odd");

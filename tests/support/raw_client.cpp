@@ -46,6 +46,13 @@ bool raw_client::send_bytes(std::string_view bytes) {
   return net::write_all(fd_, bytes.data(), bytes.size());
 }
 
+bool raw_client::send_body(std::string_view body) {
+  std::string framed(proto::header_size, '\0');
+  proto::write_header(framed.data(), static_cast<uint32_t>(body.size()));
+  framed.append(body);
+  return send_bytes(framed);
+}
+
 bool raw_client::send(const v1::Frame& frame) {
   return send_bytes(proto::encode_frame(frame));
 }

@@ -31,6 +31,8 @@ public:
 
   bool send_bytes(std::string_view bytes);
   bool send(const v1::Frame& frame);
+  /// Sends `body` (raw frame bytes, possibly hand-made) with a length prefix.
+  bool send_body(std::string_view body);
 
   /// Sends Hello and returns the server's answer (Welcome, or Notice).
   v1::Frame hello(const std::string& name, std::vector<std::string> routes = {},
