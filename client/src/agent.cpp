@@ -260,7 +260,7 @@ std::error_code agent_core::send_envelope(std::string_view recipient, std::strin
     return err;
   if (out_pending->load() > opts.max_pending_bytes)
     return errc::send_buffer_full;
-  write(make_envelope(recipient, route, payload, so, next_seq++, request_id, in_reply_to, rng));
+  write(make_envelope(recipient, route, payload, so, next_seq++, request_id, in_reply_to));
   ++stats_of(*user).sent;
   return {};
 }
@@ -356,6 +356,16 @@ void agent_core::handle_envelope(v1::Envelope& e) {
   auto m = to_message(e);
   if (m.in_reply_to != 0) {
     if (auto i = requests.find(m.in_reply_to); i != requests.end()) {
+      if (m.sender != i->second.recipient) {
+        // Request ids are unguessable, but a peer may still learn one (e.g.
+        // from the recipient): only the recipient answers a request.
+        ++stats_of(*user).forged_replies;
+        log->warn("reply from an agent the request was not sent to ignored agent={} from={} "
+                  "expected={}",
+                  logfmt_value(user->name()), logfmt_value(m.sender),
+                  logfmt_value(i->second.recipient));
+        return;
+      }
       auto req = std::move(i->second);
       requests.erase(i);
       guarded("reply handler", [&] { req.on_reply(m); });
@@ -646,11 +656,16 @@ task_id agent::request(std::string_view recipient, std::string_view payload, dur
   if (recipient.empty())
     return fail_now(errc::invalid_argument, "a request needs a recipient");
   auto& c = *core_;
-  auto id = c.next_id++;
+  // The request id is unguessable (CSPRNG), so that no other agent can answer
+  // in the recipient's place; replies must also come from the recipient.
+  task_id id = 0;
+  do
+    id = crypto::random_nonzero_u64();
+  while (c.requests.count(id) > 0 || c.tasks.count(id) > 0 || c.jobs.count(id) > 0);
   if (auto err = c.send_envelope(recipient, {}, payload, opts, id, 0))
     return fail_now(static_cast<errc>(err.value()), err.message());
-  c.requests.emplace(id,
-                     detail::agent_core::pending_request{std::move(on_reply), std::move(on_error)});
+  c.requests.emplace(id, detail::agent_core::pending_request{
+                           std::string{recipient}, std::move(on_reply), std::move(on_error)});
   c.self->delayed_send(c.self, timeout, detail::request_timeout_atom::value, id,
                        static_cast<int64_t>(timeout.count()));
   return id;

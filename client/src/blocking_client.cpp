@@ -34,8 +34,6 @@ struct blocking_client::impl {
   bool closed_by_server = false;
   uint64_t gen = 0; // per connection; messages of older ones are ignored
   uint64_t next_seq = 1;
-  uint64_t next_request = 1;
-  std::mt19937_64 rng{std::random_device{}()};
 
   void write(const v1::Frame& f) {
     std::vector<char> buf;
@@ -97,7 +95,7 @@ struct blocking_client::impl {
       return err;
     if (out_pending->load() > opts.max_pending_bytes)
       return errc::send_buffer_full;
-    write(detail::make_envelope(recipient, route, payload, so, next_seq++, request_id, 0, rng));
+    write(detail::make_envelope(recipient, route, payload, so, next_seq++, request_id, 0));
     return {};
   }
 };
@@ -193,14 +191,17 @@ std::optional<message> blocking_client::request(std::string_view recipient,
     *err = request_error{};
   if (recipient.empty())
     return fail(errc::invalid_argument, "a request needs a recipient");
-  auto id = d.next_request++;
+  // Unguessable, so that no other agent can answer in the recipient's place;
+  // the reply must also come from the recipient.
+  auto id = crypto::random_nonzero_u64();
   if (auto ec = d.send(recipient, {}, payload, opts, id))
     return fail(static_cast<errc>(ec.value()), ec.message());
   auto deadline = clock::now() + timeout;
   std::deque<v1::Frame> others; // kept for receive()
   std::optional<message> result;
   while (auto f = d.next_frame(deadline)) {
-    if (f->has_envelope() && f->envelope().in_reply_to() == id) {
+    if (f->has_envelope() && f->envelope().in_reply_to() == id
+        && f->envelope().sender() == recipient) {
       result = detail::to_message(*f->mutable_envelope());
       break;
     }

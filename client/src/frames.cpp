@@ -1,6 +1,7 @@
 #include "frames.hpp"
 
 #include "convoke/client/error.hpp"
+#include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
@@ -44,7 +45,7 @@ std::error_code check_addressing(std::string_view recipient, std::string_view ro
 
 v1::Frame make_envelope(std::string_view recipient, std::string_view route,
                         std::string_view payload, const send_options& so, uint64_t client_seq,
-                        uint64_t request_id, uint64_t in_reply_to, std::mt19937_64& rng) {
+                        uint64_t request_id, uint64_t in_reply_to) {
   v1::Frame f;
   auto e = f.mutable_envelope();
   e->set_recipient(std::string{recipient});
@@ -55,8 +56,8 @@ v1::Frame make_envelope(std::string_view recipient, std::string_view route,
     (*e->mutable_headers())[k] = v;
   auto trace = so.trace_id.empty() ? std::string{} : hex_to_bytes(so.trace_id);
   if (trace.size() != 16) {
-    uint64_t parts[2] = {rng(), rng()};
-    trace.assign(reinterpret_cast<const char*>(parts), sizeof(parts));
+    trace.resize(16);
+    crypto::random_bytes(trace.data(), trace.size());
   }
   e->set_trace_id(std::move(trace));
   e->set_sent_unix_nanos(unix_nanos());

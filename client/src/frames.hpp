@@ -26,10 +26,11 @@ inline constexpr uint32_t max_inbound_frame = (64u << 20) + 64 * 1024;
 std::error_code check_addressing(std::string_view recipient, std::string_view route);
 
 /// Builds an outgoing Envelope frame. The trace id comes from `so.trace_id`
-/// (32 hex characters) or is new and random.
+/// (32 hex characters) or is new, from the CSPRNG (trace ids are visible to
+/// receivers, so they must not reveal a generator's state).
 v1::Frame make_envelope(std::string_view recipient, std::string_view route,
                         std::string_view payload, const send_options& so, uint64_t client_seq,
-                        uint64_t request_id, uint64_t in_reply_to, std::mt19937_64& rng);
+                        uint64_t request_id, uint64_t in_reply_to);
 
 /// Builds a Hello frame.
 v1::Frame make_hello(const std::string& name, const client_options& opts,

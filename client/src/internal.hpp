@@ -22,6 +22,7 @@
 
 #include "convoke/client/agent.hpp"
 #include "convoke/client/error.hpp"
+#include "convoke/common/secure_random.hpp"
 #include "convoke/proto/codec.hpp"
 #include "frames.hpp"
 
@@ -88,6 +89,8 @@ struct agent_core {
   };
 
   struct pending_request {
+    /// Only a reply from this agent answers the request.
+    std::string recipient;
     agent::reply_handler on_reply;
     agent::error_handler on_error;
   };
@@ -118,10 +121,11 @@ struct agent_core {
   std::unordered_map<std::string, agent::message_handler> route_handlers;
   std::unordered_map<task_id, task> tasks;
   std::unordered_map<task_id, job> jobs;
+  /// Keyed by the request id on the wire (random, see agent::request).
   std::unordered_map<task_id, pending_request> requests;
   task_id next_id = 1;
   uint64_t next_seq = 1;
-  std::mt19937_64 rng{std::random_device{}()};
+  std::mt19937_64 rng{crypto::random_u64()}; // backoff jitter only, nothing secret
 
   // Extension points (caf_interop.hpp).
   caf::message_handler sdk_handlers;

@@ -9,12 +9,12 @@
 // The listener accepts connections, forks a session broker for each, and
 // drives the two-phase drain on shutdown.
 
-#include <random>
 #include <unordered_map>
 #include <unordered_set>
 
 #include <fmt/format.h>
 
+#include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
@@ -40,7 +40,6 @@ struct router_state {
   context_ptr ctx;
   table_t table;
   std::unordered_map<caf::actor_addr, uint64_t> by_addr;
-  std::mt19937_64 rng{std::random_device{}()};
   // Drain bookkeeping.
   bool draining = false;
   std::unordered_set<uint64_t> drained;
@@ -51,10 +50,9 @@ struct router_state {
 
 using router_ptr = caf::io::stateful_broker<router_state>*;
 
-std::string make_token(std::mt19937_64& rng) {
-  uint64_t parts[2] = {rng(), rng()};
-  return to_hex(std::string_view{reinterpret_cast<const char*>(parts), sizeof(parts)});
-}
+/// Resume tokens are bearer secrets: 256 bits from the CSPRNG (a seeded
+/// std::mt19937 can be rebuilt from ~160 observed tokens).
+constexpr size_t resume_token_bytes = 32;
 
 void on_register(router_ptr self, register_request& req) {
   auto& st = self->state;
@@ -72,14 +70,17 @@ void on_register(router_ptr self, register_request& req) {
   if (req.name.empty()) {
     req.name = fmt::format("agent-{}", req.session_id);
     while (st.table.find_name(req.name) != nullptr)
-      req.name = fmt::format("agent-{}-{}", req.session_id, st.rng() % 10000);
+      req.name = fmt::format("agent-{}-{}", req.session_id, crypto::random_u64() % 10000);
   }
   if (auto holder = st.table.find_name(req.name)) {
-    if (req.resume_token.empty() || req.resume_token != holder->resume_token) {
+    // Constant time: the comparison must not tell how much of a guess was right.
+    if (req.resume_token.empty()
+        || !crypto::equal_constant_time(req.resume_token, holder->resume_token)) {
+      // The text names no session or agent detail: the asker may be anyone.
       refuse(codes::name_taken,
-             fmt::format("agent name '{}' is already in use by session {}; choose another "
-                         "name, or reconnect with that session's resume token",
-                         req.name, holder->session_id));
+             fmt::format("agent name '{}' is already in use; choose another name, or present "
+                         "the resume token of its Welcome to take it over",
+                         req.name));
       return;
     }
     // Take-over: the old session is told and forgotten right away.
@@ -90,7 +91,7 @@ void on_register(router_ptr self, register_request& req) {
     st.table.remove(holder->session_id);
     st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
   }
-  auto token = make_token(st.rng);
+  auto token = crypto::random_hex(resume_token_bytes);
   st.table.add(req.session_id, req.name, token, session, req.routes);
   st.by_addr.emplace(session.address(), req.session_id);
   self->monitor(session);

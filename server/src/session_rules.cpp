@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "convoke/common/secure_random.hpp"
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
 
@@ -27,7 +28,7 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
                                hello.routes_size(), cfg.max_routes)};
   if (auto r = check_routes(hello.routes()))
     return r;
-  if (!cfg.token.empty() && !token_matches(cfg.token, hello.token()))
+  if (!cfg.token.empty() && !crypto::equal_constant_time(cfg.token, hello.token()))
     return refusal{codes::auth_failed, hello.token().empty()
                                          ? "this server requires a token in Hello"
                                          : "the token in Hello is not valid"};
@@ -49,14 +50,6 @@ std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std
     if (auto e = proto::check_route(r); !e.empty())
       return refusal{codes::invalid_route, std::move(e)};
   return std::nullopt;
-}
-
-bool token_matches(std::string_view expected, std::string_view given) noexcept {
-  // Length leaks, content does not.
-  unsigned char diff = expected.size() == given.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i)
-    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
-  return diff == 0;
 }
 
 v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,

@@ -28,9 +28,6 @@ std::optional<refusal> check_addressing(std::string_view recipient, std::string_
 /// Checks the routes of a Subscribe/Unsubscribe.
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes);
 
-/// Compares secrets in time independent of where they differ.
-bool token_matches(std::string_view expected, std::string_view given) noexcept;
-
 /// Builds a Notice frame.
 v1::Frame make_notice(v1::Notice::Severity severity, std::string_view code, std::string text,
                       uint64_t client_seq = 0, uint64_t message_id = 0, uint64_t request_id = 0);

@@ -141,6 +141,50 @@ TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
   rt.wait();
 }
 
+TEST(ClientAgent, ForgedRepliesFromOtherAgentsAreNotTakenForTheReply) {
+  // The audit's reply forgery: request ids counted from 1 and replies were
+  // matched by in_reply_to alone, so any agent could answer any request.
+  test_server srv;
+  event_log log;
+  raw_client calc{srv.port()};
+  ASSERT_TRUE(calc.hello("calc").has_welcome());
+  raw_client mallory{srv.port()};
+  ASSERT_TRUE(mallory.hello("mallory").has_welcome());
+  lambda_agent planner{"planner", &log};
+  planner.on_connected = [&](const session_info&) {
+    planner.request(
+      "calc", "2+2", 5s, [&](const message& r) { log.add("reply:" + r.sender + ":" + r.payload); },
+      [&](const request_error& e) { log.add("error:" + e.text); });
+  };
+  runtime rt;
+  rt.start(planner, local_options(srv.port()));
+  auto req = calc.read_envelope(5s);
+  ASSERT_TRUE(req.has_value());
+  ASSERT_NE(req->request_id(), 0u);
+  EXPECT_GT(req->request_id(), 1'000'000u) << "request ids must not be guessable";
+  // Mallory guesses small ids, then even sends the exact id it was told.
+  auto forge = [&](uint64_t id) {
+    v1::Frame f;
+    f.mutable_envelope()->set_recipient("planner");
+    f.mutable_envelope()->set_payload("forged");
+    f.mutable_envelope()->set_in_reply_to(id);
+    ASSERT_TRUE(mallory.send(f));
+  };
+  for (uint64_t id = 1; id <= 100; ++id)
+    forge(id);
+  forge(req->request_id());
+  ASSERT_TRUE(mallory.ping()); // every forged reply is routed to the planner
+  v1::Frame real;
+  real.mutable_envelope()->set_recipient("planner");
+  real.mutable_envelope()->set_payload("4");
+  real.mutable_envelope()->set_in_reply_to(req->request_id());
+  ASSERT_TRUE(calc.send(real));
+  ASSERT_TRUE(log.wait_for("reply:calc:4"));
+  EXPECT_EQ(log.count("reply:mallory:forged"), 0u);
+  rt.stop_all();
+  rt.wait();
+}
+
 TEST(ClientAgent, RepliesCarryTheRequestTraceId) {
   test_server srv;
   event_log log;

@@ -1,9 +1,12 @@
 // Protocol rules: names, routes, Hello checks, backoff.
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <random>
 
 #include "backoff.hpp"
+#include "convoke/common/secure_random.hpp"
 #include "convoke/proto/rules.hpp"
 #include "session_rules.hpp"
 
@@ -42,9 +45,30 @@ TEST(Rules, HelloChecks) {
   EXPECT_EQ(server::check_hello(h, cfg)->code, "auth_failed");
   h.set_token("secret");
   EXPECT_FALSE(server::check_hello(h, cfg));
-  EXPECT_FALSE(server::token_matches("secret", "secreT"));
-  EXPECT_FALSE(server::token_matches("secret", "secret2"));
-  EXPECT_TRUE(server::token_matches("", ""));
+}
+
+TEST(SecureRandom, SecretsCompareByContentAndLength) {
+  EXPECT_TRUE(crypto::equal_constant_time("secret", "secret"));
+  EXPECT_FALSE(crypto::equal_constant_time("secret", "secreT"));
+  EXPECT_FALSE(crypto::equal_constant_time("secret", "secret2"));
+  EXPECT_FALSE(crypto::equal_constant_time("secret", ""));
+  EXPECT_TRUE(crypto::equal_constant_time("", ""));
+}
+
+TEST(SecureRandom, TokensAndIdsAreLongAndDistinct) {
+  std::set<std::string> tokens;
+  std::set<uint64_t> ids;
+  for (int i = 0; i < 1000; ++i) {
+    auto t = crypto::random_hex(32);
+    ASSERT_EQ(t.size(), 64u);
+    ASSERT_EQ(t.find_first_not_of("0123456789abcdef"), std::string::npos);
+    tokens.insert(t);
+    auto id = crypto::random_nonzero_u64();
+    ASSERT_NE(id, 0u);
+    ids.insert(id);
+  }
+  EXPECT_EQ(tokens.size(), 1000u);
+  EXPECT_EQ(ids.size(), 1000u);
 }
 
 TEST(Backoff, GrowsExponentiallyUpToTheCapWithJitter) {

@@ -74,6 +74,9 @@ struct agent_stats {
   uint64_t errors = 0;
   /// Server heartbeats answered (the SDK does this on its own).
   uint64_t heartbeats = 0;
+  /// Replies to a pending request that came from another agent than the one
+  /// asked; they are ignored (and logged), never taken for the reply.
+  uint64_t forged_replies = 0;
 };
 
 class agent {
@@ -131,7 +134,9 @@ public:
 
   /// Sends a request and calls exactly one of `on_reply` (with the reply) or
   /// `on_error` (timeout, unknown recipient, connection lost, agent stopping,
-  /// ...), unless the request is cancelled with `cancel(id)`.
+  /// ...), unless the request is cancelled with `cancel(id)`. Only a reply
+  /// from `recipient` answers it, and its request id is random (CSPRNG), so
+  /// no other agent can answer in the recipient's place.
   task_id request(std::string_view recipient, std::string_view payload, duration timeout,
                   reply_handler on_reply, error_handler on_error, const send_options& opts = {});
 
