@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "convoke/proto/wire_check.hpp"
+
 namespace convoke::proto {
 
 std::string_view to_code(frame_error err) noexcept {
@@ -61,6 +63,10 @@ std::string encode_frame(const v1::Frame& frame) {
 }
 
 frame_error decode_frame(std::string_view body, v1::Frame& out) {
+  // Strict first: protobuf would take a field with the wrong wire type for
+  // an unknown one and leave the typed field empty (see wire_check.hpp).
+  if (!conforms(body, *v1::Frame::descriptor()))
+    return frame_error::undecodable;
   if (!out.ParseFromArray(body.data(), static_cast<int>(body.size())))
     return frame_error::undecodable;
   if (out.kind_case() == v1::Frame::KIND_NOT_SET)

@@ -4,6 +4,7 @@
 
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/wire_format.hpp"
+#include "convoke/v1/wire.pb.h"
 
 namespace convoke::server {
 
@@ -11,43 +12,7 @@ namespace {
 
 using namespace proto::wire;
 
-/// UTF-8 validation as strict as protobuf's (no overlongs, no surrogates).
-bool valid_utf8(std::string_view s) {
-  auto p = reinterpret_cast<const uint8_t*>(s.data());
-  auto end = p + s.size();
-  while (p < end) {
-    if (*p < 0x80) {
-      ++p;
-      continue;
-    }
-    size_t n = 0;
-    uint32_t cp = 0;
-    if ((*p & 0xE0) == 0xC0) {
-      n = 1;
-      cp = *p & 0x1F;
-    } else if ((*p & 0xF0) == 0xE0) {
-      n = 2;
-      cp = *p & 0x0F;
-    } else if ((*p & 0xF8) == 0xF0) {
-      n = 3;
-      cp = *p & 0x07;
-    } else {
-      return false;
-    }
-    if (static_cast<size_t>(end - p) <= n)
-      return false;
-    for (size_t i = 1; i <= n; ++i) {
-      if ((p[i] & 0xC0) != 0x80)
-        return false;
-      cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF
-        || (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    p += n + 1;
-  }
-  return true;
-}
+using E = v1::Envelope;
 
 /// A headers map entry: key = 1, value = 2, both strings.
 bool valid_map_entry(std::string_view entry) {
@@ -61,11 +26,18 @@ bool valid_map_entry(std::string_view entry) {
          && ok;
 }
 
-/// Envelope fields (wire.proto) and what a relay must check about them.
+/// Envelope fields (wire.proto) and what a relay must check about them. The
+/// field numbers come from the generated code; a unit test walks
+/// Envelope::descriptor() so that a field added to wire.proto without a case
+/// here fails the tests.
 bool scan_envelope(std::string_view env, envelope_view& out) {
   bool ok = true;
   auto string_field = [&](const field& f) {
     ok = ok && f.type == length_type && valid_utf8(f.bytes);
+    return f.bytes;
+  };
+  auto bytes_field = [&](const field& f) {
+    ok = ok && f.type == length_type;
     return f.bytes;
   };
   auto varint_field = [&](const field& f) {
@@ -74,39 +46,37 @@ bool scan_envelope(std::string_view env, envelope_view& out) {
   };
   auto well_formed = for_each_field(env, [&](const field& f) {
     switch (f.number) {
-    case 2: // sender (overridden by the stamp, but must still parse)
-    case 6: // content_type
+    case E::kSenderFieldNumber: // overridden by the stamp, but must still parse
+    case E::kContentTypeFieldNumber:
       string_field(f);
       break;
-    case 3:
+    case E::kRecipientFieldNumber:
       out.recipient = string_field(f);
       break;
-    case 4:
+    case E::kRouteFieldNumber:
       out.route = string_field(f);
       break;
-    case 5:
-      ok = ok && f.type == length_type;
-      out.payload = f.bytes;
+    case E::kPayloadFieldNumber:
+      out.payload = bytes_field(f);
       break;
-    case 7: // headers map entry
+    case E::kHeadersFieldNumber: // one map entry
       ok = ok && f.type == length_type && valid_map_entry(f.bytes);
       break;
-    case 8:
-      ok = ok && f.type == length_type;
-      out.trace_id = f.bytes;
+    case E::kTraceIdFieldNumber:
+      out.trace_id = bytes_field(f);
       break;
-    case 1:  // message_id (overridden)
-    case 10: // relayed_unix_nanos (overridden)
-    case 13: // in_reply_to
+    case E::kMessageIdFieldNumber:        // overridden
+    case E::kRelayedUnixNanosFieldNumber: // overridden
+    case E::kInReplyToFieldNumber:
       varint_field(f);
       break;
-    case 9:
+    case E::kSentUnixNanosFieldNumber:
       out.sent_ns = static_cast<int64_t>(varint_field(f));
       break;
-    case 11:
+    case E::kClientSeqFieldNumber:
       out.client_seq = varint_field(f);
       break;
-    case 12:
+    case E::kRequestIdFieldNumber:
       out.request_id = varint_field(f);
       break;
     default:
@@ -124,7 +94,8 @@ bool scan_envelope_frame(std::string_view body, envelope_view& out) {
   field env;
   // Exactly one top-level field, the envelope (a second one, or any other
   // oneof member, changes what receivers would see: full parser).
-  if (!next_field(p, end, env) || env.number != 3 || env.type != length_type || p != end)
+  if (!next_field(p, end, env) || env.number != v1::Frame::kEnvelopeFieldNumber
+      || env.type != length_type || p != end)
     return false;
   out = envelope_view{};
   return scan_envelope(env.bytes, out);

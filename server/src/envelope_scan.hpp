@@ -11,7 +11,10 @@
 // The scanner accepts only the plain shape Frame{envelope{...}} with the
 // wire types of wire.proto and valid UTF-8 in every string field (which a
 // receiver's parser checks). Anything else returns false, and the caller
-// falls back to the full parser, which either handles it or rejects it.
+// falls back to the full parser (proto::decode_frame), which relays other
+// shapes (e.g. two envelope fields) and refuses every frame with a field of
+// the wrong wire type (proto/wire_check.hpp): such a field must never be
+// read as "absent", or a direct message would become a broadcast.
 
 #include <cstdint>
 #include <string_view>

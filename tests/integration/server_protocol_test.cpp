@@ -25,6 +25,18 @@ std::string header(uint32_t len) {
   return h;
 }
 
+/// A length-delimited field: tag, length, bytes (all short here).
+std::string ld(int number, const std::string& bytes) {
+  return std::string(1, static_cast<char>(number << 3 | 2))
+         + std::string(1, static_cast<char>(bytes.size())) + bytes;
+}
+
+/// A framed Frame{envelope = `env`}.
+std::string envelope_frame(const std::string& env) {
+  auto body = ld(3, env);
+  return header(static_cast<uint32_t>(body.size())) + body;
+}
+
 /// Expects an ERROR Notice with `code` and then the connection closing.
 void expect_refused(raw_client& c, const std::string& code) {
   std::vector<v1::Frame> frames;
@@ -51,6 +63,10 @@ struct bad_input_case {
   bool after_hello;
   const char* code;
 };
+
+void PrintTo(const bad_input_case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class BadInput : public testing::TestWithParam<bad_input_case> {};
 
@@ -94,6 +110,39 @@ INSTANTIATE_TEST_SUITE_P(
                      return proto::encode_frame(f);
                    }(),
                    true, "duplicate_hello"},
+    // The audit's "direct message turned broadcast": a recipient with another
+    // wire type was taken for no recipient and relayed to everyone.
+    bad_input_case{"recipient_as_varint",
+                   envelope_frame(std::string("\x18\x05", 2) + ld(5, "leak")), true,
+                   "frame_undecodable"},
+    bad_input_case{"recipient_as_fixed32",
+                   envelope_frame(std::string("\x1d\x01\x02\x03\x04", 5) + ld(5, "leak")), true,
+                   "frame_undecodable"},
+    bad_input_case{"route_as_varint_in_second_envelope_field",
+                   [] {
+                     auto body = ld(3, ld(3, "bob")) + ld(3, std::string("\x20\x01", 2));
+                     return header(static_cast<uint32_t>(body.size())) + body;
+                   }(),
+                   true, "frame_undecodable"},
+    bad_input_case{"payload_as_fixed32",
+                   envelope_frame(ld(3, "bob") + std::string("\x2d\x01\x02\x03\x04", 5)), true,
+                   "frame_undecodable"},
+    bad_input_case{"unknown_group_field",
+                   envelope_frame(ld(5, "x") + std::string("\xa3\x06\xa4\x06", 4)), true,
+                   "frame_undecodable"},
+    bad_input_case{"hello_name_as_varint",
+                   [] {
+                     auto hello = std::string("\x08\x01", 2) + std::string("\x10\x07", 2);
+                     auto body = ld(1, hello);
+                     return header(static_cast<uint32_t>(body.size())) + body;
+                   }(),
+                   false, "frame_undecodable"},
+    bad_input_case{"subscribe_route_as_varint",
+                   [] {
+                     auto body = ld(5, std::string("\x08\x01", 2));
+                     return header(static_cast<uint32_t>(body.size())) + body;
+                   }(),
+                   true, "frame_undecodable"},
     bad_input_case{"client_sends_welcome",
                    [] {
                      v1::Frame f;

@@ -49,8 +49,9 @@ void append_frame(const v1::Frame& frame, std::string& out);
 /// Returns one length-prefixed frame.
 std::string encode_frame(const v1::Frame& frame);
 
-/// Parses a frame body (without the prefix). Fails on undecodable bytes and on
-/// a `Frame` without a kind.
+/// Parses a frame body (without the prefix). Fails on undecodable bytes, on
+/// fields whose wire type differs from the schema (see wire_check.hpp), and
+/// on a `Frame` without a kind.
 frame_error decode_frame(std::string_view body, v1::Frame& out);
 
 /// Writes `len` as a 4-byte big-endian prefix at `dst`.

@@ -73,6 +73,45 @@ inline bool get_varint32(const char*& p, const char* end, uint64_t& v, uint64_t 
   return false;
 }
 
+/// UTF-8 validation as strict as protobuf's for proto3 `string` fields (no
+/// overlong forms, no surrogates, nothing above U+10FFFF).
+inline bool valid_utf8(std::string_view s) noexcept {
+  auto p = reinterpret_cast<const uint8_t*>(s.data());
+  auto end = p + s.size();
+  while (p < end) {
+    if (*p < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t n = 0;
+    uint32_t cp = 0;
+    if ((*p & 0xE0) == 0xC0) {
+      n = 1;
+      cp = *p & 0x1Fu;
+    } else if ((*p & 0xF0) == 0xE0) {
+      n = 2;
+      cp = *p & 0x0Fu;
+    } else if ((*p & 0xF8) == 0xF0) {
+      n = 3;
+      cp = *p & 0x07u;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end - p) <= n)
+      return false;
+    for (size_t i = 1; i <= n; ++i) {
+      if ((p[i] & 0xC0) != 0x80)
+        return false;
+      cp = (cp << 6) | (p[i] & 0x3Fu);
+    }
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF
+        || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    p += n + 1;
+  }
+  return true;
+}
+
 /// One field as read by `next_field`.
 struct field {
   uint32_t number = 0;
