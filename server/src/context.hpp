@@ -38,6 +38,9 @@ struct server_context {
   counters stats;
   /// Next relayed message id (ids start at 1; 0 means "none" on the wire).
   std::atomic<uint64_t> next_message_id{1};
+  /// Set by server::shutdown(): the steady-clock time (ns since the clock's
+  /// epoch) by which every session must have closed; 0 while running.
+  std::atomic<int64_t> close_deadline_ns{0};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;

@@ -24,6 +24,8 @@ using relay_atom = caf::atom_constant<caf::atom("relay")>;
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 using unsubscribe_atom = caf::atom_constant<caf::atom("unsubscr")>;
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
+/// The session is closed; the router forgets it and answers left_atom.
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
 /// Echoed by the router: everything the session sent before has been routed.
 using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
 // router -> session
@@ -34,8 +36,11 @@ using credit_atom = caf::atom_constant<caf::atom("credit")>;
 using notice_atom = caf::atom_constant<caf::atom("notice")>;
 using evict_atom = caf::atom_constant<caf::atom("evict")>;
 using goodbye_atom = caf::atom_constant<caf::atom("goodbye")>;
+using left_atom = caf::atom_constant<caf::atom("left")>;
 // server -> listener -> router/sessions
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
+// listener -> router, once every session has ended during a shutdown
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
 // timers (self-sends)
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;

@@ -42,6 +42,7 @@ struct router_state {
   std::unordered_map<caf::actor_addr, uint64_t> by_addr;
   // Drain bookkeeping.
   bool draining = false;
+  bool goodbyes_sent = false;
   std::unordered_set<uint64_t> drained;
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
@@ -264,28 +265,46 @@ void maybe_finish_drain(router_ptr self) {
   st.table.for_each([&](entry_t& e) { all = all && st.drained.count(e.session_id) > 0; });
   if (!all)
     return;
+  if (st.goodbyes_sent)
+    return;
+  st.goodbyes_sent = true;
   st.table.for_each([&](entry_t& e) { self->send(e.handle, goodbye_atom::value); });
   st.ctx->log_router->info("drain complete agents={}", st.table.size());
-  self->quit();
+  // The router stays until the listener has seen every session end (stop):
+  // closing sessions still leave through it.
+}
+
+/// Removes a session from the registry (it left or died).
+void forget(router_ptr self, uint64_t sid) {
+  auto& st = self->state;
+  auto e = st.table.find(sid);
+  if (e == nullptr)
+    return;
+  self->demonitor(e->handle);
+  st.by_addr.erase(e->handle.address());
+  st.table.remove(sid);
+  st.drained.erase(sid);
+  st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
+  maybe_finish_drain(self);
 }
 
 caf::behavior router_actor(router_ptr self, context_ptr ctx) {
   self->state.ctx = std::move(ctx);
   self->set_down_handler([self](caf::down_msg& dm) {
+    // A session that died without leaving (it normally leaves first).
     auto& st = self->state;
-    auto i = st.by_addr.find(dm.source);
-    if (i == st.by_addr.end())
-      return;
-    auto sid = i->second;
-    st.by_addr.erase(i);
-    st.table.remove(sid);
-    st.drained.erase(sid);
-    st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
-    maybe_finish_drain(self);
+    if (auto i = st.by_addr.find(dm.source); i != st.by_addr.end())
+      forget(self, i->second);
   });
   return {
     [self](register_atom, register_request& req) { on_register(self, req); },
     [self](relay_atom, relay_batch& b) { on_relay(self, b); },
+    [self](leave_atom, uint64_t sid) {
+      // The session closed. Everything routed to it before this answer is
+      // in its mailbox ahead of the answer, so it can count what it drops.
+      forget(self, sid);
+      return left_atom::value;
+    },
     [self](subscribe_atom, uint64_t sid, const std::vector<std::string>& routes) {
       on_subscription(self, true, sid, routes);
     },
@@ -304,12 +323,15 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
     [self](barrier_atom, uint64_t tag) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);
     },
+    [self](stop_atom) { self->quit(); },
     [self](drained_atom, uint64_t sid) {
       self->state.drained.insert(sid);
       maybe_finish_drain(self);
     },
     [self](drain_deadline_atom) {
       auto& st = self->state;
+      if (st.goodbyes_sent)
+        return;
       st.ctx->log_router->warn("drain deadline reached; closing remaining agents");
       st.table.for_each([&](entry_t& e) { st.drained.insert(e.session_id); });
       maybe_finish_drain(self);
@@ -333,6 +355,12 @@ struct listener_state {
 
 using listener_ptr = caf::io::stateful_broker<listener_state>*;
 
+/// The end of a shutdown: every session has ended, so the router can go too.
+void stop(listener_ptr self) {
+  self->send(self->state.router, stop_atom::value);
+  self->quit();
+}
+
 caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, caf::actor router,
                              context_ptr ctx) {
   auto& st = self->state;
@@ -344,7 +372,7 @@ caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, ca
     auto& st = self->state;
     st.sessions.erase(caf::actor_cast<caf::actor>(dm.source));
     if (st.draining && st.sessions.empty())
-      self->quit();
+      stop(self);
   });
   return {
     [self](const caf::io::new_connection_msg& msg) {
@@ -373,7 +401,7 @@ caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, ca
       for (auto& s : st.sessions)
         self->send(s, drain_atom::value);
       if (st.sessions.empty())
-        self->quit();
+        stop(self);
     },
   };
 }

@@ -113,6 +113,12 @@ void server::shutdown() {
   auto& d = *impl_;
   if (!d.sys || d.shutdown_requested.exchange(true))
     return;
+  // Sessions must be closed by this time, so that the whole drain (including
+  // flushing traces and the final log line) fits in timeouts.drain.
+  auto drain = d.ctx->cfg.drain_timeout;
+  auto margin = std::min<std::chrono::milliseconds>(drain / 5, std::chrono::milliseconds{500});
+  auto deadline = std::chrono::steady_clock::now() + drain - margin;
+  d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
 }
@@ -135,6 +141,11 @@ void server::wait() {
                           s.protocol_errors, s.timeouts, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
+}
+
+void server::flush_traces(std::chrono::milliseconds limit) {
+  if (auto& t = impl_->ctx->trace)
+    t->flush(limit);
 }
 
 server_stats server::stats() const {
@@ -191,13 +202,16 @@ int run(server_config cfg) {
     // supervisor repeating itself) changes nothing, the drain is bounded.
     if (auto again = wait_termination_signal(std::chrono::milliseconds{50}); again == SIGINT) {
       log->warn("received {} again; exiting without waiting", signal_name(again));
+      srv.flush_traces(std::chrono::milliseconds{500});
       log->flush();
       std::_Exit(130);
     } else if (again != 0) {
       log->info("received {} while draining; still draining", signal_name(again));
     }
     if (std::chrono::steady_clock::now() > deadline) {
+      // A backstop for bugs: sessions are bounded by timeouts.drain.
       log->critical("drain did not finish in time; exiting");
+      srv.flush_traces(std::chrono::seconds{1});
       log->flush();
       std::_Exit(1);
     }

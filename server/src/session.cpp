@@ -24,6 +24,7 @@
 #include "convoke/proto/rules.hpp"
 #include "envelope_scan.hpp"
 #include "messages.hpp"
+#include "output_ledger.hpp"
 #include "session_rules.hpp"
 
 namespace convoke::server::internal {
@@ -47,6 +48,7 @@ enum class phase : uint8_t {
   draining,
   closing,   // final frame queued, waiting until it left the socket
   lingering, // FIN sent, waiting for the peer's EOF
+  leaving,   // socket shut; waiting for the router to forget this session
 };
 
 } // namespace
@@ -68,8 +70,19 @@ struct session_state {
   relay_batch batch;
   std::vector<char> scratch;   // encoding single frames to write
   std::vector<char> reencoded; // slow path: an envelope re-encoded canonically
-  /// Bytes handed to CAF's write buffer and not yet reported written.
-  uint64_t caf_pending = 0;
+  /// What is in CAF's write buffer and not yet reported written (bytes and
+  /// the messages they carry).
+  output_ledger out;
+  /// A register request went to the router: it may know this session, so
+  /// the session leaves through the router before it quits.
+  bool registered = false;
+  bool leave_requested = false;
+  /// CAF reported the connection closed: the descriptor is no longer ours.
+  bool socket_gone = false;
+  /// Messages for this agent that will never be written (its connection is
+  /// closing); reported once, when the session ends, with `lost_reason`.
+  message_range lost;
+  std::string_view lost_reason = drop_reason::connection_closed;
   steady::time_point last_rx;
   uint64_t heartbeat_seq = 0;
   size_t read_chunk = small_read_chunk;
@@ -101,29 +114,84 @@ int socket_fd(session_ptr self) {
   return static_cast<int>(self->state.hdl.id());
 }
 
-/// Writes bytes to the agent, in order. When CAF holds nothing of ours, try
-/// the socket directly (non-blocking): most writes then finish right here,
-/// without CAF's extra multiplexer round and epoll_ctl calls. Whatever the
-/// socket does not take goes to CAF's buffer, and from then on everything
-/// goes there until CAF reports it written (data_transferred_msg; the count
-/// is a running difference, so a late report can only make us more careful).
-void write_bytes(session_ptr self, const char* data, size_t size) {
+/// Messages fully contained in the first `sent` bytes of a run of frames.
+uint64_t frames_within(const char* data, size_t size, size_t sent) {
+  uint64_t n = 0;
+  size_t at = 0;
+  while (at + proto::header_size <= size) {
+    auto end = at + proto::header_size + proto::read_header(data + at);
+    if (end > sent)
+      break;
+    ++n;
+    at = end;
+  }
+  return n;
+}
+
+/// Writes bytes to the agent, in order; `msgs` are the relayed messages
+/// they carry (none for notices and heartbeats). When CAF holds nothing of
+/// ours, try the socket directly (non-blocking): most writes then finish
+/// right here, without CAF's extra multiplexer round and epoll_ctl calls.
+/// Whatever the socket does not take goes to CAF's buffer, and from then on
+/// everything goes there until CAF reports it written (data_transferred_msg).
+/// The ledger knows which messages are still in CAF's buffer.
+void write_bytes(session_ptr self, const char* data, size_t size, message_range msgs = {}) {
   auto& st = self->state;
-  if (st.caf_pending == 0) {
+  if (st.out.pending() == 0) {
     auto sent = ::send(socket_fd(self), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent > 0) {
+      if (static_cast<size_t>(sent) == size)
+        return;
+      auto done = msgs.count == 0 ? 0 : frames_within(data, size, static_cast<size_t>(sent));
+      msgs.count -= std::min(msgs.count, done);
       data += sent;
       size -= static_cast<size_t>(sent);
     }
-    if (size == 0)
-      return;
     // EAGAIN (socket full) or an error: CAF takes over and reports errors
     // as connection_closed_msg.
   }
   auto& buf = self->wr_buf(st.hdl);
   buf.insert(buf.end(), data, data + size);
-  st.caf_pending += size;
+  st.out.append(size, msgs);
   self->flush(st.hdl);
+}
+
+/// Counts and traces messages that will never be written to this agent.
+/// Closing sessions collect them in `lost` and report once at the end.
+void account_dropped(session_ptr self, const message_range& msgs, std::string_view reason) {
+  if (msgs.count == 0)
+    return;
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  bump(ctx.stats.dropped, msgs.count);
+  if (reason != drop_reason::slow_consumer) // those are logged per episode
+    ctx.log_session->warn("messages not delivered {} count={} first_id={} last_id={} reason={}",
+                          who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::dropped;
+    ev.message_id = msgs.first_id;
+    ev.last_message_id = msgs.last_id;
+    ev.recipient = st.agent;
+    ev.count = static_cast<uint32_t>(msgs.count);
+    ev.relayed_ns = unix_nanos();
+    ev.reason = std::string{reason};
+    ctx.trace->push(std::move(ev));
+  }
+}
+
+/// How long a close may take from now: timeouts.drain, but never past the
+/// shutdown deadline while the server is stopping.
+std::chrono::milliseconds close_grace(session_ptr self) {
+  auto& ctx = *self->state.ctx;
+  auto grace = ctx.cfg.drain_timeout;
+  if (auto deadline = ctx.close_deadline_ns.load(std::memory_order_relaxed); deadline != 0) {
+    auto now = steady::now().time_since_epoch().count();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::nanoseconds{std::max<int64_t>(0, deadline - now)});
+    grace = std::min(grace, left);
+  }
+  return grace;
 }
 
 /// Writes a frame that must go out (Welcome, the final Notice or Goodbye).
@@ -156,18 +224,63 @@ void dispatch_batch(session_ptr self) {
   st.batch = relay_batch{};
 }
 
-/// Ends the session now. Shutting the socket down in both directions makes
-/// CAF's stream see EOF and release it right away instead of waiting for the
-/// peer to close (which would hold the multiplexer, and process exit, hostage).
-void finish(session_ptr self) {
-  ::shutdown(socket_fd(self), SHUT_RDWR);
+/// The end: reports what was lost and quits.
+void complete(session_ptr self) {
+  auto& st = self->state;
+  account_dropped(self, st.lost, st.lost_reason);
+  st.lost = {};
   self->quit();
+}
+
+/// Tells the router to forget this session (once). Until its answer comes,
+/// deliveries may still arrive; they are counted in `lost`. Closing
+/// sessions leave at once, so the router stops routing to them.
+void leave_router(session_ptr self) {
+  auto& st = self->state;
+  if (!st.registered || st.leave_requested)
+    return;
+  st.leave_requested = true;
+  // The router outlives every session (it stops after the listener saw them
+  // all end), so the answer comes; the timeout is a backstop.
+  auto left = [self] {
+    auto& st = self->state;
+    st.registered = false;
+    if (st.ph == phase::leaving)
+      complete(self);
+  };
+  self->request(st.router, std::chrono::seconds{5}, leave_atom::value, st.id)
+    .then([left](left_atom) { left(); }, [left](caf::error&) { left(); });
+}
+
+/// Ends the session now. What is still unwritten is counted as dropped
+/// (`reason`); the session quits once the router has forgotten it, so that
+/// deliveries it routed before are counted too, not lost unseen.
+void finish(session_ptr self, std::string_view reason = drop_reason::connection_closed) {
+  auto& st = self->state;
+  if (st.ph == phase::leaving)
+    return;
+  // Shutting the socket down in both directions makes CAF's stream see EOF
+  // and release it at once instead of waiting for the peer (which could hold
+  // the multiplexer, and process exit, hostage). Never after CAF reported
+  // the connection closed: the descriptor may belong to a new one by then.
+  if (!st.socket_gone)
+    ::shutdown(socket_fd(self), SHUT_RDWR);
+  st.lost.add(st.out.take_all());
+  if (reason != drop_reason::connection_closed)
+    st.lost_reason = reason;
+  st.ph = phase::leaving;
+  if (!st.registered) {
+    complete(self);
+    return;
+  }
+  leave_router(self);
 }
 
 /// The final frame has left: send FIN and wait for the peer's EOF.
 void half_close(session_ptr self) {
   self->state.ph = phase::lingering;
-  ::shutdown(socket_fd(self), SHUT_WR);
+  if (!self->state.socket_gone)
+    ::shutdown(socket_fd(self), SHUT_WR);
 }
 
 void write_drop_notice(session_ptr self);
@@ -182,6 +295,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   if (st.ph == phase::established || st.ph == phase::draining)
     dispatch_batch(self);
   st.ph = phase::closing;
+  leave_router(self);
   if (st.halted) {
     // Read again (input is discarded now) so that the peer's EOF is seen.
     st.halted = false;
@@ -191,7 +305,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   write_drop_notice(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
   self->delayed_send(self, grace, abort_atom::value);
-  if (st.caf_pending == 0)
+  if (st.out.pending() == 0)
     half_close(self); // it all went out directly
 }
 
@@ -205,8 +319,7 @@ void fail(session_ptr self, std::string_view code, std::string text,
                             logfmt_value(text));
   if (counter != nullptr)
     bump(*counter);
-  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)),
-              st.ctx->cfg.drain_timeout);
+  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)), close_grace(self));
 }
 
 void send_welcome(session_ptr self, const std::string& resume_token) {
@@ -245,6 +358,7 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   req.routes.assign(hello.routes().begin(), hello.routes().end());
   req.remote = st.remote;
   st.ph = phase::registering;
+  st.registered = true;
   self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
@@ -459,19 +573,20 @@ void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
 bool output_full(session_ptr self) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  if (st.caf_pending < ctx.cfg.output_high_water)
+  if (st.out.pending() < ctx.cfg.output_high_water)
     return false;
   if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect && st.ph < phase::closing) {
     bump(ctx.stats.slow_consumers);
+    st.lost_reason = drop_reason::slow_consumer;
     ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}", who(self),
-                          st.caf_pending, ctx.cfg.output_high_water);
+                          st.out.pending(), ctx.cfg.output_high_water);
     begin_close(self,
                 make_notice(v1::Notice::ERROR, codes::slow_consumer,
                             fmt::format("your connection is not reading fast enough: "
                                         "{} bytes are waiting (flow.output-high-water "
                                         "is {}); closing",
-                                        st.caf_pending, format_size(ctx.cfg.output_high_water))),
-                ctx.cfg.drain_timeout);
+                                        st.out.pending(), format_size(ctx.cfg.output_high_water))),
+                close_grace(self));
   }
   return true;
 }
@@ -493,12 +608,18 @@ void write_drop_notice(session_ptr self) {
 /// Delivers pre-encoded frames, applying the slow consumer policy.
 void deliver(session_ptr self, const delivery& d) {
   auto& st = self->state;
-  if (st.ph != phase::established && st.ph != phase::draining)
+  message_range msgs{d.count, d.first_id, d.last_id};
+  if (st.ph != phase::established && st.ph != phase::draining) {
+    // Closing: the router had routed these before it learned of the close.
+    st.lost.add(msgs);
     return;
+  }
   auto& ctx = *st.ctx;
   if (output_full(self)) {
-    if (st.ph >= phase::closing)
-      return; // disconnected as a slow consumer
+    if (st.ph >= phase::closing) { // disconnected as a slow consumer
+      st.lost.add(msgs);
+      return;
+    }
     if (st.dropped == 0)
       st.dropped_first = d.first_id;
     st.dropped += d.count;
@@ -518,7 +639,7 @@ void deliver(session_ptr self, const delivery& d) {
     return;
   }
   write_drop_notice(self);
-  write_bytes(self, d.frames.data(), d.frames.size());
+  write_bytes(self, d.frames.data(), d.frames.size(), msgs);
 }
 
 } // namespace
@@ -545,7 +666,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   });
   ctx->log_session->debug("connection accepted {} fd={}", who(self), hdl.id());
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
-  self->ack_writes(hdl, true); // keeps caf_pending exact, see write_bytes()
+  self->ack_writes(hdl, true); // keeps the output ledger exact, see write_bytes()
   if (over_capacity) {
     fail(self, codes::server_full,
          fmt::format("the server is at its limit of {} connections (limits.max-agents)",
@@ -553,9 +674,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   } else {
     self->delayed_send(self, ctx->cfg.handshake_timeout, handshake_atom::value);
   }
-  self->set_exit_handler([self](const caf::exit_msg&) {
-    // Forced stop (not the graceful drain): close now.
-    finish(self);
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    // Forced stop (not the graceful drain): close now, count what is lost.
+    auto& st = self->state;
+    ::shutdown(socket_fd(self), SHUT_RDWR);
+    account_dropped(self, st.out.take_all(), drop_reason::shutdown);
+    self->quit(msg.reason);
   });
   return {
     [self](const caf::io::new_data_msg& msg) {
@@ -577,19 +701,26 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](const caf::io::connection_closed_msg&) {
       auto& st = self->state;
+      // The peer may have only half-closed: shut our side too, or CAF keeps
+      // the socket (and any unsent output) after this actor is gone. Now,
+      // while the descriptor is certainly still this connection's, and
+      // never again later.
+      if (!st.socket_gone)
+        ::shutdown(socket_fd(self), SHUT_RDWR);
+      st.socket_gone = true;
+      if (st.ph == phase::leaving)
+        return;
       if (st.ph < phase::closing) {
         st.ctx->log_session->info("connection closed by peer {}", who(self));
         if (st.ph == phase::established)
           dispatch_batch(self);
       }
-      // The peer may have only half-closed: shut our side too, or CAF keeps
-      // the socket (and any unsent output) after this actor is gone.
       finish(self);
     },
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
-      st.caf_pending -= std::min<uint64_t>(st.caf_pending, msg.written);
-      if (st.ph == phase::closing && st.caf_pending == 0)
+      st.out.written(msg.written);
+      if (st.ph == phase::closing && st.out.pending() == 0)
         half_close(self); // the final frame has left
     },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
@@ -612,7 +743,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       dispatch_batch(self);
       resume_input(self);
     },
-    [self](refuse_atom, const notice_request& n) { fail(self, n.code, n.text); },
+    [self](refuse_atom, const notice_request& n) {
+      self->state.registered = false; // the router did not add this session
+      fail(self, n.code, n.text);
+    },
     [self](credit_atom, uint64_t bytes) {
       auto& st = self->state;
       st.in_flight -= std::min(st.in_flight, bytes);
@@ -628,7 +762,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (seq == 0) { // the agent's Goodbye
         if (st.leaving && st.ph == phase::draining)
           begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
-                      st.ctx->cfg.drain_timeout);
+                      close_grace(self));
         return;
       }
       if (st.ph != phase::established && st.ph != phase::draining)
@@ -673,7 +807,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                               fmt::format("nothing received for {} (timeouts.idle); "
                                           "answer heartbeats to stay connected",
                                           format_duration(idle))),
-                  st.ctx->cfg.drain_timeout);
+                  close_grace(self));
     },
     [self](handshake_atom) {
       auto& st = self->state;
@@ -686,19 +820,21 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](drain_atom) {
       // Shutdown, phase 1: stop reading; tell the router once everything read
-      // so far is in its mailbox (messages are FIFO per sender pair).
+      // so far is in its mailbox (messages are FIFO per sender pair). Every
+      // phase reports "drained": a session that is closing or not yet
+      // admitted has nothing more to hand to the router, and must not make
+      // the well-behaved agents wait for their Goodbye.
       auto& st = self->state;
-      if (st.ph >= phase::closing)
-        return;
-      if (st.ph == phase::draining) {
-        // Already drained, or saying Goodbye (its barrier closes it, after
-        // any Notices the router still has for it): just report.
-        self->send(st.router, drained_atom::value, st.id);
-        return;
-      }
       if (st.ph != phase::established) {
-        begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
-                    st.ctx->cfg.drain_timeout);
+        if (st.ph < phase::established)
+          begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
+                      close_grace(self));
+        else if (st.ph == phase::closing || st.ph == phase::lingering)
+          // Already closing on its own terms: but no longer than the drain.
+          self->delayed_send(self, close_grace(self), abort_atom::value);
+        // Draining already, or saying Goodbye (its barrier closes it, after
+        // any Notices the router still has for it).
+        self->send(st.router, drained_atom::value, st.id);
         return;
       }
       dispatch_batch(self);
@@ -712,25 +848,30 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](goodbye_atom) {
       // Shutdown, phase 2: everything routed before this has been queued.
       begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
-                  self->state.ctx->cfg.drain_timeout);
+                  close_grace(self));
     },
     [self](evict_atom) {
       auto& st = self->state;
+      st.registered = false; // the router already forgot this session
       st.ctx->log_session->info("agent replaced by a new session {}", who(self));
       begin_close(self,
                   make_goodbye(codes::replaced,
                                "a new connection took over this agent name with the "
                                "resume token"),
-                  st.ctx->cfg.drain_timeout);
+                  close_grace(self));
     },
     [self](abort_atom) {
       auto& st = self->state;
+      if (st.ph == phase::leaving)
+        return;
       if (st.ph == phase::closing)
         st.ctx->log_session->info("closing forcibly {} reason=\"peer did not read its final "
                                   "frame in time\"",
                                   who(self));
-      finish(self);
+      bool stopping = st.ctx->close_deadline_ns.load(std::memory_order_relaxed) != 0;
+      finish(self, stopping ? drop_reason::shutdown : drop_reason::connection_closed);
     },
+
   };
 }
 

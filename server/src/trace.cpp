@@ -187,6 +187,18 @@ void trace_writer::stop() {
     thread_.join();
 }
 
+bool trace_writer::flush(std::chrono::milliseconds limit) {
+  std::unique_lock guard{mtx_};
+  if (!thread_.joinable())
+    return true;
+  // Two passes: the one running now may have taken its batch before the
+  // records this caller cares about were queued.
+  auto target = passes_ + 2;
+  ++flush_requested_;
+  cv_.notify_one();
+  return passed_.wait_for(guard, limit, [&] { return passes_ >= target || stopping_; });
+}
+
 void trace_writer::run() {
   std::vector<trace_event> batch;
   batch.reserve(1024);
@@ -194,8 +206,13 @@ void trace_writer::run() {
     bool last = false;
     {
       std::unique_lock guard{mtx_};
-      cv_.wait_for(guard, std::chrono::milliseconds{25},
-                   [this] { return stopping_ || queue_.size() >= bulk_size; });
+      // Mark the previous pass done (its records are written).
+      ++passes_;
+      passed_.notify_all();
+      auto seen = flush_requested_;
+      cv_.wait_for(guard, std::chrono::milliseconds{25}, [&] {
+        return stopping_ || queue_.size() >= bulk_size || flush_requested_ != seen;
+      });
       batch.swap(queue_);
       queued_bytes_ = 0;
       last = stopping_;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -19,6 +20,17 @@
 #include "convoke/common/logging.hpp"
 
 namespace convoke::server {
+
+/// Why messages were not written to a receiver (trace `dropped` records).
+namespace drop_reason {
+/// Output above flow.output-high-water (drop policy, or the backlog of a
+/// consumer disconnected under the disconnect policy).
+inline constexpr std::string_view slow_consumer = "slow_consumer";
+/// Still queued when the shutdown deadline (timeouts.drain) was reached.
+inline constexpr std::string_view shutdown = "shutdown";
+/// Still queued when the receiver's connection closed or was given up.
+inline constexpr std::string_view connection_closed = "connection_closed";
+} // namespace drop_reason
 
 struct trace_event {
   enum class kind : uint8_t { relay, undeliverable, dropped };
@@ -82,6 +94,10 @@ public:
   /// Writes everything queued, then stops the thread. Idempotent.
   void stop();
 
+  /// Asks the writer to write what is queued now and waits until it did, at
+  /// most `limit` (false on timeout, e.g. a blocked output).
+  bool flush(std::chrono::milliseconds limit);
+
   uint64_t written() const noexcept {
     return written_.load(std::memory_order_relaxed);
   }
@@ -101,6 +117,10 @@ private:
   std::vector<trace_event> queue_;
   uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
+  /// Incremented by flush() requests / by the writer after each pass.
+  uint64_t flush_requested_ = 0;
+  uint64_t passes_ = 0;
+  std::condition_variable passed_;
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_{0};
   std::thread thread_;

@@ -5,6 +5,7 @@
 /// `run()`; tests and examples start servers in-process with `server`.
 /// No CAF types appear here.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,6 +40,10 @@ public:
   /// Blocks until every actor of the server has stopped. Bounded by
   /// `timeouts.drain` once `shutdown()` was called.
   void wait();
+
+  /// Writes the trace records queued so far, waiting at most `limit` (for
+  /// exits that cannot wait for the drain). Thread-safe.
+  void flush_traces(std::chrono::milliseconds limit);
 
   /// Counters, readable at any time from any thread.
   server_stats stats() const;

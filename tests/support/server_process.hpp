@@ -1,0 +1,55 @@
+#pragma once
+
+// A convoke-server child process for end-to-end tests: ephemeral port (read
+// from its port file), JSON traces in a temporary directory.
+
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "process.hpp"
+
+namespace convoke::test {
+
+/// A convoke-server process on an ephemeral port (read from its port file).
+struct server_process {
+  temp_dir dir;
+  std::unique_ptr<process> proc;
+  uint16_t port = 0;
+
+  explicit server_process(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{binary("convoke-server"), "--listen.port",  "0",
+                                  "--listen.port-file",     dir.file("port"), "--trace.file",
+                                  dir.file("trace.jsonl"),  "--trace.format", "json"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    proc = std::make_unique<process>(argv);
+    for (int i = 0; i < 500 && port == 0 && proc->running(); ++i) {
+      auto text = read_file(dir.file("port"));
+      if (!text.empty())
+        port = static_cast<uint16_t>(std::stoi(text));
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds{10}); // polls the file
+    }
+    if (port == 0)
+      throw std::runtime_error("server did not start: " + proc->err());
+  }
+
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(port);
+  }
+
+  std::vector<nlohmann::json> trace() const {
+    std::vector<nlohmann::json> out;
+    std::ifstream in{dir.file("trace.jsonl")};
+    for (std::string line; std::getline(in, line);)
+      out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+};
+
+} // namespace convoke::test
