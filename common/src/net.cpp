@@ -132,6 +132,45 @@ std::string bind_error(const std::string& host, uint16_t port) {
   return err;
 }
 
+listen_result tcp_listen(const std::string& host, uint16_t port, int backlog) {
+  listen_result out;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  auto port_str = std::to_string(port);
+  if (auto rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res); rc != 0) {
+    out.error = std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
+    return out;
+  }
+  out.error = "no usable address";
+  for (auto ai = res; ai != nullptr; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (fd < 0) {
+      out.error = std::strerror(errno);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, backlog) != 0) {
+      out.error = std::strerror(errno);
+      close(fd);
+      continue;
+    }
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    out.port = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                                : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    out.fd = fd;
+    out.error.clear();
+    break;
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
 void set_receive_buffer(int fd, int bytes) {
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }

@@ -148,8 +148,12 @@ const std::vector<option_def>& options() {
                            "If set, the bound port is written to this file once listening."));
     t.push_back(frame_size_opt("Largest frame an agent may send (the length prefix value)."));
     t.push_back(int_opt<uint32_t>("limits", "max-agents", &server_config::max_agents, 1, 1'000'000,
-                                  "Most simultaneous connections; more are refused with "
-                                  "a server_full Notice."));
+                                  "Most agents connected at once (past Hello); more are "
+                                  "refused with a server_full Notice."));
+    t.push_back(int_opt<uint32_t>("limits", "max-handshakes", &server_config::max_handshakes, 1,
+                                  1'000'000,
+                                  "Most connections that have not sent Hello yet; a new "
+                                  "one closes the oldest of them (server_busy)."));
     t.push_back(int_opt<uint32_t>("limits", "max-routes", &server_config::max_routes, 1, 100'000,
                                   "Most route subscriptions one agent may hold."));
     t.push_back(duration_opt("timeouts", "handshake", &server_config::handshake_timeout, false,

@@ -27,6 +27,8 @@ struct counters {
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> input_pauses{0};
+  std::atomic<uint64_t> accept_errors{0};
+  std::atomic<uint64_t> handshakes_evicted{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {

@@ -37,6 +37,12 @@ using notice_atom = caf::atom_constant<caf::atom("notice")>;
 using evict_atom = caf::atom_constant<caf::atom("evict")>;
 using goodbye_atom = caf::atom_constant<caf::atom("goodbye")>;
 using left_atom = caf::atom_constant<caf::atom("left")>;
+// acceptor thread -> listener: a new connection's socket
+using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
+// session -> listener: a valid Hello arrived (no longer handshaking)
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
+// listener -> session: too many connections are handshaking; close
+using busy_atom = caf::atom_constant<caf::atom("busy")>;
 // server -> listener -> router/sessions
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 // listener -> router, once every session has ended during a shutdown
@@ -117,16 +123,14 @@ struct notice_request {
 /// Spawns the router broker.
 caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
 
-/// Spawns the listener broker owning `doorman`; it forks one session broker
-/// per accepted connection.
-caf::actor spawn_listener(caf::actor_system& sys, caf::io::doorman_ptr doorman, caf::actor router,
-                          context_ptr ctx);
+/// Spawns the listener broker; it forks one session broker per socket the
+/// acceptor thread hands it (accepted_atom).
+caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr ctx);
 
-/// Forks a session broker for the accepted connection `hdl` of `listener`.
-/// With `over_capacity`, the session refuses the agent (server_full).
-caf::actor fork_session(caf::io::broker* listener, caf::io::connection_handle hdl,
-                        caf::actor router, context_ptr ctx, uint64_t session_id,
-                        bool over_capacity);
+/// Forks a session broker for the connection `hdl` of `listener_broker`.
+caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
+                        caf::actor listener, caf::actor router, context_ptr ctx,
+                        uint64_t session_id);
 
 } // namespace convoke::server::internal
 

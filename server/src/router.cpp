@@ -9,6 +9,9 @@
 // The listener accepts connections, forks a session broker for each, and
 // drives the two-phase drain on shutdown.
 
+#include <unistd.h>
+
+#include <deque>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -66,6 +69,15 @@ void on_register(router_ptr self, register_request& req) {
   };
   if (st.draining) {
     refuse(codes::shutdown, "the server is shutting down");
+    return;
+  }
+  // Agents (past Hello) are counted here; connections still handshaking
+  // have their own cap (limits.max-handshakes) in the listener.
+  if (st.table.size() >= st.ctx->cfg.max_agents
+      && (req.name.empty() || !st.table.find_name(req.name))) {
+    refuse(codes::server_full,
+           fmt::format("the server is at its limit of {} agents (limits.max-agents)",
+                       st.ctx->cfg.max_agents));
     return;
   }
   if (req.name.empty()) {
@@ -347,9 +359,14 @@ struct listener_state {
   static inline const char* name = "convoke.listener";
   context_ptr ctx;
   caf::actor router;
-  std::unordered_set<caf::actor> sessions;
+  /// Every session, by id; and the id of each session actor.
+  std::unordered_map<uint64_t, caf::actor> sessions;
+  std::unordered_map<caf::actor_addr, uint64_t> id_of;
+  /// Sessions that have not sent a valid Hello yet, oldest first (the deque
+  /// may hold ids that left the set already; they are skipped).
+  std::deque<uint64_t> handshaking_order;
+  std::unordered_set<uint64_t> handshaking;
   uint64_t next_session_id = 1;
-  caf::io::accept_handle acceptor;
   bool draining = false;
 };
 
@@ -361,34 +378,70 @@ void stop(listener_ptr self) {
   self->quit();
 }
 
-caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, caf::actor router,
-                             context_ptr ctx) {
+/// Makes room for one more handshaking connection: the oldest one that has
+/// still not said Hello is closed (server_busy). Real agents send Hello at
+/// once, so a flood of silent sockets evicts itself, not them.
+void evict_oldest_handshake(listener_ptr self) {
+  auto& st = self->state;
+  while (!st.handshaking_order.empty()) {
+    auto sid = st.handshaking_order.front();
+    st.handshaking_order.pop_front();
+    if (st.handshaking.erase(sid) == 0)
+      continue;
+    if (auto i = st.sessions.find(sid); i != st.sessions.end()) {
+      bump(st.ctx->stats.handshakes_evicted);
+      self->send(i->second, busy_atom::value);
+    }
+    return;
+  }
+}
+
+void handshake_over(listener_ptr self, uint64_t sid) {
+  auto& st = self->state;
+  st.handshaking.erase(sid);
+  // Keep the order queue from growing with ids that already left.
+  if (st.handshaking_order.size() > 2 * st.handshaking.size() + 64) {
+    std::deque<uint64_t> live;
+    for (auto id : st.handshaking_order)
+      if (st.handshaking.count(id) > 0)
+        live.push_back(id);
+    st.handshaking_order.swap(live);
+  }
+}
+
+caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
   st.router = std::move(router);
-  st.acceptor = doorman->hdl();
-  self->add_doorman(std::move(doorman));
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    st.sessions.erase(caf::actor_cast<caf::actor>(dm.source));
+    if (auto i = st.id_of.find(dm.source); i != st.id_of.end()) {
+      st.sessions.erase(i->second);
+      handshake_over(self, i->second);
+      st.id_of.erase(i);
+    }
     if (st.draining && st.sessions.empty())
       stop(self);
   });
   return {
-    [self](const caf::io::new_connection_msg& msg) {
+    [self](accepted_atom, int fd) {
       auto& st = self->state;
       if (st.draining) {
-        self->close(msg.handle);
+        ::close(fd);
         return;
       }
-      auto over = st.sessions.size() >= st.ctx->cfg.max_agents;
-      auto s = fork_session(self, msg.handle, st.router, st.ctx, st.next_session_id++, over);
+      auto hdl = self->add_scribe(fd);
+      if (st.handshaking.size() >= st.ctx->cfg.max_handshakes)
+        evict_oldest_handshake(self);
+      auto sid = st.next_session_id++;
+      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid);
       self->monitor(s);
-      st.sessions.insert(s);
+      st.id_of.emplace(s.address(), sid);
+      st.sessions.emplace(sid, std::move(s));
+      st.handshaking.insert(sid);
+      st.handshaking_order.push_back(sid);
     },
-    [self](const caf::io::acceptor_closed_msg&) {
-      self->state.ctx->log_server->warn("listening socket closed");
-    },
+    [self](hello_atom, uint64_t sid) { handshake_over(self, sid); },
     [self](drain_atom) {
       auto& st = self->state;
       if (st.draining)
@@ -396,9 +449,8 @@ caf::behavior listener_actor(listener_ptr self, caf::io::doorman_ptr doorman, ca
       st.draining = true;
       st.ctx->log_server->info("shutting down: stopped accepting connections={}",
                                st.sessions.size());
-      self->close(st.acceptor);
       self->send(st.router, drain_atom::value);
-      for (auto& s : st.sessions)
+      for (auto& [sid, s] : st.sessions)
         self->send(s, drain_atom::value);
       if (st.sessions.empty())
         stop(self);
@@ -412,10 +464,8 @@ caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx) {
   return sys.middleman().spawn_broker(router_actor, std::move(ctx));
 }
 
-caf::actor spawn_listener(caf::actor_system& sys, caf::io::doorman_ptr doorman, caf::actor router,
-                          context_ptr ctx) {
-  return sys.middleman().spawn_broker(listener_actor, std::move(doorman), std::move(router),
-                                      std::move(ctx));
+caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr ctx) {
+  return sys.middleman().spawn_broker(listener_actor, std::move(router), std::move(ctx));
 }
 
 } // namespace convoke::server::internal

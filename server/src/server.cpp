@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "acceptor.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/net.hpp"
 #include "convoke/common/signals.hpp"
@@ -13,6 +14,15 @@
 #include "messages.hpp"
 
 namespace convoke::server {
+
+namespace {
+
+/// Connections the kernel completes before the acceptor takes them (also
+/// what waits while accepting backs off at the descriptor limit); Linux
+/// caps it at net.core.somaxconn.
+constexpr int listen_backlog = 4096;
+
+} // namespace
 
 server_stats server_context::snapshot() const {
   auto get = [](const std::atomic<uint64_t>& x) { return x.load(std::memory_order_relaxed); };
@@ -28,6 +38,8 @@ server_stats server_context::snapshot() const {
   s.protocol_errors = get(stats.protocol_errors);
   s.timeouts = get(stats.timeouts);
   s.input_pauses = get(stats.input_pauses);
+  s.accept_errors = get(stats.accept_errors);
+  s.handshakes_evicted = get(stats.handshakes_evicted);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -41,6 +53,7 @@ struct server::impl {
   std::unique_ptr<caf::actor_system> sys;
   caf::actor router;
   caf::actor listener;
+  std::unique_ptr<acceptor> accept_loop;
   uint16_t port = 0;
   std::atomic<bool> shutdown_requested{false};
   bool stopped = false;
@@ -84,18 +97,18 @@ std::string server::start() {
   d.sys_cfg->set("scheduler.max-threads", 2);
   d.sys_cfg->set("scheduler.policy", caf::atom("sharing"));
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
-  auto dm = d.sys->middleman().backend().new_tcp_doorman(cfg.port, cfg.host.c_str(), true);
-  if (!dm) {
-    // CAF's error says only "socket creation failed"; find out why.
-    auto why = net::bind_error(cfg.host, cfg.port);
-    auto msg = fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port,
-                           why.empty() ? d.sys->render(dm.error()) : why);
+  auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog);
+  if (!ls) {
     d.sys.reset();
-    return msg;
+    return fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port, ls.error);
   }
-  d.port = (*dm)->port();
+  d.port = ls.port;
   d.router = internal::spawn_router(*d.sys, d.ctx);
-  d.listener = internal::spawn_listener(*d.sys, std::move(*dm), d.router, d.ctx);
+  d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
+  d.accept_loop = std::make_unique<acceptor>(ls.fd, ctx.log_server, ctx.stats.accept_errors);
+  d.accept_loop->start([listener = d.listener](int fd) {
+    caf::anon_send(listener, internal::accepted_atom::value, fd);
+  });
   // Creating the system and spawning park a reference to CAF's logger in
   // this thread's TLS, and ~actor_system waits for the logger to die: stopping
   // the server from another thread would hang. Drop it so any thread may.
@@ -119,6 +132,7 @@ void server::shutdown() {
   auto margin = std::min<std::chrono::milliseconds>(drain / 5, std::chrono::milliseconds{500});
   auto deadline = std::chrono::steady_clock::now() + drain - margin;
   d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+  d.accept_loop->stop(); // no new connections from here on
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
 }
@@ -128,6 +142,7 @@ void server::wait() {
   if (!d.sys || d.stopped)
     return;
   d.sys->await_all_actors_done();
+  d.accept_loop.reset();
   d.stopped = true;
   d.router = nullptr;
   d.listener = nullptr;

@@ -58,6 +58,7 @@ struct session_state {
 
   context_ptr ctx;
   caf::io::connection_handle hdl;
+  caf::actor listener;
   caf::actor router;
   uint64_t id = 0;
   std::string remote;
@@ -359,6 +360,7 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   req.remote = st.remote;
   st.ph = phase::registering;
   st.registered = true;
+  self->send(st.listener, hello_atom::value, st.id); // no longer handshaking
   self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
@@ -647,11 +649,12 @@ void deliver(session_ptr self, const delivery& d) {
 namespace {
 
 caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
-                            caf::io::connection_handle hdl, caf::actor router, context_ptr ctx,
-                            uint64_t session_id, bool over_capacity) {
+                            caf::io::connection_handle hdl, caf::actor listener, caf::actor router,
+                            context_ptr ctx, uint64_t session_id) {
   auto& st = self->state;
   st.ctx = ctx;
   st.hdl = hdl;
+  st.listener = std::move(listener);
   st.router = std::move(router);
   st.id = session_id;
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
@@ -667,13 +670,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   ctx->log_session->debug("connection accepted {} fd={}", who(self), hdl.id());
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
   self->ack_writes(hdl, true); // keeps the output ledger exact, see write_bytes()
-  if (over_capacity) {
-    fail(self, codes::server_full,
-         fmt::format("the server is at its limit of {} connections (limits.max-agents)",
-                     ctx->cfg.max_agents));
-  } else {
-    self->delayed_send(self, ctx->cfg.handshake_timeout, handshake_atom::value);
-  }
+  self->delayed_send(self, ctx->cfg.handshake_timeout, handshake_atom::value);
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
@@ -809,6 +806,19 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                                           format_duration(idle))),
                   close_grace(self));
     },
+    [self](busy_atom) {
+      // Too many connections are handshaking and this is the oldest: make
+      // room now (Notice, then close without lingering).
+      auto& st = self->state;
+      if (st.ph != phase::handshake)
+        return;
+      fail(self, codes::server_busy,
+           fmt::format("too many connections are waiting to say Hello "
+                       "(limits.max-handshakes is {}); this one waited longest",
+                       st.ctx->cfg.max_handshakes));
+      if (st.ph == phase::lingering)
+        finish(self); // the Notice is out (it fit the socket buffer)
+    },
     [self](handshake_atom) {
       auto& st = self->state;
       if (st.ph != phase::handshake && st.ph != phase::registering)
@@ -877,11 +887,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
 
 } // namespace
 
-caf::actor fork_session(caf::io::broker* listener, caf::io::connection_handle hdl,
-                        caf::actor router, context_ptr ctx, uint64_t session_id,
-                        bool over_capacity) {
-  return listener->fork(session_actor, hdl, std::move(router), std::move(ctx), session_id,
-                        over_capacity);
+caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
+                        caf::actor listener, caf::actor router, context_ptr ctx,
+                        uint64_t session_id) {
+  return listener_broker->fork(session_actor, hdl, std::move(listener), std::move(router),
+                               std::move(ctx), session_id);
 }
 
 } // namespace convoke::server::internal

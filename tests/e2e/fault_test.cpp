@@ -4,14 +4,19 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "convoke/common/net.hpp"
 #include "process.hpp"
 #include "raw_client.hpp"
 #include "server_process.hpp"
+#include "wait.hpp"
 
 using namespace convoke;
 using namespace convoke::test;
@@ -89,4 +94,99 @@ TEST(Fault, SigtermWithAClosingAndAStalledSessionExitsZeroWithinTheDrain) {
   for (auto& t : trace)
     relays += t["event"] == "relay";
   EXPECT_EQ(relays, 401u);
+}
+
+namespace {
+
+/// CPU seconds (user + system) a process has used, from /proc.
+double cpu_seconds(int pid) {
+  auto stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto rparen = stat.rfind(')');
+  if (rparen == std::string::npos)
+    return 0;
+  std::istringstream in{stat.substr(rparen + 2)};
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14)
+      utime = std::stoull(field);
+    if (i == 15)
+      stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// Open descriptors of a process.
+size_t open_fds(int pid) {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e :
+       std::filesystem::directory_iterator{"/proc/" + std::to_string(pid) + "/fd"})
+    ++n;
+  return n;
+}
+
+} // namespace
+
+TEST(Fault, AtTheDescriptorLimitTheServerBacksOffLogsAndRecovers) {
+  // The audit: with RLIMIT_NOFILE reached and connections pending, the server
+  // spun at 100% CPU and logged nothing.
+  server_process srv{{}, {"/usr/bin/prlimit", "--nofile=64:64", "--"}};
+  auto fds_at_start = open_fds(srv.proc->pid());
+  ASSERT_LT(fds_at_start, 40u);
+  std::vector<raw_client> clients;
+  for (int i = 0; i < 100; ++i)
+    clients.emplace_back(srv.port); // the kernel completes them all (backlog)
+  // The server takes what it can; then the limit is reached.
+  ASSERT_TRUE(eventually([&] { return open_fds(srv.proc->pid()) >= 60; }))
+    << open_fds(srv.proc->pid());
+  ASSERT_TRUE(srv.proc->wait_output("too many open files", 5s)) << srv.proc->err();
+  auto cpu0 = cpu_seconds(srv.proc->pid());
+  auto t0 = clock_type::now();
+  // Observe a full second of the server at its limit with connections pending.
+  ASSERT_FALSE(eventually([&] { return !srv.proc->running(); }, 1s));
+  auto busy = (cpu_seconds(srv.proc->pid()) - cpu0) / seconds_since(t0);
+  EXPECT_LT(busy, 0.2) << "the server spins at the descriptor limit";
+  // Free descriptors: the server accepts again and serves a new agent.
+  clients.clear();
+  raw_client late{srv.port};
+  auto w = late.hello("late");
+  EXPECT_TRUE(w.has_welcome()) << w.ShortDebugString();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+}
+
+TEST(Fault, SilentConnectionsDoNotLockAgentsOut) {
+  // The audit: connections that never say Hello counted toward
+  // limits.max-agents, so a few silent sockets locked real agents out.
+  server_process srv{{"--limits.max-agents", "5"}};
+  std::vector<raw_client> silent;
+  for (int i = 0; i < 20; ++i)
+    silent.emplace_back(srv.port);
+  std::vector<raw_client> agents;
+  for (int i = 0; i < 5; ++i)
+    agents.push_back(join(srv.port, "agent-" + std::to_string(i)));
+  raw_client extra{srv.port};
+  auto r = extra.hello("one-too-many");
+  ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "server_full");
+  ASSERT_TRUE(agents[0].send_envelope("agent-4", "still working"));
+  auto e = agents[4].read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "still working");
+}
+
+TEST(Fault, AFloodOfSilentConnectionsEvictsTheOldestNotNewAgents) {
+  server_process srv{{"--limits.max-handshakes", "10"}};
+  std::vector<raw_client> silent;
+  for (int i = 0; i < 10; ++i)
+    silent.emplace_back(srv.port);
+  // Every one of them is held by the server (handshaking) before the agent comes.
+  ASSERT_TRUE(eventually([&] { return open_fds(srv.proc->pid()) >= 10 + 5; }));
+  auto agent = join(srv.port, "real-agent");
+  // The oldest silent connection made room, with a precise Notice.
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(silent.front().wait_closed(5s, &frames));
+  ASSERT_FALSE(frames.empty());
+  ASSERT_TRUE(frames.back().has_notice());
+  EXPECT_EQ(frames.back().notice().code(), "server_busy");
 }

@@ -237,7 +237,10 @@ TEST(ServerProtocol, ServerFullRefusesExtraConnections) {
   auto a = join(srv.port(), "alice");
   auto b = join(srv.port(), "bob");
   raw_client c{srv.port()};
-  expect_refused(c, "server_full");
+  auto r = c.hello("carol"); // refused at Hello: only agents count
+  ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "server_full");
+  EXPECT_TRUE(c.wait_closed(3s));
   expect_bystanders_fine(a, b, "still two of us");
 }
 

@@ -22,11 +22,15 @@ struct server_process {
   std::unique_ptr<process> proc;
   uint16_t port = 0;
 
-  explicit server_process(std::vector<std::string> extra = {}) {
+  /// `extra`: more flags; `wrapper`: a command to run the server under
+  /// (e.g. {"prlimit", "--nofile=64:64", "--"}), which must exec it.
+  explicit server_process(std::vector<std::string> extra = {},
+                          std::vector<std::string> wrapper = {}) {
     std::vector<std::string> argv{binary("convoke-server"), "--listen.port",  "0",
                                   "--listen.port-file",     dir.file("port"), "--trace.file",
                                   dir.file("trace.jsonl"),  "--trace.format", "json"};
     argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.begin(), wrapper.begin(), wrapper.end());
     proc = std::make_unique<process>(argv);
     for (int i = 0; i < 500 && port == 0 && proc->running(); ++i) {
       auto text = read_file(dir.file("port"));

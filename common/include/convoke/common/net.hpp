@@ -41,6 +41,20 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 /// to turn a library's generic bind failure into a precise message.
 std::string bind_error(const std::string& host, uint16_t port);
 
+/// Result of `tcp_listen`: a listening socket or an error text.
+struct listen_result {
+  int fd = -1;
+  uint16_t port = 0; // the bound port (useful with port 0)
+  std::string error;
+  explicit operator bool() const noexcept {
+    return fd >= 0;
+  }
+};
+
+/// Resolves `host`, binds host:port (SO_REUSEADDR) and listens with
+/// `backlog`. The socket is non-blocking and close-on-exec.
+listen_result tcp_listen(const std::string& host, uint16_t port, int backlog);
+
 /// Sets the socket receive buffer size (SO_RCVBUF).
 void set_receive_buffer(int fd, int bytes);
 

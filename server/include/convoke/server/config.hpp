@@ -39,6 +39,7 @@ struct server_config {
   // [limits]
   uint32_t max_frame_bytes = 1u << 20;
   uint32_t max_agents = 10000;
+  uint32_t max_handshakes = 1000;
   uint32_t max_routes = 256;
   // [timeouts]
   std::chrono::milliseconds handshake_timeout{5000};

@@ -10,7 +10,7 @@ namespace convoke::server {
 struct server_stats {
   /// Connections accepted since start.
   uint64_t connections_total = 0;
-  /// Connections open now (any phase).
+  /// Connections open now (any phase, handshaking included).
   uint64_t connections_open = 0;
   /// Agents past the handshake now.
   uint64_t agents = 0;
@@ -30,6 +30,11 @@ struct server_stats {
   uint64_t timeouts = 0;
   /// Times a session stopped reading because its input window was full.
   uint64_t input_pauses = 0;
+  /// accept() failures for lack of resources (descriptor limit, memory).
+  uint64_t accept_errors = 0;
+  /// Connections closed (server_busy) to make room under
+  /// limits.max-handshakes.
+  uint64_t handshakes_evicted = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;
