@@ -162,6 +162,9 @@ const std::vector<option_def>& options() {
                              false, "The server sends each agent a Heartbeat at this interval."));
     t.push_back(duration_opt("timeouts", "idle", &server_config::idle_timeout, true,
                              "Close a session that sent nothing for this long (0 = never)."));
+    t.push_back(duration_opt("timeouts", "frame", &server_config::frame_timeout, false,
+                             "A frame must arrive completely within this time of its first "
+                             "byte (bytes of an incomplete frame are not activity)."));
     t.push_back(duration_opt("timeouts", "drain", &server_config::drain_timeout, false,
                              "On shutdown, time allowed to flush Goodbye and pending data."));
     t.push_back(size_opt("flow", "output-high-water", &server_config::output_high_water, 64 << 10,

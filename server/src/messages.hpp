@@ -52,6 +52,7 @@ using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 using handshake_atom = caf::atom_constant<caf::atom("handshake")>;
 using abort_atom = caf::atom_constant<caf::atom("abort")>;
+using frame_check_atom = caf::atom_constant<caf::atom("framechk")>;
 using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
 

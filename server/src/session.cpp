@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -84,7 +85,12 @@ struct session_state {
   /// closing); reported once, when the session ends, with `lost_reason`.
   message_range lost;
   std::string_view lost_reason = drop_reason::connection_closed;
+  /// When the last complete frame arrived (bytes of an incomplete frame are
+  /// not activity: a slowloris must not keep a connection alive).
   steady::time_point last_rx;
+  /// When the frame still incomplete in the splitter began to arrive.
+  std::optional<steady::time_point> partial_since;
+  bool frame_check_armed = false;
   uint64_t heartbeat_seq = 0;
   size_t read_chunk = small_read_chunk;
   // Input credits: bytes handed to the router and not yet acknowledged.
@@ -496,12 +502,15 @@ void on_established_frame(session_ptr self) {
   }
 }
 
-/// Processes buffered input as far as the current phase allows.
-void process_input(session_ptr self) {
+/// Processes buffered input as far as the current phase allows. Returns the
+/// number of complete frames taken.
+size_t process_input(session_ptr self) {
   auto& st = self->state;
   std::string_view body;
   envelope_view view;
+  size_t frames = 0;
   while ((st.ph == phase::handshake || st.ph == phase::established) && st.splitter.next(body)) {
+    ++frames;
     // Hot path: a plain envelope is relayed from its own bytes, no parsing
     // into objects (see envelope_scan.hpp). Everything else: full parser.
     if (st.ph == phase::established && scan_envelope_frame(body, view)) {
@@ -535,6 +544,25 @@ void process_input(session_ptr self) {
     fail(self, proto::to_code(err), std::move(text), &st.ctx->stats.protocol_errors);
   }
   st.splitter.compact();
+  return frames;
+}
+
+/// After a read: complete frames are activity; a frame that stays incomplete
+/// must complete within timeouts.frame of its first byte.
+void track_input(session_ptr self, size_t frames, steady::time_point now) {
+  auto& st = self->state;
+  if (frames > 0)
+    st.last_rx = now;
+  if (st.splitter.buffered() == 0) {
+    st.partial_since.reset();
+    return;
+  }
+  if (frames > 0 || !st.partial_since)
+    st.partial_since = now; // the incomplete frame began in this read
+  if (!st.frame_check_armed) {
+    st.frame_check_armed = true;
+    self->delayed_send(self, st.ctx->cfg.frame_timeout, frame_check_atom::value);
+  }
 }
 
 /// Stops reading when too much of this agent's input is waiting in the
@@ -681,9 +709,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   return {
     [self](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
-      st.last_rx = steady::now();
       if (st.ph >= phase::draining)
         return; // input after the decision to close is discarded
+      auto now = steady::now();
       st.splitter.append(msg.buf.data(), msg.buf.size());
       st.batch.credit += msg.buf.size();
       if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk) {
@@ -691,10 +719,30 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         st.read_chunk = large_read_chunk;
         self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
       }
-      process_input(self);
+      auto frames = process_input(self);
+      track_input(self, frames, now);
       if (st.ph == phase::established)
         dispatch_batch(self);
       check_input_window(self);
+    },
+    [self](frame_check_atom) {
+      auto& st = self->state;
+      st.frame_check_armed = false;
+      if (!st.partial_since || st.ph >= phase::draining)
+        return;
+      auto limit = st.ctx->cfg.frame_timeout;
+      auto age
+        = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - *st.partial_since);
+      if (age < limit) {
+        st.frame_check_armed = true;
+        self->delayed_send(self, limit - age, frame_check_atom::value);
+        return;
+      }
+      bump(st.ctx->stats.timeouts);
+      fail(self, codes::frame_timeout,
+           fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
+                       "frames must arrive within {} (timeouts.frame)",
+                       format_duration(age), st.splitter.buffered(), format_duration(limit)));
     },
     [self](const caf::io::connection_closed_msg&) {
       auto& st = self->state;
@@ -736,7 +784,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // Admitted: full frame limit, frames that arrived behind the Hello,
       // then read on.
       st.splitter.set_max_frame_bytes(st.ctx->cfg.max_frame_bytes);
-      process_input(self);
+      track_input(self, process_input(self), steady::now());
       dispatch_batch(self);
       resume_input(self);
     },

@@ -274,3 +274,60 @@ TEST(ServerProtocol, FramesBeforeWelcomeAreLimited) {
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->payload().size(), 200'000u);
 }
+
+TEST(ServerProtocol, SlowlorisCannotHoldAConnectionWithAFrameThatNeverCompletes) {
+  // The audit: one byte every 2 s kept a connection alive long past the idle
+  // timeout, without ever answering a heartbeat. A started frame must now
+  // complete within timeouts.frame, and only complete frames count as
+  // activity.
+  test_server srv{[](auto& cfg) {
+    cfg.heartbeat_interval = 100ms;
+    cfg.idle_timeout = 5s;
+    cfg.frame_timeout = 500ms;
+  }};
+  auto loris = join(srv.port(), "loris");
+  auto bystander = join(srv.port(), "bystander");
+  std::string frame = header(1000) + std::string(1000, 'x');
+  auto t0 = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  bool closed = false;
+  std::vector<v1::Frame> frames;
+  // One byte every 50 ms: 1004 bytes would take 50 s.
+  while (!closed && sent < frame.size() && std::chrono::steady_clock::now() - t0 < 4s) {
+    if (!loris.send_bytes(frame.substr(sent++, 1)))
+      break;
+    closed = loris.wait_closed(50ms, &frames);
+  }
+  auto held = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(closed || loris.wait_closed(2s, &frames)) << "still connected after the deadline";
+  EXPECT_LT(held, 2s);
+  ASSERT_FALSE(frames.empty());
+  ASSERT_TRUE(frames.back().has_notice());
+  EXPECT_EQ(frames.back().notice().code(), "frame_timeout") << frames.back().notice().text();
+  EXPECT_TRUE(bystander.ping());
+}
+
+TEST(ServerProtocol, TricklingBytesIsNotActivityButCompleteFramesAre) {
+  // A client that trickles an endless frame never answers heartbeats: the
+  // idle timeout closes it even when the frame deadline is generous.
+  test_server srv{[](auto& cfg) {
+    cfg.heartbeat_interval = 100ms;
+    cfg.idle_timeout = 400ms;
+    cfg.frame_timeout = 30s;
+  }};
+  auto loris = join(srv.port(), "loris");
+  std::string frame = header(100000) + std::string(100000, 'x');
+  std::vector<v1::Frame> frames;
+  bool closed = false;
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t sent = 0; !closed && std::chrono::steady_clock::now() - t0 < 3s; ++sent) {
+    if (!loris.send_bytes(frame.substr(sent, 1)))
+      break;
+    closed = loris.wait_closed(20ms, &frames);
+  }
+  ASSERT_TRUE(closed || loris.wait_closed(2s, &frames));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_FALSE(frames.empty());
+  ASSERT_TRUE(frames.back().has_notice());
+  EXPECT_EQ(frames.back().notice().code(), "idle_timeout");
+}

@@ -51,6 +51,7 @@ inline constexpr std::string_view too_many_routes = "too_many_routes";
 inline constexpr std::string_view server_full = "server_full";
 inline constexpr std::string_view server_busy = "server_busy";
 inline constexpr std::string_view idle_timeout = "idle_timeout";
+inline constexpr std::string_view frame_timeout = "frame_timeout";
 inline constexpr std::string_view slow_consumer = "slow_consumer";
 // Per-message problems (WARNING severity, connection kept).
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";

@@ -45,6 +45,7 @@ struct server_config {
   std::chrono::milliseconds handshake_timeout{5000};
   std::chrono::milliseconds heartbeat_interval{10000};
   std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds frame_timeout{15000};
   std::chrono::milliseconds drain_timeout{5000};
   // [flow]
   uint64_t output_high_water = 8ull << 20;
