@@ -154,6 +154,12 @@ const std::vector<option_def>& options() {
                                   1'000'000,
                                   "Most connections that have not sent Hello yet; a new "
                                   "one closes the oldest of them (server_busy)."));
+    t.push_back(size_opt("limits", "max-buffered-bytes", &server_config::max_buffered_bytes,
+                         1 << 20, 1ull << 40,
+                         "Bytes all connections together may hold in the server (output "
+                         "waiting for slow readers, input waiting to be routed, partial "
+                         "frames). Above it, readers with a backlog are treated as slow "
+                         "consumers and reading pauses until it is back under."));
     t.push_back(int_opt<uint32_t>("limits", "max-routes", &server_config::max_routes, 1, 100'000,
                                   "Most route subscriptions one agent may hold."));
     t.push_back(duration_opt("timeouts", "handshake", &server_config::handshake_timeout, false,

@@ -28,6 +28,11 @@ struct counters {
   std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> input_pauses{0};
   std::atomic<uint64_t> accept_errors{0};
+  /// Bytes all sessions hold now (limits.max-buffered-bytes), and how often
+  /// the limit cut a slow reader or paused reading.
+  std::atomic<uint64_t> buffered_bytes{0};
+  std::atomic<uint64_t> budget_exceeded{0};
+  std::atomic<uint64_t> budget_pauses{0};
   std::atomic<uint64_t> handshakes_evicted{0};
 };
 
@@ -43,6 +48,10 @@ struct server_context {
   /// Set by server::shutdown(): the steady-clock time (ns since the clock's
   /// epoch) by which every session must have closed; 0 while running.
   std::atomic<int64_t> close_deadline_ns{0};
+  /// Steady-clock ns of the last "above limits.max-buffered-bytes" log line.
+  std::atomic<int64_t> budget_logged_ns{0};
+  /// Steady-clock ns of the last request to shed (see session.cpp).
+  std::atomic<int64_t> shed_requested_ns{0};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;

@@ -53,6 +53,10 @@ using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 using handshake_atom = caf::atom_constant<caf::atom("handshake")>;
 using abort_atom = caf::atom_constant<caf::atom("abort")>;
 using frame_check_atom = caf::atom_constant<caf::atom("framechk")>;
+using budget_retry_atom = caf::atom_constant<caf::atom("budgetchk")>;
+/// session -> router -> every session: the server is above
+/// limits.max-buffered-bytes; readers with a backlog give it up.
+using shed_atom = caf::atom_constant<caf::atom("shed")>;
 using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
 

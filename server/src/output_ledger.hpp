@@ -9,6 +9,7 @@
 // consumer), it knows exactly how many messages, and which ids, never left
 // the server, and can count and trace them instead of losing them silently.
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 
@@ -24,9 +25,8 @@ struct message_range {
   void add(const message_range& other) {
     if (other.count == 0)
       return;
-    if (count == 0)
-      first_id = other.first_id;
-    last_id = other.last_id;
+    first_id = count == 0 ? other.first_id : std::min(first_id, other.first_id);
+    last_id = count == 0 ? other.last_id : std::max(last_id, other.last_id);
     count += other.count;
   }
 };
@@ -71,6 +71,23 @@ public:
     for (auto& r : dropped)
       out.add(r.msgs);
     return out;
+  }
+
+  /// Records `bytes` inserted in front of the newest runs totalling
+  /// `newest_bytes` (a frame that overtakes a backlog). False, and nothing
+  /// recorded, if `newest_bytes` does not end on a run boundary.
+  bool insert_before_newest(uint64_t newest_bytes, uint64_t bytes) {
+    uint64_t sum = 0;
+    auto i = runs_.end();
+    while (sum < newest_bytes && i != runs_.begin()) {
+      --i;
+      sum += i->bytes;
+    }
+    if (sum != newest_bytes)
+      return false;
+    runs_.insert(i, run{bytes, {}});
+    pending_ += bytes;
+    return true;
   }
 
   /// Everything not yet written (e.g. at a forced close), and forgets it.

@@ -336,6 +336,9 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);
     },
     [self](stop_atom) { self->quit(); },
+    [self](shed_atom) {
+      self->state.table.for_each([&](entry_t& e) { self->send(e.handle, shed_atom::value); });
+    },
     [self](drained_atom, uint64_t sid) {
       self->state.drained.insert(sid);
       maybe_finish_drain(self);

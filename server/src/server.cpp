@@ -39,6 +39,9 @@ server_stats server_context::snapshot() const {
   s.timeouts = get(stats.timeouts);
   s.input_pauses = get(stats.input_pauses);
   s.accept_errors = get(stats.accept_errors);
+  s.buffered_bytes = get(stats.buffered_bytes);
+  s.budget_exceeded = get(stats.budget_exceeded);
+  s.budget_pauses = get(stats.budget_pauses);
   s.handshakes_evicted = get(stats.handshakes_evicted);
   if (trace) {
     s.trace_written = trace->written();
@@ -149,11 +152,13 @@ void server::wait() {
   if (d.ctx->trace)
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
-  d.ctx->log_server->info("stopped messages_in={} deliveries={} undeliverable={} dropped={} "
-                          "slow_consumers={} protocol_errors={} timeouts={} trace_written={} "
-                          "trace_dropped={}",
-                          s.messages_in, s.deliveries, s.undeliverable, s.dropped, s.slow_consumers,
-                          s.protocol_errors, s.timeouts, s.trace_written, s.trace_dropped);
+  d.ctx->log_server->info(
+    "stopped messages_in={} deliveries={} undeliverable={} dropped={} slow_consumers={} "
+    "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
+    "budget_pauses={} trace_written={} trace_dropped={}",
+    s.messages_in, s.deliveries, s.undeliverable, s.dropped, s.slow_consumers, s.protocol_errors,
+    s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded, s.budget_pauses,
+    s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

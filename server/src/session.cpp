@@ -41,6 +41,8 @@ constexpr size_t large_read_chunk = 64 * 1024;
 constexpr uint32_t handshake_frame_limit = 64 * 1024;
 /// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
 constexpr auto retrigger_delay = std::chrono::milliseconds{2};
+/// How often a session paused by limits.max-buffered-bytes checks again.
+constexpr auto budget_retry_delay = std::chrono::milliseconds{20};
 
 enum class phase : uint8_t {
   handshake,
@@ -96,10 +98,12 @@ struct session_state {
   // Input credits: bytes handed to the router and not yet acknowledged.
   uint64_t in_flight = 0;
   bool halted = false;
-  // Current drop episode (slow consumer, drop policy).
-  uint64_t dropped = 0;
-  uint64_t dropped_first = 0;
-  uint64_t dropped_last = 0;
+  /// Current drop episode (slow consumer, drop policy): what was dropped
+  /// since the output went above the high-water mark.
+  message_range dropping;
+  /// This session's share of ctx.stats.buffered_bytes (limits.max-buffered-bytes).
+  uint64_t budget_share = 0;
+  bool budget_retry_armed = false;
   /// The agent said Goodbye; waiting for the router's barrier echo.
   bool leaving = false;
 };
@@ -163,17 +167,18 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
   self->flush(st.hdl);
 }
 
-/// Counts and traces messages that will never be written to this agent.
-/// Closing sessions collect them in `lost` and report once at the end.
-void account_dropped(session_ptr self, const message_range& msgs, std::string_view reason) {
+/// Traces messages that will never be written to this agent (one record
+/// for the whole range) and, with `count`, adds them to `dropped`.
+void account_dropped(session_ptr self, const message_range& msgs, std::string_view reason,
+                     bool count = true) {
   if (msgs.count == 0)
     return;
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  bump(ctx.stats.dropped, msgs.count);
-  if (reason != drop_reason::slow_consumer) // those are logged per episode
-    ctx.log_session->warn("messages not delivered {} count={} first_id={} last_id={} reason={}",
-                          who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
+  if (count)
+    bump(ctx.stats.dropped, msgs.count);
+  ctx.log_session->warn("messages not delivered {} count={} first_id={} last_id={} reason={}",
+                        who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
   if (ctx.trace) {
     trace_event ev;
     ev.what = trace_event::kind::dropped;
@@ -199,6 +204,68 @@ std::chrono::milliseconds close_grace(session_ptr self) {
     grace = std::min(grace, left);
   }
   return grace;
+}
+
+// -- memory budget (limits.max-buffered-bytes) ---------------------------------
+
+/// A reader with at least this much output waiting is "behind" when the
+/// server is over its memory budget (it is then treated as a slow consumer).
+constexpr uint64_t budget_backlog_floor = 64 * 1024;
+
+/// Bytes this session holds in the server: output not yet written, input
+/// handed to the router and not yet credited, a partial frame.
+uint64_t held_bytes(const session_state& st) {
+  return st.out.pending() + st.in_flight + st.splitter.buffered();
+}
+
+/// Brings this session's share of the server-wide count up to date.
+void update_budget(session_ptr self) {
+  auto& st = self->state;
+  auto now = held_bytes(st);
+  auto& total = st.ctx->stats.buffered_bytes;
+  if (now > st.budget_share)
+    total.fetch_add(now - st.budget_share, std::memory_order_relaxed);
+  else if (now < st.budget_share)
+    total.fetch_sub(st.budget_share - now, std::memory_order_relaxed);
+  st.budget_share = now;
+}
+
+void release_budget(session_ptr self) {
+  auto& st = self->state;
+  st.ctx->stats.buffered_bytes.fetch_sub(st.budget_share, std::memory_order_relaxed);
+  st.budget_share = 0;
+}
+
+bool over_budget(const server_context& ctx) {
+  return ctx.stats.buffered_bytes.load(std::memory_order_relaxed) > ctx.cfg.max_buffered_bytes;
+}
+
+/// Logs that the budget is exceeded, at most every 10 s server-wide.
+void log_over_budget(session_ptr self, std::string_view action) {
+  auto& ctx = *self->state.ctx;
+  auto now = steady::now().time_since_epoch().count();
+  auto last = ctx.budget_logged_ns.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < std::chrono::nanoseconds{std::chrono::seconds{10}}.count())
+    return;
+  ctx.budget_logged_ns.store(now, std::memory_order_relaxed);
+  ctx.log_session->warn("server buffers above limits.max-buffered-bytes buffered_bytes={} "
+                        "limit={} action={} {}",
+                        ctx.stats.buffered_bytes.load(std::memory_order_relaxed),
+                        ctx.cfg.max_buffered_bytes, action, who(self));
+}
+
+/// Asks every session to check the budget (at most every 50 ms): readers
+/// with a backlog then give it up, wherever the memory is held. Without
+/// this, a stalled reader that gets no more deliveries would hold its
+/// backlog while everybody else's reading stays paused.
+void request_shed(session_ptr self) {
+  auto& ctx = *self->state.ctx;
+  auto now = steady::now().time_since_epoch().count();
+  auto last = ctx.shed_requested_ns.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < std::chrono::nanoseconds{std::chrono::milliseconds{50}}.count())
+    return;
+  ctx.shed_requested_ns.store(now, std::memory_order_relaxed);
+  self->send(self->state.router, shed_atom::value);
 }
 
 /// Writes a frame that must go out (Welcome, the final Notice or Goodbye).
@@ -231,11 +298,17 @@ void dispatch_batch(session_ptr self) {
   st.batch = relay_batch{};
 }
 
+void release_budget(session_ptr self);
+
 /// The end: reports what was lost and quits.
 void complete(session_ptr self) {
   auto& st = self->state;
+  // An open drop episode (already counted) is traced now.
+  account_dropped(self, st.dropping, drop_reason::slow_consumer, false);
+  st.dropping = {};
   account_dropped(self, st.lost, st.lost_reason);
   st.lost = {};
+  release_budget(self);
   self->quit();
 }
 
@@ -566,15 +639,31 @@ void track_input(session_ptr self, size_t frames, steady::time_point now) {
 }
 
 /// Stops reading when too much of this agent's input is waiting in the
-/// router (TCP backpressure then reaches the sender).
+/// router (TCP backpressure then reaches the sender), or while the server is
+/// above limits.max-buffered-bytes.
 void check_input_window(session_ptr self) {
   auto& st = self->state;
-  // Only the router backlog counts: a partial frame in the splitter is bounded
-  // by limits.max-frame-bytes and must be completed to make progress.
-  if (!st.halted && st.ph < phase::draining && st.in_flight > st.ctx->cfg.input_window) {
-    self->halt(st.hdl);
-    st.halted = true;
-    bump(st.ctx->stats.input_pauses);
+  auto& ctx = *st.ctx;
+  if (st.halted || st.ph >= phase::draining)
+    return;
+  // Only the router backlog counts toward the window: a partial frame in the
+  // splitter is bounded by limits.max-frame-bytes (and timeouts.frame).
+  bool window_full = st.in_flight > ctx.cfg.input_window;
+  bool budget_full = !window_full && over_budget(ctx);
+  if (!window_full && !budget_full)
+    return;
+  self->halt(st.hdl);
+  st.halted = true;
+  if (window_full) {
+    bump(ctx.stats.input_pauses);
+    return;
+  }
+  bump(ctx.stats.budget_pauses);
+  log_over_budget(self, "pause_reading");
+  request_shed(self);
+  if (!st.budget_retry_armed) {
+    st.budget_retry_armed = true;
+    self->delayed_send(self, budget_retry_delay, budget_retry_atom::value);
   }
 }
 
@@ -583,7 +672,14 @@ void resume_input(session_ptr self) {
   if (!st.halted || st.ph >= phase::draining)
     return;
   if (st.in_flight > st.ctx->cfg.input_window / 2)
+    return; // the router's credit resumes it
+  if (over_budget(*st.ctx)) {
+    if (!st.budget_retry_armed) { // check again shortly
+      st.budget_retry_armed = true;
+      self->delayed_send(self, budget_retry_delay, budget_retry_atom::value);
+    }
     return;
+  }
   st.halted = false;
   self->trigger(st.hdl);
   // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
@@ -595,44 +691,136 @@ void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
   self->delayed_send(self, after, idle_check_atom::value);
 }
 
-/// Delivers pre-encoded frames, applying the slow consumer policy.
-/// Applies the slow consumer policy when more than flow.output-high-water is
-/// waiting for this agent: under `disconnect` the session ends with a
-/// slow_consumer Notice; under `drop` the caller discards what it wanted to
-/// write. Returns true in both cases.
-bool output_full(session_ptr self) {
+// -- output: slow consumers --------------------------------------------------
+
+/// Writes `f` ahead of the output CAF has not started writing yet (it
+/// overtakes the backlog), or at the end if that cannot be done exactly.
+void write_ahead(session_ptr self, const v1::Frame& f) {
   auto& st = self->state;
-  auto& ctx = *st.ctx;
-  if (st.out.pending() < ctx.cfg.output_high_water)
-    return false;
-  if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect && st.ph < phase::closing) {
-    bump(ctx.stats.slow_consumers);
-    st.lost_reason = drop_reason::slow_consumer;
-    ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}", who(self),
-                          st.out.pending(), ctx.cfg.output_high_water);
-    begin_close(self,
-                make_notice(v1::Notice::ERROR, codes::slow_consumer,
-                            fmt::format("your connection is not reading fast enough: "
-                                        "{} bytes are waiting (flow.output-high-water "
-                                        "is {}); closing",
-                                        st.out.pending(), format_size(ctx.cfg.output_high_water))),
-                close_grace(self));
+  auto& offline = self->wr_buf(st.hdl); // CAF's buffer of what it has not started to write
+  auto& scratch = st.scratch;
+  scratch.clear();
+  proto::append_frame(f, scratch);
+  if (offline.empty() || !st.out.insert_before_newest(offline.size(), scratch.size())) {
+    write_bytes(self, scratch.data(), scratch.size());
+    return;
   }
-  return true;
+  offline.insert(offline.begin(), scratch.begin(), scratch.end());
+  self->flush(st.hdl);
 }
 
-/// After a drop episode, tells the agent what it missed.
+/// Gives up the output CAF has not started writing yet (a consumer being
+/// disconnected): those messages are lost for it, and counted.
+void discard_backlog(session_ptr self) {
+  auto& st = self->state;
+  auto& offline = self->wr_buf(st.hdl);
+  if (offline.empty() || st.out.newest_runs_within(offline.size()) != offline.size())
+    return;
+  st.lost.add(st.out.drop_newest(offline.size()));
+  offline.clear();
+  offline.shrink_to_fit();
+}
+
+/// After a drop episode, once the consumer has caught up (its output back
+/// under half the high-water mark), tells it what it missed.
 void write_drop_notice(session_ptr self) {
   auto& st = self->state;
-  if (st.dropped == 0)
+  auto& d = st.dropping;
+  if (d.count == 0)
     return;
-  st.ctx->log_session->warn("slow consumer caught up {} dropped={}", who(self), st.dropped);
+  st.ctx->log_session->warn("slow consumer caught up {} dropped={} first_id={} last_id={}",
+                            who(self), d.count, d.first_id, d.last_id);
+  account_dropped(self, d, drop_reason::slow_consumer, false); // trace record; counted already
   write_frame(self,
               make_notice(v1::Notice::WARNING, codes::messages_dropped,
                           fmt::format("{} messages to you (ids {} to {}) were dropped because "
                                       "your connection was not reading fast enough",
-                                      st.dropped, st.dropped_first, st.dropped_last)));
-  st.dropped = 0;
+                                      d.count, d.first_id, d.last_id)));
+  d = {};
+}
+
+/// Applies the slow consumer policy to this agent. Under `disconnect` the
+/// session ends with a slow_consumer Notice that overtakes the backlog;
+/// under `drop` a drop episode begins (a WARNING Notice ahead of the
+/// backlog; deliveries are discarded until it catches up). With `for_budget`
+/// (the server is above limits.max-buffered-bytes), the backlog CAF has not
+/// started to write is given up as well, to free memory now.
+void slow_consumer(session_ptr self, bool for_budget) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto pending = st.out.pending();
+  auto why = !for_budget
+               ? fmt::format("{} bytes are waiting for you (flow.output-high-water is {})", pending,
+                             format_size(ctx.cfg.output_high_water))
+               : fmt::format("{} bytes are waiting for you while the server is at its memory "
+                             "limit (limits.max-buffered-bytes is {})",
+                             pending, format_size(ctx.cfg.max_buffered_bytes));
+  if (for_budget) {
+    bump(ctx.stats.budget_exceeded);
+    log_over_budget(self, ctx.cfg.slow_consumer == slow_consumer_policy::disconnect
+                            ? "disconnect_slow_consumer"
+                            : "drop_for_slow_consumer");
+  }
+  if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect) {
+    bump(ctx.stats.slow_consumers);
+    st.lost_reason = drop_reason::slow_consumer;
+    ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}{}",
+                          who(self), pending, ctx.cfg.output_high_water,
+                          for_budget ? " reason=max-buffered-bytes" : "");
+    discard_backlog(self);
+    begin_close(
+      self,
+      make_notice(v1::Notice::ERROR, codes::slow_consumer,
+                  fmt::format("your connection is not reading fast enough: {}; closing", why)),
+      close_grace(self));
+    update_budget(self);
+    return;
+  }
+  bool starting = st.dropping.count == 0;
+  if (starting)
+    ctx.log_session->warn("slow consumer: dropping messages {} pending_bytes={} high_water={}{}",
+                          who(self), pending, ctx.cfg.output_high_water,
+                          for_budget ? " reason=max-buffered-bytes" : "");
+  if (for_budget) {
+    auto& offline = self->wr_buf(st.hdl);
+    if (!offline.empty() && st.out.newest_runs_within(offline.size()) == offline.size()) {
+      auto given_up = st.out.drop_newest(offline.size());
+      offline.clear();
+      offline.shrink_to_fit();
+      st.dropping.add(given_up);
+      bump(ctx.stats.dropped, given_up.count);
+    }
+  }
+  if (starting)
+    write_ahead(self, make_notice(v1::Notice::WARNING, codes::slow_consumer,
+                                  fmt::format("messages to you are being dropped because your "
+                                              "connection is not reading fast enough: {}; a "
+                                              "messages_dropped Notice will say how many once "
+                                              "you have caught up",
+                                              why)));
+  update_budget(self);
+}
+
+/// True if output for this agent must not be written now: above
+/// flow.output-high-water, or behind (a backlog of 64 KiB or more) while
+/// the server is above limits.max-buffered-bytes. Applies the slow consumer
+/// policy the first time.
+bool output_full(session_ptr self) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto pending = st.out.pending();
+  bool over_mark = pending >= ctx.cfg.output_high_water;
+  bool budget = !over_mark && over_budget(ctx);
+  bool behind = budget && pending >= budget_backlog_floor;
+  if (budget && !behind)
+    request_shed(self); // someone else holds the memory
+  if (!over_mark && !behind)
+    return false;
+  if (st.ph >= phase::closing)
+    return true;
+  if (st.dropping.count == 0 || behind)
+    slow_consumer(self, behind);
+  return true;
 }
 
 /// Delivers pre-encoded frames, applying the slow consumer policy.
@@ -644,32 +832,18 @@ void deliver(session_ptr self, const delivery& d) {
     st.lost.add(msgs);
     return;
   }
-  auto& ctx = *st.ctx;
   if (output_full(self)) {
     if (st.ph >= phase::closing) { // disconnected as a slow consumer
       st.lost.add(msgs);
       return;
     }
-    if (st.dropped == 0)
-      st.dropped_first = d.first_id;
-    st.dropped += d.count;
-    st.dropped_last = d.last_id;
-    bump(ctx.stats.dropped, d.count);
-    if (ctx.trace) {
-      trace_event ev;
-      ev.what = trace_event::kind::dropped;
-      ev.message_id = d.first_id;
-      ev.last_message_id = d.last_id;
-      ev.recipient = st.agent;
-      ev.count = d.count;
-      ev.relayed_ns = unix_nanos();
-      ev.reason = std::string{codes::slow_consumer};
-      ctx.trace->push(std::move(ev));
-    }
+    st.dropping.add(msgs); // drop policy
+    bump(st.ctx->stats.dropped, msgs.count);
     return;
   }
   write_drop_notice(self);
   write_bytes(self, d.frames.data(), d.frames.size(), msgs);
+  update_budget(self);
 }
 
 } // namespace
@@ -723,6 +897,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       track_input(self, frames, now);
       if (st.ph == phase::established)
         dispatch_batch(self);
+      update_budget(self);
       check_input_window(self);
     },
     [self](frame_check_atom) {
@@ -767,6 +942,22 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       st.out.written(msg.written);
       if (st.ph == phase::closing && st.out.pending() == 0)
         half_close(self); // the final frame has left
+      // Caught up after a drop episode: say what was missed, now, not with
+      // the next delivery (which may never come).
+      if (st.dropping.count > 0 && st.ph < phase::closing
+          && st.out.pending() <= st.ctx->cfg.output_high_water / 2)
+        write_drop_notice(self);
+      update_budget(self);
+    },
+    [self](shed_atom) {
+      auto& st = self->state;
+      if ((st.ph == phase::established || st.ph == phase::draining) && over_budget(*st.ctx)
+          && st.out.pending() >= budget_backlog_floor)
+        slow_consumer(self, true);
+    },
+    [self](budget_retry_atom) {
+      self->state.budget_retry_armed = false;
+      resume_input(self);
     },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
       auto& st = self->state;
@@ -795,6 +986,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](credit_atom, uint64_t bytes) {
       auto& st = self->state;
       st.in_flight -= std::min(st.in_flight, bytes);
+      update_budget(self);
       resume_input(self);
     },
     [self](retrigger_atom) {

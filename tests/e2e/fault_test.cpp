@@ -8,7 +8,6 @@
 
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -97,6 +96,17 @@ TEST(Fault, SigtermWithAClosingAndAStalledSessionExitsZeroWithinTheDrain) {
 }
 
 namespace {
+
+/// A counter from the server's final "stopped ..." log line.
+uint64_t stat_of(const std::string& log, const std::string& key) {
+  auto line = log.rfind("stopped messages_in=");
+  if (line == std::string::npos)
+    return 0;
+  auto at = log.find(" " + key + "=", line);
+  if (at == std::string::npos)
+    return 0;
+  return std::stoull(log.substr(at + key.size() + 2));
+}
 
 /// CPU seconds (user + system) a process has used, from /proc.
 double cpu_seconds(int pid) {
@@ -189,4 +199,59 @@ TEST(Fault, AFloodOfSilentConnectionsEvictsTheOldestNotNewAgents) {
   ASSERT_FALSE(frames.empty());
   ASSERT_TRUE(frames.back().has_notice());
   EXPECT_EQ(frames.back().notice().code(), "server_busy");
+}
+
+TEST(Fault, ServerWideBufferBudgetCutsStalledConsumersBeforeTheirOwnLimits) {
+  // The audit: each connection may pin its output high-water mark (8 MiB)
+  // plus partial input, with no bound across connections; 40 stalled
+  // subscribers took RSS to 346 MB. Here 12 stalled consumers could hold
+  // 12 x 4 MiB; the server-wide budget of 8 MiB must cut them first.
+  server_process srv{{"--flow.output-high-water", "4MiB", "--limits.max-buffered-bytes", "8MiB",
+                      "--trace.enabled", "false", "--timeouts.drain", "1s"}};
+  std::vector<raw_client> stalled;
+  for (int i = 0; i < 12; ++i) {
+    raw_client c{srv.port};
+    net::set_receive_buffer(c.fd(), 4096);
+    ASSERT_TRUE(c.hello("stalled-" + std::to_string(i)).has_welcome());
+    stalled.push_back(std::move(c));
+  }
+  auto reader = join(srv.port, "reader");
+  auto pub = join(srv.port, "pub");
+  auto rss_before = rss_kib(srv.proc->pid());
+  constexpr int total = 20000;
+  std::atomic<int> received{0};
+  std::jthread rx{[&] {
+    while (received < total && reader.read_envelope(10s))
+      ++received;
+  }};
+  size_t rss_peak = 0;
+  for (int sent = 0; sent < total;) {
+    std::string burst;
+    for (int k = 0; k < 50; ++k, ++sent) {
+      v1::Frame f;
+      f.mutable_envelope()->set_client_seq(static_cast<uint64_t>(sent));
+      f.mutable_envelope()->set_payload(std::string(4000, 'b'));
+      proto::append_frame(f, burst);
+    }
+    ASSERT_TRUE(pub.send_bytes(burst));
+    while (sent - received > 500)
+      std::this_thread::yield();
+    if (sent % 2000 == 0)
+      rss_peak = std::max(rss_peak, rss_kib(srv.proc->pid()));
+  }
+  rx.join();
+  EXPECT_EQ(received.load(), total) << "the reading consumer must get everything";
+  RecordProperty("server_rss_before_kib", std::to_string(rss_before));
+  RecordProperty("server_rss_peak_kib", std::to_string(rss_peak));
+  EXPECT_LT(rss_peak, rss_before + 16 * 1024)
+    << "server RSS grew from " << rss_before << " KiB to " << rss_peak << " KiB";
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+  // Stalled consumers were cut for the budget, below their own 4 MiB mark
+  // (their data still trickles out of the kernel's buffers, so the server's
+  // own count is what tells).
+  auto err = srv.proc->err();
+  EXPECT_NE(err.find("reason=max-buffered-bytes"), std::string::npos) << err;
+  EXPECT_GE(stat_of(err, "budget_exceeded"), 1u) << err;
+  EXPECT_GE(stat_of(err, "slow_consumers"), 1u) << err;
 }

@@ -51,6 +51,8 @@ struct server_config {
   uint64_t output_high_water = 8ull << 20;
   slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;
   uint64_t input_window = 1ull << 20;
+  // [limits] (continued)
+  uint64_t max_buffered_bytes = 512ull << 20;
   // [auth]
   std::string token;
   // [log]

@@ -20,7 +20,9 @@ struct server_stats {
   uint64_t deliveries = 0;
   /// Direct messages whose recipient was not connected.
   uint64_t undeliverable = 0;
-  /// Deliveries discarded for slow consumers (drop policy).
+  /// Deliveries never written to their receiver: dropped for a slow consumer
+  /// (drop policy), the backlog of a connection that closed or was cut off,
+  /// or still queued at the shutdown deadline. Each has a trace record.
   uint64_t dropped = 0;
   /// Sessions closed as slow consumers (disconnect policy).
   uint64_t slow_consumers = 0;
@@ -30,6 +32,14 @@ struct server_stats {
   uint64_t timeouts = 0;
   /// Times a session stopped reading because its input window was full.
   uint64_t input_pauses = 0;
+  /// Bytes held for all connections now: output waiting for slow readers,
+  /// input waiting to be routed, partial frames (limits.max-buffered-bytes).
+  uint64_t buffered_bytes = 0;
+  /// Readers treated as slow consumers because the server was above
+  /// limits.max-buffered-bytes while they had a backlog.
+  uint64_t budget_exceeded = 0;
+  /// Times a session paused reading because of limits.max-buffered-bytes.
+  uint64_t budget_pauses = 0;
   /// accept() failures for lack of resources (descriptor limit, memory).
   uint64_t accept_errors = 0;
   /// Connections closed (server_busy) to make room under
