@@ -5,6 +5,13 @@
 #include <map>
 #include <ostream>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -290,6 +297,53 @@ std::vector<std::string> validate(const server_config& cfg) {
   return errs;
 }
 
+namespace {
+
+/// Why `path` cannot serve as an output file (log or trace), or "". The
+/// directory must exist (nothing is created) and allow creating and
+/// renaming files (rotation); an existing file must be writable.
+std::string output_file_problem(const std::string& key, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p{path};
+  auto dir = p.has_parent_path() ? p.parent_path() : fs::path{"."};
+  if (!fs::is_directory(dir, ec))
+    return fmt::format("{} '{}': directory '{}' does not exist (convoke-server creates no "
+                       "directories)",
+                       key, path, dir.string());
+  if (fs::is_directory(p, ec))
+    return fmt::format("{} '{}' is a directory, not a file", key, path);
+  if (fs::exists(p, ec)) {
+    // Exactly as the log and trace writers open it (stdio append mode, which
+    // also seeks to the end): an existing file is not created or changed.
+    errno = 0;
+    auto f = std::fopen(path.c_str(), "ab");
+    if (f == nullptr)
+      return fmt::format("{} '{}' cannot be written: {}", key, path, std::strerror(errno));
+    std::fclose(f);
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    return fmt::format("{} '{}': directory '{}' is not writable: {}", key, path, dir.string(),
+                       std::strerror(errno));
+  return {};
+}
+
+} // namespace
+
+std::vector<std::string> check_paths(const server_config& cfg) {
+  std::vector<std::string> errs;
+  if (!cfg.log_file.empty())
+    if (auto e = output_file_problem("log.file", cfg.log_file); !e.empty())
+      errs.push_back(std::move(e));
+  if (cfg.trace_enabled && cfg.trace_file != "-")
+    if (auto e = output_file_problem("trace.file", cfg.trace_file); !e.empty())
+      errs.push_back(std::move(e));
+  if (!cfg.port_file.empty())
+    if (auto e = output_file_problem("listen.port-file", cfg.port_file); !e.empty())
+      errs.push_back(std::move(e));
+  return errs;
+}
+
 std::vector<std::string> load_file(server_config& cfg, const std::string& path) {
   std::vector<std::string> errs;
   toml::table root;
@@ -321,7 +375,7 @@ std::vector<std::string> load_file(server_config& cfg, const std::string& path) 
       if (auto s = value.as_string())
         text = s->get();
       else if (auto i = value.as_integer())
-        text = i->get() < 0 ? "-" : std::to_string(i->get());
+        text = std::to_string(i->get()); // a negative one is refused by the key's parser
       else if (auto b = value.as_boolean())
         text = b->get() ? "true" : "false";
       else {
@@ -445,6 +499,8 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
         errs.push_back(fmt::format("--{}: {}", opt->key(), e));
   if (errs.empty())
     errs = validate(cfg);
+  if (errs.empty())
+    errs = check_paths(cfg); // the files must be usable, for --check-config and for a run
   if (!errs.empty()) {
     err << "convoke-server: invalid configuration:\n";
     for (auto& e : errs)

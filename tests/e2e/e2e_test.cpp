@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -227,4 +228,43 @@ TEST(EndToEnd, ChatSendsBroadcastsDirectAndRouteMessagesFromStdin) {
                    {"hello all", "*"}, {"psst", "bob"}, {"breaking", "*"}}));
   srv.proc->signal(SIGTERM);
   EXPECT_EQ(srv.proc->wait(10s), 0);
+}
+
+TEST(EndToEnd, ConfigurationErrorsAreFoundByCheckConfigAndExit78) {
+  // The audit: --check-config accepted unwritable trace/log files; at run
+  // time a bad trace file exited 1 (systemd then restarts it every 2 s)
+  // while a bad log file exited 78; a log file in a missing directory made
+  // the server create that directory; -5 was reported as "'-'".
+  temp_dir dir;
+  auto missing = dir.file("missing/sub");
+  struct bad_case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<bad_case> cases = {
+    {{"--trace.file", missing + "/trace.log"}, "does not exist"},
+    {{"--log.file", missing + "/server.log"}, "does not exist"},
+    {{"--trace.file", "/proc/version"}, "/proc/version"},
+    {{"--log.file", dir.path}, "is a directory"},
+  };
+  for (auto& c : cases) {
+    for (bool check : {true, false}) {
+      std::vector<std::string> argv{binary("convoke-server"), "--listen.port", "0"};
+      argv.insert(argv.end(), c.args.begin(), c.args.end());
+      if (check)
+        argv.push_back("--check-config");
+      process p{argv};
+      EXPECT_EQ(p.wait(10s), 78) << testing::PrintToString(argv) << "\n" << p.err();
+      EXPECT_NE(p.err().find(c.says), std::string::npos) << p.err();
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("missing"))) << "a directory was created";
+  std::ofstream{dir.file("neg.toml")} << "[limits]\nmax-agents = -5\n";
+  process neg{{binary("convoke-server"), "--config", dir.file("neg.toml"), "--check-config"}};
+  EXPECT_EQ(neg.wait(10s), 78);
+  EXPECT_NE(neg.err().find("-5"), std::string::npos) << neg.err();
+  process ok{{binary("convoke-server"), "--trace.file", dir.file("t.log"), "--log.file",
+              dir.file("s.log"), "--check-config"}};
+  EXPECT_EQ(ok.wait(10s), 0) << ok.err();
+  EXPECT_FALSE(std::filesystem::exists(dir.file("t.log"))) << "--check-config created a file";
 }

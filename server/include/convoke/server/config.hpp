@@ -72,6 +72,10 @@ struct server_config {
 /// Checks cross-field rules; returns one sentence per problem.
 std::vector<std::string> validate(const server_config& cfg);
 
+/// Checks that the output files (log, trace, port file) can be written
+/// without creating directories; one sentence per problem.
+std::vector<std::string> check_paths(const server_config& cfg);
+
 /// Looks up an environment variable (injectable for tests).
 using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
 
