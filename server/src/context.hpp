@@ -22,6 +22,7 @@ struct counters {
   std::atomic<uint64_t> messages_in{0};
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> undeliverable{0};
+  std::atomic<uint64_t> rejected{0};
   std::atomic<uint64_t> dropped{0};
   std::atomic<uint64_t> slow_consumers{0};
   std::atomic<uint64_t> protocol_errors{0};

@@ -54,6 +54,8 @@ using handshake_atom = caf::atom_constant<caf::atom("handshake")>;
 using abort_atom = caf::atom_constant<caf::atom("abort")>;
 using frame_check_atom = caf::atom_constant<caf::atom("framechk")>;
 using budget_retry_atom = caf::atom_constant<caf::atom("budgetchk")>;
+/// End of a Notice rate-limit window (router: per sender; session: own).
+using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// session -> router -> every session: the server is above
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <deque>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -23,6 +24,7 @@
 #include "convoke/proto/rules.hpp"
 #include "convoke/v1/wire.pb.h"
 #include "messages.hpp"
+#include "notice_limiter.hpp"
 #include "routing_table.hpp"
 
 namespace convoke::server::internal {
@@ -47,6 +49,13 @@ struct router_state {
   bool draining = false;
   bool goodbyes_sent = false;
   std::unordered_set<uint64_t> drained;
+  /// Rate limits of unknown_recipient Notices and trace records, by sender
+  /// session, with a recipient named in the summary.
+  struct limited {
+    notice_limiter limiter;
+    std::string example_recipient;
+  };
+  std::unordered_map<uint64_t, limited> limits;
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
   std::unordered_map<entry_t*, delivery> per_target;
@@ -172,6 +181,7 @@ void on_relay(router_ptr self, relay_batch& b) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
   auto sender_session = caf::actor_cast<caf::actor>(self->current_sender());
+  std::optional<notice_limiter::clock::time_point> now; // read once per batch, if needed
   if (b.credit > 0)
     self->send(sender_session, credit_atom::value, b.credit);
   if (b.items.empty() || st.table.find(b.session_id) == nullptr)
@@ -194,6 +204,16 @@ void on_relay(router_ptr self, relay_batch& b) {
       return true;
     }
     bump(ctx.stats.undeliverable);
+    if (!now)
+      now = notice_limiter::clock::now();
+    auto& lim = st.limits[b.session_id];
+    if (!lim.limiter.allow(*now)) {
+      if (lim.limiter.suppress(it.message_id)) {
+        lim.example_recipient = std::string{recipient};
+        self->delayed_send(self, notice_limiter::window, flush_notices_atom::value, b.session_id);
+      }
+      return false;
+    }
     notice_request n;
     n.severity = v1::Notice::WARNING;
     n.code = std::string{codes::unknown_recipient};
@@ -286,9 +306,49 @@ void maybe_finish_drain(router_ptr self) {
   // closing sessions still leave through it.
 }
 
+/// The end of a suppression window: one Notice and one trace record for
+/// every unknown_recipient report that was rate-limited.
+void flush_suppressed(router_ptr self, uint64_t sid) {
+  auto& st = self->state;
+  auto i = st.limits.find(sid);
+  if (i == st.limits.end())
+    return;
+  auto s = i->second.limiter.take();
+  if (s.count == 0)
+    return;
+  auto& ctx = *st.ctx;
+  auto e = st.table.find(sid);
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::undeliverable;
+    ev.message_id = s.first_id;
+    ev.last_message_id = s.last_id;
+    ev.count = static_cast<uint32_t>(s.count);
+    ev.sender = e != nullptr ? e->name : std::string{};
+    ev.recipient = i->second.example_recipient;
+    ev.relayed_ns = unix_nanos();
+    ev.reason = std::string{codes::unknown_recipient};
+    ctx.trace->push(std::move(ev));
+  }
+  if (e == nullptr)
+    return;
+  notice_request n;
+  n.severity = v1::Notice::WARNING;
+  n.code = std::string{codes::notices_suppressed};
+  n.text = fmt::format("{} more of your messages (ids {} to {}) went to agents that are not "
+                       "connected, e.g. '{}'; their unknown_recipient Notices were not sent "
+                       "(at most {} per second are)",
+                       s.count, s.first_id, s.last_id, i->second.example_recipient,
+                       static_cast<int>(notice_limiter::per_second));
+  n.message_id = s.last_id;
+  self->send(e->handle, notice_atom::value, std::move(n));
+}
+
 /// Removes a session from the registry (it left or died).
 void forget(router_ptr self, uint64_t sid) {
   auto& st = self->state;
+  flush_suppressed(self, sid); // its trace record
+  st.limits.erase(sid);
   auto e = st.table.find(sid);
   if (e == nullptr)
     return;
@@ -336,6 +396,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);
     },
     [self](stop_atom) { self->quit(); },
+    [self](flush_notices_atom, uint64_t sid) { flush_suppressed(self, sid); },
     [self](shed_atom) {
       self->state.table.for_each([&](entry_t& e) { self->send(e.handle, shed_atom::value); });
     },

@@ -33,6 +33,7 @@ server_stats server_context::snapshot() const {
   s.messages_in = get(stats.messages_in);
   s.deliveries = get(stats.deliveries);
   s.undeliverable = get(stats.undeliverable);
+  s.rejected = get(stats.rejected);
   s.dropped = get(stats.dropped);
   s.slow_consumers = get(stats.slow_consumers);
   s.protocol_errors = get(stats.protocol_errors);
@@ -153,12 +154,13 @@ void server::wait() {
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
   d.ctx->log_server->info(
-    "stopped messages_in={} deliveries={} undeliverable={} dropped={} slow_consumers={} "
+    "stopped messages_in={} deliveries={} undeliverable={} rejected={} dropped={} "
+    "slow_consumers={} "
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
     "budget_pauses={} trace_written={} trace_dropped={}",
-    s.messages_in, s.deliveries, s.undeliverable, s.dropped, s.slow_consumers, s.protocol_errors,
-    s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded, s.budget_pauses,
-    s.trace_written, s.trace_dropped);
+    s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
+    s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
+    s.budget_pauses, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

@@ -25,6 +25,7 @@
 #include "convoke/proto/rules.hpp"
 #include "envelope_scan.hpp"
 #include "messages.hpp"
+#include "notice_limiter.hpp"
 #include "output_ledger.hpp"
 #include "session_rules.hpp"
 
@@ -101,6 +102,8 @@ struct session_state {
   /// Current drop episode (slow consumer, drop policy): what was dropped
   /// since the output went above the high-water mark.
   message_range dropping;
+  /// Rate limit of this session's invalid_recipient/invalid_route Notices.
+  notice_limiter notices;
   /// This session's share of ctx.stats.buffered_bytes (limits.max-buffered-bytes).
   uint64_t budget_share = 0;
   bool budget_retry_armed = false;
@@ -456,9 +459,16 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
   auto& st = self->state;
   auto& ctx = *st.ctx;
   if (auto r = check_addressing(view.recipient, view.route)) {
-    write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
-                                           r->text + "; the message was not relayed",
-                                           view.client_seq, 0, view.request_id));
+    bump(ctx.stats.rejected);
+    // Rate-limited like the router's unknown_recipient Notices: a flood of
+    // bad messages costs a bounded number of Notices.
+    if (st.notices.allow(notice_limiter::clock::now())) {
+      write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
+                                             r->text + "; the message was not relayed",
+                                             view.client_seq, 0, view.request_id));
+    } else if (st.notices.suppress(view.client_seq)) {
+      self->delayed_send(self, notice_limiter::window, flush_notices_atom::value, st.id);
+    }
     return;
   }
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
@@ -954,6 +964,19 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if ((st.ph == phase::established || st.ph == phase::draining) && over_budget(*st.ctx)
           && st.out.pending() >= budget_backlog_floor)
         slow_consumer(self, true);
+    },
+    [self](flush_notices_atom, uint64_t) {
+      auto& st = self->state;
+      auto s = st.notices.take();
+      if (s.count == 0 || (st.ph != phase::established && st.ph != phase::draining))
+        return;
+      write_optional_frame(
+        self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
+                          fmt::format("{} more of your messages (client_seq {} to {}) had an "
+                                      "invalid recipient or route and were not relayed; their "
+                                      "Notices were not sent (at most {} per second are)",
+                                      s.count, s.first_id, s.last_id,
+                                      static_cast<int>(notice_limiter::per_second))));
     },
     [self](budget_retry_atom) {
       self->state.budget_retry_armed = false;

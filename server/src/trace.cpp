@@ -44,6 +44,13 @@ std::string format_trace_text(const trace_event& ev) {
                    logfmt_value(ev.recipient), ev.count, ev.reason);
     return out;
   }
+  if (ev.what == trace_event::kind::undeliverable && ev.count > 1) {
+    // A rate-limited summary of many undeliverable messages.
+    fmt::format_to(it, " m={}..{} {} -> {} count={} reason={} (summary of rate-limited records)",
+                   ev.message_id, ev.last_message_id, logfmt_value(ev.sender),
+                   logfmt_value(ev.recipient), ev.count, ev.reason);
+    return out;
+  }
   fmt::format_to(it, " m={} {} -> {}", ev.message_id, logfmt_value(ev.sender),
                  ev.recipient.empty() ? std::string{"*"} : logfmt_value(ev.recipient));
   if (!ev.route.empty())
@@ -95,6 +102,15 @@ std::string format_trace_json(const trace_event& ev) {
   }
   field("from", ev.sender);
   field("to", ev.recipient.empty() ? std::string_view{"*"} : std::string_view{ev.recipient});
+  if (ev.what == trace_event::kind::undeliverable && ev.count > 1) {
+    // A rate-limited summary: `count` messages, ids `message_id`..`last_message_id`;
+    // `to` is one of their recipients.
+    number("last_message_id", static_cast<int64_t>(ev.last_message_id));
+    number("count", ev.count);
+    field("reason", ev.reason);
+    out += ",\"summary\":true}";
+    return out;
+  }
   if (!ev.route.empty())
     field("route", ev.route);
   if (ev.what == trace_event::kind::relay && ev.recipient.empty()) {

@@ -57,6 +57,7 @@ inline constexpr std::string_view slow_consumer = "slow_consumer";
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";
 inline constexpr std::string_view messages_dropped = "messages_dropped";
+inline constexpr std::string_view notices_suppressed = "notices_suppressed";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";

@@ -20,6 +20,8 @@ struct server_stats {
   uint64_t deliveries = 0;
   /// Direct messages whose recipient was not connected.
   uint64_t undeliverable = 0;
+  /// Envelopes not relayed because of an invalid recipient or route.
+  uint64_t rejected = 0;
   /// Deliveries never written to their receiver: dropped for a slow consumer
   /// (drop policy), the backlog of a connection that closed or was cut off,
   /// or still queued at the shutdown deadline. Each has a trace record.
