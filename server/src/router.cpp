@@ -428,7 +428,7 @@ struct listener_state {
   std::unordered_map<caf::actor_addr, uint64_t> id_of;
   /// Sessions that have not sent a valid Hello yet, oldest first (the deque
   /// may hold ids that left the set already; they are skipped).
-  std::deque<uint64_t> handshaking_order;
+  std::deque<std::pair<uint64_t, std::chrono::steady_clock::time_point>> handshaking_order;
   std::unordered_set<uint64_t> handshaking;
   uint64_t next_session_id = 1;
   bool draining = false;
@@ -442,16 +442,27 @@ void stop(listener_ptr self) {
   self->quit();
 }
 
+/// A connection younger than this is not evicted for a newer one: its
+/// Hello may simply not have been read yet (a burst of real agents).
+constexpr auto eviction_min_age = std::chrono::milliseconds{250};
+
 /// Makes room for one more handshaking connection: the oldest one that has
-/// still not said Hello is closed (server_busy). Real agents send Hello at
-/// once, so a flood of silent sockets evicts itself, not them.
-void evict_oldest_handshake(listener_ptr self) {
+/// still not said Hello is closed (server_busy), if it has had time to say
+/// it. Real agents send Hello at once, so a flood of silent sockets evicts
+/// itself, not them. (In a burst of fresh connections the cap is exceeded
+/// by at most what arrives within eviction_min_age.)
+void evict_oldest_handshake(listener_ptr self, std::chrono::steady_clock::time_point now) {
   auto& st = self->state;
   while (!st.handshaking_order.empty()) {
-    auto sid = st.handshaking_order.front();
-    st.handshaking_order.pop_front();
-    if (st.handshaking.erase(sid) == 0)
+    auto [sid, since] = st.handshaking_order.front();
+    if (st.handshaking.count(sid) == 0) {
+      st.handshaking_order.pop_front();
       continue;
+    }
+    if (now - since < eviction_min_age)
+      return;
+    st.handshaking_order.pop_front();
+    st.handshaking.erase(sid);
     if (auto i = st.sessions.find(sid); i != st.sessions.end()) {
       bump(st.ctx->stats.handshakes_evicted);
       self->send(i->second, busy_atom::value);
@@ -465,10 +476,10 @@ void handshake_over(listener_ptr self, uint64_t sid) {
   st.handshaking.erase(sid);
   // Keep the order queue from growing with ids that already left.
   if (st.handshaking_order.size() > 2 * st.handshaking.size() + 64) {
-    std::deque<uint64_t> live;
-    for (auto id : st.handshaking_order)
-      if (st.handshaking.count(id) > 0)
-        live.push_back(id);
+    std::deque<std::pair<uint64_t, std::chrono::steady_clock::time_point>> live;
+    for (auto& x : st.handshaking_order)
+      if (st.handshaking.count(x.first) > 0)
+        live.push_back(x);
     st.handshaking_order.swap(live);
   }
 }
@@ -495,15 +506,16 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
         return;
       }
       auto hdl = self->add_scribe(fd);
+      auto now = std::chrono::steady_clock::now();
       if (st.handshaking.size() >= st.ctx->cfg.max_handshakes)
-        evict_oldest_handshake(self);
+        evict_oldest_handshake(self, now);
       auto sid = st.next_session_id++;
       auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid);
       self->monitor(s);
       st.id_of.emplace(s.address(), sid);
       st.sessions.emplace(sid, std::move(s));
       st.handshaking.insert(sid);
-      st.handshaking_order.push_back(sid);
+      st.handshaking_order.emplace_back(sid, now);
     },
     [self](hello_atom, uint64_t sid) { handshake_over(self, sid); },
     [self](drain_atom) {

@@ -4,14 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
+#include <map>
+#include <random>
 #include <sstream>
 #include <thread>
 
 #include "convoke/common/net.hpp"
+#include "mt19937_predictor.hpp"
 #include "process.hpp"
 #include "raw_client.hpp"
 #include "server_process.hpp"
@@ -190,8 +194,11 @@ TEST(Fault, AFloodOfSilentConnectionsEvictsTheOldestNotNewAgents) {
   std::vector<raw_client> silent;
   for (int i = 0; i < 10; ++i)
     silent.emplace_back(srv.port);
-  // Every one of them is held by the server (handshaking) before the agent comes.
+  // Every one of them is held by the server (handshaking) before the agent
+  // comes, and is older than the eviction minimum (250 ms: younger ones may
+  // just not have had their Hello read yet). Aging, not synchronisation.
   ASSERT_TRUE(eventually([&] { return open_fds(srv.proc->pid()) >= 10 + 5; }));
+  std::this_thread::sleep_for(300ms);
   auto agent = join(srv.port, "real-agent");
   // The oldest silent connection made room, with a precise Notice.
   std::vector<v1::Frame> frames;
@@ -254,4 +261,357 @@ TEST(Fault, ServerWideBufferBudgetCutsStalledConsumersBeforeTheirOwnLimits) {
   EXPECT_NE(err.find("reason=max-buffered-bytes"), std::string::npos) << err;
   EXPECT_GE(stat_of(err, "budget_exceeded"), 1u) << err;
   EXPECT_GE(stat_of(err, "slow_consumers"), 1u) << err;
+}
+
+namespace {
+
+/// Raises this process's descriptor limit (children inherit it); returns
+/// the limit now in force.
+rlim_t raise_fd_limit(rlim_t want) {
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = std::min(std::max(rl.rlim_cur, want), rl.rlim_max);
+  setrlimit(RLIMIT_NOFILE, &rl);
+  getrlimit(RLIMIT_NOFILE, &rl);
+  return rl.rlim_cur;
+}
+
+std::string header(uint32_t len) {
+  std::string h(proto::header_size, '\0');
+  proto::write_header(h.data(), len);
+  return h;
+}
+
+/// The bystander check: two agents still talk through the server.
+void expect_bystanders_fine(raw_client& a, raw_client& b, const std::string& name_b) {
+  auto text = "still fine " + std::to_string(clock_type::now().time_since_epoch().count());
+  ASSERT_TRUE(a.send_envelope(name_b, text));
+  auto e = b.read_envelope(5s);
+  ASSERT_TRUE(e.has_value()) << "a bystander lost its message";
+  EXPECT_EQ(e->payload(), text);
+}
+
+} // namespace
+
+TEST(Fault, OversizeFramesAndHugeDeclaredLengthsAreRefusedAtThePrefix) {
+  server_process srv{{"--trace.enabled", "false"}};
+  auto a = join(srv.port, "alice");
+  auto b = join(srv.port, "bob");
+  auto rss_before = rss_kib(srv.proc->pid());
+  // A real 2 MiB frame (the limit is 1 MiB).
+  {
+    auto big = join(srv.port, "big");
+    v1::Frame f;
+    f.mutable_envelope()->set_payload(std::string(2u << 20, 'x'));
+    big.send_bytes(proto::encode_frame(f)); // may fail part-way: the server closes
+    std::vector<v1::Frame> frames;
+    ASSERT_TRUE(big.wait_closed(5s, &frames));
+    ASSERT_FALSE(frames.empty());
+    EXPECT_EQ(frames.back().notice().code(), "frame_too_large");
+  }
+  // 14 connections declaring 200 MiB frames, before and after Hello.
+  std::vector<raw_client> liars;
+  for (int i = 0; i < 14; ++i) {
+    raw_client c{srv.port};
+    if (i % 2 == 1)
+      ASSERT_TRUE(c.hello("liar-" + std::to_string(i)).has_welcome());
+    ASSERT_TRUE(c.send_bytes(header(200u << 20) + std::string(64 * 1024, 'z')));
+    liars.push_back(std::move(c));
+  }
+  for (auto& c : liars) {
+    std::vector<v1::Frame> frames;
+    ASSERT_TRUE(c.wait_closed(5s, &frames));
+    ASSERT_FALSE(frames.empty());
+    EXPECT_EQ(frames.back().notice().code(), "frame_too_large");
+  }
+  EXPECT_LT(rss_kib(srv.proc->pid()), rss_before + 8 * 1024) << "a declared length was buffered";
+  expect_bystanders_fine(a, b, "bob");
+}
+
+TEST(Fault, GarbageAndMutatedFramesNeverCrashTheServer) {
+  server_process srv{{"--trace.enabled", "false", "--timeouts.handshake", "1s"}};
+  auto a = join(srv.port, "alice");
+  auto b = join(srv.port, "bob");
+  // Valid frames of every kind, then mutated: bytes flipped, truncated,
+  // extended, length prefixes changed; from fresh and from joined peers.
+  std::vector<std::string> seeds;
+  {
+    v1::Frame f;
+    f.mutable_envelope()->set_recipient("nobody"); // no bystander gets mutants
+    f.mutable_envelope()->set_route("r.1");
+    f.mutable_envelope()->set_payload("payload");
+    (*f.mutable_envelope()->mutable_headers())["k"] = "v";
+    f.mutable_envelope()->set_trace_id(std::string(16, 't'));
+    seeds.push_back(proto::encode_frame(f));
+    v1::Frame h;
+    h.mutable_hello()->set_protocol_version(1);
+    h.mutable_hello()->set_agent_name("m");
+    h.mutable_hello()->add_routes("x");
+    seeds.push_back(proto::encode_frame(h));
+    v1::Frame s;
+    s.mutable_subscribe()->add_routes("a.b");
+    seeds.push_back(proto::encode_frame(s));
+    v1::Frame hb;
+    hb.mutable_heartbeat()->set_seq(7);
+    seeds.push_back(proto::encode_frame(hb));
+    v1::Frame g;
+    g.mutable_goodbye()->set_code("client_exit");
+    seeds.push_back(proto::encode_frame(g));
+  }
+  std::mt19937_64 rng{20261130}; // deterministic: a failure can be replayed
+  for (int round = 0; round < 2000; ++round) {
+    auto bytes = seeds[rng() % seeds.size()];
+    switch (rng() % 4) {
+    case 0: // flip bytes (the prefix included)
+      for (int k = 0; k < 1 + static_cast<int>(rng() % 4); ++k)
+        bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
+      break;
+    case 1: // truncate
+      bytes.resize(rng() % bytes.size());
+      break;
+    case 2: // extend with garbage
+      for (int k = 0; k < static_cast<int>(rng() % 64); ++k)
+        bytes.push_back(static_cast<char>(rng()));
+      break;
+    default: // random length prefix
+      proto::write_header(bytes.data(), static_cast<uint32_t>(rng() % 512));
+    }
+    raw_client m{srv.port};
+    if (round % 2 == 0)
+      ASSERT_TRUE(m.hello("mutant-" + std::to_string(round)).has_welcome());
+    m.send_bytes(bytes);
+    if (round % 100 == 0)
+      m.ping(200ms); // now and then: answered, or refused and closed
+  }
+  ASSERT_TRUE(srv.proc->running()) << srv.proc->err();
+  expect_bystanders_fine(a, b, "bob");
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+}
+
+TEST(Fault, BadFieldsInsideValidFramesAreRefusedNotMisread) {
+  // A recipient with the wrong wire type was read as "no recipient" and the
+  // direct message went to everybody.
+  server_process srv{{"--trace.enabled", "false"}};
+  auto a = join(srv.port, "alice");
+  auto b = join(srv.port, "bob");
+  auto m = join(srv.port, "mallory");
+  std::string env = std::string("\x18\x05", 2) + "\x2a\x04leak"; // recipient as varint
+  std::string body = "\x1a" + std::string(1, static_cast<char>(env.size())) + env;
+  ASSERT_TRUE(m.send_body(body));
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(m.wait_closed(5s, &frames));
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().notice().code(), "frame_undecodable");
+  // Nobody got "leak": the next thing bob reads is alice's message.
+  expect_bystanders_fine(a, b, "bob");
+}
+
+TEST(Fault, SilentPreHelloConnectionIsClosedAtTheHandshakeTimeout) {
+  server_process srv{{"--timeouts.handshake", "300ms"}};
+  raw_client silent{srv.port};
+  auto t0 = clock_type::now();
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(silent.wait_closed(5s, &frames));
+  EXPECT_LT(seconds_since(t0), 2.0);
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().notice().code(), "handshake_timeout");
+}
+
+TEST(Fault, AStoppedPeerIsCutOffAndReconnectsWhenItResumes) {
+  // A real client process (convoke listen) is SIGSTOPped while messages
+  // flow to it: the server cuts it off (slow consumer, or idle timeout),
+  // everybody else gets everything, and once continued it reconnects.
+  server_process srv{{"--flow.output-high-water", "256KiB", "--limits.max-frame-bytes", "64KiB",
+                      "--timeouts.idle", "2s", "--timeouts.heartbeat-interval", "500ms",
+                      "--trace.enabled", "false"}};
+  process sleeper{{binary("convoke"), "listen", "--server", srv.address(), "--name", "sleeper",
+                   "--json", "--reconnect"}};
+  ASSERT_TRUE(sleeper.wait_output("\"event\":\"connected\"", 5s)) << sleeper.err();
+  auto awake = join(srv.port, "awake");
+  auto pub = join(srv.port, "pub");
+  sleeper.signal(SIGSTOP);
+  constexpr int total = 20000;
+  std::atomic<int> received{0};
+  std::jthread rx{[&] {
+    while (received < total && awake.read_envelope(10s))
+      ++received;
+  }};
+  for (int sent = 0; sent < total;) {
+    ASSERT_TRUE(pub.send_bytes(envelopes(100, 1000)));
+    sent += 100;
+    while (sent - received > 1000)
+      std::this_thread::yield();
+  }
+  rx.join();
+  EXPECT_EQ(received.load(), total) << "a stopped peer slowed everybody down";
+  sleeper.signal(SIGCONT);
+  // It learns it was cut off and comes back.
+  EXPECT_TRUE(sleeper.wait_output("\"event\":\"reconnected\"", 15s)) << sleeper.out();
+  sleeper.signal(SIGTERM);
+  EXPECT_TRUE(sleeper.wait(5s).has_value());
+}
+
+TEST(Fault, AFloodOfFiveThousandConnectionsIsServedAndReleased) {
+  if (auto limit = raise_fd_limit(12000); limit < 5200)
+    GTEST_SKIP() << "needs 5200 descriptors per process; the hard limit here is " << limit;
+  server_process srv{{"--trace.enabled", "false", "--timeouts.handshake", "20s"}};
+  auto fds_before = open_fds(srv.proc->pid());
+  auto rss_before = rss_kib(srv.proc->pid());
+  constexpr int n = 5000;
+  std::vector<raw_client> flood;
+  flood.reserve(n);
+  // As agents do, each says Hello at once; all are welcomed (limits.max-agents
+  // is 10000; none waits long enough without Hello to be evicted).
+  v1::Frame hello;
+  hello.mutable_hello()->set_protocol_version(1);
+  for (int i = 0; i < n; ++i) {
+    flood.emplace_back(srv.port);
+    hello.mutable_hello()->set_agent_name("flood-" + std::to_string(i));
+    ASSERT_TRUE(flood.back().send(hello));
+  }
+  for (int i = 0; i < n; ++i) {
+    auto w = flood[i].read(10s);
+    ASSERT_TRUE(w.has_value() && w->has_welcome())
+      << "connection " << i << " got no Welcome: " << (w ? w->ShortDebugString() : "nothing");
+  }
+  // A broadcast reaches all of them.
+  auto pub = join(srv.port, "pub");
+  ASSERT_TRUE(pub.send_envelope("", "to the crowd"));
+  for (int i = 0; i < n; ++i) {
+    auto e = flood[i].read_envelope(10s);
+    ASSERT_TRUE(e.has_value()) << "agent " << i << " missed the broadcast";
+  }
+  auto rss_full = rss_kib(srv.proc->pid());
+  RecordProperty("rss_kib_per_agent", std::to_string((rss_full - rss_before) / n));
+  flood.clear();
+  // Everything is released.
+  EXPECT_TRUE(eventually([&] { return open_fds(srv.proc->pid()) <= fds_before + 1; }, 20s))
+    << open_fds(srv.proc->pid()) << " descriptors, " << fds_before << " before";
+  auto c = join(srv.port, "after");
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+}
+
+TEST(Fault, PerSenderOrderHoldsForFourPublishersOfFiftyThousand) {
+  server_process srv{{"--trace.enabled", "false"}};
+  constexpr int publishers = 4;
+  constexpr int per_publisher = 50000;
+  auto direct = join(srv.port, "direct");
+  auto fan = join(srv.port, "fan", {"load"});
+  std::vector<raw_client> pubs;
+  for (int p = 0; p < publishers; ++p)
+    pubs.push_back(join(srv.port, "pub-" + std::to_string(p)));
+  // Per sender, client_seq must only increase (no reordering), and the
+  // count tells whether anything was lost.
+  auto check = [&](raw_client& c, int expected, std::atomic<int>* progress) {
+    std::map<std::string, int64_t> last;
+    int got = 0;
+    int reordered = 0;
+    while (got < expected) {
+      auto e = c.read_envelope(10s);
+      if (!e)
+        break;
+      auto [i, fresh] = last.emplace(e->sender(), -1);
+      reordered += static_cast<int64_t>(e->client_seq()) <= i->second;
+      i->second = static_cast<int64_t>(e->client_seq());
+      ++got;
+      if (progress != nullptr && got % 1000 == 0)
+        *progress = got;
+    }
+    EXPECT_EQ(reordered, 0);
+    return got;
+  };
+  std::atomic<int> direct_got{0}, fan_got{0};
+  std::atomic<int> direct_progress{0};
+  std::jthread rx1{
+    [&] { direct_got = check(direct, publishers * per_publisher, &direct_progress); }};
+  std::jthread rx2{[&] { fan_got = check(fan, publishers * per_publisher / 2, nullptr); }};
+  {
+    std::vector<std::jthread> senders;
+    for (int p = 0; p < publishers; ++p)
+      senders.emplace_back([&, p] {
+        for (int i = 0; i < per_publisher; i += 500) {
+          // Stay a bounded distance ahead of the readers (they parse every
+          // message; unpaced, they would be cut off as slow consumers).
+          while (i - direct_progress.load() / publishers > 5000)
+            std::this_thread::yield();
+          std::string burst;
+          for (int k = 0; k < 500; ++k) {
+            v1::Frame f;
+            auto e = f.mutable_envelope();
+            e->set_client_seq(static_cast<uint64_t>(i + k));
+            // Alternate direct messages and broadcasts on the route.
+            e->set_recipient((i + k) % 2 == 0 ? "direct" : "");
+            e->set_route((i + k) % 2 == 0 ? "" : "load");
+            e->set_payload(std::string(64, 'o'));
+            proto::append_frame(f, burst);
+          }
+          ASSERT_TRUE(pubs[static_cast<size_t>(p)].send_bytes(burst));
+        }
+      });
+  }
+  rx1.join();
+  rx2.join();
+  // Half of each publisher's messages are direct to "direct", half on the
+  // route; "direct" has no subscriptions so it also gets every broadcast.
+  EXPECT_EQ(direct_got.load(), publishers * per_publisher);
+  EXPECT_EQ(fan_got.load(), publishers * per_publisher / 2);
+}
+
+TEST(Fault, SigtermUnderLoadExitsZeroAndAccountsForEveryMessage) {
+  server_process srv{{"--trace.enabled", "false"}};
+  constexpr int readers = 3;
+  std::vector<raw_client> rx;
+  for (int i = 0; i < readers; ++i)
+    rx.push_back(join(srv.port, "reader-" + std::to_string(i)));
+  auto pub = join(srv.port, "pub");
+  std::atomic<bool> stop{false};
+  std::jthread sender{[&] {
+    while (!stop && pub.send_bytes(envelopes(200, 200)))
+      ;
+  }};
+  std::vector<uint64_t> got(readers, 0);
+  std::vector<std::jthread> readers_threads;
+  for (int i = 0; i < readers; ++i)
+    readers_threads.emplace_back([&, i] {
+      // Read until the server closes (after its Goodbye).
+      while (auto f = rx[static_cast<size_t>(i)].read(10s))
+        got[static_cast<size_t>(i)] += f->has_envelope();
+    });
+  // Under load for a while (observable: messages arrive), then SIGTERM.
+  ASSERT_TRUE(eventually([&] { return got[0] > 20000; }, 20s));
+  auto t0 = clock_type::now();
+  srv.proc->signal(SIGTERM);
+  auto rc = srv.proc->wait(10s);
+  stop = true;
+  EXPECT_EQ(rc, 0) << srv.proc->err();
+  EXPECT_LT(seconds_since(t0), 5.5);
+  for (auto& t : readers_threads)
+    t.join();
+  auto err = srv.proc->err();
+  auto deliveries = stat_of(err, "deliveries");
+  auto dropped = stat_of(err, "dropped");
+  auto messages_in = stat_of(err, "messages_in");
+  uint64_t received = 0;
+  for (auto g : got)
+    received += g;
+  EXPECT_EQ(deliveries, messages_in * readers) << err;
+  EXPECT_EQ(received + dropped, deliveries) << "a message was lost without being counted\n" << err;
+}
+
+TEST(Fault, ResumeTokensOfARealServerCannotBePredicted) {
+  server_process srv{{"--trace.enabled", "false"}};
+  auto victim = join(srv.port, "victim");
+  int probes = 0;
+  auto guess = predict_next_token([&] {
+    raw_client probe{srv.port};
+    auto w = probe.hello("probe-" + std::to_string(probes++));
+    return w.welcome().resume_token();
+  });
+  ASSERT_FALSE(guess.empty());
+  raw_client attacker{srv.port};
+  auto r = attacker.hello("victim", {}, guess);
+  ASSERT_TRUE(r.has_notice()) << "hijacked: " << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "name_taken");
 }
