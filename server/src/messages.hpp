@@ -47,6 +47,9 @@ using busy_atom = caf::atom_constant<caf::atom("busy")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 // listener -> router, once every session has ended during a shutdown
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
+// session -> listener: (timer_atom, session id, atom_value, due ns)
+using timer_atom = caf::atom_constant<caf::atom("timer")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
 // timers (self-sends)
 using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
@@ -132,6 +135,8 @@ caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
 
 /// Spawns the listener broker; it forks one session broker per socket the
 /// acceptor thread hands it (accepted_atom).
+/// It also runs the sessions' timers: (timer_atom, session id, what, due)
+/// sends `what` to that session at `due` if it is still running.
 caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr ctx);
 
 /// Forks a session broker for the connection `hdl` of `listener_broker`.

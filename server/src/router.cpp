@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <deque>
+#include <limits>
 #include <optional>
+#include <queue>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -375,7 +377,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       // The session closed. Everything routed to it before this answer is
       // in its mailbox ahead of the answer, so it can count what it drops.
       forget(self, sid);
-      return left_atom::value;
+      self->send(caf::actor_cast<caf::actor>(self->current_sender()), left_atom::value);
     },
     [self](subscribe_atom, uint64_t sid, const std::vector<std::string>& routes) {
       on_subscription(self, true, sid, routes);
@@ -432,6 +434,20 @@ struct listener_state {
   std::unordered_set<uint64_t> handshaking;
   uint64_t next_session_id = 1;
   bool draining = false;
+  /// The sessions' timers (see schedule() in session.cpp), by session id.
+  /// One delayed self-send is pending, for the earliest deadline.
+  struct timer {
+    int64_t due;
+    uint64_t seq; // FIFO among equal deadlines
+    uint64_t sid;
+    caf::atom_value what;
+    bool operator>(const timer& other) const {
+      return due != other.due ? due > other.due : seq > other.seq;
+    }
+  };
+  std::priority_queue<timer, std::vector<timer>, std::greater<>> timers;
+  int64_t timers_armed = std::numeric_limits<int64_t>::max();
+  uint64_t timer_seq = 0;
 };
 
 using listener_ptr = caf::io::stateful_broker<listener_state>*;
@@ -484,6 +500,20 @@ void handshake_over(listener_ptr self, uint64_t sid) {
   }
 }
 
+int64_t steady_ns() {
+  return static_cast<int64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+void arm_timers(listener_ptr self) {
+  auto& st = self->state;
+  if (st.timers.empty() || st.timers.top().due >= st.timers_armed)
+    return;
+  st.timers_armed = st.timers.top().due;
+  auto wait = std::chrono::nanoseconds{std::max<int64_t>(0, st.timers_armed - steady_ns())};
+  self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(wait),
+                     tick_atom::value);
+}
+
 caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
@@ -518,6 +548,23 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
       st.handshaking_order.emplace_back(sid, now);
     },
     [self](hello_atom, uint64_t sid) { handshake_over(self, sid); },
+    [self](timer_atom, uint64_t sid, caf::atom_value what, int64_t due) {
+      auto& st = self->state;
+      st.timers.push({due, st.timer_seq++, sid, what});
+      arm_timers(self);
+    },
+    [self](tick_atom) {
+      auto& st = self->state;
+      st.timers_armed = std::numeric_limits<int64_t>::max();
+      auto now = steady_ns();
+      while (!st.timers.empty() && st.timers.top().due <= now) {
+        auto t = st.timers.top();
+        st.timers.pop();
+        if (auto i = st.sessions.find(t.sid); i != st.sessions.end())
+          self->send(i->second, t.what);
+      }
+      arm_timers(self);
+    },
     [self](drain_atom) {
       auto& st = self->state;
       if (st.draining)

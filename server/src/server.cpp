@@ -1,5 +1,7 @@
 #include "convoke/server/server.hpp"
 
+#include <malloc.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -180,6 +182,25 @@ const server_config& server::config() const noexcept {
 
 namespace {
 
+/// Gives memory back to the operating system after the number of
+/// connections has fallen well below its peak: glibc keeps freed memory of
+/// many small blocks (sessions) in its free lists, so RSS stayed at the peak
+/// of a connection burst. Runs on the main thread (once a second), never on
+/// the relay thread; malloc_trim takes a few milliseconds.
+class memory_returner {
+public:
+  void check(uint64_t connections) {
+    peak_ = std::max(peak_, connections);
+    if (peak_ < 256 || connections > peak_ / 2)
+      return;
+    malloc_trim(0);
+    peak_ = connections;
+  }
+
+private:
+  uint64_t peak_ = 0;
+};
+
 bool write_port_file(const std::string& path, uint16_t port) {
   auto tmp = path + ".tmp";
   {
@@ -209,8 +230,11 @@ int run(server_config cfg) {
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
   int sig = 0;
-  while (sig == 0)
+  memory_returner returner;
+  while (sig == 0) {
     sig = wait_termination_signal(std::chrono::seconds{1});
+    returner.check(srv.stats().connections_open);
+  }
   log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
   srv.shutdown();
   std::atomic<bool> done{false};
