@@ -7,6 +7,8 @@
 //                end-to-end latency, losses and reorderings
 //   direct       M sender/receiver pairs, direct messages, closed loop
 //   connections  K idle agents: connect time and server RSS per connection
+//   soak         minutes of mixed load with connection churn (Convoke): server
+//                RSS and descriptors sampled every second must stay flat
 //
 // The generator uses plain sockets and hand-rolled wire code (bench/wire.cpp),
 // one publishing thread and one epoll receiving thread, so that its own cost
@@ -30,6 +32,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -249,12 +252,15 @@ void await_handshake(connection& c, const std::string& what,
 }
 
 /// Connects and completes the handshake; NATS subscribers subscribe.
+/// `route` (Convoke): a route subscription in Hello, e.g. so that a publisher
+/// receives no broadcasts.
 std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
-                                 const std::string& name, const std::string& subscribe_to) {
+                                 const std::string& name, const std::string& subscribe_to,
+                                 const std::string& route = {}) {
   auto c = open_connection(srv);
   std::string out;
   if (proto == protocol_kind::convoke) {
-    convoke_append_hello(out, name);
+    convoke_append_hello(out, name, route);
     c->send(out);
     await_handshake(*c, "Welcome for " + name, [&](bool& done, std::string& err) {
       return convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
@@ -495,6 +501,9 @@ struct options {
   int rate = 10000;
   int pairs = 10;
   int connections = 1000;
+  int churn = 200;
+  double warmup = 60;
+  std::string samples;
   bool json = false;
 };
 
@@ -665,10 +674,9 @@ void run_direct(const options& o) {
   for (int i = 0; i < o.pairs; ++i) {
     auto subject = "d." + std::to_string(i);
     rx_conns.push_back(join(*srv, o.proto, "rx-" + std::to_string(i), subject));
-    pubs[static_cast<size_t>(i)] =
-      make_publisher(o, *srv, "tx-" + std::to_string(i), static_cast<uint32_t>(i),
-                     o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject,
-                     true);
+    pubs[static_cast<size_t>(i)] = make_publisher(
+      o, *srv, "tx-" + std::to_string(i), static_cast<uint32_t>(i),
+      o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject, true);
   }
   receiver rx{o.proto, std::move(rx_conns), static_cast<size_t>(o.pairs), false};
   std::this_thread::sleep_for(200ms);
@@ -754,15 +762,178 @@ void run_connections(const options& o) {
                     proto_name(o.proto), o.connections, secs, rss0, rss1, per));
 }
 
+/// Open descriptors of a process (0 if unknown).
+size_t open_fds(pid_t pid) {
+  if (pid <= 0)
+    return 0;
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e :
+       std::filesystem::directory_iterator{"/proc/" + std::to_string(pid) + "/fd"})
+    ++n;
+  return n;
+}
+
+/// Least-squares slope of ys over xs (units of y per unit of x).
+double slope(const std::vector<double>& xs, const std::vector<double>& ys) {
+  auto n = static_cast<double>(xs.size());
+  if (xs.size() < 2)
+    return 0;
+  double sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    sx += xs[i];
+    sy += ys[i];
+    sxx += xs[i] * xs[i];
+    sxy += xs[i] * ys[i];
+  }
+  auto den = n * sxx - sx * sx;
+  return den == 0 ? 0 : (n * sxy - sx * sy) / den;
+}
+
+/// Soak: steady mixed load plus connection churn for `seconds`; the
+/// server's RSS and descriptors are sampled every second and, after the
+/// warm-up, must show no trend. Load: one publisher broadcasting at `rate`
+/// to `subscribers`, a second one sending direct messages to sub-0 at
+/// rate/10, a third sending 10 messages/s to an agent that does not exist;
+/// every second `churn` agents connect, say Hello and leave (half with a
+/// Goodbye, half by closing), and churn/10 connect and never say Hello.
+void run_soak(const options& o) {
+  if (o.proto != protocol_kind::convoke)
+    fail("soak runs against Convoke only");
+  auto srv = server_for(o);
+  std::vector<std::unique_ptr<connection>> subs;
+  for (int i = 0; i < o.subscribers; ++i)
+    subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), {}));
+  // Publishers subscribe to a route nobody uses: they receive no broadcasts
+  // (they never read, and would otherwise be cut off as slow consumers).
+  auto quiet_publisher = [&](const std::string& name, uint32_t index, std::string target) {
+    publisher p;
+    p.protocol = o.proto;
+    p.index = index;
+    p.conn = join(*srv, o.proto, name, {}, "soak.unused");
+    p.target = std::move(target);
+    p.direct = !p.target.empty();
+    p.payload.assign(static_cast<size_t>(std::max<int>(o.payload, min_payload)), 'x');
+    return p;
+  };
+  auto bcast = quiet_publisher("pub-broadcast", 0, {});
+  auto direct = quiet_publisher("pub-direct", 1, "sub-0");
+  auto noise = quiet_publisher("pub-nobody", 2, "nobody");
+  // Sequence checks for the broadcasts (publisher 0, to every subscriber);
+  // sub-0 also counts the direct ones.
+  receiver rx{o.proto, std::move(subs), 1, false};
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> churned{0};
+  std::atomic<uint64_t> churn_errors{0};
+  // Churn: its own thread, so that slow handshakes never delay the load.
+  std::thread churner{[&] {
+    uint64_t k = 0;
+    auto next = mono_ns();
+    while (!stop) {
+      std::vector<std::unique_ptr<connection>> silent;
+      for (int i = 0; i < o.churn && !stop; ++i) {
+        try {
+          // Half of them receive broadcasts while connected, half do not.
+          auto c = join(*srv, o.proto, "churn-" + std::to_string(k), {},
+                        k % 2 == 0 ? std::string{} : std::string{"soak.churn"});
+          ++k;
+          if (i % 2 == 0) {
+            std::string bye;
+            convoke_append_goodbye(bye);
+            c->send(bye);
+          }
+          ++churned;
+        } catch (const std::exception&) {
+          ++churn_errors;
+        }
+      }
+      for (int i = 0; i < o.churn / 10; ++i)
+        if (auto r = net::tcp_connect(srv->host, srv->port, 1s))
+          silent.push_back(std::make_unique<connection>()), silent.back()->fd = r.fd;
+      next += 1'000'000'000;
+      while (!stop && mono_ns() < next)
+        std::this_thread::sleep_for(10ms);
+    }
+  }};
+  std::ofstream samples;
+  if (!o.samples.empty()) {
+    samples.open(o.samples);
+    samples << "second,rss_kib,fds,server_cpu_s,delivered,churned\n";
+  }
+  std::vector<double> xs, rss, fds;
+  auto t0 = mono_ns();
+  auto next_sample = t0 + 1'000'000'000;
+  auto per_tick = std::max(1, o.rate / 100); // 10 ms ticks
+  char drain[65536];
+  while (mono_ns() - t0 < static_cast<int64_t>(o.seconds * 1e9)) {
+    auto now = mono_ns();
+    for (int i = 0; i < per_tick; ++i)
+      bcast.add(now);
+    bcast.flush();
+    for (int i = 0; i < std::max(1, per_tick / 10); ++i)
+      direct.add(now);
+    direct.flush();
+    static int noise_tick = 0;
+    if (++noise_tick % 10 == 0) {
+      noise.add(now);
+      noise.flush();
+      while (recv(noise.conn->fd, drain, sizeof(drain), MSG_DONTWAIT) > 0) // its Notices
+        ;
+    }
+    if (now >= next_sample) {
+      auto second = static_cast<double>(now - t0) / 1e9;
+      auto r = static_cast<double>(srv->rss_kib());
+      auto f = static_cast<double>(open_fds(srv->pid));
+      if (second >= o.warmup) {
+        xs.push_back(second);
+        rss.push_back(r);
+        fds.push_back(f);
+      }
+      if (samples)
+        samples << fmt::format("{:.0f},{:.0f},{:.0f},{:.2f},{},{}\n", second, r, f,
+                               srv->cpu_seconds(), rx.total_received(), churned.load());
+      next_sample += 1'000'000'000;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  stop = true;
+  churner.join();
+  std::this_thread::sleep_for(500ms); // the last messages arrive
+  rx.stop();
+  uint64_t lost = 0, reordered = 0;
+  rx.tally({bcast.seq}, lost, reordered);
+  auto direct_expected = bcast.seq + direct.seq;
+  if (rx.received(0) < direct_expected)
+    lost += direct_expected - rx.received(0);
+  if (xs.empty())
+    fail("the soak is shorter than its warm-up");
+  auto [rmin, rmax] = std::minmax_element(rss.begin(), rss.end());
+  auto [fmin, fmax] = std::minmax_element(fds.begin(), fds.end());
+  auto rss_slope = slope(xs, rss) * 60; // KiB per minute
+  auto fd_slope = slope(xs, fds) * 60;
+  print(o,
+        fmt::format("soak {:.0f} s (warm-up {:.0f} s): server RSS {:.1f}..{:.1f} MiB, trend "
+                    "{:+.1f} KiB/min; descriptors {:.0f}..{:.0f}, trend {:+.2f}/min; churned {} "
+                    "agents ({} failed); delivered {}, lost {}, reordered {}",
+                    o.seconds, o.warmup, *rmin / 1024, *rmax / 1024, rss_slope, *fmin, *fmax,
+                    fd_slope, churned.load(), churn_errors.load(), rx.total_received(), lost,
+                    reordered),
+        fmt::format(R"({{"scenario":"soak","seconds":{:.0f},"warmup":{:.0f},"rss_min_kib":{:.0f},)"
+                    R"("rss_max_kib":{:.0f},"rss_trend_kib_per_min":{:.2f},"fds_min":{:.0f},)"
+                    R"("fds_max":{:.0f},"fds_trend_per_min":{:.3f},"churned":{},"churn_failed":{},)"
+                    R"("delivered":{},"lost":{},"reordered":{}}})",
+                    o.seconds, o.warmup, *rmin, *rmax, rss_slope, *fmin, *fmax, fd_slope,
+                    churned.load(), churn_errors.load(), rx.total_received(), lost, reordered));
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"convoke-bench: load generator for Convoke (and NATS, for comparison)"};
   options o;
   std::string proto = "convoke";
-  app.add_option("scenario", o.scenario, "fanout | latency | direct | connections")
+  app.add_option("scenario", o.scenario, "fanout | latency | direct | connections | soak")
     ->required()
-    ->check(CLI::IsMember({"fanout", "latency", "direct", "connections"}));
+    ->check(CLI::IsMember({"fanout", "latency", "direct", "connections", "soak"}));
   app.add_option("--protocol", proto, "convoke | nats")
     ->check(CLI::IsMember({"convoke", "nats"}))
     ->capture_default_str();
@@ -782,6 +953,10 @@ int main(int argc, char** argv) {
   app.add_option("--rate", o.rate, "latency: messages/s in")->capture_default_str();
   app.add_option("--pairs", o.pairs, "direct: sender/receiver pairs")->capture_default_str();
   app.add_option("--connections", o.connections, "connections: idle agents")->capture_default_str();
+  app.add_option("--churn", o.churn, "soak: agents connecting and leaving per second")
+    ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "soak: seconds before samples count")->capture_default_str();
+  app.add_option("--samples", o.samples, "soak: write one CSV line per second to this file");
   app.add_flag("--json", o.json, "also print one JSON object per result");
   CLI11_PARSE(app, argc, argv);
   o.proto = proto == "nats" ? protocol_kind::nats : protocol_kind::convoke;
@@ -794,6 +969,8 @@ int main(int argc, char** argv) {
       run_latency(o);
     else if (o.scenario == "direct")
       run_direct(o);
+    else if (o.scenario == "soak")
+      run_soak(o);
     else
       run_connections(o);
   } catch (const std::exception& ex) {

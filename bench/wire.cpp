@@ -49,11 +49,13 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
   put_bytes_field(out, 5, payload);
 }
 
-void convoke_append_hello(std::string& out, std::string_view name) {
+void convoke_append_hello(std::string& out, std::string_view name, std::string_view route) {
   std::string hello;
   put_varint(hello, (1 << 3) | 0); // protocol_version = 1
   put_varint(hello, 1);
   put_bytes_field(hello, 2, name);
+  if (!route.empty())
+    put_bytes_field(hello, 5, route); // routes
   put_bytes_field(hello, 6, "convoke-bench");
   std::string frame;
   put_bytes_field(frame, 1, hello); // Frame.hello = 1
@@ -67,6 +69,15 @@ void convoke_append_heartbeat_reply(std::string& out, uint64_t seq) {
   put_varint(hb, seq);
   std::string frame;
   put_bytes_field(frame, 4, hb); // Frame.heartbeat = 4
+  put_header(out, static_cast<uint32_t>(frame.size()));
+  out += frame;
+}
+
+void convoke_append_goodbye(std::string& out) {
+  std::string bye;
+  put_bytes_field(bye, 1, "client_exit"); // Goodbye.code = 1
+  std::string frame;
+  put_bytes_field(frame, 8, bye); // Frame.goodbye = 8
   put_header(out, static_cast<uint32_t>(frame.size()));
   out += frame;
 }

@@ -35,10 +35,13 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
                              std::string_view payload);
 
 /// Appends a Frame{Hello{version 1, name, routes}}.
-void convoke_append_hello(std::string& out, std::string_view name);
+void convoke_append_hello(std::string& out, std::string_view name, std::string_view route = {});
 
 /// Appends a Frame{Heartbeat{reply_to = seq}}.
 void convoke_append_heartbeat_reply(std::string& out, uint64_t seq);
+
+/// Appends Goodbye{code = "client_exit"}.
+void convoke_append_goodbye(std::string& out);
 
 /// What the parser found in one frame.
 struct convoke_event {

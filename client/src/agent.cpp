@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "backoff.hpp"
+#include "convoke/caf_support/self_send.hpp"
 #include "convoke/client/caf_interop.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/text.hpp"
@@ -129,7 +130,7 @@ void agent_core::on_connected(uint64_t g, caf::actor c) {
   write(
     make_hello(confirmed.empty() ? requested_name(*user) : confirmed, opts, routes, resume_token));
   hello_routes = routes;
-  self->delayed_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
+  caf_support::delayed_self_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
 }
 
 void agent_core::on_connect_failed(uint64_t g, const std::string& reason) {
@@ -189,7 +190,7 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
   if (stopping) {
     finish();
   } else if (info.will_reconnect) {
-    self->delayed_send(self, info.retry_in, reconnect_atom::value, gen);
+    caf_support::delayed_self_send(self, info.retry_in, reconnect_atom::value, gen);
   } else {
     // Without a session to come, the agent is done. An orderly end by the
     // server (Goodbye) is a normal exit; anything else is a failure.
@@ -222,7 +223,7 @@ void agent_core::stop(int code) {
     write(f);
     self->send(conn, close_atom::value);
     link = link_state::closing;
-    self->delayed_send(self, opts.stop_timeout, stop_deadline_atom::value);
+    caf_support::delayed_self_send(self, opts.stop_timeout, stop_deadline_atom::value);
     return;
   }
   finish();
@@ -339,7 +340,7 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
             logfmt_value(s.server_name), s.session_id, opts.host, opts.port,
             s.reconnected ? " reconnected=true" : "");
   if (s.idle_timeout.count() > 0 && s.heartbeat_interval.count() > 0)
-    self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
+    caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
   // Subscriptions changed between Hello and Welcome: catch the server up.
   for (auto& r : routes)
     if (hello_routes.count(r) == 0)
@@ -496,7 +497,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
           fmt::format("nothing received from the server for {} ms", silent.count()));
         return;
       }
-      self->delayed_send(self, s.heartbeat_interval, watchdog_atom::value, g);
+      caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value, g);
     },
     [self](task_tick_atom, task_id id) {
       auto& st = self->state;
@@ -510,7 +511,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
         st.tasks.erase(i);
       st.guarded(where, fn);
       if (auto j = st.tasks.find(id); j != st.tasks.end() && j->second.periodic)
-        self->delayed_send(self, j->second.interval, task_tick_atom::value, id);
+        caf_support::delayed_self_send(self, j->second.interval, task_tick_atom::value, id);
     },
     [self](job_done_atom, task_id id, const std::string& failure) {
       auto& st = self->state;
@@ -666,8 +667,8 @@ task_id agent::request(std::string_view recipient, std::string_view payload, dur
     return fail_now(static_cast<errc>(err.value()), err.message());
   c.requests.emplace(id, detail::agent_core::pending_request{
                            std::string{recipient}, std::move(on_reply), std::move(on_error)});
-  c.self->delayed_send(c.self, timeout, detail::request_timeout_atom::value, id,
-                       static_cast<int64_t>(timeout.count()));
+  caf_support::delayed_self_send(c.self, timeout, detail::request_timeout_atom::value, id,
+                                 static_cast<int64_t>(timeout.count()));
   return id;
 }
 
@@ -722,7 +723,7 @@ task_id agent::every(duration interval, std::function<void()> fn, std::string na
   auto& c = *core_;
   auto id = c.next_id++;
   c.tasks.emplace(id, detail::agent_core::task{interval, std::move(fn), std::move(name), true});
-  c.self->delayed_send(c.self, interval, detail::task_tick_atom::value, id);
+  caf_support::delayed_self_send(c.self, interval, detail::task_tick_atom::value, id);
   return id;
 }
 
@@ -732,7 +733,7 @@ task_id agent::after(duration delay, std::function<void()> fn, std::string name)
   auto& c = *core_;
   auto id = c.next_id++;
   c.tasks.emplace(id, detail::agent_core::task{delay, std::move(fn), std::move(name), false});
-  c.self->delayed_send(c.self, delay, detail::task_tick_atom::value, id);
+  caf_support::delayed_self_send(c.self, delay, detail::task_tick_atom::value, id);
   return id;
 }
 

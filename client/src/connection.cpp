@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "convoke/caf_support/self_send.hpp"
 #include "convoke/common/net.hpp"
 #include "internal.hpp"
 
@@ -108,7 +109,7 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
         st.halted = false;
         self->trigger(st.hdl);
         // Work around the CAF 0.17.6 halt/trigger race (docs/architecture.md).
-        self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+        caf_support::delayed_self_send(self, retrigger_delay, retrigger_atom::value);
       }
     },
     [self](retrigger_atom) {
@@ -140,7 +141,7 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
         st.halted = false;
         self->trigger(st.hdl);
       }
-      self->delayed_send(self, linger_time, linger_atom::value);
+      caf_support::delayed_self_send(self, linger_time, linger_atom::value);
     },
     [self](linger_atom) { finish(self, "closed by agent"); },
     [self](const caf::io::connection_closed_msg&) {

@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "convoke/caf_support/self_send.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
@@ -35,6 +36,7 @@ namespace {
 
 using steady = std::chrono::steady_clock;
 namespace codes = proto::codes;
+using caf_support::delayed_self_send;
 
 constexpr size_t small_read_chunk = 1024;
 constexpr size_t large_read_chunk = 64 * 1024;
@@ -195,8 +197,12 @@ void account_dropped(session_ptr self, const message_range& msgs, std::string_vi
   auto& ctx = *st.ctx;
   if (count)
     bump(ctx.stats.dropped, msgs.count);
-  ctx.log_session->warn("messages not delivered {} count={} first_id={} last_id={} reason={}",
-                        who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
+  // An agent that leaves while messages are on their way to it is normal:
+  // info. Drops the server decided on (slow consumer, shutdown): warn.
+  ctx.log_session->log(reason == drop_reason::connection_closed ? spdlog::level::info
+                                                                : spdlog::level::warn,
+                       "messages not delivered {} count={} first_id={} last_id={} reason={}",
+                       who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
   if (ctx.trace) {
     trace_event ev;
     ev.what = trace_event::kind::dropped;
@@ -391,7 +397,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     // Read again (input is discarded now) so that the peer's EOF is seen.
     st.halted = false;
     self->trigger(st.hdl);
-    self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+    delayed_self_send(self, retrigger_delay, retrigger_atom::value);
   }
   write_drop_notice(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
@@ -681,7 +687,7 @@ void check_input_window(session_ptr self) {
   request_shed(self);
   if (!st.budget_retry_armed) {
     st.budget_retry_armed = true;
-    self->delayed_send(self, budget_retry_delay, budget_retry_atom::value);
+    delayed_self_send(self, budget_retry_delay, budget_retry_atom::value);
   }
 }
 
@@ -694,7 +700,7 @@ void resume_input(session_ptr self) {
   if (over_budget(*st.ctx)) {
     if (!st.budget_retry_armed) { // check again shortly
       st.budget_retry_armed = true;
-      self->delayed_send(self, budget_retry_delay, budget_retry_atom::value);
+      delayed_self_send(self, budget_retry_delay, budget_retry_atom::value);
     }
     return;
   }
@@ -702,7 +708,7 @@ void resume_input(session_ptr self) {
   self->trigger(st.hdl);
   // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
   // the halt(); trigger again shortly (idempotent), see docs/architecture.md.
-  self->delayed_send(self, retrigger_delay, retrigger_atom::value);
+  delayed_self_send(self, retrigger_delay, retrigger_atom::value);
 }
 
 void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
