@@ -174,7 +174,7 @@ const std::vector<option_def>& options() {
     t.push_back(duration_opt("timeouts", "heartbeat-interval", &server_config::heartbeat_interval,
                              false, "The server sends each agent a Heartbeat at this interval."));
     t.push_back(duration_opt("timeouts", "idle", &server_config::idle_timeout, true,
-                             "Close a session that sent nothing for this long (0 = never)."));
+                             "Close a session that sent no complete frame for this long (0 = never)."));
     t.push_back(duration_opt("timeouts", "frame", &server_config::frame_timeout, false,
                              "A frame must arrive completely within this time of its first "
                              "byte (bytes of an incomplete frame are not activity)."));
