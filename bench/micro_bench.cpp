@@ -62,7 +62,7 @@ void BM_RelayFastPath(benchmark::State& state) {
     if (out.size() > (1 << 19))
       out.clear();
     server::scan_envelope_frame(bytes, v);
-    server::append_relayed_frame(out, bytes, id++, "sender-agent", 1'700'000'000'000'000'000);
+    server::append_delivery_frame(out, v.envelope, id++, "sender-agent", 1'700'000'000'000'000'000);
   }
   state.SetItemsProcessed(state.iterations());
 }

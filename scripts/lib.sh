@@ -11,6 +11,7 @@ PACKAGES=(
   libcaf-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsodium-dev
+  python3-protobuf
 )
 
 say() { printf 'convoke: %s\n' "$*" >&2; }

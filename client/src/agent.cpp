@@ -261,7 +261,12 @@ std::error_code agent_core::send_envelope(std::string_view recipient, std::strin
     return err;
   if (out_pending->load() > opts.max_pending_bytes)
     return errc::send_buffer_full;
-  write(make_envelope(recipient, route, payload, so, next_seq++, request_id, in_reply_to));
+  auto f = make_envelope(recipient, route, payload, so, next_seq, request_id, in_reply_to);
+  // The server would refuse a larger frame and close the connection.
+  if (auto limit = session_of(*user).max_frame_bytes; limit > 0 && f.ByteSizeLong() > limit)
+    return errc::message_too_large;
+  ++next_seq;
+  write(f);
   ++stats_of(*user).sent;
   return {};
 }
@@ -293,6 +298,14 @@ void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
       break;
   }
   splitter.compact();
+  if (auto err = splitter.error(); err != proto::frame_error::none && g == gen) {
+    // Larger than the server announced (limits.max_delivery_bytes), or 0.
+    handle_disconnect(std::string{proto::to_code(err)},
+                      fmt::format("the server sent a frame of {} bytes; the limit it announced is "
+                                  "{}",
+                                  splitter.bad_length(), splitter.max_frame_bytes()));
+    return;
+  }
   if (conn && g == gen)
     self->send(conn, credit_atom::value, static_cast<uint64_t>(bytes.size()));
 }
@@ -302,8 +315,8 @@ void agent_core::handle_frame(v1::Frame& f) {
   case v1::Frame::kWelcome:
     handle_welcome(f.welcome());
     break;
-  case v1::Frame::kEnvelope:
-    handle_envelope(*f.mutable_envelope());
+  case v1::Frame::kDelivery:
+    handle_delivery(*f.mutable_delivery());
     break;
   case v1::Frame::kHeartbeat:
     if (auto seq = f.heartbeat().seq(); seq != 0) {
@@ -335,6 +348,9 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
   had_session = true;
   resume_token = w.resume_token();
   attempt = 0;
+  // Frames the server sends are at most what it announced.
+  if (s.max_delivery_bytes > 0)
+    splitter.set_max_frame_bytes(std::min(s.max_delivery_bytes, max_inbound_frame));
   ++stats_of(*user).connects;
   log->info("connected agent={} server={} session={} address={}:{}{}", logfmt_value(s.agent_name),
             logfmt_value(s.server_name), s.session_id, opts.host, opts.port,
@@ -352,7 +368,7 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
   guarded("on_connect", [&] { user->on_connect(info); });
 }
 
-void agent_core::handle_envelope(v1::Envelope& e) {
+void agent_core::handle_delivery(v1::Delivery& e) {
   ++stats_of(*user).received;
   auto m = to_message(e);
   if (m.in_reply_to != 0) {

@@ -200,9 +200,9 @@ std::optional<message> blocking_client::request(std::string_view recipient,
   std::deque<v1::Frame> others; // kept for receive()
   std::optional<message> result;
   while (auto f = d.next_frame(deadline)) {
-    if (f->has_envelope() && f->envelope().in_reply_to() == id
-        && f->envelope().sender() == recipient) {
-      result = detail::to_message(*f->mutable_envelope());
+    if (f->has_delivery() && f->delivery().envelope().in_reply_to() == id
+        && f->delivery().sender() == recipient) {
+      result = detail::to_message(*f->mutable_delivery());
       break;
     }
     if (f->has_notice() && f->notice().request_id() == id) {
@@ -222,8 +222,8 @@ std::optional<message> blocking_client::receive(duration timeout) {
   auto& d = *impl_;
   auto deadline = clock::now() + timeout;
   while (auto f = d.next_frame(deadline))
-    if (f->has_envelope())
-      return detail::to_message(*f->mutable_envelope());
+    if (f->has_delivery())
+      return detail::to_message(*f->mutable_delivery());
   return std::nullopt;
 }
 

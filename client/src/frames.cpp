@@ -90,10 +90,11 @@ v1::Frame make_heartbeat_reply(uint64_t seq) {
   return reply;
 }
 
-message to_message(v1::Envelope& e) {
+message to_message(v1::Delivery& d) {
+  auto& e = *d.mutable_envelope();
   message m;
-  m.id = e.message_id();
-  m.sender = std::move(*e.mutable_sender());
+  m.id = d.message_id();
+  m.sender = std::move(*d.mutable_sender());
   m.recipient = std::move(*e.mutable_recipient());
   m.route = std::move(*e.mutable_route());
   m.payload = std::move(*e.mutable_payload());
@@ -103,7 +104,7 @@ message to_message(v1::Envelope& e) {
   if (!e.trace_id().empty())
     m.trace_id = to_hex(e.trace_id());
   m.sent_unix_nanos = e.sent_unix_nanos();
-  m.relayed_unix_nanos = e.relayed_unix_nanos();
+  m.relayed_unix_nanos = d.relayed_unix_nanos();
   m.request_id = e.request_id();
   m.in_reply_to = e.in_reply_to();
   return m;
@@ -138,6 +139,7 @@ session_info to_session(const v1::Welcome& w, bool reconnected) {
   s.heartbeat_interval = std::chrono::milliseconds{w.heartbeat_interval_ms()};
   s.idle_timeout = std::chrono::milliseconds{w.idle_timeout_ms()};
   s.max_frame_bytes = w.limits().max_frame_bytes();
+  s.max_delivery_bytes = w.limits().max_delivery_bytes();
   s.reconnected = reconnected;
   return s;
 }

@@ -40,7 +40,10 @@ v1::Frame make_hello(const std::string& name, const client_options& opts,
 v1::Frame make_heartbeat_reply(uint64_t seq);
 
 /// Converts a received Envelope (moving its strings out).
-message to_message(v1::Envelope& e);
+/// A relayed message from its Delivery frame: the server's stamp (id, sender,
+/// relay time) from the Delivery, the rest from the sender's envelope (whose
+/// own server-owned fields are ignored).
+message to_message(v1::Delivery& d);
 
 /// Converts a received Notice.
 notice to_notice(const v1::Notice& n);

@@ -156,7 +156,7 @@ struct agent_core {
   // -- protocol ----------------------------------------------------------------
   void handle_frame(v1::Frame& f);
   void handle_welcome(const v1::Welcome& w);
-  void handle_envelope(v1::Envelope& e);
+  void handle_delivery(v1::Delivery& d);
   void handle_notice(const v1::Notice& n);
   bool write(const v1::Frame& f);
   std::error_code send_envelope(std::string_view recipient, std::string_view route,

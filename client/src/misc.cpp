@@ -28,6 +28,8 @@ public:
       return "refused by the server";
     case errc::stopped:
       return "the agent is stopping";
+    case errc::message_too_large:
+      return "the message is larger than the server accepts";
     }
     return "unknown error";
   }
@@ -56,6 +58,8 @@ std::string to_string(errc e) {
     return "refused";
   case errc::stopped:
     return "stopped";
+  case errc::message_too_large:
+    return "message_too_large";
   }
   return "unknown";
 }

@@ -98,35 +98,47 @@ bool scan_envelope_frame(std::string_view body, envelope_view& out) {
       || env.type != length_type || p != end)
     return false;
   out = envelope_view{};
+  out.envelope = env.bytes;
   return scan_envelope(env.bytes, out);
 }
 
-size_t append_relayed_frame(std::vector<char>& out, std::string_view body, uint64_t message_id,
-                            std::string_view sender, int64_t relayed_ns) {
-  // Stamp = Envelope{message_id = 1, sender = 2, relayed_unix_nanos = 10}.
+size_t append_delivery_frame(std::vector<char>& out, std::string_view envelope, uint64_t message_id,
+                             std::string_view sender, int64_t relayed_ns) {
+  using D = v1::Delivery;
+  // Frame{delivery = Delivery{message_id, sender, relayed_unix_nanos, envelope}}:
+  // the stamp first, then the sender's envelope bytes as they came.
   auto relayed = static_cast<uint64_t>(relayed_ns);
-  auto stamp_size
-    = 1 + varint_size(message_id) + bytes_field_size(2, sender.size()) + 1 + varint_size(relayed);
-  auto suffix_size = bytes_field_size(3, stamp_size); // Frame.envelope = 3
-  auto total = body.size() + suffix_size;
+  auto delivery_size = varint_size(D::kMessageIdFieldNumber << 3) + varint_size(message_id)
+                       + bytes_field_size(D::kSenderFieldNumber, sender.size())
+                       + varint_size(D::kRelayedUnixNanosFieldNumber << 3) + varint_size(relayed)
+                       + bytes_field_size(D::kEnvelopeFieldNumber, envelope.size());
+  auto total = bytes_field_size(v1::Frame::kDeliveryFieldNumber, delivery_size);
   auto offset = out.size();
   out.resize(offset + proto::header_size + total);
   auto p = out.data() + offset;
   proto::write_header(p, static_cast<uint32_t>(total));
   p += proto::header_size;
-  std::memcpy(p, body.data(), body.size());
-  p += body.size();
-  put_varint(p, (3 << 3) | length_type);
-  put_varint(p, stamp_size);
-  put_varint(p, (1 << 3) | varint_type);
+  put_varint(p, (uint64_t{v1::Frame::kDeliveryFieldNumber} << 3) | length_type);
+  put_varint(p, delivery_size);
+  put_varint(p, (uint64_t{D::kMessageIdFieldNumber} << 3) | varint_type);
   put_varint(p, message_id);
-  put_varint(p, (2 << 3) | length_type);
+  put_varint(p, (uint64_t{D::kSenderFieldNumber} << 3) | length_type);
   put_varint(p, sender.size());
   std::memcpy(p, sender.data(), sender.size());
   p += sender.size();
-  put_varint(p, (10 << 3) | varint_type);
+  put_varint(p, (uint64_t{D::kRelayedUnixNanosFieldNumber} << 3) | varint_type);
   put_varint(p, relayed);
-  return offset + proto::header_size;
+  put_varint(p, (uint64_t{D::kEnvelopeFieldNumber} << 3) | length_type);
+  put_varint(p, envelope.size());
+  auto envelope_at = static_cast<size_t>(p - out.data());
+  std::memcpy(p, envelope.data(), envelope.size());
+  return envelope_at;
+}
+
+size_t delivery_overhead(size_t sender_size) {
+  // Frame tag and length, the stamp fields at their largest, the envelope's
+  // tag and length.
+  return proto::header_size + 1 + 5 + (1 + 10) + (1 + 1 + sender_size) + (1 + 10) + (1 + 5);
 }
 
 } // namespace convoke::server

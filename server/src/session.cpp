@@ -433,6 +433,8 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   w->set_idle_timeout_ms(static_cast<uint32_t>(cfg.idle_timeout.count()));
   w->mutable_limits()->set_max_frame_bytes(cfg.max_frame_bytes);
   w->mutable_limits()->set_max_routes(cfg.max_routes);
+  w->mutable_limits()->set_max_delivery_bytes(
+    static_cast<uint32_t>(cfg.max_frame_bytes + delivery_overhead(proto::max_name_length)));
   w->set_resume_token(resume_token);
   write_frame(self, f);
 }
@@ -466,10 +468,10 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   }
 }
 
-/// Queues one envelope for the router. `frame_body` is the sender's frame as
-/// received; `view` its fields (from scan_envelope_frame). Both paths end up
+/// Queues one envelope for the router: `view` holds its fields and bytes
+/// (from scan_envelope_frame, pointing into the sender's frame as received). Both paths end up
 /// with the stamped frame in the batch and recipient/route as offsets into it.
-void relay_envelope(session_ptr self, std::string_view frame_body, const envelope_view& view) {
+void relay_envelope(session_ptr self, const envelope_view& view) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
   if (auto r = check_addressing(view.recipient, view.route)) {
@@ -490,10 +492,12 @@ void relay_envelope(session_ptr self, std::string_view frame_body, const envelop
   auto& frames = st.batch.frames;
   relay_item item;
   item.offset = static_cast<uint32_t>(frames.size());
-  auto body_at = append_relayed_frame(frames, frame_body, id, st.agent, now);
+  auto envelope_at = append_delivery_frame(frames, view.envelope, id, st.agent, now);
   item.size = static_cast<uint32_t>(frames.size() - item.offset);
   auto offset_of = [&](std::string_view field) {
-    return field.empty() ? 0u : static_cast<uint32_t>(body_at + (field.data() - frame_body.data()));
+    return field.empty()
+             ? 0u
+             : static_cast<uint32_t>(envelope_at + (field.data() - view.envelope.data()));
   };
   item.recipient = {offset_of(view.recipient), static_cast<uint32_t>(view.recipient.size())};
   item.route = {offset_of(view.route), static_cast<uint32_t>(view.route.size())};
@@ -534,7 +538,7 @@ void relay_parsed_envelope(session_ptr self) {
          &st.ctx->stats.protocol_errors);
     return;
   }
-  relay_envelope(self, body, view);
+  relay_envelope(self, view);
 }
 
 void on_subscription(session_ptr self, bool subscribe,
@@ -611,7 +615,7 @@ size_t process_input(session_ptr self) {
     // Hot path: a plain envelope is relayed from its own bytes, no parsing
     // into objects (see envelope_scan.hpp). Everything else: full parser.
     if (st.ph == phase::established && scan_envelope_frame(body, view)) {
-      relay_envelope(self, body, view);
+      relay_envelope(self, view);
       continue;
     }
     if (auto err = proto::decode_frame(body, st.frame); err != proto::frame_error::none) {

@@ -14,7 +14,8 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
   if (hello.protocol_version() != proto::protocol_version)
     return refusal{codes::unsupported_version,
                    fmt::format("protocol version {} is not supported; this server speaks "
-                               "version {}",
+                               "version {} (relayed messages arrive as Delivery frames): "
+                               "upgrade the client",
                                hello.protocol_version(), proto::protocol_version)};
   if (!hello.agent_name().empty())
     if (auto e = proto::check_agent_name(hello.agent_name()); !e.empty())

@@ -270,3 +270,88 @@ TEST(EndToEnd, ConfigurationErrorsAreFoundByCheckConfigAndExit78) {
   EXPECT_EQ(ok.wait(10s), 0) << ok.err();
   EXPECT_FALSE(std::filesystem::exists(dir.file("t.log"))) << "--check-config created a file";
 }
+
+TEST(EndToEnd, RelayedFramesDecodeWithAnotherProtobufLibrary) {
+  // What a receiver gets must be readable by any protobuf library: captured
+  // frames are decoded by Debian's python3-protobuf from code that protoc
+  // generates now, and every field is checked.
+  const std::string python = "/usr/bin/python3";
+  if (!std::filesystem::exists(python))
+    GTEST_SKIP() << "needs " << python << " with python3-protobuf";
+  server_process srv;
+  raw_client alice{srv.port};
+  ASSERT_TRUE(alice.hello("alice").has_welcome());
+  raw_client bob{srv.port};
+  ASSERT_TRUE(bob.hello("bob").has_welcome());
+  v1::Frame f;
+  auto e = f.mutable_envelope();
+  e->set_recipient("bob");
+  e->set_route("weather.eu");
+  e->set_payload(std::string("\x00\xff\x80 binary \xc3\x28", 14)); // not UTF-8
+  e->set_content_type("application/octet-stream");
+  (*e->mutable_headers())["traceparent"]
+    = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  e->set_trace_id(
+    std::string("\x0a\xf7\x65\x19\x16\xcd\x43\xdd\x84\x48\xeb\x21\x1c\x80\x31\x9c", 16));
+  e->set_sent_unix_nanos(1'764'460'800'000'000'000);
+  e->set_client_seq(41);
+  e->set_request_id(0x8000'0000'0000'0001ull);
+  e->set_in_reply_to(7);
+  e->set_sender("mallory");  // spoofed: ignored, the Delivery names alice
+  e->set_message_id(999999); // spoofed
+  ASSERT_TRUE(alice.send(f));
+  v1::Frame broadcast;
+  broadcast.mutable_envelope()->set_payload("to everyone");
+  ASSERT_TRUE(alice.send(broadcast));
+  std::string captured;
+  for (int i = 0; i < 2;) {
+    auto raw = bob.read_raw(5s);
+    ASSERT_TRUE(raw.has_value()) << "frame " << i << " did not arrive";
+    v1::Frame probe;
+    ASSERT_EQ(proto::decode_frame(std::string_view{*raw}.substr(proto::header_size), probe),
+              proto::frame_error::none);
+    if (probe.has_heartbeat())
+      continue;
+    captured += *raw;
+    ++i;
+  }
+  auto hex = [](const std::string& s) {
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : s) {
+      out.push_back(digits[c >> 4]);
+      out.push_back(digits[c & 15]);
+    }
+    return out;
+  };
+  json expected = json::array();
+  expected.push_back(
+    {{"sender", "alice"},
+     {"message_id_positive", true},
+     {"relayed_unix_nanos_positive", true},
+     {"envelope_hex", hex(e->SerializeAsString())},
+     {"envelope",
+      {{"recipient", "bob"},
+       {"route", "weather.eu"},
+       {"payload", hex(e->payload())},
+       {"content_type", "application/octet-stream"},
+       {"headers", {{"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}},
+       {"trace_id", hex(e->trace_id())},
+       {"sent_unix_nanos", 1'764'460'800'000'000'000LL},
+       {"client_seq", 41},
+       {"request_id", 0x8000'0000'0000'0001ull},
+       {"in_reply_to", 7}}}});
+  expected.push_back({{"sender", "alice"},
+                      {"message_id_positive", true},
+                      {"envelope", {{"recipient", ""}, {"payload", hex("to everyone")}}}});
+  temp_dir dir;
+  std::ofstream{dir.file("frames.bin"), std::ios::binary} << captured;
+  std::ofstream{dir.file("expected.json")} << expected.dump();
+  process protoc{{"/usr/bin/protoc", "--proto_path=" CONVOKE_SOURCE_DIR "/proto",
+                  "--python_out=" + dir.path, "convoke/v1/wire.proto"}};
+  ASSERT_EQ(protoc.wait(30s), 0) << protoc.err();
+  process check{{python, CONVOKE_SOURCE_DIR "/tests/interop/decode_delivery.py", dir.path,
+                 dir.file("frames.bin"), dir.file("expected.json")}};
+  ASSERT_EQ(check.wait(30s), 0) << check.out() << check.err();
+  EXPECT_NE(check.out().find("checked 2 frames"), std::string::npos) << check.out();
+}

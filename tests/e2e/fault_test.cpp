@@ -347,7 +347,7 @@ TEST(Fault, GarbageAndMutatedFramesNeverCrashTheServer) {
     f.mutable_envelope()->set_trace_id(std::string(16, 't'));
     seeds.push_back(proto::encode_frame(f));
     v1::Frame h;
-    h.mutable_hello()->set_protocol_version(1);
+    h.mutable_hello()->set_protocol_version(proto::protocol_version);
     h.mutable_hello()->set_agent_name("m");
     h.mutable_hello()->add_routes("x");
     seeds.push_back(proto::encode_frame(h));
@@ -467,7 +467,7 @@ TEST(Fault, AFloodOfFiveThousandConnectionsIsServedAndReleased) {
   // As agents do, each says Hello at once; all are welcomed (limits.max-agents
   // is 10000; none waits long enough without Hello to be evicted).
   v1::Frame hello;
-  hello.mutable_hello()->set_protocol_version(1);
+  hello.mutable_hello()->set_protocol_version(proto::protocol_version);
   for (int i = 0; i < n; ++i) {
     flood.emplace_back(srv.port);
     hello.mutable_hello()->set_agent_name("flood-" + std::to_string(i));
@@ -580,7 +580,7 @@ TEST(Fault, SigtermUnderLoadExitsZeroAndAccountsForEveryMessage) {
     readers_threads.emplace_back([&, i] {
       // Read until the server closes (after its Goodbye).
       while (auto f = rx[static_cast<size_t>(i)].read(10s))
-        got[static_cast<size_t>(i)] += f->has_envelope();
+        got[static_cast<size_t>(i)] += f->has_delivery();
     });
   // Under load for a while (observable: messages arrive), then SIGTERM.
   ASSERT_TRUE(eventually([&] { return got[0] > 20000; }, 20s));

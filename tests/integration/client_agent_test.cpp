@@ -100,6 +100,28 @@ TEST(ClientAgent, SendingWhileNotConnectedIsAnError) {
   EXPECT_EQ(before, errc::not_connected);
 }
 
+TEST(ClientAgent, AMessageLargerThanTheServerAcceptsIsNotSent) {
+  // The server would refuse the frame and close the connection; the SDK
+  // says so instead, and the session goes on.
+  test_server srv{[](auto& cfg) { cfg.max_frame_bytes = 4096; }};
+  event_log log;
+  lambda_agent a{"big", &log};
+  a.on_connected = [&](const session_info& s) {
+    log.add("limits:" + std::to_string(s.max_frame_bytes) + ":"
+            + std::to_string(s.max_delivery_bytes > s.max_frame_bytes));
+    auto err = a.broadcast(std::string(5000, 'x'));
+    log.add(std::string{"too large:"} + to_string(static_cast<errc>(err.value())));
+    log.add("small:" + std::to_string(!a.broadcast("fits")));
+    a.stop();
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 0);
+  EXPECT_EQ(log.count("limits:4096:1"), 1u);
+  EXPECT_EQ(log.count("too large:message_too_large"), 1u);
+  EXPECT_EQ(log.count("small:1"), 1u);
+}
+
 TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
   test_server srv;
   event_log log;

@@ -93,7 +93,7 @@ TEST(ServerFlow, SlowConsumerIsDisconnectedWhileOthersGetEverything) {
   size_t received = 0;
   bool notice = false;
   for (auto& f : frames) {
-    received += f.has_envelope();
+    received += f.has_delivery();
     notice = notice || (f.has_notice() && f.notice().code() == "slow_consumer");
   }
   EXPECT_TRUE(notice) << "no slow_consumer Notice";
@@ -136,10 +136,10 @@ TEST(ServerFlow, DropPolicySkipsASlowConsumerAndTellsItHowManyItMissed) {
       if (f->notice().code() == "messages_dropped")
         break;
     }
-    if (!f->has_envelope())
+    if (!f->has_delivery())
       continue;
-    EXPECT_GE(f->envelope().client_seq(), next) << "reordered";
-    next = f->envelope().client_seq() + 1;
+    EXPECT_GE(f->delivery().envelope().client_seq(), next) << "reordered";
+    next = f->delivery().envelope().client_seq() + 1;
     ++received;
   }
   EXPECT_EQ(received + dropped, static_cast<uint64_t>(n));

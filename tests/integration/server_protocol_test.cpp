@@ -106,7 +106,7 @@ INSTANTIATE_TEST_SUITE_P(
     bad_input_case{"second_hello",
                    [] {
                      v1::Frame f;
-                     f.mutable_hello()->set_protocol_version(1);
+                     f.mutable_hello()->set_protocol_version(proto::protocol_version);
                      return proto::encode_frame(f);
                    }(),
                    true, "duplicate_hello"},
@@ -178,6 +178,22 @@ TEST(ServerProtocol, UnsupportedVersionIsRefused) {
   expect_refused(c, "unsupported_version");
 }
 
+TEST(ServerProtocol, AVersionOneClientIsToldToUpgradeInsteadOfGettingFramesItMisreads) {
+  // Version 1 relayed messages as merged envelope fields; version 2 sends
+  // Delivery frames, which a version 1 client would not understand.
+  test_server srv;
+  raw_client old{srv.port()};
+  v1::Frame f;
+  f.mutable_hello()->set_protocol_version(1);
+  f.mutable_hello()->set_agent_name("old-sdk");
+  ASSERT_TRUE(old.send(f));
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(old.wait_closed(3s, &frames));
+  ASSERT_FALSE(frames.empty());
+  EXPECT_EQ(frames.back().notice().code(), "unsupported_version");
+  EXPECT_NE(frames.back().notice().text().find("upgrade"), std::string::npos);
+}
+
 TEST(ServerProtocol, InvalidNameIsRefused) {
   test_server srv;
   raw_client c{srv.port()};
@@ -195,7 +211,7 @@ TEST(ServerProtocol, TokenIsRequiredWhenConfigured) {
   EXPECT_EQ(r.notice().code(), "auth_failed");
   raw_client good{srv.port()};
   v1::Frame f;
-  f.mutable_hello()->set_protocol_version(1);
+  f.mutable_hello()->set_protocol_version(proto::protocol_version);
   f.mutable_hello()->set_agent_name("alice");
   f.mutable_hello()->set_token("s3cret");
   ASSERT_TRUE(good.send(f));
@@ -222,7 +238,7 @@ TEST(ServerProtocol, IdleTimeoutClosesASilentAgentButNotOneAnsweringHeartbeats) 
   // `lively` answers heartbeats (read_kind replies to them) for 1.2 s.
   auto until = std::chrono::steady_clock::now() + 1200ms;
   while (std::chrono::steady_clock::now() < until)
-    lively.read_kind(v1::Frame::kEnvelope, 100ms);
+    lively.read_kind(v1::Frame::kDelivery, 100ms);
   std::vector<v1::Frame> frames;
   ASSERT_TRUE(silent.wait_closed(100ms, &frames)); // closed long ago
   ASSERT_FALSE(frames.empty());

@@ -45,8 +45,11 @@ TEST(ServerRelay, WelcomeConfirmsNameAndAnnouncesLimits) {
   ASSERT_TRUE(w.has_welcome()) << w.ShortDebugString();
   EXPECT_EQ(w.welcome().agent_name(), "alice");
   EXPECT_EQ(w.welcome().server_name(), "relay-under-test");
-  EXPECT_EQ(w.welcome().protocol_version(), 1u);
+  EXPECT_EQ(w.welcome().protocol_version(), proto::protocol_version);
   EXPECT_EQ(w.welcome().limits().max_frame_bytes(), 65536u);
+  // What the server may send: an envelope of the largest size plus the stamp.
+  EXPECT_GT(w.welcome().limits().max_delivery_bytes(), 65536u);
+  EXPECT_LT(w.welcome().limits().max_delivery_bytes(), 65536u + 256);
   EXPECT_GT(w.welcome().session_id(), 0u);
   EXPECT_EQ(w.welcome().resume_token().size(), 64u); // 256 bits, hex
 }
@@ -547,4 +550,23 @@ TEST(ServerRelay, AFloodOfInvalidRecipientsCostsBoundedNotices) {
   EXPECT_EQ(notices.back().text().rfind(std::to_string(n - (notices.size() - 1)) + " ", 0), 0u)
     << notices.back().text();
   EXPECT_EQ(srv.stats().rejected, n);
+}
+
+TEST(ServerRelay, ALargestFrameIsDeliveredWithinTheAnnouncedDeliveryLimit) {
+  test_server srv{[](auto& cfg) { cfg.max_frame_bytes = 4096; }};
+  auto a = join(srv.port(), std::string(64, 'a')); // the longest sender name
+  raw_client b{srv.port()};
+  auto w = b.hello("bob");
+  ASSERT_TRUE(w.has_welcome());
+  v1::Frame f;
+  f.mutable_envelope()->set_recipient("bob");
+  f.mutable_envelope()->set_payload(std::string(4096 - 16, 'x'));
+  while (f.ByteSizeLong() > 4096)
+    f.mutable_envelope()->mutable_payload()->pop_back();
+  ASSERT_GE(f.ByteSizeLong(), 4090u); // as large as the limit allows
+  ASSERT_TRUE(a.send(f));
+  auto raw = b.read_raw(5s);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_GT(raw->size() - proto::header_size, 4096u) << "the stamp makes it larger";
+  EXPECT_LE(raw->size() - proto::header_size, w.welcome().limits().max_delivery_bytes());
 }

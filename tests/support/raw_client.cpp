@@ -108,6 +108,22 @@ bool raw_client::fill(std::chrono::steady_clock::time_point deadline) {
   return true;
 }
 
+std::optional<std::string> raw_client::read_raw(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::string_view body;
+    if (splitter_.next(body)) {
+      std::string out(proto::header_size, '\0');
+      proto::write_header(out.data(), static_cast<uint32_t>(body.size()));
+      out.append(body);
+      return out;
+    }
+    splitter_.compact();
+    if (splitter_.error() != proto::frame_error::none || !fill(deadline))
+      return std::nullopt;
+  }
+}
+
 std::optional<v1::Frame> raw_client::read(std::chrono::milliseconds timeout) {
   if (!pending_.empty()) {
     auto f = std::move(pending_.front());
@@ -151,10 +167,22 @@ std::optional<v1::Frame> raw_client::read_kind(v1::Frame::KindCase kind,
 }
 
 std::optional<v1::Envelope> raw_client::read_envelope(std::chrono::milliseconds timeout) {
-  auto f = read_kind(v1::Frame::kEnvelope, timeout);
+  auto d = read_delivery(timeout);
+  if (!d)
+    return std::nullopt;
+  // The sender's envelope with the server's stamp put in (test convenience).
+  auto e = d->envelope();
+  e.set_message_id(d->message_id());
+  e.set_sender(d->sender());
+  e.set_relayed_unix_nanos(d->relayed_unix_nanos());
+  return e;
+}
+
+std::optional<v1::Delivery> raw_client::read_delivery(std::chrono::milliseconds timeout) {
+  auto f = read_kind(v1::Frame::kDelivery, timeout);
   if (!f)
     return std::nullopt;
-  return f->envelope();
+  return f->delivery();
 }
 
 bool raw_client::wait_closed(std::chrono::milliseconds timeout, std::vector<v1::Frame>* before) {

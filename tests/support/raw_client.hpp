@@ -42,6 +42,9 @@ public:
   bool send_envelope(const std::string& to, const std::string& payload,
                      const std::string& route = {}, uint64_t client_seq = 0);
 
+  /// The next frame exactly as it came (length prefix included), unparsed.
+  std::optional<std::string> read_raw(std::chrono::milliseconds timeout = 2s);
+
   /// Reads the next frame; nullopt on timeout, close or framing error.
   std::optional<v1::Frame> read(std::chrono::milliseconds timeout = 2s);
 
@@ -50,7 +53,11 @@ public:
   std::optional<v1::Frame> read_kind(v1::Frame::KindCase kind,
                                      std::chrono::milliseconds timeout = 2s);
 
-  /// Reads the next envelope, answering and skipping heartbeats.
+  /// Reads the next Delivery, answering and skipping heartbeats.
+  std::optional<v1::Delivery> read_delivery(std::chrono::milliseconds timeout = 2s);
+
+  /// Reads the next Delivery and returns its envelope with the server's
+  /// stamp (message_id, sender, relayed_unix_nanos) copied in.
   std::optional<v1::Envelope> read_envelope(std::chrono::milliseconds timeout = 2s);
 
   /// True if the server closes the connection within `timeout` (frames

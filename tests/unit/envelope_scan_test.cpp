@@ -18,15 +18,27 @@ std::string body_of(const v1::Frame& f) {
   return f.SerializeAsString();
 }
 
+/// What a receiver parses from the Delivery of `body` (a Frame{envelope}),
+/// the stamp merged into the envelope for comparison.
 v1::Envelope relayed(const std::string& body, uint64_t id, const std::string& sender, int64_t now) {
+  envelope_view v;
+  EXPECT_TRUE(scan_envelope_frame(body, v));
   std::vector<char> out;
-  auto at = append_relayed_frame(out, body, id, sender, now);
-  EXPECT_EQ(at, proto::header_size);
+  auto at = append_delivery_frame(out, v.envelope, id, sender, now);
+  EXPECT_EQ(std::string_view(out.data() + at, v.envelope.size()), v.envelope);
   EXPECT_EQ(proto::read_header(out.data()), out.size() - proto::header_size);
+  EXPECT_LE(out.size(), v.envelope.size() + delivery_overhead(sender.size()));
   v1::Frame f;
   EXPECT_EQ(proto::decode_frame({out.data() + 4, out.size() - 4}, f), proto::frame_error::none);
-  EXPECT_TRUE(f.has_envelope());
-  return f.envelope();
+  EXPECT_TRUE(f.has_delivery());
+  EXPECT_EQ(f.delivery().message_id(), id);
+  EXPECT_EQ(f.delivery().sender(), sender);
+  EXPECT_EQ(f.delivery().relayed_unix_nanos(), now);
+  auto e = f.delivery().envelope();
+  e.set_message_id(id);
+  e.set_sender(sender);
+  e.set_relayed_unix_nanos(now);
+  return e;
 }
 
 } // namespace
@@ -135,7 +147,7 @@ TEST(EnvelopeScan, UnknownFieldsTravelUnchanged) {
   envelope_view v;
   ASSERT_TRUE(scan_envelope_frame(framed, v));
   std::vector<char> out;
-  append_relayed_frame(out, framed, 1, "a", 2);
+  append_delivery_frame(out, v.envelope, 1, "a", 2);
   std::string_view relayed{out.data() + 4, out.size() - 4};
   EXPECT_NE(relayed.find(std::string("\x98\x06\x07", 3)), std::string_view::npos);
 }

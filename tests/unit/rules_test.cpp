@@ -7,6 +7,7 @@
 
 #include "backoff.hpp"
 #include "convoke/common/secure_random.hpp"
+#include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
 #include "session_rules.hpp"
 
@@ -32,12 +33,15 @@ TEST(Rules, Routes) {
 TEST(Rules, HelloChecks) {
   server::server_config cfg;
   v1::Hello h;
-  h.set_protocol_version(1);
+  h.set_protocol_version(proto::protocol_version);
   h.set_agent_name("alice");
   EXPECT_FALSE(server::check_hello(h, cfg));
-  h.set_protocol_version(2);
+  h.set_protocol_version(1); // version 1 clients would misread relayed frames
   EXPECT_EQ(server::check_hello(h, cfg)->code, "unsupported_version");
-  h.set_protocol_version(1);
+  EXPECT_NE(server::check_hello(h, cfg)->text.find("upgrade"), std::string::npos);
+  h.set_protocol_version(3);
+  EXPECT_EQ(server::check_hello(h, cfg)->code, "unsupported_version");
+  h.set_protocol_version(proto::protocol_version);
   h.add_routes("bad route");
   EXPECT_EQ(server::check_hello(h, cfg)->code, "invalid_route");
   h.clear_routes();

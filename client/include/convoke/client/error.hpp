@@ -24,6 +24,9 @@ enum class errc {
   refused,
   /// The agent is stopping.
   stopped,
+  /// The message is larger than the server accepts
+  /// (`session_info::max_frame_bytes`); it was not sent.
+  message_too_large,
 };
 
 /// The "convoke" error category.

@@ -76,7 +76,11 @@ struct session_info {
   std::string server_version;
   std::chrono::milliseconds heartbeat_interval{0};
   std::chrono::milliseconds idle_timeout{0};
+  /// Largest frame the agent may send (an encoded message); bigger sends
+  /// fail with errc::message_too_large.
   uint32_t max_frame_bytes = 0;
+  /// Largest frame the server will send to the agent.
+  uint32_t max_delivery_bytes = 0;
   /// True if this session replaces an earlier one of this agent.
   bool reconnected = false;
 };

@@ -18,7 +18,7 @@
 namespace convoke::proto {
 
 /// The protocol version described by wire.proto.
-inline constexpr uint32_t protocol_version = 1;
+inline constexpr uint32_t protocol_version = 2;
 
 /// Size of the length prefix.
 inline constexpr size_t header_size = 4;
