@@ -1,71 +1,133 @@
 #!/usr/bin/env bash
-# Runs every convoke-bench scenario against convoke-server and Debian's
-# nats-server, RUNS times each (default 3), and prints the medians side by
-# side with the ratio as a Markdown table (bench/README.md shows a result).
+# Side-by-side benchmark protocol (results: bench/README.md).
 #
-#   bench/compare.sh                    # everything, ~5 minutes
-#   RUNS=1 SECS=2 bench/compare.sh      # quick look
-#   SCENARIOS="fanout latency" bench/compare.sh
+# Every scenario runs RUNS times (default 5) for each configuration,
+# interleaved (one run of each, then the next round), so that drift of the
+# machine hits all of them alike:
+#   off    convoke-server, tracing off
+#   on     convoke-server with its shipped defaults: tracing on, here to a
+#          size-rotated file (as the systemd unit does)
+#   before BASELINE_BIN, an older convoke-server (optional; tracing off;
+#          BASELINE_PROTOCOL=1 for a version 1 server)
+#   nats   Debian's nats-server
+# The server runs pinned to CPU SERVER_CPU (0) and the generator to BENCH_CPU
+# (1): they never share a core. Each cell shows the median and, in brackets,
+# the lowest and highest of the runs; loss and reorder rows show the worst run.
+#
+#   bench/compare.sh                                   # ~15 minutes
+#   RUNS=3 SECS=2 SCENARIOS=fanout bench/compare.sh    # quick look
+#   BASELINE_BIN=/path/to/old/convoke-server BASELINE_PROTOCOL=1 bench/compare.sh
 #
 # Needs: a build (./scripts/test or ninja -C build) and nats-server
 # (apt-get install nats-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-build/bin/convoke-bench}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SECS=${SECS:-5}
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
 SCENARIOS=${SCENARIOS:-"fanout latency direct connections"}
+BASELINE_BIN=${BASELINE_BIN:-}
+BASELINE_PROTOCOL=${BASELINE_PROTOCOL:-2}
 [ -x "$BENCH" ] || { echo "build first: $BENCH is missing" >&2; exit 1; }
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] ||
   { echo "nats-server is missing: apt-get install nats-server" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs to pin server and generator apart" >&2; exit 1; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 
-# median PROTO KEY ARGS...: runs the bench RUNS times, prints the median of KEY.
-median() {
-  local proto=$1 key=$2
-  shift 2
-  for _ in $(seq "$RUNS"); do
-    "$BENCH" "$@" --protocol "$proto" --json | grep '^{' |
-      grep -o "\"$key\":[-0-9.eE+]*" | cut -d: -f2
-  done | sort -g | sed -n "$(((RUNS + 1) / 2))p"
+CONFIGS=(off on)
+[ -n "$BASELINE_BIN" ] && CONFIGS+=(before)
+CONFIGS+=(nats)
+
+# run CONFIG ARGS...: one bench run, prints its JSON line.
+run() {
+  local config=$1
+  shift
+  local args=(--json --server-cpu "$SERVER_CPU" --bench-cpu "$BENCH_CPU")
+  case $config in
+  off) ;;
+  on)
+    rm -f "$TMP"/trace*
+    args+=(--server-arg=--trace.enabled --server-arg=true
+      "--server-arg=--trace.file" "--server-arg=$TMP/trace.log") ;;
+  before) args+=(--server-bin "$BASELINE_BIN" --convoke-protocol "$BASELINE_PROTOCOL") ;;
+  nats) args+=(--protocol nats) ;;
+  esac
+  "$BENCH" "$@" "${args[@]}" | grep '^{' || echo '{}'
 }
 
-# row LABEL KEY BETTER(higher|lower) ARGS...
+# row LABEL KEY BETTER(higher|lower|worst) ARGS...
 row() {
   local label=$1 key=$2 better=$3
   shift 3
-  local c n
-  c=$(median convoke "$key" "$@")
-  n=$(median nats "$key" "$@")
-  awk -v l="$label" -v c="$c" -v n="$n" -v b="$better" 'BEGIN {
-    if (c == n) { printf "| %s | %.4g | %.4g | equal |\n", l, c, n; exit }
-    r = (b == "higher") ? (n > 0 ? c / n : 0) : (c > 0 ? n / c : 0);
-    printf "| %s | %.4g | %.4g | %.2fx %s |\n", l, c, n, r, (r >= 1 ? "(Convoke ahead)" : "(NATS ahead)")
-  }'
+  local c
+  for c in "${CONFIGS[@]}"; do : >"$TMP/$c"; done
+  for _ in $(seq "$RUNS"); do
+    for c in "${CONFIGS[@]}"; do
+      run "$c" "$@" | grep -o "\"$key\":[-0-9.eE+]*" | cut -d: -f2 >>"$TMP/$c" || true
+    done
+  done
+  local cells=() meds=()
+  for c in "${CONFIGS[@]}"; do
+    read -r med lo hi <<<"$(sort -g "$TMP/$c" | awk -v w="$better" '
+      { v[NR] = $1 }
+      END {
+        if (NR == 0) { print "nan nan nan"; exit }
+        if (w == "worst") { print v[NR], v[1], v[NR]; exit }
+        print v[int((NR + 1) / 2)], v[1], v[NR] }')"
+    meds+=("$med")
+    if [ "$better" = worst ]; then
+      cells+=("$med")
+    else
+      cells+=("$(awk -v m="$med" -v l="$lo" -v h="$hi" 'function f(x) {
+          return x >= 1e5 ? sprintf("%.2f M", x / 1e6) : sprintf("%.3g", x) }
+        BEGIN { printf "%s [%s–%s]", f(m), f(l), f(h) }')")
+    fi
+  done
+  local nats=${meds[-1]} ratios=""
+  if [ "$better" != worst ]; then
+    for i in 0 1; do
+      ratios+=$(awk -v c="${meds[$i]}" -v n="$nats" -v b="$better" 'BEGIN {
+        r = (b == "higher") ? (n > 0 ? c / n : 0) : (c > 0 ? n / c : 0);
+        printf " %.2fx |", r }')
+    done
+  else
+    ratios=" | |"
+  fi
+  local line="| $label |"
+  for cell in "${cells[@]}"; do line+=" $cell |"; done
+  echo "$line$ratios"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); nats-server $(nats-server --version 2>&1 | awk '{print $NF}'); runs=$RUNS, ${SECS}s each; medians"
+header="| scenario | Convoke, tracing off | Convoke, shipped defaults (tracing on) |"
+sep="|---|---|---|"
+[ -n "$BASELINE_BIN" ] && { header+=" Convoke before |"; sep+="---|"; }
+header+=" NATS | off / NATS | on / NATS |"
+sep+="---|---|---|"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); nats-server $(nats-server --version 2>&1 | awk '{print $NF}'); server on CPU $SERVER_CPU, generator on CPU $BENCH_CPU; $RUNS runs of ${SECS}s per cell, interleaved; median [min–max]; ratios > 1 favour Convoke"
 echo
-echo "| scenario | Convoke | NATS | ratio |"
-echo "|---|---|---|---|"
+echo "$header"
+echo "$sep"
 for s in $SCENARIOS; do
   case $s in
   fanout)
     for n in 1 10 100; do
       row "fanout N=$n, deliveries/s" deliveries_per_s higher fanout -n "$n" --seconds "$SECS"
       row "fanout N=$n, server CPU s per M deliveries" server_cpu_s_per_million lower fanout -n "$n" --seconds "$SECS"
+      row "fanout N=$n, lost (worst run)" lost worst fanout -n "$n" --seconds "$SECS"
     done ;;
   latency)
     for q in p50_us p99_us p999_us; do
       row "latency 10k/s N=10, $q" "$q" lower latency -n 10 --rate 10000 --seconds "$SECS"
     done
-    row "latency 10k/s N=10, lost (must be 0)" lost lower latency -n 10 --rate 10000 --seconds "$SECS"
-    row "latency 10k/s N=10, reordered (must be 0)" reordered lower latency -n 10 --rate 10000 --seconds "$SECS" ;;
+    row "latency 10k/s N=10, lost (worst run)" lost worst latency -n 10 --rate 10000 --seconds "$SECS"
+    row "latency 10k/s N=10, reordered (worst run)" reordered worst latency -n 10 --rate 10000 --seconds "$SECS" ;;
   direct)
     row "direct 10 pairs, messages/s" messages_per_s higher direct --pairs 10 --seconds "$SECS" ;;
   connections)
-    for k in 1000 10000; do
-      row "$k idle agents, server KiB per connection" rss_per_connection_kib lower connections --connections "$k"
-      row "$k idle agents, seconds to connect" connect_seconds lower connections --connections "$k"
-    done ;;
+    row "10000 idle agents, server KiB per connection" rss_per_connection_kib lower connections --connections 10000
+    row "10000 idle agents, seconds to connect" connect_seconds lower connections --connections 10000 ;;
   esac
 done

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -143,8 +144,19 @@ void raise_fd_limit() {
   setrlimit(RLIMIT_NOFILE, &lim);
 }
 
+/// Pins the calling thread (and the threads and processes it creates later)
+/// to one CPU; false if that is not possible.
+bool pin_to_cpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+/// `cpu` >= 0 pins the server to that CPU (taskset), so that server and
+/// generator never share one.
 std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::string& bin,
-                                            const std::vector<std::string>& extra) {
+                                            const std::vector<std::string>& extra, int cpu) {
   auto h = std::make_unique<server_handle>();
   h->owned = true;
   h->port = free_port();
@@ -159,6 +171,8 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
   argv.insert(argv.end(), extra.begin(), extra.end());
   h->pid = fork();
   if (h->pid == 0) {
+    if (cpu >= 0 && !pin_to_cpu(cpu))
+      _exit(126);
     std::vector<char*> args;
     for (auto& a : argv)
       args.push_back(a.data());
@@ -500,6 +514,8 @@ struct options {
   int burst = 64;
   int rate = 10000;
   int pairs = 10;
+  int server_cpu = -1;
+  int bench_cpu = -1;
   int connections = 1000;
   int churn = 200;
   double warmup = 60;
@@ -516,7 +532,7 @@ std::unique_ptr<server_handle> server_for(const options& o) {
     auto bin = o.server_bin;
     if (bin.empty())
       bin = o.proto == protocol_kind::convoke ? CONVOKE_SERVER_BIN : "/usr/sbin/nats-server";
-    return start_server(o.proto, bin, o.server_args);
+    return start_server(o.proto, bin, o.server_args, o.server_cpu);
   }
   auto h = std::make_unique<server_handle>();
   auto hp = parse_host_port(o.server, "127.0.0.1", 7420);
@@ -636,9 +652,13 @@ void run_latency(const options& o) {
       }
       continue;
     }
-    while (pub.seq < total
-           && t0 + static_cast<int64_t>(static_cast<double>(pub.seq) * interval) <= now)
-      pub.add(now);
+    // Each message carries its *intended* send time: if the generator was
+    // held up (a full socket), the delay counts against the latency instead
+    // of disappearing from it (coordinated omission).
+    for (auto intended = t0 + static_cast<int64_t>(static_cast<double>(pub.seq) * interval);
+         pub.seq < total && intended <= now;
+         intended = t0 + static_cast<int64_t>(static_cast<double>(pub.seq) * interval))
+      pub.add(intended);
     pub.flush();
   }
   auto t1 = mono_ns();
@@ -942,6 +962,14 @@ int main(int argc, char** argv) {
                  "Server program to start (default: the built convoke-server, or "
                  "/usr/sbin/nats-server)");
   app.add_option("--server-arg", o.server_args, "Extra argument for a started server");
+  app.add_option("--server-cpu", o.server_cpu, "Pin a started server to this CPU");
+  app.add_option("--bench-cpu", o.bench_cpu, "Pin the generator to this CPU");
+  int wire = 2;
+  app
+    .add_option("--convoke-protocol", wire,
+                "Protocol version to announce (1 to measure a version 1 server)")
+    ->check(CLI::Range(1, 2))
+    ->capture_default_str();
   app.add_option("--server-pid", o.server_pid, "PID of --server, for its CPU and RSS");
   app.add_option("-n,--subscribers", o.subscribers, "fanout/latency receivers")
     ->capture_default_str();
@@ -960,6 +988,11 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "also print one JSON object per result");
   CLI11_PARSE(app, argc, argv);
   o.proto = proto == "nats" ? protocol_kind::nats : protocol_kind::convoke;
+  convoke_hello_version = static_cast<uint32_t>(wire);
+  if (o.bench_cpu >= 0 && !pin_to_cpu(o.bench_cpu)) {
+    std::cerr << "convoke-bench: cannot pin to CPU " << o.bench_cpu << "\n";
+    return 1;
+  }
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   try {

@@ -52,7 +52,7 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
 void convoke_append_hello(std::string& out, std::string_view name, std::string_view route) {
   std::string hello;
   put_varint(hello, (1 << 3) | 0); // protocol_version
-  put_varint(hello, 2);
+  put_varint(hello, convoke_hello_version);
   put_bytes_field(hello, 2, name);
   if (!route.empty())
     put_bytes_field(hello, 5, route); // routes
@@ -100,7 +100,14 @@ size_t convoke_parse(const char* data, size_t size,
       case 2:
         ev.kind = convoke_event::welcome;
         break;
-      case 9: // Delivery{..., envelope = 4}: the payload is envelope field 5
+      case 3: // version 1: a relayed Envelope (payload = 5)
+        ev.kind = convoke_event::envelope;
+        for_each_field(bytes, [&](const field& f) {
+          if (f.number == 5)
+            ev.payload = f.bytes;
+        });
+        break;
+      case 9: // version 2: Delivery{..., envelope = 4}, the payload is envelope field 5
         ev.kind = convoke_event::envelope;
         for_each_field(bytes, [&](const field& d) {
           if (d.number == 4)

@@ -35,6 +35,10 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
                              std::string_view payload);
 
 /// Appends a Frame{Hello{version 1, name, routes}}.
+/// The protocol version the generator announces in Hello (2; 1 to measure a
+/// version 1 server, whose relayed frames convoke_parse also understands).
+inline uint32_t convoke_hello_version = 2;
+
 void convoke_append_hello(std::string& out, std::string_view name, std::string_view route = {});
 
 /// Appends a Frame{Heartbeat{reply_to = seq}}.
