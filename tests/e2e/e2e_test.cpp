@@ -270,3 +270,26 @@ TEST(EndToEnd, ConfigurationErrorsAreFoundByCheckConfigAndExit78) {
   EXPECT_EQ(ok.wait(10s), 0) << ok.err();
   EXPECT_FALSE(std::filesystem::exists(dir.file("t.log"))) << "--check-config created a file";
 }
+
+TEST(EndToEnd, ExtremeDurationsAndUnresolvableHostsAreConfigurationErrors) {
+  // Found by review: durations beyond ~292 years overflowed the nanosecond
+  // deadlines (an idle check spun, SIGTERM exited 1), those beyond 49.7 days
+  // wrapped in Welcome's 32-bit milliseconds; an unresolvable listen.host
+  // passed --check-config and then exited 1 (systemd restarted it forever).
+  for (auto key : {"--timeouts.idle", "--timeouts.drain", "--timeouts.heartbeat-interval"}) {
+    process p{{binary("convoke-server"), key, "3000000h", "--check-config"}};
+    EXPECT_EQ(p.wait(10s), 78) << key << ": " << p.err();
+    EXPECT_NE(p.err().find("longer than the limit"), std::string::npos) << p.err();
+  }
+  process ok{{binary("convoke-server"), "--timeouts.idle", "576h", "--check-config"}}; // 24 days
+  EXPECT_EQ(ok.wait(10s), 0) << ok.err();
+  for (bool check : {true, false}) {
+    std::vector<std::string> argv{binary("convoke-server"), "--listen.host", "no-such-host.invalid",
+                                  "--listen.port", "0"};
+    if (check)
+      argv.push_back("--check-config");
+    process p{argv};
+    EXPECT_EQ(p.wait(20s), 78) << p.err();
+    EXPECT_NE(p.err().find("listen.host"), std::string::npos) << p.err();
+  }
+}
