@@ -132,6 +132,18 @@ std::string bind_error(const std::string& host, uint16_t port) {
   return err;
 }
 
+std::string resolve_error(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (auto rc = getaddrinfo(host.c_str(), "0", &hints, &res); rc != 0)
+    return std::string{"cannot resolve: "} + gai_strerror(rc);
+  freeaddrinfo(res);
+  return {};
+}
+
 listen_result tcp_listen(const std::string& host, uint16_t port, int backlog) {
   listen_result out;
   addrinfo hints{};

@@ -99,14 +99,18 @@ void frame_splitter::compact() {
     return;
   if (pos_ == buf_.size()) {
     buf_.clear();
+    // Nothing buffered: give back what a large frame or a burst grew (idle
+    // connections keep at most 64 KiB; busy ones rarely end a read exactly
+    // on a frame boundary, so this costs them next to nothing).
+    if (buf_.capacity() > 64 * 1024)
+      std::vector<char>{}.swap(buf_);
   } else {
     std::memmove(buf_.data(), buf_.data() + pos_, buf_.size() - pos_);
     buf_.resize(buf_.size() - pos_);
+    if (buf_.capacity() > 256 * 1024 && buf_.size() < 64 * 1024)
+      buf_.shrink_to_fit();
   }
   pos_ = 0;
-  // Give back memory after a burst of large frames (keeps idle sessions small).
-  if (buf_.capacity() > 256 * 1024 && buf_.size() < 64 * 1024)
-    buf_.shrink_to_fit();
 }
 
 } // namespace convoke::proto

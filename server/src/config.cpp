@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "convoke/common/net.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
@@ -28,6 +29,8 @@ namespace {
 constexpr int exit_config_error = 78;
 /// Exit code for a malformed command line.
 constexpr int exit_usage_error = 2;
+/// Longest duration a key takes (2^31 - 1 ms, about 24.8 days).
+constexpr int64_t max_duration_ms = 2'147'483'647;
 
 /// One configuration key: how to print, parse and describe it.
 struct option_def {
@@ -112,6 +115,11 @@ option_def duration_opt(std::string sec, std::string name, member<std::chrono::m
               return fmt::format("'{}' is not a duration (examples: 500ms, 5s, 2m)", v);
             if (!zero_ok && d->count() == 0)
               return std::string{"must be greater than zero"};
+            // Welcome carries durations as 32-bit milliseconds, and deadlines
+            // are computed in nanoseconds: at most about 24 days.
+            if (d->count() > max_duration_ms)
+              return fmt::format("{} is longer than the limit of {}", v,
+                                 format_duration(std::chrono::milliseconds{max_duration_ms}));
             c.*m = *d;
             return std::string{};
           }};
@@ -173,8 +181,9 @@ const std::vector<option_def>& options() {
                              "A new connection must send Hello within this time."));
     t.push_back(duration_opt("timeouts", "heartbeat-interval", &server_config::heartbeat_interval,
                              false, "The server sends each agent a Heartbeat at this interval."));
-    t.push_back(duration_opt("timeouts", "idle", &server_config::idle_timeout, true,
-                             "Close a session that sent no complete frame for this long (0 = never)."));
+    t.push_back(
+      duration_opt("timeouts", "idle", &server_config::idle_timeout, true,
+                   "Close a session that sent no complete frame for this long (0 = never)."));
     t.push_back(duration_opt("timeouts", "frame", &server_config::frame_timeout, false,
                              "A frame must arrive completely within this time of its first "
                              "byte (bytes of an incomplete frame are not activity)."));
@@ -341,6 +350,13 @@ std::vector<std::string> check_paths(const server_config& cfg) {
   if (!cfg.port_file.empty())
     if (auto e = output_file_problem("listen.port-file", cfg.port_file); !e.empty())
       errs.push_back(std::move(e));
+      // A host that does not resolve is a configuration error (78: systemd does
+      // not restart), unlike a port that is taken at run time (1). Not in the
+      // fuzz build: name resolution may wait on the network.
+#ifndef CONVOKE_FUZZING
+  if (auto e = net::resolve_error(cfg.host); !e.empty())
+    errs.push_back(fmt::format("listen.host '{}': {}", cfg.host, e));
+#endif
   return errs;
 }
 

@@ -39,7 +39,7 @@ using goodbye_atom = caf::atom_constant<caf::atom("goodbye")>;
 using left_atom = caf::atom_constant<caf::atom("left")>;
 // acceptor thread -> listener: a new connection's socket
 using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
-// session -> listener: a valid Hello arrived (no longer handshaking)
+// session -> listener: the agent was admitted (Welcome); no longer handshaking
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 // listener -> session: too many connections are handshaking; close
 using busy_atom = caf::atom_constant<caf::atom("busy")>;

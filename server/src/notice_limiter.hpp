@@ -53,6 +53,11 @@ public:
     uint64_t last_id = 0;
   };
 
+  /// True if nothing is suppressed now (no summary window is open).
+  bool take_would_be_empty() const noexcept {
+    return suppressed_.count == 0;
+  }
+
   /// What was suppressed since the last call, and forgets it.
   summary take() {
     auto out = suppressed_;

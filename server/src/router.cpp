@@ -56,6 +56,8 @@ struct router_state {
   struct limited {
     notice_limiter limiter;
     std::string example_recipient;
+    /// Subscribes over limits.max-routes whose Notice was suppressed.
+    uint64_t routes_refused = 0;
   };
   std::unordered_map<uint64_t, limited> limits;
   // Scratch space reused across batches.
@@ -68,6 +70,8 @@ using router_ptr = caf::io::stateful_broker<router_state>*;
 /// Resume tokens are bearer secrets: 256 bits from the CSPRNG (a seeded
 /// std::mt19937 can be rebuilt from ~160 observed tokens).
 constexpr size_t resume_token_bytes = 32;
+
+void forget(router_ptr self, uint64_t sid);
 
 void on_register(router_ptr self, register_request& req) {
   auto& st = self->state;
@@ -111,9 +115,7 @@ void on_register(router_ptr self, register_request& req) {
     st.ctx->log_router->info("agent name taken over agent={} old_session={} new_session={}",
                              logfmt_value(req.name), holder->session_id, req.session_id);
     self->send(holder->handle, evict_atom::value);
-    st.by_addr.erase(holder->handle.address());
-    st.table.remove(holder->session_id);
-    st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
+    forget(self, holder->session_id);
   }
   auto token = crypto::random_hex(resume_token_bytes);
   st.table.add(req.session_id, req.name, token, session, req.routes);
@@ -145,6 +147,13 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
     st.table.subscribe(*e, r);
   }
   if (refused > 0) { // one Notice per Subscribe, however many routes it named
+    auto& lim = st.limits[sid];
+    if (!lim.limiter.allow(notice_limiter::clock::now())) {
+      // Rate-limited with the agent's other per-frame Notices.
+      if (lim.routes_refused++ == 0 && lim.limiter.take_would_be_empty())
+        self->delayed_send(self, notice_limiter::window, flush_notices_atom::value, sid);
+      return;
+    }
     notice_request n;
     n.severity = v1::Notice::WARNING;
     n.code = std::string{codes::too_many_routes};
@@ -186,8 +195,16 @@ void on_relay(router_ptr self, relay_batch& b) {
   std::optional<notice_limiter::clock::time_point> now; // read once per batch, if needed
   if (b.credit > 0)
     self->send(sender_session, credit_atom::value, b.credit);
-  if (b.items.empty() || st.table.find(b.session_id) == nullptr)
-    return; // e.g. evicted while the batch was on its way
+  if (b.items.empty())
+    return;
+  // A session replaced by a reconnect (resume token) may still have had
+  // messages on their way: they were accepted, so they are routed; a
+  // broadcast then skips the agent's new session as well (never back to
+  // its sender).
+  uint64_t also_skip = 0;
+  if (st.table.find(b.session_id) == nullptr)
+    if (auto now_holder = st.table.find_name(b.sender))
+      also_skip = now_holder->session_id;
   // Fast path: all items share one destination key (same recipient and
   // route), so every receiver gets the same bytes.
   bool uniform = true;
@@ -199,6 +216,8 @@ void on_relay(router_ptr self, relay_batch& b) {
     auto recipient = it.recipient.in(b.frames);
     if (recipient.empty()) {
       st.table.broadcast_targets(b.session_id, it.route.in(b.frames), st.targets);
+      if (also_skip != 0)
+        std::erase_if(st.targets, [&](entry_t* e) { return e->session_id == also_skip; });
       return true;
     }
     if (auto e = st.table.find_name(recipient)) {
@@ -316,10 +335,21 @@ void flush_suppressed(router_ptr self, uint64_t sid) {
   if (i == st.limits.end())
     return;
   auto s = i->second.limiter.take();
-  if (s.count == 0)
-    return;
+  auto routes_refused = std::exchange(i->second.routes_refused, 0);
   auto& ctx = *st.ctx;
   auto e = st.table.find(sid);
+  if (routes_refused > 0 && e != nullptr) {
+    notice_request n;
+    n.severity = v1::Notice::WARNING;
+    n.code = std::string{codes::notices_suppressed};
+    n.text = fmt::format("{} more of your Subscribe frames went over limits.max-routes ({}); "
+                         "their too_many_routes Notices were not sent (at most {} per second are)",
+                         routes_refused, ctx.cfg.max_routes,
+                         static_cast<int>(notice_limiter::per_second));
+    self->send(e->handle, notice_atom::value, std::move(n));
+  }
+  if (s.count == 0)
+    return;
   if (ctx.trace) {
     trace_event ev;
     ev.what = trace_event::kind::undeliverable;

@@ -11,6 +11,8 @@
 // that are appended to the socket's write buffer unless it is above the
 // output high-water mark (slow consumer policy).
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,6 +46,8 @@ constexpr size_t large_read_chunk = 64 * 1024;
 constexpr uint32_t handshake_frame_limit = 64 * 1024;
 /// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
 constexpr auto retrigger_delay = std::chrono::milliseconds{2};
+/// How long a connection refused before Welcome may take to read its Notice.
+constexpr auto pre_welcome_close_grace = std::chrono::milliseconds{250};
 /// How often a session paused by limits.max-buffered-bytes checks again.
 constexpr auto budget_retry_delay = std::chrono::milliseconds{20};
 
@@ -86,6 +90,14 @@ struct session_state {
   bool leave_requested = false;
   /// CAF reported the connection closed: the descriptor is no longer ours.
   bool socket_gone = false;
+  /// The agent was admitted (Welcome sent).
+  bool welcomed = false;
+  /// Bytes the socket took (directly or through CAF).
+  uint64_t written_total = 0;
+  /// How much of it the agent's TCP stack had acknowledged at the last check.
+  uint64_t acked_seen = 0;
+  /// One of CAF's write buffers grew beyond 64 KiB (see write_bytes).
+  bool caf_buffer_grown = false;
   /// Messages for this agent that will never be written (its connection is
   /// closing); reported once, when the session ends, with `lost_reason`.
   message_range lost;
@@ -101,14 +113,19 @@ struct session_state {
   // Input credits: bytes handed to the router and not yet acknowledged.
   uint64_t in_flight = 0;
   bool halted = false;
-  /// Current drop episode (slow consumer, drop policy): what was dropped
-  /// since the output went above the high-water mark.
+  /// Current drop episode (slow consumer, drop policy): from the output
+  /// going above the high-water mark until it is back under half of it;
+  /// the relayed messages dropped during it.
+  bool drop_episode = false;
   message_range dropping;
   /// Rate limit of this session's invalid_recipient/invalid_route Notices.
   notice_limiter notices;
   /// This session's share of ctx.stats.buffered_bytes (limits.max-buffered-bytes).
   uint64_t budget_share = 0;
   bool budget_retry_armed = false;
+  /// Reading stopped because the server is above its budget while this
+  /// session holds a large partial frame.
+  bool budget_paused = false;
   /// The agent said Goodbye; waiting for the router's barrier echo.
   bool leaving = false;
 };
@@ -145,6 +162,15 @@ void schedule(session_ptr self, std::chrono::milliseconds after, Atom what) {
              static_cast<int64_t>(due.time_since_epoch().count()));
 }
 
+/// Gives back the capacity of CAF's unsent-output buffer once it is empty.
+/// CAF only clear()s its two write buffers (and swaps them), so a backlog
+/// would otherwise stay allocated for the life of the connection.
+void release_write_buffer(session_ptr self) {
+  auto& buf = self->wr_buf(self->state.hdl);
+  if (buf.empty() && buf.capacity() > 64 * 1024)
+    std::vector<char>{}.swap(buf);
+}
+
 /// Messages fully contained in the first `sent` bytes of a run of frames.
 uint64_t frames_within(const char* data, size_t size, size_t sent) {
   uint64_t n = 0;
@@ -168,9 +194,23 @@ uint64_t frames_within(const char* data, size_t size, size_t sent) {
 /// The ledger knows which messages are still in CAF's buffer.
 void write_bytes(session_ptr self, const char* data, size_t size, message_range msgs = {}) {
   auto& st = self->state;
+  // After a backlog, CAF's active write buffer still has the backlog's
+  // capacity; it only gives it up when a write through CAF swaps its two
+  // buffers. So the first write after a backlog goes through CAF (not
+  // directly), and the old buffer, now the empty offline one, is released.
+  if (st.out.pending() == 0 && st.caf_buffer_grown) {
+    st.caf_buffer_grown = false;
+    auto& buf = self->wr_buf(st.hdl);
+    buf.insert(buf.end(), data, data + size);
+    st.out.append(size, msgs);
+    self->flush(st.hdl); // CAF is idle: it swaps the buffers now
+    release_write_buffer(self);
+    return;
+  }
   if (st.out.pending() == 0) {
     auto sent = ::send(socket_fd(self), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (sent > 0) {
+      st.written_total += static_cast<uint64_t>(sent);
       if (static_cast<size_t>(sent) == size)
         return;
       auto done = msgs.count == 0 ? 0 : frames_within(data, size, static_cast<size_t>(sent));
@@ -184,7 +224,16 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
   auto& buf = self->wr_buf(st.hdl);
   buf.insert(buf.end(), data, data + size);
   st.out.append(size, msgs);
+  if (buf.capacity() > 64 * 1024)
+    st.caf_buffer_grown = true;
   self->flush(st.hdl);
+}
+
+/// Keeps a scratch buffer from holding on to the size of the largest frame.
+template <class Buffer>
+void trim(Buffer& buf) {
+  if (buf.capacity() > 64 * 1024)
+    Buffer{}.swap(buf);
 }
 
 /// Traces messages that will never be written to this agent (one record
@@ -380,7 +429,7 @@ void half_close(session_ptr self) {
     ::shutdown(socket_fd(self), SHUT_WR);
 }
 
-void write_drop_notice(session_ptr self);
+void end_drop_episode(session_ptr self);
 
 /// Starts closing: writes `last` (a Notice or Goodbye) and, once it has left
 /// the socket, half-closes (FIN) and lingers until the peer closes too. The
@@ -399,7 +448,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     self->trigger(st.hdl);
     delayed_self_send(self, retrigger_delay, retrigger_atom::value);
   }
-  write_drop_notice(self); // a pending "N messages dropped" still goes first
+  end_drop_episode(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
   schedule(self, grace, abort_atom::value);
   if (st.out.pending() == 0)
@@ -416,7 +465,13 @@ void fail(session_ptr self, std::string_view code, std::string text,
                             logfmt_value(text));
   if (counter != nullptr)
     bump(*counter);
-  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)), close_grace(self));
+  // A connection that was never admitted gets little time to read its
+  // Notice: it must not hold a descriptor for long (it stays counted among
+  // the handshaking connections until it is gone).
+  auto grace = close_grace(self);
+  if (!st.welcomed)
+    grace = std::min(grace, pre_welcome_close_grace);
+  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)), grace);
 }
 
 void send_welcome(session_ptr self, const std::string& resume_token) {
@@ -458,7 +513,6 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   req.remote = st.remote;
   st.ph = phase::registering;
   st.registered = true;
-  self->send(st.listener, hello_atom::value, st.id); // no longer handshaking
   self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
@@ -466,6 +520,18 @@ void on_hello(session_ptr self, v1::Hello& hello) {
     self->halt(st.hdl);
     st.halted = true;
   }
+}
+
+/// Writes a Notice about one of the agent's frames, at most 20 a second (a
+/// flood of bad frames costs a bounded number of Notices); the rest are
+/// counted and summarised once per second (notices_suppressed). `seq` is the
+/// frame's client_seq, if any, for the summary.
+void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t seq) {
+  auto& st = self->state;
+  if (st.notices.allow(notice_limiter::clock::now()))
+    write_optional_frame(self, notice);
+  else if (st.notices.suppress(seq))
+    schedule(self, notice_limiter::window, flush_notices_atom::value);
 }
 
 /// Queues one envelope for the router: `view` holds its fields and bytes
@@ -476,15 +542,11 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   auto& ctx = *st.ctx;
   if (auto r = check_addressing(view.recipient, view.route)) {
     bump(ctx.stats.rejected);
-    // Rate-limited like the router's unknown_recipient Notices: a flood of
-    // bad messages costs a bounded number of Notices.
-    if (st.notices.allow(notice_limiter::clock::now())) {
-      write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
-                                             r->text + "; the message was not relayed",
-                                             view.client_seq, 0, view.request_id));
-    } else if (st.notices.suppress(view.client_seq)) {
-      schedule(self, notice_limiter::window, flush_notices_atom::value);
-    }
+    write_limited_notice(self,
+                         make_notice(v1::Notice::WARNING, r->code,
+                                     r->text + "; the message was not relayed", view.client_seq, 0,
+                                     view.request_id),
+                         view.client_seq);
     return;
   }
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
@@ -539,14 +601,17 @@ void relay_parsed_envelope(session_ptr self) {
     return;
   }
   relay_envelope(self, view);
+  trim(st.reencoded);
 }
 
 void on_subscription(session_ptr self, bool subscribe,
                      google::protobuf::RepeatedPtrField<std::string>* routes) {
   auto& st = self->state;
   if (auto r = check_routes(*routes)) {
-    write_optional_frame(self, make_notice(v1::Notice::WARNING, r->code,
-                                           r->text + "; the subscription change was ignored"));
+    write_limited_notice(
+      self,
+      make_notice(v1::Notice::WARNING, r->code, r->text + "; the subscription change was ignored"),
+      0);
     return;
   }
   // Keep the order of envelopes and subscription changes.
@@ -634,6 +699,10 @@ size_t process_input(session_ptr self) {
     } else {
       on_established_frame(self);
     }
+    // The parsed copy of a large frame would keep its size for the life of
+    // the connection.
+    if (body.size() > 64 * 1024)
+      st.frame = v1::Frame{};
   }
   if (auto err = st.splitter.error(); err != proto::frame_error::none) {
     auto text = err == proto::frame_error::too_large
@@ -677,7 +746,12 @@ void check_input_window(session_ptr self) {
   // Only the router backlog counts toward the window: a partial frame in the
   // splitter is bounded by limits.max-frame-bytes (and timeouts.frame).
   bool window_full = st.in_flight > ctx.cfg.input_window;
-  bool budget_full = !window_full && over_budget(ctx);
+  bool over = !window_full && over_budget(ctx);
+  if (over)
+    request_shed(self); // readers with a backlog give theirs up
+  // Above the budget, only a session growing a large partial frame stops
+  // reading (it is what holds input memory); everybody else reads on.
+  bool budget_full = over && st.splitter.buffered() >= budget_backlog_floor;
   if (!window_full && !budget_full)
     return;
   self->halt(st.hdl);
@@ -686,9 +760,9 @@ void check_input_window(session_ptr self) {
     bump(ctx.stats.input_pauses);
     return;
   }
+  st.budget_paused = true;
   bump(ctx.stats.budget_pauses);
   log_over_budget(self, "pause_reading");
-  request_shed(self);
   if (!st.budget_retry_armed) {
     st.budget_retry_armed = true;
     delayed_self_send(self, budget_retry_delay, budget_retry_atom::value);
@@ -701,18 +775,38 @@ void resume_input(session_ptr self) {
     return;
   if (st.in_flight > st.ctx->cfg.input_window / 2)
     return; // the router's credit resumes it
-  if (over_budget(*st.ctx)) {
+  if (st.budget_paused && over_budget(*st.ctx)) {
     if (!st.budget_retry_armed) { // check again shortly
       st.budget_retry_armed = true;
       delayed_self_send(self, budget_retry_delay, budget_retry_atom::value);
     }
     return;
   }
+  st.budget_paused = false;
   st.halted = false;
   self->trigger(st.hdl);
   // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
   // the halt(); trigger again shortly (idempotent), see docs/architecture.md.
   delayed_self_send(self, retrigger_delay, retrigger_atom::value);
+}
+
+/// True if the agent's TCP stack acknowledged at least 1 KiB of output
+/// since the last call (bytes the socket took minus what the kernel still
+/// holds unsent). Such an agent takes what it is sent and counts as alive
+/// even if it sends nothing: e.g. a slow reader whose heartbeats wait behind
+/// a long queue. Heartbeats alone (a few bytes) stay below the threshold, so
+/// a silent agent is still closed by timeouts.idle.
+bool reading_what_it_is_sent(session_ptr self) {
+  auto& st = self->state;
+  int unsent = 0;
+  if (st.socket_gone || ::ioctl(socket_fd(self), SIOCOUTQ, &unsent) != 0 || unsent < 0)
+    return false;
+  auto acked
+    = st.written_total - std::min<uint64_t>(st.written_total, static_cast<uint64_t>(unsent));
+  bool progress = acked >= st.acked_seen + 1024;
+  if (progress || acked < st.acked_seen)
+    st.acked_seen = acked;
+  return progress;
 }
 
 void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
@@ -749,10 +843,11 @@ void discard_backlog(session_ptr self) {
   offline.shrink_to_fit();
 }
 
-/// After a drop episode, once the consumer has caught up (its output back
-/// under half the high-water mark), tells it what it missed.
-void write_drop_notice(session_ptr self) {
+/// Ends a drop episode (the consumer caught up: its output is back under
+/// half the high-water mark) and tells it what it missed, if anything.
+void end_drop_episode(session_ptr self) {
   auto& st = self->state;
+  st.drop_episode = false;
   auto& d = st.dropping;
   if (d.count == 0)
     return;
@@ -804,7 +899,11 @@ void slow_consumer(session_ptr self, bool for_budget) {
     update_budget(self);
     return;
   }
-  bool starting = st.dropping.count == 0;
+  // One WARNING and one log line per episode, however many frames are
+  // dropped during it (an agent that never reads and keeps pinging must not
+  // make the server work per frame).
+  bool starting = !st.drop_episode;
+  st.drop_episode = true;
   if (starting)
     ctx.log_session->warn("slow consumer: dropping messages {} pending_bytes={} high_water={}{}",
                           who(self), pending, ctx.cfg.output_high_water,
@@ -837,6 +936,12 @@ bool output_full(session_ptr self) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
   auto pending = st.out.pending();
+  if (st.drop_episode) {
+    // Hysteresis: an episode lasts until the backlog is under half the mark.
+    if (pending > ctx.cfg.output_high_water / 2)
+      return true;
+    end_drop_episode(self);
+  }
   bool over_mark = pending >= ctx.cfg.output_high_water;
   bool budget = !over_mark && over_budget(ctx);
   bool behind = budget && pending >= budget_backlog_floor;
@@ -846,8 +951,7 @@ bool output_full(session_ptr self) {
     return false;
   if (st.ph >= phase::closing)
     return true;
-  if (st.dropping.count == 0 || behind)
-    slow_consumer(self, behind);
+  slow_consumer(self, behind);
   return true;
 }
 
@@ -869,7 +973,7 @@ void deliver(session_ptr self, const delivery& d) {
     bump(st.ctx->stats.dropped, msgs.count);
     return;
   }
-  write_drop_notice(self);
+  end_drop_episode(self);
   write_bytes(self, d.frames.data(), d.frames.size(), msgs);
   update_budget(self);
 }
@@ -904,8 +1008,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
-    ::shutdown(socket_fd(self), SHUT_RDWR);
-    account_dropped(self, st.out.take_all(), drop_reason::shutdown);
+    if (!st.socket_gone)
+      ::shutdown(socket_fd(self), SHUT_RDWR);
+    st.lost.add(st.out.take_all());
+    account_dropped(self, st.lost, drop_reason::shutdown);
+    release_budget(self);
     self->quit(msg.reason);
   });
   return {
@@ -941,6 +1048,17 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         schedule(self, limit - age, frame_check_atom::value);
         return;
       }
+      if (st.budget_paused) {
+        // Not the sender's fault: the server stopped reading it.
+        bump(st.ctx->stats.budget_exceeded);
+        fail(self, codes::server_busy,
+             fmt::format("the server is at its memory limit (limits.max-buffered-bytes is {}) "
+                         "and could not take the rest of your {}-byte frame within {}; retry "
+                         "later",
+                         format_size(st.ctx->cfg.max_buffered_bytes), st.splitter.buffered(),
+                         format_duration(limit)));
+        return;
+      }
       bump(st.ctx->stats.timeouts);
       fail(self, codes::frame_timeout,
            fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
@@ -968,13 +1086,16 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
       st.out.written(msg.written);
+      st.written_total += msg.written;
+      if (st.out.pending() == 0)
+        release_write_buffer(self);
       if (st.ph == phase::closing && st.out.pending() == 0)
         half_close(self); // the final frame has left
       // Caught up after a drop episode: say what was missed, now, not with
       // the next delivery (which may never come).
-      if (st.dropping.count > 0 && st.ph < phase::closing
+      if (st.drop_episode && st.ph < phase::closing
           && st.out.pending() <= st.ctx->cfg.output_high_water / 2)
-        write_drop_notice(self);
+        end_drop_episode(self);
       update_budget(self);
     },
     [self](shed_atom) {
@@ -997,9 +1118,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         return;
       write_optional_frame(
         self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
-                          fmt::format("{} more of your messages (client_seq {} to {}) had an "
-                                      "invalid recipient or route and were not relayed; their "
-                                      "Notices were not sent (at most {} per second are)",
+                          fmt::format("{} more of your frames (client_seq {} to {}, 0 for "
+                                      "subscriptions) had an invalid recipient or route and "
+                                      "were ignored; their Notices were not sent (at most {} per "
+                                      "second are)",
                                       s.count, s.first_id, s.last_id,
                                       static_cast<int>(notice_limiter::per_second))));
     },
@@ -1013,6 +1135,8 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         return;
       st.agent = name;
       st.ph = phase::established;
+      st.welcomed = true;
+      self->send(st.listener, hello_atom::value, st.id); // admitted: no longer handshaking
       send_welcome(self, resume_token);
       st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
                                 logfmt_value(st.role), logfmt_value(st.sdk));
@@ -1068,6 +1192,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       auto& st = self->state;
       if (st.ph != phase::established)
         return;
+      // Progress through queued output is sampled at every heartbeat, so
+      // that the idle check has a recent baseline.
+      if (reading_what_it_is_sent(self))
+        st.last_rx = steady::now();
       v1::Frame f;
       f.mutable_heartbeat()->set_unix_nanos(unix_nanos());
       f.mutable_heartbeat()->set_seq(++st.heartbeat_seq);
@@ -1079,6 +1207,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (st.ph != phase::established)
         return;
       auto idle = st.ctx->cfg.idle_timeout;
+      if (st.halted)
+        st.last_rx = steady::now(); // the server is not reading it: not its silence
+      if (reading_what_it_is_sent(self))
+        st.last_rx = steady::now();
       auto silent
         = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - st.last_rx);
       if (silent < idle) {
@@ -1095,17 +1227,18 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                   close_grace(self));
     },
     [self](busy_atom) {
-      // Too many connections are handshaking and this is the oldest: make
-      // room now (Notice, then close without lingering).
+      // Too many connections are not admitted yet and this is the oldest:
+      // make room now (Notice, then close without lingering). Also one that
+      // is already closing after a refusal (it still holds a descriptor).
       auto& st = self->state;
-      if (st.ph != phase::handshake)
+      if (st.welcomed || st.ph == phase::leaving)
         return;
-      fail(self, codes::server_busy,
-           fmt::format("too many connections are waiting to say Hello "
-                       "(limits.max-handshakes is {}); this one waited longest",
-                       st.ctx->cfg.max_handshakes));
-      if (st.ph == phase::lingering)
-        finish(self); // the Notice is out (it fit the socket buffer)
+      if (st.ph < phase::closing)
+        fail(self, codes::server_busy,
+             fmt::format("too many connections are waiting to be admitted "
+                         "(limits.max-handshakes is {}); this one waited longest",
+                         st.ctx->cfg.max_handshakes));
+      finish(self); // the Notice went out at once or not at all
     },
     [self](handshake_atom) {
       auto& st = self->state;

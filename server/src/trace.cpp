@@ -144,7 +144,10 @@ std::string format_trace_json(const trace_event& ev) {
   return out;
 }
 
-std::unique_ptr<trace_writer> trace_writer::open(const options& opts, std::string& err) {
+namespace {
+
+/// The destination's sink, or null and `err`.
+spdlog::sink_ptr make_sink(const trace_writer::options& opts, std::string& err) {
   spdlog::sink_ptr sink;
   if (opts.file == "-") {
     sink = std::make_shared<spdlog::sinks::stdout_sink_st>();
@@ -158,6 +161,15 @@ std::unique_ptr<trace_writer> trace_writer::open(const options& opts, std::strin
     }
   }
   sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%v"));
+  return sink;
+}
+
+} // namespace
+
+std::unique_ptr<trace_writer> trace_writer::open(const options& opts, std::string& err) {
+  auto sink = make_sink(opts, err);
+  if (!sink)
+    return nullptr;
   return std::unique_ptr<trace_writer>{new trace_writer(opts, std::move(sink))};
 }
 
@@ -215,6 +227,56 @@ bool trace_writer::flush(std::chrono::milliseconds limit) {
   return passed_.wait_for(guard, limit, [&] { return passes_ >= target || stopping_; });
 }
 
+void trace_writer::write_batch(const std::vector<trace_event>& batch) {
+  // The file can fail under us (directory removed, disk full, descriptor
+  // limit at rotation): the records are then dropped and counted, it is
+  // logged (at most every 10 s), and the file is opened again, at most once
+  // a second. The relay never notices.
+  auto now = std::chrono::steady_clock::now();
+  if (!sink_) {
+    if (now - failed_at_ < std::chrono::seconds{1}) {
+      dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
+      return;
+    }
+    std::string err;
+    sink_ = make_sink(opts_, err);
+    if (!sink_) {
+      fail(err, batch.size(), now);
+      return;
+    }
+    logging::get("trace")->info("trace file open again file={}", logfmt_value(opts_.file));
+  }
+  size_t done = 0;
+  try {
+    for (auto& ev : batch) {
+      auto line
+        = opts_.fmt == logging::format::json ? format_trace_json(ev) : format_trace_text(ev);
+      spdlog::details::log_msg msg{"trace", spdlog::level::info,
+                                   spdlog::string_view_t{line.data(), line.size()}};
+      sink_->log(msg);
+      ++done;
+    }
+    sink_->flush();
+    written_.fetch_add(done, std::memory_order_relaxed);
+  } catch (const std::exception& ex) {
+    written_.fetch_add(done, std::memory_order_relaxed);
+    sink_.reset();
+    fail(ex.what(), batch.size() - done, now);
+  }
+}
+
+void trace_writer::fail(const std::string& why, size_t lost,
+                        std::chrono::steady_clock::time_point now) {
+  dropped_.fetch_add(lost, std::memory_order_relaxed);
+  failed_at_ = now;
+  if (logged_at_ == std::chrono::steady_clock::time_point{}
+      || now - logged_at_ >= std::chrono::seconds{10}) {
+    logged_at_ = now;
+    logging::get("trace")->error("cannot write trace records file={} error={} dropped_so_far={}",
+                                 logfmt_value(opts_.file), logfmt_value(why), dropped());
+  }
+}
+
 void trace_writer::run() {
   std::vector<trace_event> batch;
   batch.reserve(1024);
@@ -233,18 +295,9 @@ void trace_writer::run() {
       queued_bytes_ = 0;
       last = stopping_;
     }
-    for (auto& ev : batch) {
-      auto line
-        = opts_.fmt == logging::format::json ? format_trace_json(ev) : format_trace_text(ev);
-      spdlog::details::log_msg msg{"trace", spdlog::level::info,
-                                   spdlog::string_view_t{line.data(), line.size()}};
-      sink_->log(msg);
-    }
-    if (!batch.empty()) {
-      sink_->flush();
-      written_.fetch_add(batch.size(), std::memory_order_relaxed);
-      batch.clear();
-    }
+    if (!batch.empty())
+      write_batch(batch);
+    batch.clear();
     if (last)
       return;
   }

@@ -109,6 +109,8 @@ public:
 private:
   trace_writer(options opts, spdlog::sink_ptr sink);
   void run();
+  void write_batch(const std::vector<trace_event>& batch);
+  void fail(const std::string& why, size_t lost, std::chrono::steady_clock::time_point now);
 
   options opts_;
   spdlog::sink_ptr sink_;
@@ -124,6 +126,9 @@ private:
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_{0};
   std::thread thread_;
+  // Writer thread only: when the destination last failed / was last logged.
+  std::chrono::steady_clock::time_point failed_at_{};
+  std::chrono::steady_clock::time_point logged_at_{};
 };
 
 } // namespace convoke::server

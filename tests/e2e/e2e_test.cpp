@@ -202,9 +202,10 @@ TEST(EndToEnd, ServerMemoryStaysBoundedWithAStalledConsumer) {
   EXPECT_TRUE(stalled.wait_closed(10s)) << "the stalled consumer was not cut off";
   RecordProperty("server_rss_before_kib", std::to_string(rss_before));
   RecordProperty("server_rss_peak_kib", std::to_string(rss_peak));
-  if (!sanitized_build) // ASan: quarantine and padding
+  if (!sanitized_build) { // ASan: quarantine and padding
     EXPECT_LT(rss_peak, rss_before + 64 * 1024)
       << "server RSS grew from " << rss_before << " KiB to " << rss_peak << " KiB";
+  }
   srv.proc->signal(SIGTERM);
   EXPECT_EQ(srv.proc->wait(10s), 0);
   EXPECT_NE(srv.proc->err().find("slow consumer disconnected agent=stalled"), std::string::npos)
@@ -354,4 +355,27 @@ TEST(EndToEnd, RelayedFramesDecodeWithAnotherProtobufLibrary) {
                  dir.file("frames.bin"), dir.file("expected.json")}};
   ASSERT_EQ(check.wait(30s), 0) << check.out() << check.err();
   EXPECT_NE(check.out().find("checked 2 frames"), std::string::npos) << check.out();
+}
+
+TEST(EndToEnd, ExtremeDurationsAndUnresolvableHostsAreConfigurationErrors) {
+  // Found by review: durations beyond ~292 years overflowed the nanosecond
+  // deadlines (an idle check spun, SIGTERM exited 1), those beyond 49.7 days
+  // wrapped in Welcome's 32-bit milliseconds; an unresolvable listen.host
+  // passed --check-config and then exited 1 (systemd restarted it forever).
+  for (auto key : {"--timeouts.idle", "--timeouts.drain", "--timeouts.heartbeat-interval"}) {
+    process p{{binary("convoke-server"), key, "3000000h", "--check-config"}};
+    EXPECT_EQ(p.wait(10s), 78) << key << ": " << p.err();
+    EXPECT_NE(p.err().find("longer than the limit"), std::string::npos) << p.err();
+  }
+  process ok{{binary("convoke-server"), "--timeouts.idle", "576h", "--check-config"}}; // 24 days
+  EXPECT_EQ(ok.wait(10s), 0) << ok.err();
+  for (bool check : {true, false}) {
+    std::vector<std::string> argv{binary("convoke-server"), "--listen.host", "no-such-host.invalid",
+                                  "--listen.port", "0"};
+    if (check)
+      argv.push_back("--check-config");
+    process p{argv};
+    EXPECT_EQ(p.wait(20s), 78) << p.err();
+    EXPECT_NE(p.err().find("listen.host"), std::string::npos) << p.err();
+  }
 }

@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -251,9 +253,10 @@ TEST(Fault, ServerWideBufferBudgetCutsStalledConsumersBeforeTheirOwnLimits) {
   EXPECT_EQ(received.load(), total) << "the reading consumer must get everything";
   RecordProperty("server_rss_before_kib", std::to_string(rss_before));
   RecordProperty("server_rss_peak_kib", std::to_string(rss_peak));
-  if (!sanitized_build) // ASan: quarantine and padding
+  if (!sanitized_build) { // ASan: quarantine and padding
     EXPECT_LT(rss_peak, rss_before + 16 * 1024)
       << "server RSS grew from " << rss_before << " KiB to " << rss_peak << " KiB";
+  }
   srv.proc->signal(SIGTERM);
   EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
   // Stalled consumers were cut for the budget, below their own 4 MiB mark
@@ -315,8 +318,9 @@ TEST(Fault, OversizeFramesAndHugeDeclaredLengthsAreRefusedAtThePrefix) {
   std::vector<raw_client> liars;
   for (int i = 0; i < 14; ++i) {
     raw_client c{srv.port};
-    if (i % 2 == 1)
+    if (i % 2 == 1) {
       ASSERT_TRUE(c.hello("liar-" + std::to_string(i)).has_welcome());
+    }
     ASSERT_TRUE(c.send_bytes(header(200u << 20) + std::string(64 * 1024, 'z')));
     liars.push_back(std::move(c));
   }
@@ -326,8 +330,9 @@ TEST(Fault, OversizeFramesAndHugeDeclaredLengthsAreRefusedAtThePrefix) {
     ASSERT_FALSE(frames.empty());
     EXPECT_EQ(frames.back().notice().code(), "frame_too_large");
   }
-  if (!sanitized_build)
+  if (!sanitized_build) {
     EXPECT_LT(rss_kib(srv.proc->pid()), rss_before + 8 * 1024) << "a declared length was buffered";
+  }
   expect_bystanders_fine(a, b, "bob");
 }
 
@@ -380,8 +385,9 @@ TEST(Fault, GarbageAndMutatedFramesNeverCrashTheServer) {
       proto::write_header(bytes.data(), static_cast<uint32_t>(rng() % 512));
     }
     raw_client m{srv.port};
-    if (round % 2 == 0)
+    if (round % 2 == 0) {
       ASSERT_TRUE(m.hello("mutant-" + std::to_string(round)).has_welcome());
+    }
     m.send_bytes(bytes);
     if (round % 100 == 0)
       m.ping(200ms); // now and then: answered, or refused and closed
@@ -617,4 +623,161 @@ TEST(Fault, ResumeTokensOfARealServerCannotBePredicted) {
   auto r = attacker.hello("victim", {}, guess);
   ASSERT_TRUE(r.has_notice()) << "hijacked: " << r.ShortDebugString();
   EXPECT_EQ(r.notice().code(), "name_taken");
+}
+
+TEST(Fault, DropPolicyAnAgentThatNeverReadsAndKeepsPingingCannotFreezeTheServer) {
+  // Found by review: under flow.slow-consumer=drop, every ping answer
+  // dropped for an agent that never reads started a new "episode": a
+  // WARNING inserted ahead of its backlog (copying the backlog each time)
+  // and a log line. Bystanders waited more than 20 s; SIGTERM exited 1.
+  server_process srv{{"--flow.slow-consumer", "drop", "--flow.output-high-water", "64KiB",
+                      "--limits.max-frame-bytes", "32KiB", "--trace.enabled", "false"}};
+  auto bystander = join(srv.port, "bystander");
+  auto attacker = raw_client::with_receive_buffer(srv.port, 4096);
+  ASSERT_TRUE(attacker.hello("attacker").has_welcome());
+  std::string pings;
+  for (uint64_t seq = 1; seq <= 1'000'000; ++seq) {
+    v1::Frame f;
+    f.mutable_heartbeat()->set_seq(seq);
+    proto::append_frame(f, pings);
+  }
+  auto cpu0 = cpu_seconds(srv.proc->pid());
+  // Push for at most 10 s without ever reading (the server stops reading it
+  // when its input window is full; that is fine).
+  net::set_blocking(attacker.fd(), false);
+  auto t0 = clock_type::now();
+  size_t off = 0;
+  while (off < pings.size() && seconds_since(t0) < 10) {
+    auto n = ::send(attacker.fd(), pings.data() + off, std::min<size_t>(65536, pings.size() - off),
+                    MSG_NOSIGNAL);
+    if (n > 0)
+      off += static_cast<size_t>(n);
+    else
+      std::this_thread::sleep_for(5ms); // its socket is full: the server is not reading it
+  }
+  auto t1 = clock_type::now();
+  EXPECT_TRUE(bystander.ping(2s)) << "a bystander waited for the attacker";
+  EXPECT_LT(std::chrono::duration<double>(clock_type::now() - t1).count(), 2.0);
+  auto cpu = cpu_seconds(srv.proc->pid()) - cpu0;
+  RecordProperty("server_cpu_s", std::to_string(cpu));
+  EXPECT_LT(cpu, 6.0) << "the server worked per dropped frame";
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err().substr(0, 2000);
+  auto err = srv.proc->err();
+  size_t episodes = 0;
+  for (auto at = err.find("dropping messages"); at != std::string::npos;
+       at = err.find("dropping messages", at + 1))
+    ++episodes;
+  EXPECT_LE(episodes, 3u) << "one log line per episode, not per dropped frame";
+}
+
+TEST(Fault, ConnectionsThatMisbehaveBeforeHelloCannotExhaustDescriptors) {
+  // Found by review: a connection that sends one bad frame before Hello
+  // (here a zero length) and never closes lingered for timeouts.drain, out
+  // of reach of limits.max-handshakes; at ~150 such connections a second,
+  // the server ran out of descriptors and no agent got in.
+  server_process srv{{"--limits.max-handshakes", "50", "--trace.enabled", "false"},
+                     {"/usr/bin/prlimit", "--nofile=400:400", "--"}};
+  std::vector<raw_client> held;
+  std::atomic<bool> stop{false};
+  std::jthread attacker{[&] {
+    while (!stop) {
+      for (int i = 0; i < 15 && !stop; ++i) {
+        try {
+          raw_client c{srv.port};
+          c.send_bytes(std::string(4, '\0')); // frame_empty, then never close
+          held.push_back(std::move(c));
+        } catch (const std::exception&) {
+        }
+      }
+      std::this_thread::sleep_for(100ms); // ~150 connections per second
+    }
+  }};
+  // Let the attack run past the point where the old server ran out (4 s).
+  ASSERT_TRUE(eventually([&] { return held.size() >= 500; }, 10s)) << held.size();
+  size_t welcomed = 0;
+  for (int i = 0; i < 5; ++i) {
+    try {
+      raw_client c{srv.port};
+      welcomed += c.hello("legit-" + std::to_string(i)).has_welcome();
+    } catch (const std::exception&) {
+    }
+  }
+  stop = true;
+  attacker.join();
+  EXPECT_EQ(welcomed, 5u) << "real agents were locked out; server descriptors: "
+                          << open_fds(srv.proc->pid());
+  EXPECT_LT(open_fds(srv.proc->pid()), 350u);
+}
+
+TEST(Fault, AFormerBacklogIsNotKeptOnceTheAgentCaughtUp) {
+  // Found by review: CAF only clears its write buffers, so every agent that
+  // once fell behind kept its backlog's worth of memory for the life of its
+  // connection (+4.3 MiB per agent, one after another, far below any limit).
+  // CAF keeps two write buffers and swaps them on the next write: a backlog's
+  // buffer is given back once the next frame (at the latest a heartbeat) has
+  // been written too. Short heartbeats make that quick here.
+  server_process srv{{"--trace.enabled", "false", "--timeouts.heartbeat-interval", "200ms",
+                      "--timeouts.idle", "10s"}};
+  auto rss_before = rss_kib(srv.proc->pid());
+  std::vector<raw_client> agents;
+  constexpr int n = 8;
+  constexpr size_t payload = 60000;
+  constexpr int count = 110; // ~6.6 MB, under the 8 MiB high-water mark
+  for (int i = 0; i < n; ++i) {
+    auto name = "self-" + std::to_string(i);
+    auto c = raw_client::with_receive_buffer(srv.port, 4096);
+    ASSERT_TRUE(c.hello(name).has_welcome());
+    // Messages to itself, without reading: they pile up in the server.
+    ASSERT_TRUE(c.send_bytes(envelopes(count, payload, name)));
+    ASSERT_TRUE(c.ping(10s)); // reads (and so drains) up to the ping's answer
+    int got = 0;
+    while (got < count && c.read_envelope(5s))
+      ++got;
+    ASSERT_EQ(got, count);
+    agents.push_back(std::move(c));
+  }
+  // The agents answer heartbeats (read_envelope does) while the server
+  // gives the buffers back.
+  size_t grown = 0;
+  auto settled = eventually(
+    [&] {
+      for (auto& c : agents)
+        c.read_envelope(10ms);
+      grown = rss_kib(srv.proc->pid()) - rss_before;
+      return grown < 12u * 1024;
+    },
+    5s);
+  RecordProperty("rss_growth_kib", std::to_string(grown));
+  if (!sanitized_build) {
+    EXPECT_TRUE(settled) << "the server kept the agents' former backlogs (" << grown / 1024
+                         << " MiB for " << n << " agents)";
+  }
+}
+
+TEST(Fault, ATraceFileThatCannotBeWrittenCostsTraceRecordsNotTheServer) {
+  // Found by review: when the trace file could not be reopened at rotation
+  // (its directory removed), the trace writer's exception killed the server.
+  temp_dir dir;
+  auto trace_dir = dir.file("traces");
+  std::filesystem::create_directory(trace_dir);
+  server_process srv{{"--trace.file", trace_dir + "/t.trace", "--trace.max-file-bytes", "64KiB",
+                      "--trace.format", "text"}};
+  auto a = join(srv.port, "a");
+  auto b = join(srv.port, "b");
+  // The directory disappears and its name is taken: reopening must fail.
+  std::filesystem::remove_all(trace_dir);
+  std::ofstream{trace_dir} << "not a directory";
+  for (int round = 0; round < 10; ++round) {
+    ASSERT_TRUE(a.send_bytes(envelopes(500, 10, "b")));
+    int got = 0;
+    while (got < 500 && b.read_envelope(5s))
+      ++got;
+    ASSERT_EQ(got, 500) << "round " << round;
+  }
+  ASSERT_TRUE(srv.proc->running()) << srv.proc->err();
+  EXPECT_TRUE(srv.proc->wait_output("cannot write trace records", 5s)) << srv.proc->err();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+  EXPECT_GT(stat_of(srv.proc->err(), "trace_dropped"), 0u) << srv.proc->err();
 }

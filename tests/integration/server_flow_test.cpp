@@ -6,6 +6,8 @@
 #include <atomic>
 #include <thread>
 
+#include <sys/socket.h>
+
 #include "convoke/common/net.hpp"
 #include "raw_client.hpp"
 #include "test_server.hpp"
@@ -188,4 +190,98 @@ TEST(ServerFlow, ServerGeneratedNoticesStayBoundedForAnAgentThatNeverReads) {
     << srv.stats().buffered_bytes;
   EXPECT_EQ(srv.stats().slow_consumers, 0u);
   EXPECT_TRUE(bystander.ping());
+}
+
+TEST(ServerFlow, PartialFramesOverTheBudgetPauseOnlyTheirSenders) {
+  // Found by review: a few agents holding large partial frames pushed the
+  // server over limits.max-buffered-bytes, and every session stopped
+  // reading until timeouts.frame closed them (a bystander's message took
+  // 9.4 s). Now only the sessions holding the input stop reading, and they
+  // learn why (server_busy) when their frame cannot be completed.
+  test_server srv{[](auto& cfg) {
+    cfg.max_buffered_bytes = 4u << 20;
+    cfg.frame_timeout = 1500ms;
+  }};
+  auto a = join(srv.port(), "victim1");
+  auto b = join(srv.port(), "victim2");
+  std::vector<raw_client> holders;
+  for (int i = 0; i < 5; ++i) {
+    auto c = join(srv.port(), "holder-" + std::to_string(i));
+    std::string partial(proto::header_size, '\0');
+    proto::write_header(partial.data(), 1'000'000);
+    partial += "\x1a";
+    partial.append(900'000, '\0');
+    ASSERT_TRUE(c.send_bytes(partial));
+    holders.push_back(std::move(c));
+  }
+  ASSERT_TRUE(eventually([&] { return srv.stats().buffered_bytes > (4u << 20); }));
+  for (int round = 0; round < 3; ++round) {
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(a.send_envelope("victim2", "still served"));
+    auto e = b.read_envelope(2s);
+    ASSERT_TRUE(e.has_value()) << "a bystander was paused with the holders";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  }
+  // A holder's frame cannot complete while the server is over its budget:
+  // it is told so, precisely.
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(holders.back().wait_closed(5s, &frames));
+  ASSERT_FALSE(frames.empty());
+  ASSERT_TRUE(frames.back().has_notice());
+  EXPECT_TRUE(frames.back().notice().code() == "server_busy"
+              || frames.back().notice().code() == "frame_timeout")
+    << frames.back().ShortDebugString();
+}
+
+TEST(ServerFlow, DropPolicyASteadyButSlowReaderIsNotTakenForIdle) {
+  // Found by review: under the drop policy, heartbeats to a slow reader are
+  // dropped or queued behind its backlog, so a reader that reads steadily
+  // (and would answer every heartbeat it sees) was closed for idleness.
+  // Reading what the server sends now counts as being alive.
+  test_server srv{[](auto& cfg) {
+    cfg.slow_consumer = server::slow_consumer_policy::drop;
+    cfg.output_high_water = 64 * 1024;
+    cfg.max_frame_bytes = 32 * 1024;
+    cfg.idle_timeout = 1500ms;
+    cfg.heartbeat_interval = 500ms;
+  }};
+  auto slow = raw_client::with_receive_buffer(srv.port(), 4096);
+  ASSERT_TRUE(slow.hello("slow").has_welcome());
+  auto fast = join(srv.port(), "fast");
+  std::atomic<bool> stop{false};
+  std::jthread producer{[&] {
+    std::string burst;
+    for (int i = 0; i < 64; ++i) {
+      v1::Frame f;
+      f.mutable_envelope()->set_recipient("slow");
+      f.mutable_envelope()->set_payload(std::string(1000, 'x'));
+      proto::append_frame(f, burst);
+    }
+    while (!stop && fast.send_bytes(burst)) // as fast as the server takes it
+      ;
+  }};
+  // The slow reader: 20 frames every 100 ms (~200 KB/s), answering every
+  // heartbeat it reads, for three idle timeouts.
+  auto until = std::chrono::steady_clock::now() + 4500ms;
+  bool closed = false;
+  while (std::chrono::steady_clock::now() < until && !closed) {
+    for (int k = 0; k < 20 && !closed; ++k) {
+      auto f = slow.read(50ms);
+      if (!f) {
+        closed = !slow.connected() || slow.wait_closed(1ms);
+        break;
+      }
+      if (f->has_heartbeat() && f->heartbeat().seq() != 0) {
+        v1::Frame reply;
+        reply.mutable_heartbeat()->set_reply_to(f->heartbeat().seq());
+        slow.send(reply);
+      }
+      closed = f->has_notice() && f->notice().severity() == v1::Notice::ERROR;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  stop = true;
+  EXPECT_FALSE(closed) << "the slow reader was closed";
+  EXPECT_EQ(srv.stats().timeouts, 0u);
+  EXPECT_GT(srv.stats().dropped, 0u) << "it is slow: messages to it were dropped";
 }

@@ -15,6 +15,7 @@
 #include "process.hpp"
 #include "raw_client.hpp"
 #include "test_server.hpp"
+#include "wait.hpp"
 
 using namespace convoke;
 using namespace convoke::test;
@@ -569,4 +570,81 @@ TEST(ServerRelay, ALargestFrameIsDeliveredWithinTheAnnouncedDeliveryLimit) {
   ASSERT_TRUE(raw.has_value());
   EXPECT_GT(raw->size() - proto::header_size, 4096u) << "the stamp makes it larger";
   EXPECT_LE(raw->size() - proto::header_size, w.welcome().limits().max_delivery_bytes());
+}
+
+TEST(ServerRelay, MessagesOnTheirWayWhenASessionIsTakenOverAreStillRouted) {
+  // Found by review: the router forgot a replaced session at once and then
+  // discarded, uncounted, the batches that session had already read.
+  for (int run = 0; run < 3; ++run) {
+    test_server srv;
+    auto counter = join(srv.port(), "counter");
+    raw_client alice{srv.port()};
+    auto w = alice.hello("alice");
+    ASSERT_TRUE(w.has_welcome());
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> received{0};
+    std::jthread pump{[&] {
+      for (uint64_t i = 0; !stop; i += 200) {
+        // Stay close to the counter, which must never fall behind (so that
+        // every message has exactly one receiver).
+        while (!stop && i > received + 5000)
+          std::this_thread::yield();
+        std::string burst;
+        for (uint64_t k = 0; k < 200; ++k) {
+          v1::Frame f;
+          f.mutable_envelope()->set_payload("m");
+          f.mutable_envelope()->set_client_seq(i + k);
+          proto::append_frame(f, burst);
+        }
+        if (!alice.send_bytes(burst))
+          return;
+      }
+    }};
+    std::jthread drain{[&] {
+      while (counter.read_envelope(1s))
+        ++received;
+    }};
+    ASSERT_TRUE(eventually([&] { return received > 1000; }));
+    raw_client again{srv.port()};
+    ASSERT_TRUE(again.hello("alice", {}, w.welcome().resume_token()).has_welcome());
+    stop = true;
+    pump.join();
+    // Everything accepted is either delivered to the counter or counted.
+    ASSERT_TRUE(eventually(
+      [&] {
+        auto s = srv.stats();
+        return s.messages_in == s.deliveries && received + s.dropped == s.deliveries;
+      },
+      10s))
+      << "run " << run << ": messages_in=" << srv.stats().messages_in
+      << " deliveries=" << srv.stats().deliveries << " dropped=" << srv.stats().dropped
+      << " received=" << received;
+    counter.close();
+    drain.join();
+  }
+}
+
+TEST(ServerRelay, AFloodOfBadSubscribesCostsBoundedNotices) {
+  // Found by review: invalid-route and too_many_routes Notices for
+  // Subscribe frames were not rate-limited (500 bad Subscribes, 500 Notices).
+  test_server srv{[](auto& cfg) { cfg.max_routes = 1; }};
+  auto a = join(srv.port(), "alice", {"only"});
+  std::string burst;
+  for (int i = 0; i < 500; ++i) {
+    v1::Frame f;
+    f.mutable_subscribe()->add_routes(i % 2 == 0 ? std::string{"bad route"}
+                                                 : "r" + std::to_string(i)); // over the limit
+    proto::append_frame(f, burst);
+  }
+  ASSERT_TRUE(a.send_bytes(burst));
+  ASSERT_TRUE(a.ping(5s));
+  std::vector<v1::Notice> notices;
+  while (auto f = a.read_kind(v1::Frame::kNotice, 2s))
+    notices.push_back(f->notice());
+  EXPECT_LE(notices.size(), 60u);
+  size_t summaries = 0;
+  for (auto& n : notices)
+    summaries += n.code() == "notices_suppressed";
+  EXPECT_GE(summaries, 1u);
+  EXPECT_TRUE(a.ping());
 }

@@ -1,5 +1,6 @@
 #include "raw_client.hpp"
 
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +18,21 @@ raw_client::raw_client(uint16_t port, const std::string& host) {
     throw std::runtime_error(res.error);
   fd_ = res.fd;
   net::set_blocking(fd_, true);
+}
+
+raw_client raw_client::with_receive_buffer(uint16_t port, int bytes) {
+  raw_client c;
+  c.fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c.fd_ < 0)
+    throw std::runtime_error("socket failed");
+  ::setsockopt(c.fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(c.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw std::runtime_error("connect failed");
+  return c;
 }
 
 raw_client::~raw_client() {

@@ -18,6 +18,10 @@ class raw_client {
 public:
   raw_client() = default;
   explicit raw_client(uint16_t port, const std::string& host = "127.0.0.1");
+
+  /// Connects to 127.0.0.1:port with SO_RCVBUF set *before* connecting, so
+  /// that the TCP window really is that small (a client that reads slowly).
+  static raw_client with_receive_buffer(uint16_t port, int bytes);
   ~raw_client();
   raw_client(raw_client&& other) noexcept;
   raw_client& operator=(raw_client&& other) noexcept;

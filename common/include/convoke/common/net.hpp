@@ -41,6 +41,9 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 /// to turn a library's generic bind failure into a precise message.
 std::string bind_error(const std::string& host, uint16_t port);
 
+/// Why `host` does not resolve to an address to listen on, or "".
+std::string resolve_error(const std::string& host);
+
 /// Result of `tcp_listen`: a listening socket or an error text.
 struct listen_result {
   int fd = -1;

@@ -1,0 +1,108 @@
+// fuzz_hello: the Hello checks (server::check_hello) and the name, route and
+// addressing rules (proto::check_agent_name, check_route,
+// server::check_addressing).
+//
+// The input is a frame body (a Hello, if decode_frame says so) or, failing
+// that, a Hello body that conforms to the schema. check_hello runs with the
+// default configuration and with a token and max_routes = 2. Checks: an
+// accepted Hello has the current protocol version, a valid or empty name, a role of at
+// most 64 bytes, valid routes within the limit, and the token when one is
+// required. Then slices of the raw input (cut at the position byte 0 gives)
+// go through the rules, which are checked against their definition
+// (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
+// spaces) and against check_addressing.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <google/protobuf/stubs/logging.h>
+
+#include "check.hpp"
+#include "convoke/proto/codec.hpp"
+#include "convoke/proto/rules.hpp"
+#include "convoke/proto/wire_check.hpp"
+#include "session_rules.hpp"
+
+namespace {
+
+using namespace convoke;
+
+bool name_ok(std::string_view s) {
+  if (s.empty() || s.size() > 64)
+    return false;
+  for (char c : s)
+    if (!(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && !(c >= '0' && c <= '9')
+        && std::string_view{"._:@-"}.find(c) == std::string_view::npos)
+      return false;
+  return true;
+}
+
+bool route_ok(std::string_view s) {
+  if (s.empty() || s.size() > 128)
+    return false;
+  for (char c : s)
+    if (c <= ' ' || c > '~')
+      return false;
+  return true;
+}
+
+void check(const v1::Hello& hello, const server::server_config& cfg) {
+  auto refused = server::check_hello(hello, cfg);
+  if (refused) {
+    FUZZ_CHECK(!refused->code.empty() && !refused->text.empty());
+    return;
+  }
+  FUZZ_CHECK(hello.protocol_version() == proto::protocol_version);
+  FUZZ_CHECK(hello.agent_name().empty() || proto::check_agent_name(hello.agent_name()).empty());
+  FUZZ_CHECK(hello.agent_name().empty() || name_ok(hello.agent_name()));
+  FUZZ_CHECK(hello.role().size() <= proto::max_role_length);
+  FUZZ_CHECK(static_cast<uint32_t>(hello.routes_size()) <= cfg.max_routes);
+  for (auto& r : hello.routes())
+    FUZZ_CHECK(proto::check_route(r).empty() && route_ok(r));
+  FUZZ_CHECK(cfg.token.empty() || hello.token() == cfg.token);
+}
+
+void check_rules(std::string_view a, std::string_view b) {
+  FUZZ_CHECK(proto::check_agent_name(a).empty() == name_ok(a));
+  FUZZ_CHECK(proto::check_route(b).empty() == route_ok(b));
+  bool expected = (a.empty() || name_ok(a)) && (b.empty() || route_ok(b));
+  FUZZ_CHECK(!server::check_addressing(a, b).has_value() == expected);
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr); // no "invalid UTF-8" lines per input
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view body{reinterpret_cast<const char*>(data), size};
+  static const server::server_config defaults;
+  static const server::server_config strict = [] {
+    server::server_config c;
+    c.token = "s3cret-token";
+    c.max_routes = 2;
+    return c;
+  }();
+
+  v1::Frame frame;
+  const v1::Hello* hello = nullptr;
+  if (proto::decode_frame(body, frame) == proto::frame_error::none && frame.has_hello())
+    hello = &frame.hello();
+  else if (proto::conforms(body, *v1::Hello::descriptor())
+           && frame.mutable_hello()->ParseFromArray(data, static_cast<int>(size)))
+    hello = &frame.hello();
+  if (hello) {
+    check(*hello, defaults);
+    check(*hello, strict);
+  }
+
+  if (size > 0) {
+    auto cut = data[0] % size;
+    check_rules(body.substr(1, cut), body.substr(cut));
+    check_rules(body.substr(cut), body.substr(1, cut));
+  }
+  return 0;
+}
