@@ -721,7 +721,7 @@ TEST(Fault, AFormerBacklogIsNotKeptOnceTheAgentCaughtUp) {
                       "--timeouts.idle", "10s"}};
   auto rss_before = rss_kib(srv.proc->pid());
   std::vector<raw_client> agents;
-  constexpr int n = 8;
+  constexpr int n = 12; // kept backlogs would be ~50 MiB, far above the bound checked
   constexpr size_t payload = 60000;
   constexpr int count = 110; // ~6.6 MB, under the 8 MiB high-water mark
   for (int i = 0; i < n; ++i) {
@@ -745,9 +745,9 @@ TEST(Fault, AFormerBacklogIsNotKeptOnceTheAgentCaughtUp) {
       for (auto& c : agents)
         c.read_envelope(10ms);
       grown = rss_kib(srv.proc->pid()) - rss_before;
-      return grown < 12u * 1024;
+      return grown < 20u * 1024; // ~3.5 MiB on a quiet machine
     },
-    5s);
+    15s);
   RecordProperty("rss_growth_kib", std::to_string(grown));
   if (!sanitized_build) {
     EXPECT_TRUE(settled) << "the server kept the agents' former backlogs (" << grown / 1024
