@@ -77,8 +77,9 @@ TEST_P(BadInput, GetsNoticeAndCloseWhileOthersKeepWorking) {
   auto alice = join(srv.port(), "alice");
   auto bob = join(srv.port(), "bob");
   raw_client bad{srv.port()};
-  if (GetParam().after_hello)
+  if (GetParam().after_hello) {
     ASSERT_TRUE(bad.hello("mallory").has_welcome());
+  }
   ASSERT_TRUE(bad.send_bytes(GetParam().bytes));
   expect_refused(bad, GetParam().code);
   expect_bystanders_fine(alice, bob, std::string{"after "} + GetParam().name);
