@@ -53,8 +53,11 @@ harness::harness(std::string name, std::string description, int argc, char** arg
   }
   // Example output is the point: library logs only for problems, unless
   // CONVOKE_LOG_LEVEL asks for more.
-  if (std::getenv("CONVOKE_LOG_LEVEL") == nullptr)
-    convoke::logging::configure({"warn"});
+  if (std::getenv("CONVOKE_LOG_LEVEL") == nullptr) {
+    convoke::logging::options quiet;
+    quiet.level = "warn";
+    convoke::logging::configure(quiet);
+  }
   convoke::block_termination_signals();
   auto& d = *impl_;
   d.opts.reconnect.initial_delay = std::chrono::milliseconds{50};

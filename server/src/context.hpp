@@ -35,6 +35,9 @@ struct counters {
   std::atomic<uint64_t> budget_exceeded{0};
   std::atomic<uint64_t> budget_pauses{0};
   std::atomic<uint64_t> handshakes_evicted{0};
+  /// Capacity of large output buffers given back after a backlog was
+  /// written (the main thread returns it to the OS, see server.cpp).
+  std::atomic<uint64_t> released_bytes{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {

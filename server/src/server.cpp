@@ -46,6 +46,7 @@ server_stats server_context::snapshot() const {
   s.budget_exceeded = get(stats.budget_exceeded);
   s.budget_pauses = get(stats.budget_pauses);
   s.handshakes_evicted = get(stats.handshakes_evicted);
+  s.released_bytes = get(stats.released_bytes);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -182,23 +183,30 @@ const server_config& server::config() const noexcept {
 
 namespace {
 
-/// Gives memory back to the operating system after the number of
-/// connections has fallen well below its peak: glibc keeps freed memory of
-/// many small blocks (sessions) in its free lists, so RSS stayed at the peak
-/// of a connection burst. Runs on the main thread (once a second), never on
-/// the relay thread; malloc_trim takes a few milliseconds.
+/// Gives memory back to the operating system after a burst: glibc keeps
+/// freed memory in its free lists (many small blocks of closed sessions, or
+/// the large buffers of backlogs that were written out), so RSS stayed at
+/// the burst's peak. Trims once the number of connections has fallen below
+/// half its peak, or once sessions gave back 32 MiB of large output buffers
+/// since the last trim (released_bytes; steady traffic releases none). Runs
+/// on the main thread (once a second), never on the relay thread;
+/// malloc_trim takes a few milliseconds.
 class memory_returner {
 public:
-  void check(uint64_t connections) {
-    peak_ = std::max(peak_, connections);
-    if (peak_ < 256 || connections > peak_ / 2)
+  void check(uint64_t connections, uint64_t released_bytes) {
+    peak_connections_ = std::max(peak_connections_, connections);
+    bool fewer_connections = peak_connections_ >= 256 && connections <= peak_connections_ / 2;
+    bool released = released_bytes - released_at_trim_ >= 32 * 1024 * 1024;
+    if (!fewer_connections && !released)
       return;
     malloc_trim(0);
-    peak_ = connections;
+    peak_connections_ = connections;
+    released_at_trim_ = released_bytes;
   }
 
 private:
-  uint64_t peak_ = 0;
+  uint64_t peak_connections_ = 0;
+  uint64_t released_at_trim_ = 0;
 };
 
 bool write_port_file(const std::string& path, uint16_t port) {
@@ -233,7 +241,8 @@ int run(server_config cfg) {
   memory_returner returner;
   while (sig == 0) {
     sig = wait_termination_signal(std::chrono::seconds{1});
-    returner.check(srv.stats().connections_open);
+    auto now = srv.stats();
+    returner.check(now.connections_open, now.released_bytes);
   }
   log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
   srv.shutdown();

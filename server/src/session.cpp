@@ -167,8 +167,10 @@ void schedule(session_ptr self, std::chrono::milliseconds after, Atom what) {
 /// would otherwise stay allocated for the life of the connection.
 void release_write_buffer(session_ptr self) {
   auto& buf = self->wr_buf(self->state.hdl);
-  if (buf.empty() && buf.capacity() > 64 * 1024)
+  if (buf.empty() && buf.capacity() > 64 * 1024) {
+    bump(self->state.ctx->stats.released_bytes, buf.capacity());
     std::vector<char>{}.swap(buf);
+  }
 }
 
 /// Messages fully contained in the first `sent` bytes of a run of frames.

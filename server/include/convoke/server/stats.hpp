@@ -42,6 +42,9 @@ struct server_stats {
   uint64_t budget_exceeded = 0;
   /// Times a session paused reading because of limits.max-buffered-bytes.
   uint64_t budget_pauses = 0;
+  /// Capacity of large output buffers given back once their backlog had been
+  /// written (the server then returns such memory to the operating system).
+  uint64_t released_bytes = 0;
   /// accept() failures for lack of resources (descriptor limit, memory).
   uint64_t accept_errors = 0;
   /// Connections closed (server_busy) to make room under
