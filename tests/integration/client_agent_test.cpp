@@ -12,6 +12,7 @@
 #include "raw_client.hpp"
 #include "test_agent.hpp"
 #include "test_server.hpp"
+#include "wait.hpp"
 
 using namespace convoke;
 using namespace convoke::test;
@@ -80,7 +81,14 @@ TEST(ClientAgent, BroadcastDirectAndRoutes) {
   EXPECT_TRUE(lb.wait_for("message:to bob"));
   EXPECT_TRUE(lb.wait_for("message:headline")); // bob has no subscriptions
   EXPECT_TRUE(lc.wait_for("news:headline"));    // carol's route handler
-  std::this_thread::sleep_for(100ms);
+  // Messages from one sender arrive in order: once these direct messages
+  // are in, anything alice sent before them has arrived too.
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.send_to("carol", "sentinel"));
+    EXPECT_FALSE(a.send_to("alice", "sentinel"));
+  }));
+  ASSERT_TRUE(lc.wait_for("message:sentinel"));
+  ASSERT_TRUE(la.wait_for("message:sentinel"));
   EXPECT_FALSE(contains(lc.snapshot(), "message:to all")); // carol only takes "news"
   EXPECT_FALSE(contains(lc.snapshot(), "message:to bob"));
   EXPECT_FALSE(contains(la.snapshot(), "message:to all")); // not back to the sender
@@ -382,7 +390,7 @@ TEST(ClientAgent, ReconnectsWithBackoffAndResubscribes) {
     first.stop(); // Goodbye(shutdown): the agent reconnects
   }
   ASSERT_TRUE(log.wait_for("disconnect:shutdown"));
-  std::this_thread::sleep_for(300ms); // a few failed attempts meanwhile
+  ASSERT_TRUE(log.wait_for("disconnect:connect_failed")); // no server: an attempt failed
   test_server second{[port](auto& cfg) { cfg.port = port; }};
   ASSERT_TRUE(log.wait_for("reconnect", 5s));
   // The subscription travelled in the new Hello: only "alerts" arrives.
@@ -466,9 +474,10 @@ TEST(BlockingClient, RequestReplyTimeoutUnknownRecipientAndReceive) {
   EXPECT_FALSE(c.request("ghost", "x", 2s, &err));
   EXPECT_EQ(err.code, errc::refused);
   EXPECT_NE(err.text.find("unknown_recipient"), std::string::npos) << err.text;
-  lambda_agent silent{"silent"};
+  event_log silent_log;
+  lambda_agent silent{"silent", &silent_log};
   rt.start(silent, local_options(srv.port()));
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(silent_log.wait_for("connect"));
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_FALSE(c.request("silent", "x", 200ms, &err));
   EXPECT_EQ(err.code, errc::timeout);
@@ -570,14 +579,11 @@ TEST(ClientAgent, LinkedChildEndingNormallyDoesNotStopTheAgent) {
 TEST(ClientAgent, RouteHandlersCanBeRegisteredBeforeStart) {
   test_server srv;
   event_log log;
-  lambda_agent sub{"early"};
+  lambda_agent sub{"early", &log};
   sub.on_route("alerts", [&](const message& m) { log.add("alert:" + m.payload); });
-  lambda_agent ready{"ready", &log};
   runtime rt;
   rt.start(sub, local_options(srv.port()));
-  rt.start(ready, local_options(srv.port()));
-  ASSERT_TRUE(log.wait_for("connect"));
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(log.wait_for("connect")); // its routes were in its Hello
   raw_client pub{srv.port()};
   ASSERT_TRUE(pub.hello("pub").has_welcome());
   pub.send_envelope("", "fire", "alerts");
@@ -593,8 +599,8 @@ TEST(BlockingClient, ConnectCanBeRetriedAfterARefusal) {
   blocking_client c{local_options(srv.port()), "script"};
   std::string why;
   EXPECT_EQ(c.connect(&why), errc::refused);
-  holder.reset(); // the name becomes free
-  std::this_thread::sleep_for(100ms);
+  holder.reset(); // the name becomes free once the server saw the close
+  ASSERT_TRUE(eventually([&] { return srv.stats().agents == 0; }));
   EXPECT_FALSE(c.connect(&why)) << why;
   EXPECT_TRUE(c.connected());
   EXPECT_EQ(c.session().agent_name, "script");
