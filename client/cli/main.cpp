@@ -326,8 +326,11 @@ int main(int argc, char** argv) {
   block_termination_signals();
   // The CLI reports connection events itself; SDK logs only for problems
   // unless CONVOKE_LOG_LEVEL asks for more.
-  if (std::getenv("CONVOKE_LOG_LEVEL") == nullptr)
-    logging::configure({"warn"});
+  if (std::getenv("CONVOKE_LOG_LEVEL") == nullptr) {
+    logging::options quiet;
+    quiet.level = "warn";
+    logging::configure(quiet);
+  }
   auto a = std::make_shared<cli_agent>(name, out);
   if (send_cmd->parsed()) {
     a->to = to;

@@ -104,14 +104,22 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-std::string bind_error(const std::string& host, uint16_t port) {
+namespace {
+
+/// getaddrinfo() for a listening TCP socket (any family); 0 or an EAI_ code.
+int resolve_passive(const std::string& host, uint16_t port, addrinfo** res) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE;
+  return getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, res);
+}
+
+} // namespace
+
+std::string bind_error(const std::string& host, uint16_t port) {
   addrinfo* res = nullptr;
-  auto port_str = std::to_string(port);
-  if (auto rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res); rc != 0)
+  if (auto rc = resolve_passive(host, port, &res); rc != 0)
     return std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
   std::string err = "no usable address";
   for (auto ai = res; ai != nullptr; ai = ai->ai_next) {
@@ -133,12 +141,8 @@ std::string bind_error(const std::string& host, uint16_t port) {
 }
 
 std::string resolve_error(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
   addrinfo* res = nullptr;
-  if (auto rc = getaddrinfo(host.c_str(), "0", &hints, &res); rc != 0)
+  if (auto rc = resolve_passive(host, 0, &res); rc != 0)
     return std::string{"cannot resolve: "} + gai_strerror(rc);
   freeaddrinfo(res);
   return {};
@@ -146,13 +150,8 @@ std::string resolve_error(const std::string& host) {
 
 listen_result tcp_listen(const std::string& host, uint16_t port, int backlog) {
   listen_result out;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
   addrinfo* res = nullptr;
-  auto port_str = std::to_string(port);
-  if (auto rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res); rc != 0) {
+  if (auto rc = resolve_passive(host, port, &res); rc != 0) {
     out.error = std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
     return out;
   }
