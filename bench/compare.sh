@@ -58,20 +58,26 @@ run() {
   "$BENCH" "$@" "${args[@]}" | grep '^{' || echo '{}'
 }
 
-# row LABEL KEY BETTER(higher|lower|worst) ARGS...
-row() {
-  local label=$1 key=$2 better=$3
-  shift 3
+# measure ARGS...: RUNS runs of one scenario for every configuration,
+# interleaved; the JSON lines go to $TMP/<config>.json, one per run.
+measure() {
   local c
-  for c in "${CONFIGS[@]}"; do : >"$TMP/$c"; done
+  for c in "${CONFIGS[@]}"; do : >"$TMP/$c.json"; done
   for _ in $(seq "$RUNS"); do
     for c in "${CONFIGS[@]}"; do
-      run "$c" "$@" | grep -o "\"$key\":[-0-9.eE+]*" | cut -d: -f2 >>"$TMP/$c" || true
+      run "$c" "$@" >>"$TMP/$c.json"
     done
   done
-  local cells=() meds=()
+}
+
+# row LABEL KEY BETTER(higher|lower|worst): one table row from the last
+# measure: median [min-max] of KEY per configuration (worst: the worst run).
+row() {
+  local label=$1 key=$2 better=$3
+  local c cells=() meds=()
   for c in "${CONFIGS[@]}"; do
-    read -r med lo hi <<<"$(sort -g "$TMP/$c" | awk -v w="$better" '
+    read -r med lo hi <<<"$(grep -o "\"$key\":[-0-9.eE+]*" "$TMP/$c.json" | cut -d: -f2 | sort -g |
+      awk -v w="$better" '
       { v[NR] = $1 }
       END {
         if (NR == 0) { print "nan nan nan"; exit }
@@ -114,20 +120,26 @@ for s in $SCENARIOS; do
   case $s in
   fanout)
     for n in 1 10 100; do
-      row "fanout N=$n, deliveries/s" deliveries_per_s higher fanout -n "$n" --seconds "$SECS"
-      row "fanout N=$n, server CPU s per M deliveries" server_cpu_s_per_million lower fanout -n "$n" --seconds "$SECS"
-      row "fanout N=$n, lost (worst run)" lost worst fanout -n "$n" --seconds "$SECS"
+      measure fanout -n "$n" --seconds "$SECS"
+      row "fanout N=$n, deliveries/s" deliveries_per_s higher
+      row "fanout N=$n, server CPU s per M deliveries" server_cpu_s_per_million lower
+      row "fanout N=$n, lost (worst run)" lost worst
+      row "fanout N=$n, reordered (worst run)" reordered worst
     done ;;
   latency)
+    measure latency -n 10 --rate 10000 --seconds "$SECS"
     for q in p50_us p99_us p999_us; do
-      row "latency 10k/s N=10, $q" "$q" lower latency -n 10 --rate 10000 --seconds "$SECS"
+      row "latency 10k/s N=10, $q" "$q" lower
     done
-    row "latency 10k/s N=10, lost (worst run)" lost worst latency -n 10 --rate 10000 --seconds "$SECS"
-    row "latency 10k/s N=10, reordered (worst run)" reordered worst latency -n 10 --rate 10000 --seconds "$SECS" ;;
+    row "latency 10k/s N=10, lost (worst run)" lost worst
+    row "latency 10k/s N=10, reordered (worst run)" reordered worst ;;
   direct)
-    row "direct 10 pairs, messages/s" messages_per_s higher direct --pairs 10 --seconds "$SECS" ;;
+    measure direct --pairs 10 --seconds "$SECS"
+    row "direct 10 pairs, messages/s" messages_per_s higher
+    row "direct 10 pairs, lost (worst run)" lost worst ;;
   connections)
-    row "10000 idle agents, server KiB per connection" rss_per_connection_kib lower connections --connections 10000
-    row "10000 idle agents, seconds to connect" connect_seconds lower connections --connections 10000 ;;
+    measure connections --connections 10000
+    row "10000 idle agents, server KiB per connection" rss_per_connection_kib lower
+    row "10000 idle agents, seconds to connect" connect_seconds lower ;;
   esac
 done
