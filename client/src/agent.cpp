@@ -625,6 +625,17 @@ agent::agent(std::string name) : requested_name_(std::move(name)) {}
 
 agent::~agent() = default;
 
+void agent::on_notice(const notice& n) {
+  if (n.severity == notice::level::error)
+    return; // logged with the refusal (agent_core::handle_notice)
+  auto level = n.severity == notice::level::warning ? spdlog::level::warn : spdlog::level::debug;
+  logging::get("agent")->log(level,
+                             "server notice agent={} code={} text={} client_seq={} message_id={} "
+                             "request_id={}",
+                             logfmt_value(name()), n.code, logfmt_value(n.text), n.client_seq,
+                             n.message_id, n.request_id);
+}
+
 void agent::on_error(const error_info& err) {
   logging::get("agent")->error("error in agent code agent={} where={} what={}",
                                logfmt_value(name()), logfmt_value(err.where),

@@ -9,6 +9,8 @@
 
 #include "convoke/client/blocking_client.hpp"
 #include "convoke/client/caf_interop.hpp"
+#include "convoke/common/logging.hpp"
+#include "process.hpp"
 #include "raw_client.hpp"
 #include "test_agent.hpp"
 #include "test_server.hpp"
@@ -169,6 +171,40 @@ TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
   EXPECT_EQ(log.count("unexpected reply"), 0u);
   rt.stop_all();
   rt.wait();
+}
+
+TEST(ClientAgent, TheDefaultNoticeHandlerLogsAMistypedRecipient) {
+  // An agent that does not override on_notice must still not miss that its
+  // message went nowhere: the server's WARNING Notice is logged.
+  test_server srv; // sets up the tests' logging first
+  temp_dir dir;
+  logging::options to_file;
+  to_file.level = "warn";
+  to_file.file = dir.file("agent.log");
+  ASSERT_EQ(logging::configure(to_file), "");
+  struct restore_logging {
+    ~restore_logging() {
+      logging::options quiet;
+      quiet.level = "warn";
+      logging::configure(quiet);
+    }
+  } restore;
+  struct plain_agent : agent {
+    using agent::agent;
+    void on_connect(const session_info&) override {
+      send_to("bobb", "meant for bob");
+    }
+  } a{"alice"};
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_TRUE(eventually([&] {
+    auto text = read_file(dir.file("agent.log"));
+    return text.find("server notice agent=alice code=unknown_recipient") != std::string::npos
+           && text.find("bobb") != std::string::npos;
+  }))
+    << read_file(dir.file("agent.log"));
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
 }
 
 TEST(ClientAgent, ForgedRepliesFromOtherAgentsAreNotTakenForTheReply) {

@@ -105,8 +105,11 @@ public:
   /// Called for each message that no route handler or pending request took.
   virtual void on_message(const message&) {}
 
-  /// Called for each Notice from the server.
-  virtual void on_notice(const notice&) {}
+  /// Called for each Notice from the server. The default logs warnings (a
+  /// mistyped recipient, dropped messages, ...) at warn level and the rest
+  /// at debug level; ERROR notices (refusals) are logged by the SDK in any
+  /// case. Override it to handle them yourself.
+  virtual void on_notice(const notice& n);
 
   /// Called when a session ends or a connection attempt fails.
   virtual void on_disconnect(const disconnect_info&) {}
