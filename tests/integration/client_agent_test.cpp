@@ -135,15 +135,22 @@ TEST(ClientAgent, AMessageLargerThanTheServerAcceptsIsNotSent) {
 TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
   test_server srv;
   event_log log;
-  lambda_agent server_agent{"adder"};
+  event_log peers;
+  lambda_agent server_agent{"adder", &peers};
   server_agent.on_msg = [&](const message& m) {
     if (m.is_request())
       server_agent.reply(m, "sum:" + std::to_string(std::stoi(m.payload) + 1));
   };
-  lambda_agent silent{"silent"};
+  lambda_agent silent{"silent", &peers};
   lambda_agent client{"client", &log};
+  runtime rt;
+  rt.start(server_agent, local_options(srv.port()));
+  rt.start(silent, local_options(srv.port()));
+  // The client asks once both peers are connected (not after a guessed delay).
+  ASSERT_TRUE(
+    peers.wait([](auto& ev) { return std::count(ev.begin(), ev.end(), "connect") == 2; }));
   client.on_connected = [&](const session_info&) {
-    client.after(100ms, [&] {
+    {
       client.request(
         "adder", "41", 2s, [&](const message& r) { log.add("reply:" + r.payload); },
         [&](const request_error& e) { log.add("error:" + e.text); });
@@ -158,11 +165,8 @@ TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
         [&](const request_error& e) {
           log.add("refused:" + std::to_string(e.code == errc::refused));
         });
-    });
+    }
   };
-  runtime rt;
-  rt.start(server_agent, local_options(srv.port()));
-  rt.start(silent, local_options(srv.port()));
   rt.start(client, local_options(srv.port()));
   EXPECT_TRUE(log.wait_for("reply:sum:42"));
   EXPECT_TRUE(log.wait_for("timeout:timeout:1"));
