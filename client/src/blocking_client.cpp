@@ -73,6 +73,13 @@ struct blocking_client::impl {
               inbox.push_back(std::move(f));
           }
           splitter.compact();
+          if (splitter.error() != proto::frame_error::none) {
+            // A frame larger than the server announced (max_delivery_bytes),
+            // or of length 0: the stream cannot be trusted any further.
+            closed_by_server = true;
+            connected = false;
+            return;
+          }
           (*self)->send(conn, detail::credit_atom::value, static_cast<uint64_t>(bytes.size()));
         },
         [&](detail::disconnected_atom, uint64_t g, const std::string&) {
@@ -95,7 +102,11 @@ struct blocking_client::impl {
       return err;
     if (out_pending->load() > opts.max_pending_bytes)
       return errc::send_buffer_full;
-    write(detail::make_envelope(recipient, route, payload, so, next_seq++, request_id, 0));
+    auto f = detail::make_envelope(recipient, route, payload, so, next_seq, request_id, 0);
+    if (session.max_frame_bytes > 0 && f.ByteSizeLong() > session.max_frame_bytes)
+      return errc::message_too_large; // the server would close the connection
+    ++next_seq;
+    write(f);
     return {};
   }
 };
@@ -150,6 +161,9 @@ std::error_code blocking_client::connect(std::string* why) {
   while (auto f = d.next_frame(deadline)) {
     if (f->has_welcome()) {
       d.session = detail::to_session(f->welcome(), false);
+      if (d.session.max_delivery_bytes > 0)
+        d.splitter.set_max_frame_bytes(
+          std::min(d.session.max_delivery_bytes, detail::max_inbound_frame));
       d.connected = true;
       return {};
     }

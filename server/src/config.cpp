@@ -292,6 +292,13 @@ std::vector<std::string> validate(const server_config& cfg) {
       "timeouts.heartbeat-interval ({}) must be shorter than timeouts.idle ({}): agents "
       "stay alive by answering heartbeats",
       format_duration(cfg.heartbeat_interval), format_duration(cfg.idle_timeout)));
+  // The same range the option parser enforces, for configurations built in
+  // code: Welcome announces max_frame_bytes plus the Delivery overhead in 32
+  // bits, and the SDK receives at most 64 MiB + 64 KiB.
+  if (cfg.max_frame_bytes < 1024 || cfg.max_frame_bytes > (64u << 20))
+    errs.push_back(
+      fmt::format("limits.max-frame-bytes ({}) is outside the allowed range 1KiB..64MiB",
+                  format_size(cfg.max_frame_bytes)));
   if (cfg.output_high_water < cfg.max_frame_bytes + proto::header_size)
     errs.push_back(fmt::format("flow.output-high-water ({}) must be at least "
                                "limits.max-frame-bytes ({})",

@@ -138,7 +138,8 @@ size_t append_delivery_frame(std::vector<char>& out, std::string_view envelope, 
 size_t delivery_overhead(size_t sender_size) {
   // Frame tag and length, the stamp fields at their largest, the envelope's
   // tag and length.
-  return proto::header_size + 1 + 5 + (1 + 10) + (1 + 1 + sender_size) + (1 + 10) + (1 + 5);
+  return proto::header_size + 1 + 5 + (1 + 10) + (1 + varint_size(sender_size) + sender_size)
+         + (1 + 10) + (1 + 5);
 }
 
 } // namespace convoke::server

@@ -188,15 +188,20 @@ namespace {
 /// the large buffers of backlogs that were written out), so RSS stayed at
 /// the burst's peak. Trims once the number of connections has fallen below
 /// half its peak, or once sessions gave back 32 MiB of large output buffers
-/// since the last trim (released_bytes; steady traffic releases none). Runs
-/// on the main thread (once a second), never on the relay thread;
-/// malloc_trim takes a few milliseconds.
+/// since the last trim (released_bytes) and then released nothing for a
+/// second: the burst is over. Traffic that keeps growing and releasing
+/// large buffers (large messages to a reader that keeps falling behind)
+/// would only get back what it needs again, so it is not trimmed while it
+/// lasts. Runs on the main thread (once a second), never on the relay
+/// thread; malloc_trim takes a few milliseconds.
 class memory_returner {
 public:
   void check(uint64_t connections, uint64_t released_bytes) {
     peak_connections_ = std::max(peak_connections_, connections);
     bool fewer_connections = peak_connections_ >= 256 && connections <= peak_connections_ / 2;
-    bool released = released_bytes - released_at_trim_ >= 32 * 1024 * 1024;
+    bool settled = released_bytes == released_last_check_;
+    released_last_check_ = released_bytes;
+    bool released = released_bytes - released_at_trim_ >= 32 * 1024 * 1024 && settled;
     if (!fewer_connections && !released)
       return;
     malloc_trim(0);
@@ -207,6 +212,7 @@ public:
 private:
   uint64_t peak_connections_ = 0;
   uint64_t released_at_trim_ = 0;
+  uint64_t released_last_check_ = 0;
 };
 
 bool write_port_file(const std::string& path, uint16_t port) {

@@ -596,6 +596,23 @@ void relay_parsed_envelope(session_ptr self) {
   proto::append_frame(st.frame, st.reencoded);
   std::string_view body{st.reencoded.data() + proto::header_size,
                         st.reencoded.size() - proto::header_size};
+  // The canonical encoding can be larger than what was sent (protobuf writes
+  // both key and value of every map entry): past the frame limit it would
+  // reach receivers above the max_delivery_bytes they were promised.
+  if (body.size() > st.ctx->cfg.max_frame_bytes) {
+    bump(st.ctx->stats.rejected);
+    auto& env = st.frame.envelope();
+    write_limited_notice(
+      self,
+      make_notice(v1::Notice::WARNING, proto::codes::message_too_large,
+                  fmt::format("the envelope takes {} bytes written canonically, more than "
+                              "limits.max-frame-bytes ({}); the message was not relayed",
+                              body.size(), st.ctx->cfg.max_frame_bytes),
+                  env.client_seq(), 0, env.request_id()),
+      env.client_seq());
+    trim(st.reencoded);
+    return;
+  }
   envelope_view view;
   if (!scan_envelope_frame(body, view)) { // cannot happen for our own encoding
     fail(self, proto::codes::frame_undecodable, "the envelope could not be re-encoded",

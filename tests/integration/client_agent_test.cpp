@@ -632,6 +632,28 @@ TEST(ClientAgent, RouteHandlersCanBeRegisteredBeforeStart) {
   rt.wait();
 }
 
+TEST(BlockingClient, AMessageLargerThanTheServerAcceptsIsNotSent) {
+  test_server srv{[](auto& cfg) { cfg.max_frame_bytes = 4096; }};
+  event_log log;
+  lambda_agent echo{"echo", &log};
+  echo.on_msg = [&](const message& m) { echo.send_to(m.sender, "got " + m.payload); };
+  runtime rt;
+  rt.start(echo, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("connect"));
+  blocking_client c{local_options(srv.port()), "script"};
+  std::string why;
+  ASSERT_FALSE(c.connect(&why)) << why;
+  EXPECT_EQ(c.send_to("echo", std::string(5000, 'x')), errc::message_too_large);
+  // Not sent, so the connection is still good.
+  ASSERT_FALSE(c.send_to("echo", "small"));
+  auto m = c.receive(5s);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->payload, "got small");
+  EXPECT_TRUE(c.connected());
+  rt.stop_all();
+  rt.wait();
+}
+
 TEST(BlockingClient, ConnectCanBeRetriedAfterARefusal) {
   test_server srv;
   auto holder = std::make_unique<raw_client>(srv.port());

@@ -56,6 +56,7 @@ inline constexpr std::string_view slow_consumer = "slow_consumer";
 // Per-message problems (WARNING severity, connection kept).
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";
+inline constexpr std::string_view message_too_large = "message_too_large";
 inline constexpr std::string_view messages_dropped = "messages_dropped";
 inline constexpr std::string_view notices_suppressed = "notices_suppressed";
 // Goodbye codes.
