@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +24,17 @@ std::string temp_path(const char* tag) {
     throw std::runtime_error("mkstemp failed");
   close(fd);
   return tmpl;
+}
+
+/// The start of a sanitizer report in a child's stderr, or npos. Such a
+/// report must fail the test even when the test does not look at stderr
+/// (sanitizer builds, scripts/sanitize).
+size_t sanitizer_report(const std::string& err) {
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "runtime error: ", "WARNING: ThreadSanitizer"})
+    if (auto at = err.find(marker); at != std::string::npos)
+      return at;
+  return std::string::npos;
 }
 
 } // namespace
@@ -68,6 +81,10 @@ process::~process() {
     kill(pid_, SIGKILL);
     wait(std::chrono::seconds{5});
   }
+  auto err_text = read_file(err_path_);
+  if (auto at = sanitizer_report(err_text); at != std::string::npos)
+    ADD_FAILURE() << "sanitizer report from child process " << pid_ << ":\n"
+                  << err_text.substr(at > 200 ? at - 200 : 0, 6000);
   std::remove(out_path_.c_str());
   std::remove(err_path_.c_str());
   std::remove(in_path_.c_str());
