@@ -595,8 +595,11 @@ void relay_parsed_envelope(session_ptr self) {
   // headers map crashed (SEGV in RepeatedPtrField::Clear, protobuf 3.21,
   // seen under ThreadSanitizer with a map of ~570 entries). Envelope has no
   // nested messages besides that map, whose entries keep no unknown fields.
-  st.frame.mutable_unknown_fields()->Clear();
-  st.frame.mutable_envelope()->mutable_unknown_fields()->Clear();
+  auto clear_unknown = [](google::protobuf::Message& m) {
+    m.GetReflection()->MutableUnknownFields(&m)->Clear();
+  };
+  clear_unknown(st.frame);
+  clear_unknown(*st.frame.mutable_envelope());
   st.reencoded.clear();
   proto::append_frame(st.frame, st.reencoded);
   std::string_view body{st.reencoded.data() + proto::header_size,
