@@ -160,7 +160,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // fields dropped, re-encoded canonically; the scanner must take that
     // (the server treats a refusal there as impossible), with the same fields.
     v1::Frame canonical = frame;
-    for (Message* m : {static_cast<Message*>(&canonical), canonical.mutable_envelope()})
+    for (Message* m :
+         {static_cast<Message*>(&canonical), static_cast<Message*>(canonical.mutable_envelope())})
       m->GetReflection()->MutableUnknownFields(m)->Clear();
     auto reencoded = canonical.SerializeAsString();
     server::envelope_view again;
