@@ -253,8 +253,11 @@ TEST(Fault, ServerWideBufferBudgetCutsStalledConsumersBeforeTheirOwnLimits) {
   EXPECT_EQ(received.load(), total) << "the reading consumer must get everything";
   RecordProperty("server_rss_before_kib", std::to_string(rss_before));
   RecordProperty("server_rss_peak_kib", std::to_string(rss_peak));
+  // Without the budget the stalled consumers alone could pin 48 MiB; with
+  // it the server grows by 10-14 MiB here (budget, read buffers, allocator),
+  // up to 18 MiB on a loaded machine.
   if (!sanitized_build) { // ASan: quarantine and padding
-    EXPECT_LT(rss_peak, rss_before + 16 * 1024)
+    EXPECT_LT(rss_peak, rss_before + 28 * 1024)
       << "server RSS grew from " << rss_before << " KiB to " << rss_peak << " KiB";
   }
   srv.proc->signal(SIGTERM);
