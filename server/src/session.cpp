@@ -595,9 +595,8 @@ void relay_parsed_envelope(session_ptr self) {
   // headers map crashed (SEGV in RepeatedPtrField::Clear, protobuf 3.21,
   // seen under ThreadSanitizer with a map of ~570 entries). Envelope has no
   // nested messages besides that map, whose entries keep no unknown fields.
-  auto clear_unknown = [](google::protobuf::Message& m) {
-    m.GetReflection()->MutableUnknownFields(&m)->Clear();
-  };
+  auto clear_unknown
+    = [](google::protobuf::Message& m) { m.GetReflection()->MutableUnknownFields(&m)->Clear(); };
   clear_unknown(st.frame);
   clear_unknown(*st.frame.mutable_envelope());
   st.reencoded.clear();
