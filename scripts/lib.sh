@@ -10,7 +10,7 @@ PACKAGES=(
   g++ cmake ninja-build pkg-config
   libcaf-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libsodium-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libsodium-dev libexpected-dev
 )
 # What only the tests need on top (scripts/test, scripts/sanitize,
 # scripts/fuzz call use_test_packages before install_missing): clang-14 and
