@@ -169,7 +169,7 @@ private:
       if (ec == errc::send_buffer_full) {
         if (!retry_scheduled_) { // one retry timer at a time
           retry_scheduled_ = true;
-          after(std::chrono::milliseconds{10}, [this] {
+          retry_ = after(std::chrono::milliseconds{10}, [this] {
             retry_scheduled_ = false;
             flush();
           });
@@ -241,6 +241,7 @@ private:
   long received_ = 0;
   bool failed_ = false;
   bool retry_scheduled_ = false;
+  task<void> retry_;
 };
 
 /// Reads stdin lines on a plain thread and posts them to the agent. The

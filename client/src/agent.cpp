@@ -53,45 +53,124 @@ bool agent_handle::stop(int exit_code) {
 
 // -- agent_core: agent code ---------------------------------------------------
 
-bool agent_core::guarded(const std::string& where, const std::function<void()>& fn) {
+std::optional<std::string> agent_core::catching(const std::function<void()>& fn) {
   try {
     fn();
-    return true;
+    return std::nullopt;
   } catch (const std::exception& ex) {
-    ++stats_of(*user).errors;
-    error_info err{where, ex.what()};
-    try {
-      user->on_error(err);
-    } catch (...) {
-      log->error("on_error threw while handling an error where={}", logfmt_value(where));
-    }
+    return std::string{*ex.what() != 0 ? ex.what() : "exception"};
   } catch (...) {
-    ++stats_of(*user).errors;
-    error_info err{where, "unknown exception"};
-    try {
-      user->on_error(err);
-    } catch (...) {
-      log->error("on_error threw while handling an error where={}", logfmt_value(where));
-    }
+    return std::string{"unknown exception"};
   }
-  return false;
+}
+
+void agent_core::report_error(const std::string& where, const std::string& what) {
+  ++stats_of(*user).errors;
+  try {
+    user->on_error(error_info{where, what});
+  } catch (...) {
+    log->error("on_error threw while handling an error where={}", logfmt_value(where));
+  }
+}
+
+bool agent_core::guarded(const std::string& where, const std::function<void()>& fn) {
+  auto failure = catching(fn);
+  if (failure)
+    report_error(where, *failure);
+  return !failure;
 }
 
 void agent_core::fail_requests(errc code, const std::string& text) {
   auto pending = std::move(requests);
   requests.clear();
   for (auto& [id, req] : pending)
-    guarded("request error handler", [&] {
-      req.on_error(request_error{make_error_code(code), text});
-    });
+    registry().fail(*req.cell, error{make_error_code(code), text});
 }
 
-void agent_core::cancel_all() {
-  tasks.clear();
-  for (auto& [id, j] : jobs)
-    j.cancelled->store(true);
-  jobs.clear();
-  requests.clear();
+// -- agent_core: tasks ----------------------------------------------------------
+
+void agent_core::start_timer(std::shared_ptr<task_cell<void>> cell, duration interval,
+                             std::function<void()> fn, bool periodic) {
+  if (cell->status != task_status::running)
+    return; // cancelled before the agent ran
+  auto id = cell->id;
+  cell->on_cancel = [this, id] { timers.erase(id); };
+  timers.emplace(id, timer{interval, std::move(fn), std::move(cell), periodic});
+  caf_support::delayed_self_send(self, interval, task_tick_atom::value, id);
+}
+
+void agent_core::on_timer(task_id id) {
+  auto i = timers.find(id);
+  if (i == timers.end())
+    return;               // cancelled
+  auto fn = i->second.fn; // the task may cancel itself
+  auto cell = i->second.cell;
+  if (!i->second.periodic) {
+    timers.erase(i);
+    if (auto failure = catching(fn)) {
+      ++stats_of(*user).errors;
+      registry().fail(*cell, error{make_error_code(errc::failed), *failure});
+    } else {
+      registry().succeed(*cell);
+    }
+    return;
+  }
+  guarded(cell->label(), fn);
+  if (auto j = timers.find(id); j != timers.end())
+    caf_support::delayed_self_send(self, j->second.interval, task_tick_atom::value, id);
+}
+
+void agent_core::start_worker(const std::shared_ptr<task_cell_base>& cell, bool blocking,
+                              std::function<void(const cancel_token&)> work,
+                              std::function<void(child_core*)> child,
+                              std::function<void(const std::string&)> finish) {
+  if (cell->status != task_status::running)
+    return; // cancelled before the agent ran
+  auto id = cell->id;
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  workers.emplace(id, worker{flag, std::move(finish)});
+  auto me = caf::actor{self};
+  if (blocking) {
+    cell->on_cancel = [this, id, flag] {
+      flag->store(true);
+      workers.erase(id);
+    };
+    // A detached actor: its own thread, so blocking there stalls nobody.
+    self->spawn<caf::detached>(
+      [work = std::move(work), flag, me, id](caf::event_based_actor* job) mutable {
+        std::string failure;
+        try {
+          work(cancel_token{flag});
+        } catch (const std::exception& ex) {
+          failure = *ex.what() != 0 ? ex.what() : "exception";
+        } catch (...) {
+          failure = "unknown exception";
+        }
+        job->send(me, job_done_atom::value, id, failure);
+        job->quit();
+      });
+    return;
+  }
+  auto c = spawn_child(*self, id, std::move(child));
+  children.emplace(c.address(), id);
+  cell->on_cancel = [this, id, c, raw = cell.get()] {
+    workers.erase(id);
+    // The continuation learns of the cancellation once the child has run its
+    // cleanup and is gone (its exit message releases it).
+    registry().hold(*raw, id);
+    self->send_exit(c, caf::exit_reason::user_shutdown);
+  };
+}
+
+void agent_core::on_worker_done(task_id id, const std::string& failure) {
+  auto i = workers.find(id);
+  if (i == workers.end())
+    return; // cancelled: the result is ignored
+  auto finish = std::move(i->second.finish);
+  workers.erase(i);
+  if (!failure.empty())
+    ++stats_of(*user).errors;
+  finish(failure);
 }
 
 // -- agent_core: lifecycle ----------------------------------------------------
@@ -101,6 +180,20 @@ void agent_core::start() {
     routes.insert(r);
   for (auto& [r, h] : initial_handlers_of(*user))
     route_handlers[r] = h;
+  task_registry::hooks hooks;
+  hooks.defer = [this](std::function<void()> fn) {
+    self->send(self, post_atom::value, closure{std::move(fn)});
+  };
+  hooks.guarded
+    = [this](const std::string& where, const std::function<void()>& fn) { guarded(where, fn); };
+  hooks.unhandled
+    = [this](const std::string& where, const error& e) { report_error(where, e.message()); };
+  registry().attach(std::move(hooks));
+  // Tasks started before the agent ran start now, in order.
+  auto waiting = std::move(waiting_starts_of(*user));
+  waiting_starts_of(*user).clear();
+  for (auto& start : waiting)
+    start(*this);
   guarded("setup", [this] { user->setup(); });
   if (!stopping)
     connect();
@@ -165,6 +258,8 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
   ++gen; // late messages of this connection are stale now
   if (was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
+  if (was_connected)
+    registry().end_session(); // tasks started in on_connect belong to it
   auto& rp = opts.reconnect;
   // name_taken is fatal even with a resume token: a lingering session of
   // ours is taken over by the token, so a refusal means someone else.
@@ -208,14 +303,17 @@ void agent_core::stop(int code) {
   }
   stopping = true;
   exit_code = code;
-  // Every request ends with exactly one callback: pending ones fail now,
-  // before teardown() closes what their handlers might use.
+  // Every request ends exactly once: pending ones fail now, before
+  // teardown() closes what their continuations might use.
   fail_requests(errc::stopped, "the agent is stopping");
   if (!fate->teardown_done) {
     fate->teardown_done = true;
     guarded("teardown", [this] { user->teardown(); });
   }
-  cancel_all();
+  // Requests sent by teardown() still fail as stopped; every other task ends
+  // cancelled, and all of it is delivered now.
+  fail_requests(errc::stopped, "the agent is stopping");
+  registry().end_all(error{make_error_code(errc::cancelled), "the agent stopped"});
   if (link == link_state::connected) {
     v1::Frame f;
     f.mutable_goodbye()->set_code(std::string{codes::client_exit});
@@ -230,6 +328,10 @@ void agent_core::stop(int code) {
 }
 
 void agent_core::finish() {
+  // Outcomes still queued (e.g. of requests made in teardown) are delivered
+  // before the actor goes away.
+  registry().flush();
+  registry().detach();
   fate->exit_code = exit_code;
   if (conn)
     self->send_exit(conn, caf::exit_reason::user_shutdown);
@@ -365,7 +467,9 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
     if (routes.count(r) == 0)
       send_subscription(false, r);
   auto info = s;
+  in_on_connect = true;
   guarded("on_connect", [&] { user->on_connect(info); });
+  in_on_connect = false;
 }
 
 void agent_core::handle_delivery(v1::Delivery& e) {
@@ -383,9 +487,9 @@ void agent_core::handle_delivery(v1::Delivery& e) {
                   logfmt_value(i->second.recipient));
         return;
       }
-      auto req = std::move(i->second);
+      auto cell = std::move(i->second.cell);
       requests.erase(i);
-      guarded("reply handler", [&] { req.on_reply(m); });
+      registry().succeed(*cell, std::move(m));
       return;
     }
   }
@@ -408,13 +512,109 @@ void agent_core::handle_notice(const v1::Notice& n) {
   }
   if (x.request_id != 0)
     if (auto i = requests.find(x.request_id); i != requests.end()) {
-      auto req = std::move(i->second);
+      auto cell = std::move(i->second.cell);
       requests.erase(i);
-      guarded("request error handler", [&] {
-        req.on_error(request_error{make_error_code(errc::refused), x.code + ": " + x.text});
-      });
+      registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
     }
   guarded("on_notice", [&] { user->on_notice(x); });
+}
+
+// -- child tasks (agent::spawn_task) -------------------------------------------
+
+struct child_core {
+  caf::event_based_actor* self = nullptr;
+  caf::actor parent;
+  task_id id = 0;
+  /// Timers set with ctx.after() that have not fired yet.
+  size_t timers = 0;
+  bool done = false;
+  std::function<void()> cleanup; // ctx.on_cancel()
+};
+
+void child_on_cancel(child_core* c, std::function<void()> fn) {
+  if (c != nullptr)
+    c->cleanup = std::move(fn);
+}
+
+void child_after(child_core* c, duration delay, std::function<void()> fn) {
+  if (c == nullptr || c->done)
+    return;
+  ++c->timers;
+  caf_support::delayed_self_send(c->self, delay, post_atom::value, closure{std::move(fn)});
+}
+
+void child_done(child_core* c, std::string failure) {
+  if (c == nullptr || c->done)
+    return;
+  c->done = true;
+  c->self->send(c->parent, job_done_atom::value, c->id, failure);
+  c->self->quit();
+}
+
+namespace {
+
+struct child_state {
+  child_core core;
+  /// Owns what the body captured (the task_context), for the child's life.
+  std::function<void(child_core*)> body;
+};
+
+/// Runs a step of a child task; a throw fails it, and a task that has nothing
+/// left to do (no timer pending) without having ended fails too, rather than
+/// waiting forever.
+void run_child_step(child_core& c, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& ex) {
+    child_done(&c, *ex.what() != 0 ? ex.what() : "exception");
+  } catch (...) {
+    child_done(&c, "unknown exception");
+  }
+  if (!c.done && c.timers == 0)
+    child_done(&c, "the task ended without calling succeed() or fail()");
+}
+
+caf::behavior child_actor(caf::stateful_actor<child_state>* self, caf::actor parent, task_id id,
+                          std::function<void(child_core*)> body) {
+  auto& c = self->state.core;
+  c.self = self;
+  c.parent = std::move(parent);
+  c.id = id;
+  // The parent's exit message: a cancellation (or the agent went away). The
+  // cleanup runs, then the child quits; the link tells the parent.
+  self->set_exit_handler([self](const caf::exit_msg& msg) {
+    auto& core = self->state.core;
+    if (!core.done && core.cleanup) {
+      core.done = true;
+      try {
+        core.cleanup();
+      } catch (...) {
+        // Nobody to report to: the task is already cancelled.
+      }
+    }
+    // Said explicitly: CAF 0.17 drops the link to the sender of an exit
+    // message before the handler runs, so the parent would not hear of it.
+    self->send(core.parent, child_gone_atom::value, core.id);
+    self->quit(msg.reason);
+  });
+  self->state.body = std::move(body);
+  run_child_step(c, [self] { self->state.body(&self->state.core); });
+  return {
+    [self](post_atom, const closure& step) {
+      auto& core = self->state.core;
+      if (core.timers > 0)
+        --core.timers;
+      if (!core.done)
+        run_child_step(core, step.fn);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_child(caf::event_based_actor& parent, task_id id,
+                       std::function<void(child_core*)> body) {
+  return parent.spawn<caf::linked>(child_actor, caf::actor{&parent}, id, std::move(body));
 }
 
 // -- the actor ----------------------------------------------------------------
@@ -458,6 +658,11 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
   });
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     auto& st = self->state;
+    // A child task ended: its outcome came as a message.
+    if (auto i = st.children.find(msg.source); i != st.children.end()) {
+      st.children.erase(i);
+      return;
+    }
     // A linked child ending normally is no reason to stop; the connection
     // broker reports its end separately.
     if (msg.source == st.conn.address() || !msg.reason || msg.reason == caf::exit_reason::normal)
@@ -515,46 +720,26 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
       }
       caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value, g);
     },
-    [self](task_tick_atom, task_id id) {
-      auto& st = self->state;
-      auto i = st.tasks.find(id);
-      if (i == st.tasks.end())
-        return;
-      auto fn = i->second.fn; // the task may cancel itself
-      auto where = i->second.name.empty() ? fmt::format("task {}", id)
-                                          : fmt::format("task '{}'", i->second.name);
-      if (!i->second.periodic)
-        st.tasks.erase(i);
-      st.guarded(where, fn);
-      if (auto j = st.tasks.find(id); j != st.tasks.end() && j->second.periodic)
-        caf_support::delayed_self_send(self, j->second.interval, task_tick_atom::value, id);
-    },
+    [self](task_tick_atom, task_id id) { self->state.on_timer(id); },
     [self](job_done_atom, task_id id, const std::string& failure) {
-      auto& st = self->state;
-      auto i = st.jobs.find(id);
-      if (i == st.jobs.end())
-        return; // cancelled
-      auto j = std::move(i->second);
-      st.jobs.erase(i);
-      auto where = j.name.empty() ? fmt::format("job {}", id) : fmt::format("job '{}'", j.name);
-      if (!failure.empty()) {
-        ++agent_core::stats_of(*st.user).errors;
-        st.guarded("on_error", [&] { st.user->on_error(error_info{where, failure}); });
-        return;
-      }
-      st.guarded(where + " completion", j.complete);
+      self->state.on_worker_done(id, failure);
     },
-    [self](request_timeout_atom, task_id id, int64_t timeout_ms) {
+    [self](child_gone_atom, task_id id) {
+      // A cancelled child task ran its cleanup and is gone: its cancellation
+      // can be delivered now.
       auto& st = self->state;
-      auto i = st.requests.find(id);
+      st.registry().release_held(id);
+      std::erase_if(st.children, [id](const auto& kv) { return kv.second == id; });
+    },
+    [self](request_timeout_atom, uint64_t wire_id, int64_t timeout_ms) {
+      auto& st = self->state;
+      auto i = st.requests.find(wire_id);
       if (i == st.requests.end())
         return;
-      auto req = std::move(i->second);
+      auto cell = std::move(i->second.cell);
       st.requests.erase(i);
-      st.guarded("request error handler", [&] {
-        req.on_error(request_error{make_error_code(errc::timeout),
-                                   fmt::format("no reply within {} ms", timeout_ms)});
-      });
+      st.registry().fail(*cell, error{make_error_code(errc::timeout),
+                                      fmt::format("no reply within {} ms", timeout_ms)});
     },
     [self](post_atom, const closure& c) { self->state.guarded("posted function", c.fn); },
     [self](stop_atom, int code) { self->state.stop(code); },
@@ -621,7 +806,8 @@ void on_down(agent& a, std::function<void(const caf::down_msg&)> handler) {
 
 // -- agent member functions -----------------------------------------------------
 
-agent::agent(std::string name) : requested_name_(std::move(name)) {}
+agent::agent(std::string name)
+  : requested_name_(std::move(name)), tasks_(std::make_unique<detail::task_registry>()) {}
 
 agent::~agent() = default;
 
@@ -666,16 +852,13 @@ std::error_code agent::send_to(std::string_view recipient, std::string_view payl
   return core_->send_envelope(recipient, {}, payload, opts, 0, 0);
 }
 
-task_id agent::request(std::string_view recipient, std::string_view payload, duration timeout,
-                       reply_handler on_reply, error_handler on_error, const send_options& opts) {
-  // Either handler may be empty: then that outcome is just not reported.
-  if (!on_reply)
-    on_reply = [](const message&) {};
-  if (!on_error)
-    on_error = [](const request_error&) {};
-  auto fail_now = [&](errc code, const std::string& text) {
-    on_error(request_error{make_error_code(code), text});
-    return task_id{0};
+task<message> agent::request(std::string_view recipient, std::string_view payload, duration timeout,
+                             const send_options& opts) {
+  auto cell = open_task<message>(task_options{"request"});
+  // An immediate failure is delivered later, never inside this call.
+  auto fail_now = [&](errc code, std::string text) {
+    tasks_->fail_later(*cell, error{make_error_code(code), std::move(text)});
+    return task<message>{cell};
   };
   if (!core_)
     return fail_now(errc::not_connected, "the agent is not running");
@@ -686,17 +869,17 @@ task_id agent::request(std::string_view recipient, std::string_view payload, dur
   auto& c = *core_;
   // The request id is unguessable (CSPRNG), so that no other agent can answer
   // in the recipient's place; replies must also come from the recipient.
-  task_id id = 0;
+  uint64_t wire_id = 0;
   do
-    id = crypto::random_nonzero_u64();
-  while (c.requests.count(id) > 0 || c.tasks.count(id) > 0 || c.jobs.count(id) > 0);
-  if (auto err = c.send_envelope(recipient, {}, payload, opts, id, 0))
+    wire_id = crypto::random_nonzero_u64();
+  while (c.requests.count(wire_id) > 0);
+  if (auto err = c.send_envelope(recipient, {}, payload, opts, wire_id, 0))
     return fail_now(static_cast<errc>(err.value()), err.message());
-  c.requests.emplace(id, detail::agent_core::pending_request{
-                           std::string{recipient}, std::move(on_reply), std::move(on_error)});
-  caf_support::delayed_self_send(c.self, timeout, detail::request_timeout_atom::value, id,
+  c.requests.emplace(wire_id, detail::agent_core::pending_request{std::string{recipient}, cell});
+  cell->on_cancel = [&c, wire_id] { c.requests.erase(wire_id); };
+  caf_support::delayed_self_send(c.self, timeout, detail::request_timeout_atom::value, wire_id,
                                  static_cast<int64_t>(timeout.count()));
-  return id;
+  return task<message>{std::move(cell)};
 }
 
 std::error_code agent::reply(const message& req, std::string_view payload,
@@ -744,66 +927,52 @@ void agent::on_route(const std::string& route, message_handler handler) {
   subscribe(route);
 }
 
-task_id agent::every(duration interval, std::function<void()> fn, std::string name) {
-  if (!core_ || interval.count() <= 0)
-    return 0;
-  auto& c = *core_;
-  auto id = c.next_id++;
-  c.tasks.emplace(id, detail::agent_core::task{interval, std::move(fn), std::move(name), true});
-  caf_support::delayed_self_send(c.self, interval, detail::task_tick_atom::value, id);
-  return id;
-}
-
-task_id agent::after(duration delay, std::function<void()> fn, std::string name) {
-  if (!core_)
-    return 0;
-  auto& c = *core_;
-  auto id = c.next_id++;
-  c.tasks.emplace(id, detail::agent_core::task{delay, std::move(fn), std::move(name), false});
-  caf_support::delayed_self_send(c.self, delay, detail::task_tick_atom::value, id);
-  return id;
-}
-
-bool agent::cancel(task_id id) {
-  if (!core_)
-    return false;
-  auto& c = *core_;
-  if (c.tasks.erase(id) > 0 || c.requests.erase(id) > 0)
-    return true;
-  if (auto i = c.jobs.find(id); i != c.jobs.end()) {
-    i->second.cancelled->store(true);
-    c.jobs.erase(i);
-    return true;
+task<void> agent::every(duration interval, std::function<void()> fn, task_options opts) {
+  auto cell = open_task<void>(opts);
+  if (interval.count() <= 0) {
+    tasks_->fail_later(*cell, error{make_error_code(errc::invalid_argument),
+                                    "a periodic task needs a positive interval"});
+    return task<void>{cell};
   }
-  return false;
+  start_timer(cell, interval, std::move(fn), true);
+  return task<void>{std::move(cell)};
 }
 
-task_id agent::run_blocking_impl(std::function<void(const cancel_token&)> work,
-                                 std::function<void()> complete, std::string name) {
-  if (!core_)
-    return 0;
-  auto& c = *core_;
-  auto id = c.next_id++;
-  auto flag = std::make_shared<std::atomic<bool>>(false);
-  c.jobs.emplace(id, detail::agent_core::job{flag, std::move(complete), std::move(name)});
-  auto me = caf::actor{c.self};
-  // A detached actor: its own thread, so blocking there stalls nobody.
-  c.self->spawn<caf::detached>(
-    [work = std::move(work), flag, me, id](caf::event_based_actor* job) mutable {
-      std::string failure;
-      try {
-        work(cancel_token{flag});
-      } catch (const std::exception& ex) {
-        failure = ex.what();
-        if (failure.empty())
-          failure = "exception";
-      } catch (...) {
-        failure = "unknown exception";
-      }
-      job->send(me, detail::job_done_atom::value, id, failure);
-      job->quit();
+task<void> agent::after(duration delay, std::function<void()> fn, task_options opts) {
+  auto cell = open_task<void>(opts);
+  start_timer(cell, std::max(delay, duration{0}), std::move(fn), false);
+  return task<void>{std::move(cell)};
+}
+
+void agent::start_timer(std::shared_ptr<detail::task_cell<void>> cell, duration interval,
+                        std::function<void()> fn, bool periodic) {
+  if (core_) {
+    core_->start_timer(std::move(cell), interval, std::move(fn), periodic);
+    return;
+  }
+  waiting_starts_.push_back(
+    [cell = std::move(cell), interval, fn = std::move(fn), periodic](detail::agent_core& c) {
+      c.start_timer(cell, interval, fn, periodic);
     });
-  return id;
+}
+
+void agent::start_worker(std::shared_ptr<detail::task_cell_base> cell, bool blocking,
+                         std::function<void(const cancel_token&)> work,
+                         std::function<void(detail::child_core*)> child,
+                         std::function<void(const std::string& failure)> finish) {
+  if (core_) {
+    core_->start_worker(cell, blocking, std::move(work), std::move(child), std::move(finish));
+    return;
+  }
+  waiting_starts_.push_back([cell = std::move(cell), blocking, work = std::move(work),
+                             child = std::move(child),
+                             finish = std::move(finish)](detail::agent_core& c) mutable {
+    c.start_worker(cell, blocking, std::move(work), std::move(child), std::move(finish));
+  });
+}
+
+bool agent::in_on_connect() const noexcept {
+  return core_ != nullptr && core_->in_on_connect;
 }
 
 void agent::stop(int exit_code) {

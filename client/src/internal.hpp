@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -44,6 +45,7 @@ using close_atom = caf::atom_constant<caf::atom("close")>;
 // agent timers and control
 using task_tick_atom = caf::atom_constant<caf::atom("tasktick")>;
 using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
+using child_gone_atom = caf::atom_constant<caf::atom("childgone")>;
 using request_timeout_atom = caf::atom_constant<caf::atom("reqtimeout")>;
 using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
 using handshake_timeout_atom = caf::atom_constant<caf::atom("hstimeout")>;
@@ -75,24 +77,25 @@ struct agent_core {
 
   enum class link_state { idle, connecting, handshaking, connected, closing };
 
-  struct task {
+  /// A timer (`after`) or periodic task (`every`), keyed by task id.
+  struct timer {
     duration interval{0};
     std::function<void()> fn;
-    std::string name;
+    std::shared_ptr<task_cell<void>> cell;
     bool periodic = false;
   };
 
-  struct job {
+  /// A blocking job or child task, keyed by task id.
+  struct worker {
     std::shared_ptr<std::atomic<bool>> cancelled;
-    std::function<void()> complete;
-    std::string name;
+    /// Settles the typed task from the worker's failure text ("" = success).
+    std::function<void(const std::string&)> finish;
   };
 
   struct pending_request {
     /// Only a reply from this agent answers the request.
     std::string recipient;
-    agent::reply_handler on_reply;
-    agent::error_handler on_error;
+    std::shared_ptr<task_cell<message>> cell;
   };
 
   self_ptr self = nullptr;
@@ -119,11 +122,14 @@ struct agent_core {
   std::set<std::string> routes;
   std::set<std::string> hello_routes; // the set sent in the current Hello
   std::unordered_map<std::string, agent::message_handler> route_handlers;
-  std::unordered_map<task_id, task> tasks;
-  std::unordered_map<task_id, job> jobs;
+  std::unordered_map<task_id, timer> timers;
+  std::unordered_map<task_id, worker> workers;
+  /// Child tasks still alive (their exit is no reason to stop the agent).
+  std::map<caf::actor_addr, task_id> children;
   /// Keyed by the request id on the wire (random, see agent::request).
-  std::unordered_map<task_id, pending_request> requests;
-  task_id next_id = 1;
+  std::unordered_map<uint64_t, pending_request> requests;
+  /// True while on_connect() runs: tasks started there are session-scoped.
+  bool in_on_connect = false;
   uint64_t next_seq = 1;
   std::mt19937_64 rng{crypto::random_u64()}; // backoff jitter only, nothing secret
 
@@ -167,8 +173,23 @@ struct agent_core {
   // -- agent code ----------------------------------------------------------------
   /// Runs agent code, reporting exceptions to on_error. False if it threw.
   bool guarded(const std::string& where, const std::function<void()>& fn);
+  /// Runs agent code; returns the text of what it threw, if it threw.
+  std::optional<std::string> catching(const std::function<void()>& fn);
+  void report_error(const std::string& where, const std::string& what);
   void fail_requests(errc code, const std::string& text);
-  void cancel_all();
+  task_registry& registry() {
+    return user->tasks();
+  }
+
+  // -- tasks -------------------------------------------------------------------
+  void start_timer(std::shared_ptr<task_cell<void>> cell, duration interval,
+                   std::function<void()> fn, bool periodic);
+  void on_timer(task_id id);
+  void start_worker(const std::shared_ptr<task_cell_base>& cell, bool blocking,
+                    std::function<void(const cancel_token&)> work,
+                    std::function<void(child_core*)> child,
+                    std::function<void(const std::string&)> finish);
+  void on_worker_done(task_id id, const std::string& failure);
 
   /// The agent's handle for other threads (agent_core is a friend of agent).
   static std::shared_ptr<agent_handle>& handle_of(agent& a) {
@@ -192,7 +213,15 @@ struct agent_core {
   static auto& initial_handlers_of(agent& a) {
     return a.initial_handlers_;
   }
+  static auto& waiting_starts_of(agent& a) {
+    return a.waiting_starts_;
+  }
 };
+
+/// Spawns a child task's actor, linked to the agent's actor `parent`; it
+/// reports its end to the parent as job_done_atom(id, failure).
+caf::actor spawn_child(caf::event_based_actor& parent, task_id id,
+                       std::function<void(child_core*)> body);
 
 /// Spawns the actor that runs `a`; `on_exit(code)` is called when it ends.
 caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,

@@ -30,6 +30,10 @@ public:
       return "the agent is stopping";
     case errc::message_too_large:
       return "the message is larger than the server accepts";
+    case errc::cancelled:
+      return "cancelled";
+    case errc::failed:
+      return "the task failed";
     }
     return "unknown error";
   }
@@ -58,6 +62,10 @@ std::string to_string(errc e) {
     return "refused";
   case errc::stopped:
     return "stopped";
+  case errc::cancelled:
+    return "cancelled";
+  case errc::failed:
+    return "failed";
   case errc::message_too_large:
     return "message_too_large";
   }

@@ -1,8 +1,9 @@
 // Concept: blocking work off the loop
 // (asyncio: `await loop.run_in_executor(None, blocking_fn, arg)`).
 //
-// `run_blocking(work, done)` runs `work` on a detached actor, i.e. on its own
-// thread, and delivers the result to `done` as a message on the agent. The
+// `run_blocking(work)` runs `work` on a detached actor, i.e. on its own
+// thread, and returns a task handle; its continuation (`then`) receives the
+// result as a message on the agent. The
 // agent's actor never blocks: it keeps answering the server's heartbeats and
 // handling messages while the job runs. (Calling the blocking function
 // directly in a handler would stall this agent; in the server, it would
@@ -39,16 +40,19 @@ public:
          s.heartbeat_interval.count(), s.idle_timeout.count());
     heartbeats_before_ = stats().heartbeats;
     say(name(), "starting a 2 s blocking job with run_blocking()");
-    run_blocking([] { return slow_fibonacci(50); },
-                 [this](long result) {
-                   auto hb = stats().heartbeats - heartbeats_before_;
-                   sayf(name(), "job done: fib(50) = {}", result);
-                   sayf(name(),
-                        "during the job: {} messages handled, {} server heartbeats answered",
-                        during_job_, hb);
-                   h_.done();
-                 },
-                 "fibonacci");
+    job_ = run_blocking([] { return slow_fibonacci(50); }, "fibonacci");
+    job_.then([this](convoke::expected<long> result) {
+      auto hb = stats().heartbeats - heartbeats_before_;
+      if (!result) {
+        sayf(name(), "job failed: {}", result.error().message());
+        h_.done(1);
+        return;
+      }
+      sayf(name(), "job done: fib(50) = {}", *result);
+      sayf(name(), "during the job: {} messages handled, {} server heartbeats answered",
+           during_job_, hb);
+      h_.done();
+    });
     say(name(), "on_connect returned; the job runs on its own thread");
   }
 
@@ -64,6 +68,7 @@ public:
 
 private:
   example::harness& h_;
+  convoke::task<long> job_;
   int during_job_ = 0;
   uint64_t heartbeats_before_ = 0;
 };
@@ -72,10 +77,11 @@ class ticker : public convoke::agent {
 public:
   ticker() : agent("ticker") {}
   void on_connect(const convoke::session_info&) override {
-    every(100ms, [this] { send_to("worker", "tick " + std::to_string(++n_)); });
+    ticks_ = every(100ms, [this] { send_to("worker", "tick " + std::to_string(++n_)); });
   }
 
 private:
+  convoke::task<void> ticks_;
   int n_ = 0;
 };
 

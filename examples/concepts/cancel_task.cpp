@@ -2,66 +2,69 @@
 // (asyncio: `task.cancel()`, then `await task` raising CancelledError, with
 // the task's `except CancelledError:`/`finally:` doing the cleanup).
 //
-// The task is a child actor doing work in steps (a delayed self-send per
-// step). Cancelling it means sending it an exit message. Its exit handler is
-// the `except CancelledError` block: it cleans up, then quits. The agent
-// monitors the child, so it gets a down message when the child is gone, like
-// `await task` returning. Cleanup always comes before the down message.
+// The task is a child task (`spawn_task`) doing work in steps, one timer per
+// step. `task.cancel()` stops it: the child runs the cleanup it registered
+// with `ctx.on_cancel` (its `except CancelledError` block) and goes away, and
+// only then does the task's continuation receive `cancelled`, like `await
+// task` raising CancelledError after the cleanup. Cleanup always comes first.
 //
-// Scenario: run the task for a few steps, cancel it, observe cleanup and exit.
+// Scenario: the task reports each step to the agent; at step 3 the agent
+// cancels it (reacting to an event, not after a guessed delay).
 
 #include "../common/harness.hpp"
-#include "convoke/client/caf_interop.hpp"
 
 using namespace std::chrono_literals;
 using example::say;
 using example::sayf;
-
-using step_atom = caf::atom_constant<caf::atom("step")>;
-
-/// The cancellable task.
-caf::behavior stepping_task(caf::event_based_actor* self) {
-  say("task", "started; holding a resource (think: a lock or a temp file)");
-  self->set_exit_handler([self](const caf::exit_msg& msg) {
-    // except CancelledError: clean up, then re-raise (quit).
-    sayf("task", "exit message ({}): cleanup ran, resource released", caf::to_string(msg.reason));
-    self->quit(msg.reason);
-  });
-  self->send(self, step_atom::value, 1);
-  return {[self](step_atom, int n) {
-    sayf("task", "step {}", n);
-    self->delayed_send(self, 100ms, step_atom::value, n + 1);
-  }};
-}
 
 class canceller : public convoke::agent {
 public:
   explicit canceller(example::harness& h) : agent("canceller"), h_(h) {}
 
   void on_connect(const convoke::session_info&) override {
-    auto self = convoke::interop::self(*this);
-    task_ = self->spawn(stepping_task);
-    self->monitor(task_);
-    convoke::interop::on_down(*this, [this](const caf::down_msg& dm) {
-      sayf(name(), "down message: the task is gone (reason {}), like `await task` returning",
-           caf::to_string(dm.reason));
+    task_
+      = spawn_task<void>([this](convoke::task_context<void>& ctx) { stepping(ctx, 1); }, "stepper");
+    say("task", "started; holding a resource (think: a lock or a temp file)");
+    task_.then([this](convoke::expected<void> r) {
+      if (r) {
+        say(name(), "unexpected: the task finished");
+        h_.done(1);
+        return;
+      }
+      sayf(name(),
+           "continuation: the task ended with '{}', after its cleanup (like `await task` "
+           "raising CancelledError)",
+           convoke::to_string(static_cast<convoke::errc>(r.error().code.value())));
       h_.done();
-    });
-    after(350ms, [this] {
-      say(name(), "task.cancel(): sending the task an exit message");
-      convoke::interop::self(*this)->send_exit(task_, caf::exit_reason::user_shutdown);
     });
   }
 
 private:
+  // Runs on the child. It must not touch agent state: it tells the agent
+  // about each step with post(), which is safe from any thread.
+  void stepping(convoke::task_context<void>& ctx, int n) {
+    if (n == 1)
+      ctx.on_cancel([] { say("task", "cancelled: cleanup ran, resource released"); });
+    sayf("task", "step {}", n);
+    post([this, n] { on_step(n); });
+    ctx.after(100ms, [this, &ctx, n] { stepping(ctx, n + 1); });
+  }
+
+  // Runs on the agent.
+  void on_step(int n) {
+    if (n == 3 && task_.running()) {
+      say(name(), "step 3 reached: task.cancel()");
+      task_.cancel();
+    }
+  }
+
   example::harness& h_;
-  caf::actor task_;
+  convoke::task<void> task_;
 };
 
 int main(int argc, char** argv) {
   example::harness h{"convoke-example-cancel-task",
-                     "cancel a task actor with an exit message; cleanup runs; observe the "
-                     "down message",
+                     "cancel a child task; its cleanup runs before the cancellation is observed",
                      argc, argv};
   if (h.exit_now())
     return h.exit_code();

@@ -21,7 +21,7 @@ public:
 
   void setup() override {
     // create_task(self._heartbeat()): a delayed self-send loop.
-    every(
+    beat_ = every(
       200ms,
       [this] {
         sayf(name(), "heartbeat {}", ++beats_);
@@ -37,6 +37,7 @@ public:
 
 private:
   example::harness& h_;
+  convoke::task<void> beat_;
   int beats_ = 0;
 };
 
@@ -44,10 +45,11 @@ class chatter : public convoke::agent {
 public:
   chatter() : agent("chatter") {}
   void on_connect(const convoke::session_info&) override {
-    every(150ms, [this] { send_to("listener", "chat " + std::to_string(++n_)); });
+    chat_ = every(150ms, [this] { send_to("listener", "chat " + std::to_string(++n_)); });
   }
 
 private:
+  convoke::task<void> chat_;
   int n_ = 0;
 };
 

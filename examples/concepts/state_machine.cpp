@@ -27,12 +27,35 @@ public:
 
   void setup() override {
     enter("idle", caf::message_handler{[this](wire_atom, const std::string& p) {
-            sayf(name(), "[idle] ignoring '{}'", p);
+            if (p == "READY")
+              start_handshake();
+            else
+              sayf(name(), "[idle] ignoring '{}'", p);
           }});
   }
 
   void on_connect(const convoke::session_info&) override {
-    after(100ms, [this] { // give the responder a moment to connect
+    // Is the responder there? If not, its READY broadcast will tell us.
+    probe_ = request("responder", "there?", 2s);
+    probe_.then([this](convoke::expected<convoke::message> r) {
+      if (r)
+        to_state("READY");
+    });
+  }
+
+  void on_message(const convoke::message& m) override {
+    to_state(m.payload);
+  }
+
+private:
+  /// Hands a message to whichever state is current.
+  void to_state(const std::string& payload) {
+    auto self = convoke::interop::self(*this);
+    self->send(self, wire_atom::value, payload);
+  }
+
+  void start_handshake() {
+    {
       send_to("responder", "SYN");
       enter("awaiting-ack", caf::message_handler{[this](wire_atom, const std::string& p) {
               if (p != "ACK") {
@@ -46,16 +69,9 @@ public:
                     }});
               send_to("responder", "DATA ping");
             }});
-    });
+    }
   }
 
-  void on_message(const convoke::message& m) override {
-    // Hand the message to whichever state is current.
-    auto self = convoke::interop::self(*this);
-    self->send(self, wire_atom::value, m.payload);
-  }
-
-private:
   void enter(const std::string& state, caf::message_handler handlers) {
     sayf(name(), "state: {} -> {}", state_, state);
     state_ = state;
@@ -63,13 +79,21 @@ private:
   }
 
   example::harness& h_;
+  convoke::task<convoke::message> probe_;
   std::string state_ = "(start)";
 };
 
 class responder : public convoke::agent {
 public:
   responder() : agent("responder") {}
+  void on_connect(const convoke::session_info&) override {
+    broadcast("READY"); // for an initiator that came first
+  }
   void on_message(const convoke::message& m) override {
+    if (m.is_request()) {
+      reply(m, "here");
+      return;
+    }
     sayf(name(), "received '{}'", m.payload);
     if (m.payload == "SYN") {
       send_to(m.sender, "DATA too-early"); // out of order on purpose

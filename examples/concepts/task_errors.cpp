@@ -1,14 +1,19 @@
 // Concept: an error in a task does not crash the loop; attach a handler
 // (asyncio: exceptions stay inside their Task; loop.set_exception_handler).
 //
-// Any exception thrown by agent code (hooks, handlers, periodic tasks,
-// blocking jobs) is caught by the SDK and passed to `on_error()`. The agent
-// keeps serving, and a periodic task keeps its schedule. (In plain CAF an
-// exception escaping a handler terminates the actor: the SDK catches it
-// before that happens.)
+// An exception stays with the work that threw it:
+//  - a task with a continuation (`then`) hands it there, as a failed
+//    `expected` with the exception's text (asyncio: `await task` re-raises);
+//  - anything else (hooks, handlers, periodic tasks, tasks nobody waits for)
+//    goes to `on_error()`, the agent-wide handler
+//    (loop.set_exception_handler).
+// Either way the agent keeps serving, and a periodic task keeps its
+// schedule. (In plain CAF an exception escaping a handler terminates the
+// actor: the SDK catches it before that happens.)
 //
-// Scenario: a flaky periodic task throws on its second run; on_error reports
-// it; the task runs again and a message is still handled afterwards.
+// Scenario: a blocking job fails and its continuation gets the error; a
+// flaky periodic task throws on its second run and on_error reports it; the
+// task runs again and a message is still handled afterwards.
 
 #include <stdexcept>
 
@@ -22,7 +27,13 @@ public:
   explicit flaky_agent(example::harness& h) : agent("flaky"), h_(h) {}
 
   void setup() override {
-    every(
+    parse_ = run_blocking(
+      []() -> int { throw std::runtime_error("config.toml: line 3: bad value"); }, "parse config");
+    parse_.then([this](convoke::expected<int> r) {
+      if (!r)
+        sayf(name(), "continuation: {} failed: {}", "parse config", r.error().message());
+    });
+    poll_ = every(
       100ms,
       [this] {
         ++runs_;
@@ -47,6 +58,8 @@ public:
 
 private:
   example::harness& h_;
+  convoke::task<int> parse_;
+  convoke::task<void> poll_;
   int runs_ = 0;
 };
 

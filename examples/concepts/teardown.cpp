@@ -39,7 +39,7 @@ public:
   }
 
   void teardown() override {
-    cancel(flusher_);
+    flusher_.cancel();
     std::fclose(file_);
     file_ = nullptr;
     sayf(name(), "teardown(): cancelled the flush task, closed the journal ({} entries)", entries_);
@@ -49,7 +49,7 @@ private:
   example::harness& h_;
   std::string path_;
   std::FILE* file_ = nullptr;
-  convoke::task_id flusher_ = 0;
+  convoke::task<void> flusher_;
   int entries_ = 0;
 };
 
@@ -57,13 +57,14 @@ class producer : public convoke::agent {
 public:
   producer() : agent("producer") {}
   void on_connect(const convoke::session_info&) override {
-    every(50ms, [this] {
+    ticks_ = every(50ms, [this] {
       if (n_ < 5)
         send_to("journal", "entry " + std::to_string(++n_));
     });
   }
 
 private:
+  convoke::task<void> ticks_;
   int n_ = 0;
 };
 

@@ -38,7 +38,7 @@ class weather_station : public agent {
 public:
   weather_station() : agent("weather-station") {}
   void setup() override {
-    every(
+    readings_ = every(
       1s,
       [this] {
         if (!connected())
@@ -52,6 +52,7 @@ public:
   }
 
 private:
+  convoke::task<void> readings_;
   std::mt19937 rng_{42};
 };
 
@@ -74,12 +75,14 @@ public:
   void setup() override {
     on_route("weather", [this](const message& m) {
       say(name(), "<- {} [weather] {}; asking calculator", m.sender, m.payload);
-      request(
-        "calculator", m.payload, 2s,
-        [this](const message& r) { say(name(), "<- calculator replied {}", r.payload); },
-        [this](const request_error& e) { say(name(), "request failed: {}", e.text); });
+      request("calculator", m.payload, 2s).then([this](convoke::expected<message> r) {
+        if (r)
+          say(name(), "<- calculator replied {}", r->payload);
+        else
+          say(name(), "request failed: {}", r.error().message());
+      });
     });
-    every(
+    plans_ = every(
       3s,
       [this] {
         if (connected()) {
@@ -89,6 +92,9 @@ public:
       },
       "broadcast plan");
   }
+
+private:
+  convoke::task<void> plans_;
 };
 
 class archivist : public agent {
@@ -128,14 +134,15 @@ int main(int argc, char** argv) {
   planner plan;
   archivist arch;
   runtime rt;
+  // A timer on one agent ends the demo (Ctrl-C ends it earlier). Set before
+  // the agent runs, it starts with it.
+  convoke::task<void> time_up;
+  if (seconds > 0)
+    time_up = ws.after(std::chrono::seconds{seconds}, [&] {
+      say("demo", "time is up: stopping the agents");
+      rt.stop_all();
+    });
   for (agent* a : std::initializer_list<agent*>{&calc, &arch, &plan, &ws})
     rt.start(*a, opts);
-  if (seconds > 0) // a timer on one agent ends the demo (Ctrl-C ends it earlier)
-    ws.post([&] {
-      ws.after(std::chrono::seconds{seconds}, [&] {
-        say("demo", "time is up: stopping the agents");
-        rt.stop_all();
-      });
-    });
   return rt.wait_with_signals();
 }

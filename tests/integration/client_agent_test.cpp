@@ -150,22 +150,22 @@ TEST(ClientAgent, RequestReplyTimeoutAndUnknownRecipient) {
   ASSERT_TRUE(
     peers.wait([](auto& ev) { return std::count(ev.begin(), ev.end(), "connect") == 2; }));
   client.on_connected = [&](const session_info&) {
-    {
-      client.request(
-        "adder", "41", 2s, [&](const message& r) { log.add("reply:" + r.payload); },
-        [&](const request_error& e) { log.add("error:" + e.text); });
-      client.request(
-        "silent", "hello?", 200ms, [&](const message&) { log.add("unexpected reply"); },
-        [&](const request_error& e) {
-          log.add("timeout:" + to_string(errc::timeout) + ":"
-                  + std::to_string(e.code == errc::timeout));
-        });
-      client.request(
-        "ghost", "anyone?", 2s, [&](const message&) { log.add("unexpected reply"); },
-        [&](const request_error& e) {
-          log.add("refused:" + std::to_string(e.code == errc::refused));
-        });
-    }
+    client.request("adder", "41", 2s).then([&](expected<message> r) {
+      log.add(r ? "reply:" + r->payload : "error:" + r.error().text);
+    });
+    client.request("silent", "hello?", 200ms).then([&](expected<message> r) {
+      if (r)
+        log.add("unexpected reply");
+      else
+        log.add("timeout:" + to_string(errc::timeout) + ":"
+                + std::to_string(r.error().code == errc::timeout));
+    });
+    client.request("ghost", "anyone?", 2s).then([&](expected<message> r) {
+      if (r)
+        log.add("unexpected reply");
+      else
+        log.add("refused:" + std::to_string(r.error().code == errc::refused));
+    });
   };
   rt.start(client, local_options(srv.port()));
   EXPECT_TRUE(log.wait_for("reply:sum:42"));
@@ -222,9 +222,9 @@ TEST(ClientAgent, ForgedRepliesFromOtherAgentsAreNotTakenForTheReply) {
   ASSERT_TRUE(mallory.hello("mallory").has_welcome());
   lambda_agent planner{"planner", &log};
   planner.on_connected = [&](const session_info&) {
-    planner.request(
-      "calc", "2+2", 5s, [&](const message& r) { log.add("reply:" + r.sender + ":" + r.payload); },
-      [&](const request_error& e) { log.add("error:" + e.text); });
+    planner.request("calc", "2+2", 5s).then([&](expected<message> r) {
+      log.add(r ? "reply:" + r->sender + ":" + r->payload : "error:" + r.error().text);
+    });
   };
   runtime rt;
   rt.start(planner, local_options(srv.port()));
@@ -258,7 +258,8 @@ TEST(ClientAgent, ForgedRepliesFromOtherAgentsAreNotTakenForTheReply) {
 TEST(ClientAgent, RepliesCarryTheRequestTraceId) {
   test_server srv;
   event_log log;
-  lambda_agent echo{"echo"};
+  event_log echo_log;
+  lambda_agent echo{"echo", &echo_log};
   std::string request_trace;
   echo.on_msg = [&](const message& m) {
     request_trace = m.trace_id;
@@ -266,18 +267,17 @@ TEST(ClientAgent, RepliesCarryTheRequestTraceId) {
   };
   lambda_agent asker{"asker", &log};
   asker.on_connected = [&](const session_info&) {
-    asker.after(100ms, [&] {
-      asker.request(
-        "echo", "ping", 2s,
-        [&](const message& r) {
-          log.add("trace-match:"
-                  + std::to_string(!r.trace_id.empty() && r.trace_id == request_trace));
-        },
-        [&](const request_error& e) { log.add("error:" + e.text); });
+    asker.request("echo", "ping", 2s).then([&](expected<message> r) {
+      if (r)
+        log.add("trace-match:"
+                + std::to_string(!r->trace_id.empty() && r->trace_id == request_trace));
+      else
+        log.add("error:" + r.error().text);
     });
   };
   runtime rt;
   rt.start(echo, local_options(srv.port()));
+  ASSERT_TRUE(echo_log.wait_for("connect")); // the asker starts once echo is there
   rt.start(asker, local_options(srv.port()));
   EXPECT_TRUE(log.wait_for("trace-match:1"));
   rt.stop_all();
@@ -289,8 +289,9 @@ TEST(ClientAgent, PeriodicTaskKeepsRunningAfterAnException) {
   event_log log;
   lambda_agent a{"ticker", &log};
   int ticks = 0;
+  task<void> ticker;
   a.on_setup = [&] {
-    a.every(
+    ticker = a.every(
       20ms,
       [&] {
         ++ticks;
@@ -318,16 +319,16 @@ TEST(ClientAgent, ExceptionInHandlerIsReportedAndTheAgentKeepsServing) {
     if (m.payload == "bad")
       throw std::runtime_error("cannot handle this");
   };
-  lambda_agent tx{"tx"};
+  event_log tx_log;
+  lambda_agent tx{"tx", &tx_log};
   runtime rt;
   rt.start(fragile, local_options(srv.port()));
   rt.start(tx, local_options(srv.port()));
   ASSERT_TRUE(log.wait_for("connect"));
+  ASSERT_TRUE(tx_log.wait_for("connect"));
   tx.post([&] {
-    tx.after(100ms, [&] {
-      tx.send_to("fragile", "bad");
-      tx.send_to("fragile", "good");
-    });
+    tx.send_to("fragile", "bad");
+    tx.send_to("fragile", "good");
   });
   EXPECT_TRUE(log.wait_for("error:on_message:cannot handle this"));
   EXPECT_TRUE(log.wait_for("message:good"));
@@ -350,22 +351,25 @@ TEST(ClientAgent, BlockingJobDoesNotDelayHeartbeatsOrMessages) {
   lambda_agent worker{"worker", &log};
   worker.on_connected = [&](const session_info&) {
     job_start = clock::now();
-    worker.run_blocking(
-      [] {
-        std::this_thread::sleep_for(2s);
-        return 6 * 7;
-      },
-      [&](int answer) {
+    worker
+      .run_blocking(
+        [] {
+          std::this_thread::sleep_for(2s); // the blocking work itself, not a wait
+          return 6 * 7;
+        },
+        "slow computation")
+      .then([&](expected<int> answer) {
         job_end = clock::now();
-        log.add("job:" + std::to_string(answer));
+        log.add("job:" + (answer ? std::to_string(*answer) : answer.error().text));
         worker.stop();
-      },
-      "slow computation");
+      });
   };
   worker.on_msg = [&](const message&) { arrivals.push_back(clock::now()); };
   lambda_agent ticker{"ticker"};
-  ticker.on_connected
-    = [&](const session_info&) { ticker.every(100ms, [&] { ticker.send_to("worker", "tick"); }); };
+  task<void> ticks;
+  ticker.on_connected = [&](const session_info&) {
+    ticks = ticker.every(100ms, [&] { ticker.send_to("worker", "tick"); });
+  };
   runtime rt;
   rt.start(worker, local_options(srv.port()));
   rt.start(ticker, local_options(srv.port()));
@@ -384,34 +388,56 @@ TEST(ClientAgent, BlockingJobDoesNotDelayHeartbeatsOrMessages) {
   EXPECT_GE(during, 10u) << "messages were held up by the blocking job";
 }
 
-TEST(ClientAgent, BlockingJobFailureGoesToOnErrorAndCancelStopsDelivery) {
+TEST(ClientAgent, BlockingJobFailureReachesItsContinuationAndCancelIsReportedOnce) {
   test_server srv;
   event_log log;
   lambda_agent a{"jobs", &log};
   std::atomic<bool> saw_cancel{false};
+  task<int> unwatched;
+  task<int> watched;
+  task<void> cancellable;
   a.on_connected = [&](const session_info&) {
-    a.run_blocking([]() -> int { throw std::runtime_error("disk on fire"); },
-                   [&](int) { log.add("unexpected completion"); }, "failing");
-    auto id = a.run_blocking(
+    // Without a continuation, a failure goes to on_error.
+    unwatched
+      = a.run_blocking([]() -> int { throw std::runtime_error("disk on fire"); }, "unwatched");
+    // With one, the continuation gets it (and on_error does not).
+    watched = a.run_blocking([]() -> int { throw std::runtime_error("out of paper"); }, "watched");
+    watched.then([&](expected<int> r) {
+      log.add(r ? "unexpected success"
+                : "watched:" + to_string(static_cast<errc>(r.error().code.value())) + ":"
+                    + r.error().text);
+    });
+    cancellable = a.run_blocking(
       [&](const cancel_token& tok) {
+        // Tell the agent the job runs (no guessed delay), then wait for the
+        // token.
+        a.post([&] { log.add("cancel:" + std::to_string(cancellable.cancel())); });
         while (!tok.cancelled())
-          std::this_thread::sleep_for(5ms);
+          std::this_thread::sleep_for(1ms);
         saw_cancel = true;
       },
-      [&] { log.add("cancelled job completed"); }, "cancellable");
-    a.after(100ms, [&, id] {
-      log.add("cancel:" + std::to_string(a.cancel(id)));
-      a.after(200ms, [&] { a.stop(); });
+      "cancellable");
+    cancellable.then([&](expected<void> r) {
+      log.add(r ? "cancelled job completed"
+                : "outcome:" + to_string(static_cast<errc>(r.error().code.value())));
+      log.add("second cancel:" + std::to_string(cancellable.cancel()));
+      a.stop();
     });
   };
   runtime rt;
   rt.start(a, local_options(srv.port()));
-  ASSERT_TRUE(rt.wait_for(5s).has_value());
-  EXPECT_TRUE(log.wait_for("error:job 'failing':disk on fire", 1s));
-  EXPECT_TRUE(log.wait_for("cancel:1", 1s));
-  EXPECT_TRUE(saw_cancel.load());
+  ASSERT_TRUE(rt.wait_for(10s).has_value());
+  EXPECT_EQ(log.count("error:task 'unwatched':disk on fire"), 1u)
+    << testing::PrintToString(log.snapshot());
+  EXPECT_EQ(log.count("watched:failed:out of paper"), 1u);
+  EXPECT_EQ(log.count("error:task 'watched':out of paper"), 0u);
+  EXPECT_EQ(log.count("cancel:1"), 1u);
+  EXPECT_EQ(log.count("outcome:cancelled"), 1u);
+  EXPECT_EQ(log.count("second cancel:0"), 1u);
   EXPECT_EQ(log.count("cancelled job completed"), 0u);
-  EXPECT_EQ(log.count("unexpected completion"), 0u);
+  EXPECT_TRUE(eventually([&] { return saw_cancel.load(); }));
+  EXPECT_EQ(cancellable.status(), task_status::cancelled);
+  EXPECT_EQ(watched.status(), task_status::failed);
 }
 
 TEST(ClientAgent, ReconnectsWithBackoffAndResubscribes) {
@@ -479,7 +505,7 @@ TEST(ClientAgent, TeardownCanStillSendAndTheServerSeesAGoodbye) {
   ASSERT_TRUE(watcher.hello("watcher").has_welcome());
   event_log log;
   lambda_agent a{"leaver", &log};
-  a.on_connected = [&](const session_info&) { a.after(50ms, [&] { a.stop(3); }); };
+  a.on_connected = [&](const session_info&) { a.stop(3); };
   a.on_teardown = [&] { a.send_to("watcher", "bye from teardown"); };
   runtime rt;
   rt.start(a, local_options(srv.port()));
@@ -549,26 +575,26 @@ TEST(BlockingClient, RefusalAndUnreachableServerAreReported) {
 TEST(ClientAgent, PendingRequestsFailWithStoppedBeforeTeardown) {
   test_server srv;
   event_log log;
-  lambda_agent silent{"silent"};
+  event_log silent_log;
+  lambda_agent silent{"silent", &silent_log};
   lambda_agent a{"asker", &log};
   a.on_connected = [&](const session_info&) {
-    a.after(50ms, [&] {
-      a.request(
-        "silent", "anyone?", 10s, [&](const message&) { log.add("unexpected reply"); },
-        [&](const request_error& e) {
-          log.add("request:" + to_string(static_cast<errc>(e.code.value())));
-        });
-      a.after(50ms, [&] { a.stop(); });
+    a.request("silent", "anyone?", 10s).then([&](expected<message> r) {
+      log.add(r ? "unexpected reply"
+                : "request:" + to_string(static_cast<errc>(r.error().code.value())));
     });
+    a.stop(); // the request is still pending
   };
   a.on_teardown = [&] {
     // A request from teardown fails at once instead of dangling.
-    a.request("silent", "late", 1s, {}, [&](const request_error& e) {
-      log.add("late:" + to_string(static_cast<errc>(e.code.value())));
+    a.request("silent", "late", 1s).then([&](expected<message> r) {
+      log.add(r ? "unexpected reply"
+                : "late:" + to_string(static_cast<errc>(r.error().code.value())));
     });
   };
   runtime rt;
   rt.start(silent, local_options(srv.port()));
+  ASSERT_TRUE(silent_log.wait_for("connect"));
   rt.start(a, local_options(srv.port()));
   ASSERT_TRUE(log.wait_for("teardown"));
   rt.stop_all();
@@ -602,10 +628,12 @@ TEST(ClientAgent, LinkedChildEndingNormallyDoesNotStopTheAgent) {
   test_server srv;
   event_log log;
   lambda_agent a{"parent", &log};
+  task<void> later;
   a.on_connected = [&](const session_info&) {
     auto self = interop::self(a);
     self->spawn<caf::linked>([](caf::event_based_actor* child) { child->quit(); });
-    a.after(200ms, [&] {
+    // An observation window (nothing to wait for: the agent must not stop).
+    later = a.after(200ms, [&] {
       log.add("still running");
       a.stop();
     });
@@ -666,4 +694,195 @@ TEST(BlockingClient, ConnectCanBeRetriedAfterARefusal) {
   EXPECT_FALSE(c.connect(&why)) << why;
   EXPECT_TRUE(c.connected());
   EXPECT_EQ(c.session().agent_name, "script");
+}
+
+// -- task handles (task.hpp) on a running agent ---------------------------------
+
+namespace {
+
+/// A child task that never ends on its own.
+void tick_forever(task_context<void>& ctx) {
+  ctx.after(1ms, [&ctx] { tick_forever(ctx); });
+}
+
+} // namespace
+
+TEST(AgentTasks, TimersStartedBeforeTheAgentRunsStartWithIt) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"early", &log};
+  // Before the agent runs: queued like subscriptions, not dropped.
+  auto once = a.after(
+    10ms, [&] { log.add("after fired"); }, "early timer");
+  int ticks = 0;
+  auto periodic = a.every(5ms, [&] {
+    if (++ticks == 3)
+      log.add("third tick");
+  });
+  EXPECT_TRUE(once.running());
+  once.then([&](expected<void> r) { log.add(r ? "once:ok" : "once:" + r.error().text); });
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_TRUE(log.wait_for("after fired"));
+  EXPECT_TRUE(log.wait_for("once:ok"));
+  EXPECT_TRUE(log.wait_for("third tick"));
+  a.post([&] {
+    log.add("cancel:" + std::to_string(periodic.cancel()));
+    log.add("status:" + std::to_string(static_cast<int>(once.status())));
+  });
+  EXPECT_TRUE(log.wait_for("cancel:1"));
+  EXPECT_TRUE(log.wait_for("status:" + std::to_string(static_cast<int>(task_status::succeeded))));
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+}
+
+TEST(AgentTasks, TasksStartedInOnConnectBelongToTheSessionAndAreNotDuplicated) {
+  event_log log;
+  uint16_t port = 0;
+  lambda_agent a{"sessions", &log};
+  int generation = 0;
+  task<void> ticker;
+  task<void> keeper;
+  a.on_connected = [&](const session_info&) {
+    int gen = ++generation;
+    ticker = a.every(
+      10ms, [&log, gen] { log.add("tick:" + std::to_string(gen)); }, "ticker");
+    ticker.then([&log, gen](expected<void> r) {
+      log.add("ticker " + std::to_string(gen) + " ended:" + (r ? "ok" : r.error().text));
+    });
+    if (gen == 1) { // asked for explicitly: lives across sessions
+      task_options opts{"keeper"};
+      opts.outlive_session = true;
+      keeper = a.every(
+        10ms, [&log] { log.add("keeper tick"); }, opts);
+    }
+  };
+  std::optional<runtime> rt;
+  {
+    test_server first;
+    port = first.port();
+    rt.emplace();
+    rt->start(a, local_options(port));
+    ASSERT_TRUE(log.wait_for("tick:1"));
+    first.stop(); // Goodbye(shutdown): the agent reconnects
+  }
+  ASSERT_TRUE(log.wait_for("ticker 1 ended:the session ended"));
+  test_server second{[port](auto& cfg) { cfg.port = port; }};
+  ASSERT_TRUE(log.wait_for("reconnect", 5s));
+  ASSERT_TRUE(log.wait_for("tick:2"));
+  auto before = log.count("keeper tick");
+  ASSERT_TRUE(eventually([&] { return log.count("keeper tick") > before; }));
+  rt->stop_all();
+  EXPECT_EQ(rt->wait(), 0);
+  auto ev = log.snapshot();
+  // The first session's ticker stopped with its session; only one ran after.
+  auto ended = index_of(ev, "ticker 1 ended:the session ended");
+  for (size_t i = ended; i < ev.size(); ++i)
+    EXPECT_NE(ev[i], "tick:1") << "at " << i << ": " << testing::PrintToString(ev);
+  EXPECT_EQ(generation, 2);
+  EXPECT_TRUE(contains(ev, "ticker 2 ended:the agent stopped"));
+}
+
+TEST(AgentTasks, SpawnedTasksSucceedFailAndCancelAfterTheirCleanup) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"parent", &log};
+  std::atomic<bool> cleaned{false};
+  task<std::string> ok, thrown, forgotten;
+  task<void> endless;
+  a.on_connected = [&](const session_info&) {
+    ok = a.spawn_task<std::string>(
+      [](task_context<std::string>& ctx) { ctx.after(5ms, [&ctx] { ctx.succeed("forty-two"); }); });
+    ok.then([&](expected<std::string> r) { log.add("ok:" + (r ? *r : r.error().text)); });
+    thrown = a.spawn_task<std::string>([](task_context<std::string>& ctx) {
+      ctx.after(1ms, [] { throw std::runtime_error("model offline"); });
+    });
+    thrown.then([&](expected<std::string> r) {
+      log.add(
+        "thrown:"
+        + (r ? *r : to_string(static_cast<errc>(r.error().code.value())) + ":" + r.error().text));
+    });
+    forgotten = a.spawn_task<std::string>([](task_context<std::string>&) {});
+    forgotten.then([&](expected<std::string> r) { log.add("forgotten:" + r.error().text); });
+    endless = a.spawn_task<void>([&](task_context<void>& ctx) {
+      ctx.on_cancel([&] { cleaned = true; });
+      tick_forever(ctx);
+      a.post([&] { log.add("cancel:" + std::to_string(endless.cancel())); });
+    });
+    endless.then([&](expected<void> r) {
+      // The cleanup ran on the child before this.
+      log.add("endless:" + r.error().text + ":cleaned=" + std::to_string(cleaned.load()));
+    });
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_TRUE(log.wait_for("ok:forty-two"));
+  EXPECT_TRUE(log.wait_for("thrown:failed:model offline"));
+  EXPECT_TRUE(log.wait_for("forgotten:the task ended without calling succeed() or fail()"));
+  EXPECT_TRUE(log.wait_for("cancel:1"));
+  EXPECT_TRUE(log.wait_for("endless:cancelled:cleaned=1"));
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+  EXPECT_EQ(log.count("endless:cancelled:cleaned=1"), 1u);
+  // The thrown task and the one that ended without an outcome are errors.
+  EXPECT_EQ(a.stats().errors, 2u);
+}
+
+TEST(AgentTasks, ARequestNeverReportsBeforeItReturns) {
+  test_server srv;
+  event_log log;
+  lambda_agent a{"asker", &log};
+  // Before the agent runs: fails (not connected), reported once it runs.
+  bool returned_early = false;
+  auto early = a.request("anyone", "x", 1s);
+  returned_early = true;
+  early.then([&](expected<message> r) {
+    log.add("early:" + std::to_string(returned_early) + ":"
+            + to_string(static_cast<errc>(r.error().code.value())));
+  });
+  a.on_connected = [&](const session_info&) {
+    auto returned = std::make_shared<bool>(false);
+    auto bad = a.request("", "no recipient", 1s);
+    *returned = true;
+    bad.then([&log, returned](expected<message> r) {
+      log.add("bad:" + std::to_string(*returned) + ":"
+              + to_string(static_cast<errc>(r.error().code.value())));
+    });
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_TRUE(log.wait_for("early:1:not_connected"));
+  EXPECT_TRUE(log.wait_for("bad:1:invalid_argument"));
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(AgentTasks, RunUntilCompleteReturnsTheResultOrTimesOut) {
+  test_server srv;
+  event_log peers;
+  lambda_agent echo{"echo", &peers};
+  echo.on_msg = [&](const message& m) {
+    if (m.is_request() && m.payload != "ignore me")
+      echo.reply(m, "re:" + m.payload);
+  };
+  runtime rt;
+  rt.start(echo, local_options(srv.port()));
+  ASSERT_TRUE(peers.wait_for("connect"));
+  auto reply = run_until_complete<message>(
+    local_options(srv.port()), "script", [](agent& a) { return a.request("echo", "hi", 5s); }, 5s);
+  ASSERT_TRUE(reply.has_value()) << reply.error().message();
+  EXPECT_EQ(reply->payload, "re:hi");
+  auto t0 = std::chrono::steady_clock::now();
+  auto late = run_until_complete<message>(
+    local_options(srv.port()), "script2",
+    [](agent& a) { return a.request("echo", "ignore me", 30s); }, 200ms);
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(late.error().code, errc::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  auto refused = run_until_complete<message>(
+    local_options(srv.port()), "script3", [](agent& a) { return a.request("ghost", "x", 5s); }, 5s);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, errc::refused);
+  rt.stop_all();
+  rt.wait();
 }

@@ -32,9 +32,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "convoke/client/detail/task_registry.hpp"
 #include "convoke/client/error.hpp"
 #include "convoke/client/message.hpp"
 #include "convoke/client/options.hpp"
+#include "convoke/client/task.hpp"
 
 namespace spdlog {
 class logger;
@@ -46,11 +48,6 @@ namespace detail {
 struct agent_core;
 struct agent_handle;
 } // namespace detail
-
-using duration = std::chrono::milliseconds;
-
-/// Identifies a periodic task, a timer, a blocking job or a request.
-using task_id = uint64_t;
 
 /// Lets a blocking job notice that it was cancelled (or the agent stopped).
 class cancel_token {
@@ -82,8 +79,6 @@ struct agent_stats {
 class agent {
 public:
   using message_handler = std::function<void(const message&)>;
-  using reply_handler = std::function<void(const message&)>;
-  using error_handler = std::function<void(const request_error&)>;
 
   /// `name` is the agent name to request from the server; empty lets the
   /// server assign one.
@@ -135,13 +130,14 @@ public:
   std::error_code send_to(std::string_view recipient, std::string_view payload,
                           const send_options& opts = {});
 
-  /// Sends a request and calls exactly one of `on_reply` (with the reply) or
-  /// `on_error` (timeout, unknown recipient, connection lost, agent stopping,
-  /// ...), unless the request is cancelled with `cancel(id)`. Only a reply
-  /// from `recipient` answers it, and its request id is random (CSPRNG), so
-  /// no other agent can answer in the recipient's place.
-  task_id request(std::string_view recipient, std::string_view payload, duration timeout,
-                  reply_handler on_reply, error_handler on_error, const send_options& opts = {});
+  /// Sends a request. The task succeeds with the reply, or fails with
+  /// `timeout`, `refused` (e.g. unknown recipient), `connection_lost`,
+  /// `stopped`, `not_connected`, ...; never before this call returns. Only a
+  /// reply from `recipient` answers it, and its request id on the wire is
+  /// random (CSPRNG), so no other agent can answer in the recipient's place.
+  /// Cancelling it makes the SDK ignore the reply.
+  task<message> request(std::string_view recipient, std::string_view payload, duration timeout,
+                        const send_options& opts = {});
 
   /// Answers a request (a message with `is_request()`), keeping its trace id.
   std::error_code reply(const message& request, std::string_view payload,
@@ -159,25 +155,38 @@ public:
   void on_route(const std::string& route, message_handler handler);
 
   // -- tasks ------------------------------------------------------------------
+  //
+  // Each returns a `task` handle (task.hpp): cancel it, ask its status, or
+  // give it a continuation that receives the outcome exactly once. Started
+  // before the agent runs (e.g. in a constructor), a task waits and starts
+  // with the agent. Started inside on_connect(), it belongs to that session
+  // unless `task_options::outlive_session` is set.
 
-  /// Runs `fn` every `interval` on this agent (a delayed message to itself),
-  /// until cancelled or the agent stops. An exception in `fn` goes to
-  /// `on_error` and the task keeps running.
-  task_id every(duration interval, std::function<void()> fn, std::string name = {});
+  /// Runs `fn` every `interval` on this agent (a delayed message to itself)
+  /// until cancelled or the agent stops; then the task ends `cancelled`. An
+  /// exception in `fn` goes to `on_error` and the task keeps running.
+  task<void> every(duration interval, std::function<void()> fn, task_options opts = {});
 
-  /// Runs `fn` once after `delay`.
-  task_id after(duration delay, std::function<void()> fn, std::string name = {});
+  /// Runs `fn` once after `delay`. The task succeeds when `fn` returns and
+  /// fails (`errc::failed`, the exception's text) if it throws.
+  task<void> after(duration delay, std::function<void()> fn, task_options opts = {});
 
-  /// Cancels a task, a timer, a pending request (its handlers will not be
-  /// called) or a blocking job (its token reports cancelled, its completion is
-  /// not delivered). Returns false if `id` is not active.
-  bool cancel(task_id id);
+  /// Runs `work` on its own thread (a detached actor); the task succeeds with
+  /// its result, or fails with the text of what it threw. `work` takes no
+  /// argument or a `cancel_token`; after `cancel()` the token reports
+  /// cancelled (the thread itself cannot be interrupted) and the result is
+  /// ignored.
+  template <class Work>
+  auto run_blocking(Work work, task_options opts = {});
 
-  /// Runs `work` on its own thread (a detached actor) and delivers its result
-  /// to `done` on this agent. `work` takes no argument or a `cancel_token`.
-  /// If `work` throws, `on_error` is called instead of `done`.
-  template <class Work, class Done>
-  task_id run_blocking(Work work, Done done, std::string name = {});
+  /// Starts a child actor that does asynchronous work: `body(ctx)` runs on
+  /// the child, which may set timers (`ctx.after`) and ends with
+  /// `ctx.succeed(value)` or `ctx.fail(text)` (or by throwing). The child
+  /// runs concurrently with the agent: it must not touch agent state; talk
+  /// back through the outcome (or `agent::post`). Cancelling the task stops
+  /// the child.
+  template <class T>
+  task<T> spawn_task(std::function<void(task_context<T>&)> body, task_options opts = {});
 
   // -- control ----------------------------------------------------------------
 
@@ -215,8 +224,22 @@ public:
 private:
   friend struct detail::agent_core;
 
-  task_id run_blocking_impl(std::function<void(const cancel_token&)> work,
-                            std::function<void()> complete, std::string name);
+  detail::task_registry& tasks() {
+    return *tasks_;
+  }
+  template <class T>
+  std::shared_ptr<detail::task_cell<T>> open_task(const task_options& opts) {
+    return tasks_->open<T>(opts, in_on_connect());
+  }
+  bool in_on_connect() const noexcept;
+  void start_timer(std::shared_ptr<detail::task_cell<void>> cell, duration interval,
+                   std::function<void()> fn, bool periodic);
+  /// Starts a job (blocking) or child task once the agent runs; `finish`
+  /// settles the typed task from the worker's failure text ("" = success).
+  void start_worker(std::shared_ptr<detail::task_cell_base> cell, bool blocking,
+                    std::function<void(const cancel_token&)> work,
+                    std::function<void(detail::child_core*)> child,
+                    std::function<void(const std::string& failure)> finish);
 
   std::string requested_name_;
   std::vector<std::string> initial_routes_;
@@ -225,34 +248,69 @@ private:
   agent_stats stats_;
   detail::agent_core* core_ = nullptr;
   std::shared_ptr<detail::agent_handle> handle_;
+  std::unique_ptr<detail::task_registry> tasks_;
+  /// Timers and workers started before the agent runs, started by it.
+  std::vector<std::function<void(detail::agent_core&)>> waiting_starts_;
 };
 
-template <class Work, class Done>
-task_id agent::run_blocking(Work work, Done done, std::string name) {
+template <class Work>
+auto agent::run_blocking(Work work, task_options opts) {
   constexpr bool takes_token = std::is_invocable_v<Work&, const cancel_token&>;
   using result =
     typename std::conditional_t<takes_token, std::invoke_result<Work&, const cancel_token&>,
                                 std::invoke_result<Work&>>::type;
-  if constexpr (std::is_void_v<result>) {
-    return run_blocking_impl(
-      [w = std::move(work)](const cancel_token& tok) mutable {
+  auto cell = open_task<result>(opts);
+  // The worker writes its result here; the agent reads it after the job's
+  // completion message (which orders the two).
+  auto slot
+    = std::make_shared<std::optional<std::conditional_t<std::is_void_v<result>, bool, result>>>();
+  auto finish = [cell, slot, this](const std::string& failure) {
+    if (!failure.empty())
+      tasks().fail(*cell, error{make_error_code(errc::failed), failure});
+    else if constexpr (std::is_void_v<result>)
+      tasks().succeed(*cell);
+    else
+      tasks().succeed(*cell, std::move(**slot));
+  };
+  start_worker(
+    cell, true,
+    [w = std::move(work), slot](const cancel_token& tok) mutable {
+      if constexpr (std::is_void_v<result>) {
         if constexpr (takes_token)
           w(tok);
         else
           w();
-      },
-      [d = std::move(done)]() mutable { d(); }, std::move(name));
-  } else {
-    auto slot = std::make_shared<std::optional<result>>();
-    return run_blocking_impl(
-      [w = std::move(work), slot](const cancel_token& tok) mutable {
-        if constexpr (takes_token)
-          slot->emplace(w(tok));
-        else
-          slot->emplace(w());
-      },
-      [d = std::move(done), slot]() mutable { d(std::move(**slot)); }, std::move(name));
-  }
+        slot->emplace(true);
+      } else if constexpr (takes_token) {
+        slot->emplace(w(tok));
+      } else {
+        slot->emplace(w());
+      }
+    },
+    nullptr, std::move(finish));
+  return task<result>{std::move(cell)};
+}
+
+template <class T>
+task<T> agent::spawn_task(std::function<void(task_context<T>&)> body, task_options opts) {
+  auto cell = open_task<T>(opts);
+  auto ctx = std::make_shared<task_context<T>>();
+  auto finish = [cell, ctx, this](const std::string& failure) {
+    if (!failure.empty())
+      tasks().fail(*cell, error{make_error_code(errc::failed), failure});
+    else if constexpr (std::is_void_v<T>)
+      tasks().succeed(*cell);
+    else
+      tasks().succeed(*cell, std::move(*ctx->value_));
+  };
+  start_worker(
+    cell, false, nullptr,
+    [body = std::move(body), ctx](detail::child_core* core) {
+      ctx->core_ = core;
+      body(*ctx);
+    },
+    std::move(finish));
+  return task<T>{std::move(cell)};
 }
 
 } // namespace convoke

@@ -27,6 +27,11 @@ enum class errc {
   /// The message is larger than the server accepts
   /// (`session_info::max_frame_bytes`); it was not sent.
   message_too_large,
+  /// The task was cancelled (`task::cancel()`, its session ended, or the
+  /// agent stopped).
+  cancelled,
+  /// The task's code threw; the text is the exception's `what()`.
+  failed,
 };
 
 /// The "convoke" error category.

@@ -9,6 +9,8 @@
 #include <string>
 #include <system_error>
 
+#include "convoke/common/error.hpp"
+
 namespace convoke {
 
 /// A message delivered to an agent.
@@ -105,10 +107,7 @@ struct error_info {
   std::string what;
 };
 
-/// Why a request failed.
-struct request_error {
-  std::error_code code;
-  std::string text;
-};
+/// Why a request failed (kept for older code; it is `convoke::error`).
+using request_error = error;
 
 } // namespace convoke

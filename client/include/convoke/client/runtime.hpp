@@ -8,7 +8,10 @@
 /// code never touches it directly.
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <memory>
+#include <string>
 
 #include "convoke/client/agent.hpp"
 #include "convoke/client/options.hpp"
@@ -61,5 +64,77 @@ private:
 /// Runs one agent until it stops or the process gets SIGINT/SIGTERM, then
 /// returns its exit code (0 after a signal).
 int run_client(agent& a, client_options opts);
+
+namespace detail {
+
+/// The agent behind `run_until_complete`: starts the task once connected and
+/// hands its outcome to the waiting thread.
+template <class T>
+class one_shot_agent final : public agent {
+public:
+  one_shot_agent(std::string name, std::function<task<T>(agent&)> start,
+                 std::promise<expected<T>>& result)
+    : agent(std::move(name)), start_(std::move(start)), result_(result) {}
+
+  void on_connect(const session_info&) override {
+    if (started_)
+      return;
+    started_ = true;
+    task_ = start_(*this);
+    task_.then([this](expected<T> r) {
+      bool ok = r.has_value();
+      set(std::move(r));
+      stop(ok ? 0 : 1);
+    });
+  }
+
+  void on_disconnect(const disconnect_info& d) override {
+    if (!d.will_reconnect)
+      set(tl::unexpected<error>{
+        error{make_error_code(errc::not_connected), d.code + ": " + d.reason}});
+  }
+
+private:
+  void set(expected<T> r) {
+    if (!set_) {
+      set_ = true;
+      result_.set_value(std::move(r));
+    }
+  }
+
+  std::function<task<T>(agent&)> start_;
+  std::promise<expected<T>>& result_;
+  task<T> task_;
+  bool started_ = false;
+  bool set_ = false;
+};
+
+} // namespace detail
+
+/// asyncio's `loop.run_until_complete(coro)` for a script: starts a runtime
+/// with one agent named `name`, calls `start(agent)` once it is connected,
+/// waits (blocking the calling thread) for that task's outcome at most
+/// `timeout`, then stops the agent and the runtime. Returns the outcome, or
+/// `errc::timeout`, or `errc::not_connected` if no session could be had.
+///
+///     auto reply = convoke::run_until_complete<convoke::message>(
+///       opts, "script", [](convoke::agent& a) { return a.request("echo", "ping", 2s); }, 5s);
+template <class T>
+expected<T> run_until_complete(client_options opts, std::string name,
+                               std::function<task<T>(agent&)> start, duration timeout) {
+  std::promise<expected<T>> result;
+  auto outcome = result.get_future();
+  detail::one_shot_agent<T> a{std::move(name), std::move(start), result};
+  runtime rt;
+  rt.start(a, std::move(opts));
+  bool ready = outcome.wait_for(timeout) == std::future_status::ready;
+  rt.stop_all();
+  rt.wait();
+  if (!ready)
+    return tl::unexpected<error>{
+      error{make_error_code(errc::timeout),
+            "no result within " + std::to_string(timeout.count()) + " ms"}};
+  return outcome.get();
+}
 
 } // namespace convoke
