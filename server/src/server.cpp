@@ -229,8 +229,8 @@ bool write_port_file(const std::string& path, uint16_t port) {
 
 int run(server_config cfg) {
   block_termination_signals();
-  if (auto err = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !err.empty()) {
-    std::fprintf(stderr, "convoke-server: %s\n", err.c_str());
+  if (auto ok = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !ok) {
+    std::fprintf(stderr, "convoke-server: %s\n", ok.error().message().c_str());
     return 78;
   }
   auto log = logging::get("server");

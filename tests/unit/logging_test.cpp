@@ -127,3 +127,22 @@ TEST(Trace, UnwritablePathIsReported) {
   EXPECT_FALSE(w);
   EXPECT_NE(err.find("/dev/null/trace.log"), std::string::npos);
 }
+
+TEST(Logging, AnUnwritableLogFileReportsTheSystemsErrorCode) {
+  logging::options opts;
+  opts.file = "/dev/null/server.log"; // a path below a file, whoever runs the test
+  auto ok = logging::configure(opts);
+  ASSERT_FALSE(ok);
+  EXPECT_EQ(ok.error().code, std::errc::not_a_directory) << ok.error().code.message();
+  EXPECT_NE(ok.error().text.find("cannot open log file '/dev/null/server.log'"), std::string::npos)
+    << ok.error().text;
+}
+
+TEST(Logging, AnUnknownLevelIsAnInvalidArgument) {
+  logging::options opts;
+  opts.level = "verbose";
+  auto ok = logging::configure(opts);
+  ASSERT_FALSE(ok);
+  EXPECT_EQ(ok.error().code, std::errc::invalid_argument);
+  EXPECT_EQ(ok.error().text, "unknown log level 'verbose'");
+}
