@@ -361,8 +361,8 @@ std::vector<std::string> check_paths(const server_config& cfg) {
       // not restart), unlike a port that is taken at run time (1). Not in the
       // fuzz build: name resolution may wait on the network.
 #ifndef CONVOKE_FUZZING
-  if (auto e = net::resolve_error(cfg.host); !e.empty())
-    errs.push_back(fmt::format("listen.host '{}': {}", cfg.host, e));
+  if (auto ok = net::check_resolvable(cfg.host); !ok)
+    errs.push_back(fmt::format("listen.host '{}': {}", cfg.host, ok.error().text));
 #endif
   return errs;
 }

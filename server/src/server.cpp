@@ -107,12 +107,12 @@ std::string server::start() {
   auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog);
   if (!ls) {
     d.sys.reset();
-    return fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port, ls.error);
+    return std::move(ls.error().text); // "cannot listen on host:port: <the system's reason>"
   }
-  d.port = ls.port;
+  d.port = ls->port;
   d.router = internal::spawn_router(*d.sys, d.ctx);
   d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
-  d.accept_loop = std::make_unique<acceptor>(ls.fd, ctx.log_server, ctx.stats.accept_errors);
+  d.accept_loop = std::make_unique<acceptor>(ls->fd, ctx.log_server, ctx.stats.accept_errors);
   d.accept_loop->start([listener = d.listener](int fd) {
     caf::anon_send(listener, internal::accepted_atom::value, fd);
   });
