@@ -187,7 +187,7 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
   for (int i = 0; i < 300; ++i) {
     auto c = net::tcp_connect(h->host, h->port, 200ms);
     if (c) {
-      close(c.fd);
+      close(*c);
       return h;
     }
     int st = 0;
@@ -241,10 +241,10 @@ struct connection {
 std::unique_ptr<connection> open_connection(const server_handle& srv) {
   auto res = net::tcp_connect(srv.host, srv.port, 5s);
   if (!res)
-    fail(res.error);
-  net::set_blocking(res.fd, true);
+    fail(res.error().text);
+  net::set_blocking(*res, true);
   auto c = std::make_unique<connection>();
-  c->fd = res.fd;
+  c->fd = *res;
   return c;
 }
 
@@ -868,7 +868,7 @@ void run_soak(const options& o) {
       }
       for (int i = 0; i < o.churn / 10; ++i)
         if (auto r = net::tcp_connect(srv->host, srv->port, 1s))
-          silent.push_back(std::make_unique<connection>()), silent.back()->fd = r.fd;
+          silent.push_back(std::make_unique<connection>()), silent.back()->fd = *r;
       next += 1'000'000'000;
       while (!stop && mono_ns() < next)
         std::this_thread::sleep_for(10ms);

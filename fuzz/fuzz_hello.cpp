@@ -10,7 +10,8 @@
 // required. Then slices of the raw input (cut at the position byte 0 gives)
 // go through the rules, which are checked against their definition
 // (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
-// spaces) and against check_addressing.
+// spaces; a refusal has a code of the proto category and a sentence) and
+// against check_addressing.
 
 #include <cstdint>
 #include <string>
@@ -54,18 +55,24 @@ void check(const v1::Hello& hello, const server::server_config& cfg) {
     return;
   }
   FUZZ_CHECK(hello.protocol_version() == proto::protocol_version);
-  FUZZ_CHECK(hello.agent_name().empty() || proto::check_agent_name(hello.agent_name()).empty());
+  FUZZ_CHECK(hello.agent_name().empty() || proto::check_agent_name(hello.agent_name()).has_value());
   FUZZ_CHECK(hello.agent_name().empty() || name_ok(hello.agent_name()));
   FUZZ_CHECK(hello.role().size() <= proto::max_role_length);
   FUZZ_CHECK(static_cast<uint32_t>(hello.routes_size()) <= cfg.max_routes);
   for (auto& r : hello.routes())
-    FUZZ_CHECK(proto::check_route(r).empty() && route_ok(r));
+    FUZZ_CHECK(proto::check_route(r).has_value() && route_ok(r));
   FUZZ_CHECK(cfg.token.empty() || hello.token() == cfg.token);
 }
 
 void check_rules(std::string_view a, std::string_view b) {
-  FUZZ_CHECK(proto::check_agent_name(a).empty() == name_ok(a));
-  FUZZ_CHECK(proto::check_route(b).empty() == route_ok(b));
+  auto name = proto::check_agent_name(a);
+  auto route = proto::check_route(b);
+  FUZZ_CHECK(name.has_value() == name_ok(a));
+  FUZZ_CHECK(route.has_value() == route_ok(b));
+  for (auto* r : {&name, &route}) // a refusal has a rules code and a sentence
+    FUZZ_CHECK(
+      r->has_value()
+      || (r->error().code.category() == proto::error_category() && !r->error().text.empty()));
   bool expected = (a.empty() || name_ok(a)) && (b.empty() || route_ok(b));
   FUZZ_CHECK(!server::check_addressing(a, b).has_value() == expected);
 }

@@ -899,9 +899,9 @@ void agent::subscribe(const std::string& route) {
     initial_routes_.push_back(route);
     return;
   }
-  if (!proto::check_route(route).empty()) {
+  if (auto checked = proto::check_route(route); !checked) {
     core_->guarded("subscribe", [&] {
-      throw std::invalid_argument("invalid route '" + route + "': " + proto::check_route(route));
+      throw std::invalid_argument("invalid route '" + route + "': " + checked.error().text);
     });
     return;
   }

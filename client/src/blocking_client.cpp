@@ -148,13 +148,13 @@ std::error_code blocking_client::connect(std::string* why) {
   // A script may block: connect right here, with the usual timeout.
   auto res = net::tcp_connect(d.opts.host, d.opts.port, d.opts.connect_timeout);
   if (!res)
-    return fail(errc::not_connected, res.error);
+    return fail(errc::not_connected, res.error().text);
   d.splitter = proto::frame_splitter{detail::max_inbound_frame};
   d.inbox.clear();
   d.closed_by_server = false;
   ++d.gen;
   d.out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  d.conn = detail::spawn_connection(*d.sys, res.fd, caf::actor{*d.self}, d.gen,
+  d.conn = detail::spawn_connection(*d.sys, *res, caf::actor{*d.self}, d.gen,
                                     d.opts.max_inbound_bytes, d.out_pending);
   d.write(detail::make_hello(d.name, d.opts, {}, {}));
   auto deadline = clock::now() + d.opts.connect_timeout;

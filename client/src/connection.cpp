@@ -168,10 +168,10 @@ void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::ac
              window = opts.max_inbound_bytes, agent, gen, out_pending](caf::blocking_actor* self) {
     auto res = net::tcp_connect(host, port, timeout);
     if (!res) {
-      self->send(agent, connect_failed_atom::value, gen, res.error);
+      self->send(agent, connect_failed_atom::value, gen, res.error().text);
       return;
     }
-    auto conn = spawn_connection(self->system(), res.fd, agent, gen, window, out_pending);
+    auto conn = spawn_connection(self->system(), *res, agent, gen, window, out_pending);
     self->send(agent, connected_atom::value, gen, conn);
   });
 }

@@ -36,9 +36,9 @@ std::string hex_to_bytes(std::string_view hex) {
 } // namespace
 
 std::error_code check_addressing(std::string_view recipient, std::string_view route) {
-  if (!recipient.empty() && !proto::check_agent_name(recipient).empty())
+  if (!recipient.empty() && !proto::check_agent_name(recipient))
     return errc::invalid_argument;
-  if (!route.empty() && !proto::check_route(route).empty())
+  if (!route.empty() && !proto::check_route(route))
     return errc::invalid_argument;
   return {};
 }

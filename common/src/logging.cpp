@@ -1,5 +1,6 @@
 #include "convoke/common/logging.hpp"
 
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -191,19 +192,25 @@ std::unique_ptr<spdlog::formatter> make_json_formatter() {
   return std::make_unique<json_formatter>();
 }
 
-std::string configure(const options& opts) {
+expected<> configure(const options& opts) {
   auto lvl = parse_level(opts.level);
   if (!lvl)
-    return "unknown log level '" + opts.level + "'";
+    return fail(std::errc::invalid_argument, "unknown log level '" + opts.level + "'");
   spdlog::sink_ptr sink;
   if (opts.file.empty()) {
     sink = default_sink();
   } else {
+    errno = 0;
     try {
       sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.file, opts.max_file_bytes,
                                                                     opts.max_files);
     } catch (const spdlog::spdlog_ex& ex) {
-      return "cannot open log file '" + opts.file + "': " + ex.what();
+      // spdlog puts the errno of its failed fopen() into the text only;
+      // errno still holds it (the unwinding in between does no I/O).
+      auto err = errno;
+      auto code = err != 0 ? std::error_code{err, std::system_category()}
+                           : std::make_error_code(std::errc::io_error);
+      return fail(code, "cannot open log file '" + opts.file + "': " + ex.what());
     }
   }
   sink->set_formatter(make_formatter(opts.fmt));

@@ -23,22 +23,36 @@ bool set_blocking(int fd, bool blocking) {
 
 namespace {
 
-// Connects one address; returns the fd or -1 with `err` set.
-int connect_one(const addrinfo* ai, std::chrono::milliseconds timeout, std::string& err) {
+class resolver_category_impl final : public std::error_category {
+public:
+  const char* name() const noexcept override {
+    return "getaddrinfo";
+  }
+  std::string message(int code) const override {
+    return gai_strerror(code);
+  }
+};
+
+std::error_code errno_code(int err) noexcept {
+  return {err, std::system_category()};
+}
+
+// Connects one address; returns the socket or why it failed (errno or
+// timed_out, with the reason as text).
+expected<int> connect_one(const addrinfo* ai, std::chrono::milliseconds timeout) {
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
   if (fd < 0) {
-    err = std::string{"socket: "} + std::strerror(errno);
-    return -1;
+    auto err = errno;
+    return fail(errno_code(err), std::string{"socket: "} + std::strerror(err));
   }
   set_blocking(fd, false);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
     return fd;
-  if (errno != EINPROGRESS) {
-    err = std::strerror(errno);
+  if (auto err = errno; err != EINPROGRESS) {
     close(fd);
-    return -1;
+    return fail(errno_code(err), std::strerror(err));
   }
   pollfd pfd{fd, POLLOUT, 0};
   int rc;
@@ -46,40 +60,50 @@ int connect_one(const addrinfo* ai, std::chrono::milliseconds timeout, std::stri
     rc = poll(&pfd, 1, static_cast<int>(timeout.count()));
   } while (rc < 0 && errno == EINTR);
   if (rc == 0) {
-    err = "timed out after " + std::to_string(timeout.count()) + " ms";
     close(fd);
-    return -1;
+    return fail(std::errc::timed_out, "timed out after " + std::to_string(timeout.count()) + " ms");
   }
   int so_error = 0;
   socklen_t len = sizeof(so_error);
   getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len);
   if (rc < 0 || so_error != 0) {
-    err = std::strerror(rc < 0 ? errno : so_error);
+    auto err = rc < 0 ? errno : so_error;
     close(fd);
-    return -1;
+    return fail(errno_code(err), std::strerror(err));
   }
   return fd;
 }
 
 } // namespace
 
-connect_result tcp_connect(const std::string& host, uint16_t port,
-                           std::chrono::milliseconds timeout) {
+const std::error_category& resolver_category() noexcept {
+  static const resolver_category_impl instance;
+  return instance;
+}
+
+std::error_code resolver_error(int rc) noexcept {
+  if (rc == EAI_SYSTEM && errno != 0)
+    return errno_code(errno);
+  return {rc, resolver_category()};
+}
+
+expected<int> tcp_connect(const std::string& host, uint16_t port,
+                          std::chrono::milliseconds timeout) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   auto port_str = std::to_string(port);
   if (auto rc = getaddrinfo(host.c_str(), port_str.c_str(), &hints, &res); rc != 0)
-    return {-1, "cannot resolve '" + host + "': " + gai_strerror(rc)};
-  std::string err = "no address";
-  int fd = -1;
-  for (auto ai = res; ai != nullptr && fd < 0; ai = ai->ai_next)
-    fd = connect_one(ai, timeout, err);
+    return fail(resolver_error(rc), "cannot resolve '" + host + "': " + gai_strerror(rc));
+  expected<int> fd = fail(std::errc::address_not_available, "no address"); // getaddrinfo gave none
+  for (auto ai = res; ai != nullptr && !fd; ai = ai->ai_next)
+    fd = connect_one(ai, timeout);
   freeaddrinfo(res);
-  if (fd < 0)
-    return {-1, "cannot connect to " + host + ":" + port_str + ": " + err};
-  return {fd, {}};
+  if (!fd)
+    return fail(fd.error().code,
+                "cannot connect to " + host + ":" + port_str + ": " + fd.error().text);
+  return fd;
 }
 
 bool write_all(int fd, const void* data, size_t size) {
@@ -117,69 +141,48 @@ int resolve_passive(const std::string& host, uint16_t port, addrinfo** res) {
 
 } // namespace
 
-std::string bind_error(const std::string& host, uint16_t port) {
-  addrinfo* res = nullptr;
-  if (auto rc = resolve_passive(host, port, &res); rc != 0)
-    return std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
-  std::string err = "no usable address";
-  for (auto ai = res; ai != nullptr; ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      err = std::strerror(errno);
-      continue;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    auto rc = ::bind(fd, ai->ai_addr, ai->ai_addrlen);
-    err = rc == 0 ? std::string{} : std::strerror(errno);
-    close(fd);
-    if (rc == 0)
-      break;
-  }
-  freeaddrinfo(res);
-  return err;
-}
-
-std::string resolve_error(const std::string& host) {
+expected<> check_resolvable(const std::string& host) {
   addrinfo* res = nullptr;
   if (auto rc = resolve_passive(host, 0, &res); rc != 0)
-    return std::string{"cannot resolve: "} + gai_strerror(rc);
+    return fail(resolver_error(rc), std::string{"cannot resolve: "} + gai_strerror(rc));
   freeaddrinfo(res);
   return {};
 }
 
-listen_result tcp_listen(const std::string& host, uint16_t port, int backlog) {
-  listen_result out;
+expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog) {
+  auto where = "cannot listen on " + host + ":" + std::to_string(port) + ": ";
   addrinfo* res = nullptr;
-  if (auto rc = resolve_passive(host, port, &res); rc != 0) {
-    out.error = std::string{"cannot resolve '"} + host + "': " + gai_strerror(rc);
-    return out;
-  }
-  out.error = "no usable address";
+  if (auto rc = resolve_passive(host, port, &res); rc != 0)
+    return fail(resolver_error(rc), where + "cannot resolve '" + host + "': " + gai_strerror(rc));
+  // getaddrinfo gives at least one address; this is what an empty list says.
+  std::error_code code = std::make_error_code(std::errc::address_not_available);
+  std::string reason = "no usable address";
   for (auto ai = res; ai != nullptr; ai = ai->ai_next) {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0) {
-      out.error = std::strerror(errno);
+      code = errno_code(errno);
+      reason = std::strerror(code.value());
       continue;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, backlog) != 0) {
-      out.error = std::strerror(errno);
+      code = errno_code(errno);
+      reason = std::strerror(code.value());
       close(fd);
       continue;
     }
     sockaddr_storage addr{};
     socklen_t len = sizeof(addr);
     getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    out.port = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                                                : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    out.fd = fd;
-    out.error.clear();
-    break;
+    auto bound
+      = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                         : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    freeaddrinfo(res);
+    return listening_socket{fd, bound};
   }
   freeaddrinfo(res);
-  return out;
+  return fail(code, where + reason);
 }
 
 void set_receive_buffer(int fd, int bytes) {

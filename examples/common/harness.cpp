@@ -68,9 +68,9 @@ harness::harness(std::string name, std::string description, int argc, char** arg
     if (tweak)
       tweak(cfg);
     d.embedded = std::make_unique<convoke::server::server>(cfg);
-    if (auto err = d.embedded->start(); !err.empty()) {
+    if (auto ok = d.embedded->start(); !ok) {
       std::fprintf(stderr, "%s: cannot start the in-process server: %s\n", name.c_str(),
-                   err.c_str());
+                   ok.error().message().c_str());
       exit_now_ = true;
       exit_code_ = 1;
       return;

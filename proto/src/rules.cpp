@@ -6,6 +6,30 @@ namespace convoke::proto {
 
 namespace {
 
+class category final : public std::error_category {
+public:
+  const char* name() const noexcept override {
+    return "convoke.proto";
+  }
+  std::string message(int code) const override {
+    switch (static_cast<errc>(code)) {
+    case errc::name_empty:
+      return "agent name is empty";
+    case errc::name_too_long:
+      return "agent name is too long";
+    case errc::name_invalid_character:
+      return "agent name contains a character that is not allowed";
+    case errc::route_empty:
+      return "route is empty";
+    case errc::route_too_long:
+      return "route is too long";
+    case errc::route_invalid_character:
+      return "route contains a space, control or non-ASCII character";
+    }
+    return "unknown error";
+  }
+};
+
 bool name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.'
          || c == '_' || c == '-' || c == ':' || c == '@';
@@ -13,30 +37,56 @@ bool name_char(char c) {
 
 } // namespace
 
-std::string check_agent_name(std::string_view name) {
+const std::error_category& error_category() noexcept {
+  static const category instance;
+  return instance;
+}
+
+std::string_view to_string(errc e) noexcept {
+  switch (e) {
+  case errc::name_empty:
+    return "name_empty";
+  case errc::name_too_long:
+    return "name_too_long";
+  case errc::name_invalid_character:
+    return "name_invalid_character";
+  case errc::route_empty:
+    return "route_empty";
+  case errc::route_too_long:
+    return "route_too_long";
+  case errc::route_invalid_character:
+    return "route_invalid_character";
+  }
+  return "unknown";
+}
+
+expected<> check_agent_name(std::string_view name) {
   if (name.empty())
-    return "agent name is empty";
+    return fail(errc::name_empty, "agent name is empty");
   if (name.size() > max_name_length)
-    return fmt::format("agent name is {} bytes long; the limit is {}", name.size(),
-                       max_name_length);
+    return fail(errc::name_too_long, fmt::format("agent name is {} bytes long; the limit is {}",
+                                                 name.size(), max_name_length));
   for (auto c : name)
     if (!name_char(c))
-      return fmt::format("agent name '{}' contains '{}'; allowed are "
-                         "A-Z a-z 0-9 . _ - : @",
-                         printable(name), printable(std::string_view{&c, 1}));
+      return fail(errc::name_invalid_character,
+                  fmt::format("agent name '{}' contains '{}'; allowed are "
+                              "A-Z a-z 0-9 . _ - : @",
+                              printable(name), printable(std::string_view{&c, 1})));
   return {};
 }
 
-std::string check_route(std::string_view route) {
+expected<> check_route(std::string_view route) {
   if (route.empty())
-    return "route is empty";
+    return fail(errc::route_empty, "route is empty");
   if (route.size() > max_route_length)
-    return fmt::format("route is {} bytes long; the limit is {}", route.size(), max_route_length);
+    return fail(errc::route_too_long, fmt::format("route is {} bytes long; the limit is {}",
+                                                  route.size(), max_route_length));
   for (auto c : route)
     if (c <= ' ' || c > '~')
-      return fmt::format("route '{}' contains a space, control or non-ASCII "
-                         "character",
-                         printable(route));
+      return fail(errc::route_invalid_character,
+                  fmt::format("route '{}' contains a space, control or non-ASCII "
+                              "character",
+                              printable(route)));
   return {};
 }
 

@@ -39,8 +39,9 @@ struct option_def {
   std::string help;
   /// Renders the current value as a TOML literal.
   std::function<std::string(const server_config&)> get;
-  /// Parses text into the config; returns an error sentence or "".
-  std::function<std::string(server_config&, const std::string&)> set;
+  /// Parses text into the config; an `errc::invalid_value` error (leaving
+  /// the config unchanged) if the text is not a valid value.
+  std::function<expected<>(server_config&, const std::string&)> set;
 
   std::string key() const {
     return section + "." + name;
@@ -50,12 +51,17 @@ struct option_def {
 template <class T>
 using member = T server_config::*;
 
+/// The error of a setter: `text` says what is wrong with the value.
+tl::unexpected<error> invalid(std::string text) {
+  return fail(errc::invalid_value, std::move(text));
+}
+
 option_def string_opt(std::string sec, std::string name, member<std::string> m, std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return json_string(c.*m); },
-          [m](server_config& c, const std::string& v) {
+          [m](server_config& c, const std::string& v) -> expected<> {
             c.*m = v;
-            return std::string{};
+            return {};
           }};
 }
 
@@ -64,14 +70,14 @@ option_def int_opt(std::string sec, std::string name, member<Int> m, uint64_t lo
                    std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return std::to_string(c.*m); },
-          [m, lo, hi](server_config& c, const std::string& v) {
+          [m, lo, hi](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v); // plain integers; unit suffixes are tolerated
             if (!n || v.find_first_not_of("0123456789") != std::string::npos)
-              return fmt::format("'{}' is not a non-negative integer", v);
+              return invalid(fmt::format("'{}' is not a non-negative integer", v));
             if (*n < lo || *n > hi)
-              return fmt::format("{} is outside the allowed range {}..{}", *n, lo, hi);
+              return invalid(fmt::format("{} is outside the allowed range {}..{}", *n, lo, hi));
             c.*m = static_cast<Int>(*n);
-            return std::string{};
+            return {};
           }};
 }
 
@@ -79,29 +85,29 @@ option_def size_opt(std::string sec, std::string name, member<uint64_t> m, uint6
                     std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return json_string(format_size(c.*m)); },
-          [m, lo, hi](server_config& c, const std::string& v) {
+          [m, lo, hi](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v);
             if (!n)
-              return fmt::format("'{}' is not a size (examples: 65536, 64KiB, 8MiB)", v);
+              return invalid(fmt::format("'{}' is not a size (examples: 65536, 64KiB, 8MiB)", v));
             if (*n < lo || *n > hi)
-              return fmt::format("{} is outside the allowed range {}..{}", v, format_size(lo),
-                                 format_size(hi));
+              return invalid(fmt::format("{} is outside the allowed range {}..{}", v,
+                                         format_size(lo), format_size(hi)));
             c.*m = *n;
-            return std::string{};
+            return {};
           }};
 }
 
 option_def frame_size_opt(std::string help) {
   return {"limits", "max-frame-bytes", std::move(help),
           [](const server_config& c) { return json_string(format_size(c.max_frame_bytes)); },
-          [](server_config& c, const std::string& v) {
+          [](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v);
             if (!n)
-              return fmt::format("'{}' is not a size (examples: 65536, 64KiB, 1MiB)", v);
+              return invalid(fmt::format("'{}' is not a size (examples: 65536, 64KiB, 1MiB)", v));
             if (*n < 1024 || *n > (64u << 20))
-              return fmt::format("{} is outside the allowed range 1KiB..64MiB", v);
+              return invalid(fmt::format("{} is outside the allowed range 1KiB..64MiB", v));
             c.max_frame_bytes = static_cast<uint32_t>(*n);
-            return std::string{};
+            return {};
           }};
 }
 
@@ -109,31 +115,32 @@ option_def duration_opt(std::string sec, std::string name, member<std::chrono::m
                         bool zero_ok, std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return json_string(format_duration(c.*m)); },
-          [m, zero_ok](server_config& c, const std::string& v) {
+          [m, zero_ok](server_config& c, const std::string& v) -> expected<> {
             auto d = parse_duration(v);
             if (!d)
-              return fmt::format("'{}' is not a duration (examples: 500ms, 5s, 2m)", v);
+              return invalid(fmt::format("'{}' is not a duration (examples: 500ms, 5s, 2m)", v));
             if (!zero_ok && d->count() == 0)
-              return std::string{"must be greater than zero"};
+              return invalid("must be greater than zero");
             // Welcome carries durations as 32-bit milliseconds, and deadlines
             // are computed in nanoseconds: at most about 24 days.
             if (d->count() > max_duration_ms)
-              return fmt::format("{} is longer than the limit of {}", v,
-                                 format_duration(std::chrono::milliseconds{max_duration_ms}));
+              return invalid(
+                fmt::format("{} is longer than the limit of {}", v,
+                            format_duration(std::chrono::milliseconds{max_duration_ms})));
             c.*m = *d;
-            return std::string{};
+            return {};
           }};
 }
 
 option_def bool_opt(std::string sec, std::string name, member<bool> m, std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return std::string{c.*m ? "true" : "false"}; },
-          [m](server_config& c, const std::string& v) {
+          [m](server_config& c, const std::string& v) -> expected<> {
             auto b = parse_bool(v);
             if (!b)
-              return fmt::format("'{}' is not a boolean (true or false)", v);
+              return invalid(fmt::format("'{}' is not a boolean (true or false)", v));
             c.*m = *b;
-            return std::string{};
+            return {};
           }};
 }
 
@@ -141,12 +148,12 @@ option_def format_opt(std::string sec, std::string name, member<logging::format>
                       std::string help) {
   return {std::move(sec), std::move(name), std::move(help),
           [m](const server_config& c) { return json_string(logging::to_string(c.*m)); },
-          [m](server_config& c, const std::string& v) {
+          [m](server_config& c, const std::string& v) -> expected<> {
             auto f = logging::parse_format(v);
             if (!f)
-              return fmt::format("'{}' is not a format (text or json)", v);
+              return invalid(fmt::format("'{}' is not a format (text or json)", v));
             c.*m = *f;
-            return std::string{};
+            return {};
           }};
 }
 
@@ -200,14 +207,14 @@ const std::vector<option_def>& options() {
                    return json_string(c.slow_consumer == slow_consumer_policy::drop ? "drop"
                                                                                     : "disconnect");
                  },
-                 [](server_config& c, const std::string& v) {
+                 [](server_config& c, const std::string& v) -> expected<> {
                    if (v == "drop")
                      c.slow_consumer = slow_consumer_policy::drop;
                    else if (v == "disconnect")
                      c.slow_consumer = slow_consumer_policy::disconnect;
                    else
-                     return fmt::format("'{}' is not a policy (disconnect or drop)", v);
-                   return std::string{};
+                     return invalid(fmt::format("'{}' is not a policy (disconnect or drop)", v));
+                   return {};
                  }});
     t.push_back(size_opt("flow", "input-window", &server_config::input_window, 64 << 10, 1ull << 30,
                          "Bytes read from one agent that may wait in the router; the "
@@ -216,11 +223,11 @@ const std::vector<option_def>& options() {
                            "Shared secret agents must present in Hello (empty = no check)."));
     t.push_back({"log", "level", "Log level: trace, debug, info, warn, error, critical, off.",
                  [](const server_config& c) { return json_string(c.log_level); },
-                 [](server_config& c, const std::string& v) {
+                 [](server_config& c, const std::string& v) -> expected<> {
                    if (!logging::parse_level(v))
-                     return fmt::format("'{}' is not a log level", v);
+                     return invalid(fmt::format("'{}' is not a log level", v));
                    c.log_level = v;
-                   return std::string{};
+                   return {};
                  }});
     t.push_back(format_opt("log", "format", &server_config::log_format,
                            "Log format: text (human) or json (one object per line)."));
@@ -278,112 +285,124 @@ env_lookup process_env() {
   };
 }
 
-std::string set_option(server_config& cfg, const std::string& key, const std::string& value) {
+expected<> set_option(server_config& cfg, const std::string& key, const std::string& value) {
   auto opt = find_option(key);
   if (!opt)
-    return fmt::format("unknown key '{}'", key);
+    return fail(errc::unknown_key, fmt::format("unknown key '{}'", key));
   return opt->set(cfg, value);
 }
 
-std::vector<std::string> validate(const server_config& cfg) {
-  std::vector<std::string> errs;
+std::vector<error> validate(const server_config& cfg) {
+  std::vector<error> errs;
+  auto problem = [&](errc code, std::string text) {
+    errs.push_back({make_error_code(code), std::move(text)});
+  };
   if (cfg.idle_timeout.count() > 0 && cfg.heartbeat_interval >= cfg.idle_timeout)
-    errs.push_back(fmt::format(
-      "timeouts.heartbeat-interval ({}) must be shorter than timeouts.idle ({}): agents "
-      "stay alive by answering heartbeats",
-      format_duration(cfg.heartbeat_interval), format_duration(cfg.idle_timeout)));
+    problem(errc::invalid_config,
+            fmt::format(
+              "timeouts.heartbeat-interval ({}) must be shorter than timeouts.idle ({}): agents "
+              "stay alive by answering heartbeats",
+              format_duration(cfg.heartbeat_interval), format_duration(cfg.idle_timeout)));
   // The same range the option parser enforces, for configurations built in
   // code: Welcome announces max_frame_bytes plus the Delivery overhead in 32
   // bits, and the SDK receives at most 64 MiB + 64 KiB.
   if (cfg.max_frame_bytes < 1024 || cfg.max_frame_bytes > (64u << 20))
-    errs.push_back(
-      fmt::format("limits.max-frame-bytes ({}) is outside the allowed range 1KiB..64MiB",
-                  format_size(cfg.max_frame_bytes)));
+    problem(errc::invalid_value,
+            fmt::format("limits.max-frame-bytes ({}) is outside the allowed range 1KiB..64MiB",
+                        format_size(cfg.max_frame_bytes)));
   if (cfg.output_high_water < cfg.max_frame_bytes + proto::header_size)
-    errs.push_back(fmt::format("flow.output-high-water ({}) must be at least "
-                               "limits.max-frame-bytes ({})",
-                               format_size(cfg.output_high_water),
-                               format_size(cfg.max_frame_bytes)));
+    problem(errc::invalid_config,
+            fmt::format("flow.output-high-water ({}) must be at least "
+                        "limits.max-frame-bytes ({})",
+                        format_size(cfg.output_high_water), format_size(cfg.max_frame_bytes)));
   if (cfg.name.empty())
-    errs.push_back("server.name must not be empty");
+    problem(errc::invalid_value, "server.name must not be empty");
   if (cfg.host.empty())
-    errs.push_back("listen.host must not be empty");
+    problem(errc::invalid_value, "listen.host must not be empty");
   if (cfg.trace_enabled && cfg.trace_file.empty())
-    errs.push_back("trace.file must be a path or - when trace.enabled is true");
+    problem(errc::invalid_config, "trace.file must be a path or - when trace.enabled is true");
   return errs;
 }
 
 namespace {
 
-/// Why `path` cannot serve as an output file (log or trace), or "". The
+/// Checks that `path` can serve as an output file (log or trace): the
 /// directory must exist (nothing is created) and allow creating and
-/// renaming files (rotation); an existing file must be writable.
-std::string output_file_problem(const std::string& key, const std::string& path) {
+/// renaming files (rotation); an existing file must be writable. The error
+/// is `errc::unwritable_file`, and its text names `key`, the path and why.
+expected<> check_output_file(const std::string& key, const std::string& path) {
+  auto unwritable = [](std::string text) { return fail(errc::unwritable_file, std::move(text)); };
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path p{path};
   auto dir = p.has_parent_path() ? p.parent_path() : fs::path{"."};
   if (!fs::is_directory(dir, ec))
-    return fmt::format("{} '{}': directory '{}' does not exist (convoke-server creates no "
-                       "directories)",
-                       key, path, dir.string());
+    return unwritable(
+      fmt::format("{} '{}': directory '{}' does not exist (convoke-server creates no "
+                  "directories)",
+                  key, path, dir.string()));
   if (fs::is_directory(p, ec))
-    return fmt::format("{} '{}' is a directory, not a file", key, path);
+    return unwritable(fmt::format("{} '{}' is a directory, not a file", key, path));
   if (fs::exists(p, ec)) {
     // Exactly as the log and trace writers open it (stdio append mode, which
     // also seeks to the end): an existing file is not created or changed.
     errno = 0;
     auto f = std::fopen(path.c_str(), "ab");
     if (f == nullptr)
-      return fmt::format("{} '{}' cannot be written: {}", key, path, std::strerror(errno));
+      return unwritable(
+        fmt::format("{} '{}' cannot be written: {}", key, path, std::strerror(errno)));
     std::fclose(f);
   }
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
-    return fmt::format("{} '{}': directory '{}' is not writable: {}", key, path, dir.string(),
-                       std::strerror(errno));
+    return unwritable(fmt::format("{} '{}': directory '{}' is not writable: {}", key, path,
+                                  dir.string(), std::strerror(errno)));
   return {};
 }
 
 } // namespace
 
-std::vector<std::string> check_paths(const server_config& cfg) {
-  std::vector<std::string> errs;
+std::vector<error> check_paths(const server_config& cfg) {
+  std::vector<error> errs;
   if (!cfg.log_file.empty())
-    if (auto e = output_file_problem("log.file", cfg.log_file); !e.empty())
-      errs.push_back(std::move(e));
+    if (auto ok = check_output_file("log.file", cfg.log_file); !ok)
+      errs.push_back(std::move(ok.error()));
   if (cfg.trace_enabled && cfg.trace_file != "-")
-    if (auto e = output_file_problem("trace.file", cfg.trace_file); !e.empty())
-      errs.push_back(std::move(e));
+    if (auto ok = check_output_file("trace.file", cfg.trace_file); !ok)
+      errs.push_back(std::move(ok.error()));
   if (!cfg.port_file.empty())
-    if (auto e = output_file_problem("listen.port-file", cfg.port_file); !e.empty())
-      errs.push_back(std::move(e));
+    if (auto ok = check_output_file("listen.port-file", cfg.port_file); !ok)
+      errs.push_back(std::move(ok.error()));
       // A host that does not resolve is a configuration error (78: systemd does
       // not restart), unlike a port that is taken at run time (1). Not in the
       // fuzz build: name resolution may wait on the network.
 #ifndef CONVOKE_FUZZING
-  if (auto e = net::resolve_error(cfg.host); !e.empty())
-    errs.push_back(fmt::format("listen.host '{}': {}", cfg.host, e));
+  if (auto ok = net::check_resolvable(cfg.host); !ok)
+    errs.push_back({make_error_code(errc::resolve_failed),
+                    fmt::format("listen.host '{}': {}", cfg.host, ok.error().text)});
 #endif
   return errs;
 }
 
-std::vector<std::string> load_file(server_config& cfg, const std::string& path) {
-  std::vector<std::string> errs;
+std::vector<error> load_file(server_config& cfg, const std::string& path) {
+  std::vector<error> errs;
+  auto problem = [&](errc code, std::string text) {
+    errs.push_back({make_error_code(code), std::move(text)});
+  };
   toml::table root;
   try {
     root = toml::parse_file(path);
   } catch (const toml::parse_error& ex) {
     auto& src = ex.source();
-    errs.push_back(
-      fmt::format("{}:{}:{}: {}", path, src.begin.line, src.begin.column, ex.description()));
+    problem(errc::bad_config_file,
+            fmt::format("{}:{}:{}: {}", path, src.begin.line, src.begin.column, ex.description()));
     return errs;
   }
   for (auto& [section, node] : root) {
     auto line = node.source().begin.line;
     auto tbl = node.as_table();
     if (!tbl) {
-      errs.push_back(
-        fmt::format("{}:{}: '{}' must be a [section]", path, line, std::string_view{section}));
+      problem(errc::bad_config_file, fmt::format("{}:{}: '{}' must be a [section]", path, line,
+                                                 std::string_view{section}));
       continue;
     }
     for (auto& [name, value] : *tbl) {
@@ -391,7 +410,7 @@ std::vector<std::string> load_file(server_config& cfg, const std::string& path) 
       auto vline = value.source().begin.line;
       auto opt = find_option(key);
       if (!opt) {
-        errs.push_back(fmt::format("{}:{}: unknown key '{}'", path, vline, key));
+        problem(errc::unknown_key, fmt::format("{}:{}: unknown key '{}'", path, vline, key));
         continue;
       }
       std::string text;
@@ -402,12 +421,13 @@ std::vector<std::string> load_file(server_config& cfg, const std::string& path) 
       else if (auto b = value.as_boolean())
         text = b->get() ? "true" : "false";
       else {
-        errs.push_back(
-          fmt::format("{}:{}: {} must be a string, integer or boolean", path, vline, key));
+        problem(errc::invalid_value,
+                fmt::format("{}:{}: {} must be a string, integer or boolean", path, vline, key));
         continue;
       }
-      if (auto e = opt->set(cfg, text); !e.empty())
-        errs.push_back(fmt::format("{}:{}: {}: {}", path, vline, key, e));
+      if (auto ok = opt->set(cfg, text); !ok)
+        errs.push_back(
+          {ok.error().code, fmt::format("{}:{}: {}: {}", path, vline, key, ok.error().text)});
     }
   }
   return errs;
@@ -503,23 +523,27 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
         << ")\n";
     return {true, 0};
   }
-  std::vector<std::string> errs;
+  std::vector<error> errs;
   if (config_path.empty())
     if (auto p = env("CONVOKE_CONFIG"))
       config_path = *p;
   if (!config_path.empty())
-    for (auto& e : load_file(cfg, config_path))
-      errs.push_back(e);
+    errs = load_file(cfg, config_path);
+  // Every problem is reported with where the value came from.
+  auto from = [&](error e, const std::string& source) {
+    e.text = fmt::format("{}: {}", source, e.text);
+    errs.push_back(std::move(e));
+  };
   for (auto& opt : options()) {
     auto name = env_name(opt.key());
     if (auto v = env(name))
-      if (auto e = opt.set(cfg, *v); !e.empty())
-        errs.push_back(fmt::format("environment {}: {}", name, e));
+      if (auto ok = opt.set(cfg, *v); !ok)
+        from(std::move(ok.error()), "environment " + name);
   }
   for (auto& [opt, o] : flags)
     if (o->count() > 0)
-      if (auto e = opt->set(cfg, given[opt->key()]); !e.empty())
-        errs.push_back(fmt::format("--{}: {}", opt->key(), e));
+      if (auto ok = opt->set(cfg, given[opt->key()]); !ok)
+        from(std::move(ok.error()), "--" + opt->key());
   if (errs.empty())
     errs = validate(cfg);
   if (errs.empty())
@@ -527,7 +551,7 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
   if (!errs.empty()) {
     err << "convoke-server: invalid configuration:\n";
     for (auto& e : errs)
-      err << "  " << e << "\n";
+      err << "  " << e.message() << "\n";
     return {true, exit_config_error};
   }
   if (check) {

@@ -77,24 +77,23 @@ server::~server() {
   }
 }
 
-std::string server::start() {
+expected<> server::start() {
   auto& d = *impl_;
   auto& ctx = *d.ctx;
   auto& cfg = ctx.cfg;
   if (d.sys)
-    return "server already started";
+    return fail(errc::already_started, "server already started");
   if (auto errs = validate(cfg); !errs.empty())
-    return "invalid configuration: " + errs.front();
+    return fail(errs.front().code, "invalid configuration: " + errs.front().text);
   ctx.log_server = logging::get("server");
   ctx.log_session = logging::get("session");
   ctx.log_router = logging::get("router");
   if (cfg.trace_enabled) {
-    std::string err;
-    ctx.trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
-                                    cfg.trace_max_files, cfg.trace_queue},
-                                   err);
-    if (!ctx.trace)
-      return err;
+    auto trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
+                                     cfg.trace_max_files, cfg.trace_queue});
+    if (!trace)
+      return tl::unexpected{std::move(trace.error())};
+    ctx.trace = std::move(*trace);
   }
   d.sys_cfg = std::make_unique<caf::actor_system_config>();
   d.sys_cfg->load<caf::io::middleman>();
@@ -107,12 +106,15 @@ std::string server::start() {
   auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog);
   if (!ls) {
     d.sys.reset();
-    return fmt::format("cannot listen on {}:{}: {}", cfg.host, cfg.port, ls.error);
+    // The text keeps the system's reason ("Address already in use").
+    auto code = ls.error().code.category() == net::resolver_category() ? errc::resolve_failed
+                                                                       : errc::bind_failed;
+    return fail(code, std::move(ls.error().text));
   }
-  d.port = ls.port;
+  d.port = ls->port;
   d.router = internal::spawn_router(*d.sys, d.ctx);
   d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
-  d.accept_loop = std::make_unique<acceptor>(ls.fd, ctx.log_server, ctx.stats.accept_errors);
+  d.accept_loop = std::make_unique<acceptor>(ls->fd, ctx.log_server, ctx.stats.accept_errors);
   d.accept_loop->start([listener = d.listener](int fd) {
     caf::anon_send(listener, internal::accepted_atom::value, fd);
   });
@@ -229,16 +231,19 @@ bool write_port_file(const std::string& path, uint16_t port) {
 
 int run(server_config cfg) {
   block_termination_signals();
-  if (auto err = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !err.empty()) {
-    std::fprintf(stderr, "convoke-server: %s\n", err.c_str());
+  if (auto ok = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !ok) {
+    std::fprintf(stderr, "convoke-server: %s\n", ok.error().message().c_str());
     return 78;
   }
   auto log = logging::get("server");
   auto drain = cfg.drain_timeout;
   auto port_file = cfg.port_file;
   server srv{std::move(cfg)};
-  if (auto err = srv.start(); !err.empty()) {
-    log->critical("cannot start reason={}", logfmt_value(err));
+  if (auto ok = srv.start(); !ok) {
+    auto& code = ok.error().code;
+    log->critical("cannot start reason={} code={}", logfmt_value(ok.error().message()),
+                  code.category() == error_category() ? to_string(static_cast<errc>(code.value()))
+                                                      : code.category().name());
     return 1;
   }
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))

@@ -18,8 +18,8 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
                                "upgrade the client",
                                hello.protocol_version(), proto::protocol_version)};
   if (!hello.agent_name().empty())
-    if (auto e = proto::check_agent_name(hello.agent_name()); !e.empty())
-      return refusal{codes::invalid_name, std::move(e)};
+    if (auto ok = proto::check_agent_name(hello.agent_name()); !ok)
+      return refusal{codes::invalid_name, std::move(ok.error().text)};
   if (hello.role().size() > proto::max_role_length)
     return refusal{codes::invalid_name, fmt::format("role is {} bytes long; the limit is {}",
                                                     hello.role().size(), proto::max_role_length)};
@@ -38,18 +38,18 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
 
 std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route) {
   if (!recipient.empty())
-    if (auto e = proto::check_agent_name(recipient); !e.empty())
-      return refusal{codes::invalid_recipient, "recipient: " + e};
+    if (auto ok = proto::check_agent_name(recipient); !ok)
+      return refusal{codes::invalid_recipient, "recipient: " + ok.error().text};
   if (!route.empty())
-    if (auto e = proto::check_route(route); !e.empty())
-      return refusal{codes::invalid_route, std::move(e)};
+    if (auto ok = proto::check_route(route); !ok)
+      return refusal{codes::invalid_route, std::move(ok.error().text)};
   return std::nullopt;
 }
 
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes) {
   for (auto& r : routes)
-    if (auto e = proto::check_route(r); !e.empty())
-      return refusal{codes::invalid_route, std::move(e)};
+    if (auto ok = proto::check_route(r); !ok)
+      return refusal{codes::invalid_route, std::move(ok.error().text)};
   return std::nullopt;
 }
 

@@ -7,6 +7,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include "convoke/common/text.hpp"
+#include "convoke/server/error.hpp"
 
 namespace convoke::server {
 
@@ -146,8 +147,8 @@ std::string format_trace_json(const trace_event& ev) {
 
 namespace {
 
-/// The destination's sink, or null and `err`.
-spdlog::sink_ptr make_sink(const trace_writer::options& opts, std::string& err) {
+/// The destination's sink, or why it cannot be opened.
+expected<spdlog::sink_ptr> make_sink(const trace_writer::options& opts) {
   spdlog::sink_ptr sink;
   if (opts.file == "-") {
     sink = std::make_shared<spdlog::sinks::stdout_sink_st>();
@@ -156,8 +157,8 @@ spdlog::sink_ptr make_sink(const trace_writer::options& opts, std::string& err) 
       sink = std::make_shared<spdlog::sinks::rotating_file_sink_st>(opts.file, opts.max_file_bytes,
                                                                     opts.max_files);
     } catch (const spdlog::spdlog_ex& ex) {
-      err = fmt::format("cannot open trace file '{}': {}", opts.file, ex.what());
-      return nullptr;
+      return fail(errc::unwritable_file,
+                  fmt::format("cannot open trace file '{}': {}", opts.file, ex.what()));
     }
   }
   sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%v"));
@@ -166,11 +167,11 @@ spdlog::sink_ptr make_sink(const trace_writer::options& opts, std::string& err) 
 
 } // namespace
 
-std::unique_ptr<trace_writer> trace_writer::open(const options& opts, std::string& err) {
-  auto sink = make_sink(opts, err);
+expected<std::unique_ptr<trace_writer>> trace_writer::open(const options& opts) {
+  auto sink = make_sink(opts);
   if (!sink)
-    return nullptr;
-  return std::unique_ptr<trace_writer>{new trace_writer(opts, std::move(sink))};
+    return tl::unexpected{std::move(sink.error())};
+  return std::unique_ptr<trace_writer>{new trace_writer(opts, std::move(*sink))};
 }
 
 trace_writer::trace_writer(options opts, spdlog::sink_ptr sink)
@@ -238,12 +239,12 @@ void trace_writer::write_batch(const std::vector<trace_event>& batch) {
       dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
       return;
     }
-    std::string err;
-    sink_ = make_sink(opts_, err);
-    if (!sink_) {
-      fail(err, batch.size(), now);
+    auto sink = make_sink(opts_);
+    if (!sink) {
+      fail(sink.error().text, batch.size(), now);
       return;
     }
+    sink_ = std::move(*sink);
     logging::get("trace")->info("trace file open again file={}", logfmt_value(opts_.file));
   }
   size_t done = 0;

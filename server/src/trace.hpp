@@ -17,6 +17,7 @@
 
 #include <spdlog/sinks/sink.h>
 
+#include "convoke/common/error.hpp"
 #include "convoke/common/logging.hpp"
 
 namespace convoke::server {
@@ -79,9 +80,9 @@ public:
     uint64_t queue_bytes = 64ull << 20;
   };
 
-  /// Opens the destination and starts the writer thread; null + `err` on
-  /// failure (e.g. an unwritable path).
-  static std::unique_ptr<trace_writer> open(const options& opts, std::string& err);
+  /// Opens the destination and starts the writer thread. The error is
+  /// `errc::unwritable_file` ("cannot open trace file 'path': ...").
+  static expected<std::unique_ptr<trace_writer>> open(const options& opts);
 
   ~trace_writer();
 

@@ -185,7 +185,8 @@ TEST(ClientAgent, TheDefaultNoticeHandlerLogsAMistypedRecipient) {
   logging::options to_file;
   to_file.level = "warn";
   to_file.file = dir.file("agent.log");
-  ASSERT_EQ(logging::configure(to_file), "");
+  auto configured = logging::configure(to_file);
+  ASSERT_TRUE(configured) << configured.error().message();
   struct restore_logging {
     ~restore_logging() {
       logging::options quiet;

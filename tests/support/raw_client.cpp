@@ -15,8 +15,8 @@ namespace convoke::test {
 raw_client::raw_client(uint16_t port, const std::string& host) {
   auto res = net::tcp_connect(host, port, 2s);
   if (!res)
-    throw std::runtime_error(res.error);
-  fd_ = res.fd;
+    throw std::runtime_error(res.error().text);
+  fd_ = *res;
   net::set_blocking(fd_, true);
 }
 

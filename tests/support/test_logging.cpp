@@ -1,5 +1,6 @@
 #include <cstdlib>
 #include <mutex>
+#include <stdexcept>
 
 #include "convoke/common/logging.hpp"
 #include "test_server.hpp"
@@ -12,7 +13,8 @@ void init_test_logging() {
     logging::options opts;
     auto lvl = std::getenv("CONVOKE_TEST_LOG_LEVEL");
     opts.level = lvl != nullptr ? lvl : "warn";
-    logging::configure(opts);
+    if (auto ok = logging::configure(opts); !ok) // e.g. CONVOKE_TEST_LOG_LEVEL=verbose
+      throw std::runtime_error(ok.error().message());
   });
 }
 

@@ -27,8 +27,8 @@ inline server::server_config test_config() {
 class test_server {
 public:
   explicit test_server(server::server_config cfg = test_config()) : srv_(std::move(cfg)) {
-    if (auto err = srv_.start(); !err.empty())
-      throw std::runtime_error(err);
+    if (auto ok = srv_.start(); !ok)
+      throw std::runtime_error(ok.error().message());
   }
 
   explicit test_server(const std::function<void(server::server_config&)>& tweak)

@@ -220,3 +220,89 @@ TEST(Config, SampleConfigIsTheShippedFileAndParsesToDefaults) {
   EXPECT_TRUE(load_file(cfg, f.path).empty());
   EXPECT_EQ(dump_config(cfg), dump_config(server_config{}));
 }
+
+TEST(Config, SetOptionErrorsHaveCodes) {
+  server_config cfg;
+  auto unknown = set_option(cfg, "listen.prot", "1");
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, server::errc::unknown_key);
+  EXPECT_EQ(unknown.error().text, "unknown key 'listen.prot'");
+  auto bad = set_option(cfg, "timeouts.idle", "soon");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, server::errc::invalid_value);
+  EXPECT_EQ(bad.error().text.rfind("'soon' is not a duration", 0), 0u) << bad.error().text;
+  auto range = set_option(cfg, "listen.port", "70000");
+  ASSERT_FALSE(range);
+  EXPECT_EQ(range.error().code, server::errc::invalid_value);
+  EXPECT_EQ(range.error().text, "70000 is outside the allowed range 0..65535");
+  EXPECT_EQ(dump_config(cfg), dump_config(server_config{})) << "a failed set changed the config";
+  ASSERT_TRUE(set_option(cfg, "listen.port", "7000"));
+  EXPECT_EQ(cfg.port, 7000);
+}
+
+TEST(Config, FileProblemsHaveCodesAndLines) {
+  temp_file f{"[listen]\nport = 1\nprot = 2\n[timeouts]\nidle = \"soon\"\ndrain = [1]\n"};
+  server_config cfg;
+  auto errs = load_file(cfg, f.path);
+  ASSERT_EQ(errs.size(), 3u); // every problem, in key order
+  EXPECT_EQ(errs[0].code, server::errc::unknown_key);
+  EXPECT_EQ(errs[0].text, f.path + ":3: unknown key 'listen.prot'");
+  EXPECT_EQ(errs[1].code, server::errc::invalid_value);
+  EXPECT_EQ(errs[1].text, f.path + ":6: timeouts.drain must be a string, integer or boolean");
+  EXPECT_EQ(errs[2].code, server::errc::invalid_value);
+  EXPECT_EQ(errs[2].text.rfind(f.path + ":5: timeouts.idle: 'soon' is not a duration", 0), 0u)
+    << errs[2].text;
+  EXPECT_EQ(cfg.port, 1) << "valid keys still apply";
+
+  temp_file syntax{"[listen]\nport = = 3\n"};
+  errs = load_file(cfg, syntax.path);
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0].code, server::errc::bad_config_file);
+  errs = load_file(cfg, "/nonexistent/convoke.toml");
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0].code, server::errc::bad_config_file);
+  EXPECT_NE(errs[0].text.find("/nonexistent/convoke.toml"), std::string::npos) << errs[0].text;
+}
+
+TEST(Config, ValidationProblemsHaveCodes) {
+  server_config cfg;
+  cfg.idle_timeout = 5s;
+  cfg.heartbeat_interval = 5s;
+  cfg.name.clear();
+  auto errs = validate(cfg);
+  ASSERT_EQ(errs.size(), 2u);
+  EXPECT_EQ(errs[0].code, server::errc::invalid_config);
+  EXPECT_NE(errs[0].text.find("must be shorter than timeouts.idle"), std::string::npos);
+  EXPECT_EQ(errs[1].code, server::errc::invalid_value);
+  EXPECT_EQ(errs[1].text, "server.name must not be empty");
+}
+
+TEST(Config, UnwritableOutputFilesAreFoundBeforeTheRun) {
+  server_config cfg;
+  cfg.log_file = "/nonexistent-dir/server.log";
+  cfg.trace_file = "/dev/null/trace.log";
+  cfg.port_file = "/tmp";
+  auto errs = check_paths(cfg);
+  ASSERT_EQ(errs.size(), 3u);
+  for (auto& e : errs)
+    EXPECT_EQ(e.code, server::errc::unwritable_file) << e.text;
+  EXPECT_EQ(errs[0].text.rfind("log.file '/nonexistent-dir/server.log': directory "
+                               "'/nonexistent-dir' does not exist",
+                               0),
+            0u)
+    << errs[0].text;
+  EXPECT_EQ(errs[1].text.rfind("trace.file '/dev/null/trace.log'", 0), 0u) << errs[1].text;
+  EXPECT_EQ(errs[2].text, "listen.port-file '/tmp' is a directory, not a file");
+}
+
+TEST(Config, ServerErrorCodesHaveACategoryNamesAndMessages) {
+  std::error_code ec = server::errc::bind_failed;
+  EXPECT_STREQ(ec.category().name(), "convoke.server");
+  EXPECT_EQ(ec.message(), "cannot listen on the address");
+  EXPECT_EQ(server::to_string(server::errc::unknown_key), "unknown_key");
+  for (int i = 1; i <= static_cast<int>(server::errc::already_started); ++i) { // the last code
+    auto e = static_cast<server::errc>(i);
+    EXPECT_NE(server::to_string(e), "unknown") << i;
+    EXPECT_NE(std::error_code(e).message(), "unknown error") << i;
+  }
+}

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "convoke/common/logging.hpp"
+#include "convoke/server/error.hpp"
 #include "trace.hpp"
 
 using namespace convoke;
@@ -103,11 +104,11 @@ TEST(Trace, JsonRecordHasAllFields) {
 }
 
 TEST(Trace, WriterDropsInsteadOfBlockingWhenItsQueueIsFull) {
-  std::string err;
   char path[] = "/tmp/convoke-trace-XXXXXX";
   close(mkstemp(path));
-  auto w = server::trace_writer::open({path, logging::format::json, 1 << 20, 2, 16}, err);
-  ASSERT_TRUE(w) << err;
+  auto opened = server::trace_writer::open({path, logging::format::json, 1 << 20, 2, 16});
+  ASSERT_TRUE(opened) << opened.error().message();
+  auto& w = *opened;
   for (int i = 0; i < 100000; ++i)
     w->push(sample_broadcast());
   w->stop();
@@ -122,8 +123,27 @@ TEST(Trace, WriterDropsInsteadOfBlockingWhenItsQueueIsFull) {
 }
 
 TEST(Trace, UnwritablePathIsReported) {
-  std::string err;
-  auto w = server::trace_writer::open({"/dev/null/trace.log"}, err);
-  EXPECT_FALSE(w);
-  EXPECT_NE(err.find("/dev/null/trace.log"), std::string::npos);
+  auto w = server::trace_writer::open({"/dev/null/trace.log"});
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, server::errc::unwritable_file);
+  EXPECT_NE(w.error().text.find("/dev/null/trace.log"), std::string::npos) << w.error().text;
+}
+
+TEST(Logging, AnUnwritableLogFileReportsTheSystemsErrorCode) {
+  logging::options opts;
+  opts.file = "/dev/null/server.log"; // a path below a file, whoever runs the test
+  auto ok = logging::configure(opts);
+  ASSERT_FALSE(ok);
+  EXPECT_EQ(ok.error().code, std::errc::not_a_directory) << ok.error().code.message();
+  EXPECT_NE(ok.error().text.find("cannot open log file '/dev/null/server.log'"), std::string::npos)
+    << ok.error().text;
+}
+
+TEST(Logging, AnUnknownLevelIsAnInvalidArgument) {
+  logging::options opts;
+  opts.level = "verbose";
+  auto ok = logging::configure(opts);
+  ASSERT_FALSE(ok);
+  EXPECT_EQ(ok.error().code, std::errc::invalid_argument);
+  EXPECT_EQ(ok.error().text, "unknown log level 'verbose'");
 }

@@ -14,20 +14,45 @@
 using namespace convoke;
 using namespace std::chrono_literals;
 
+namespace {
+
+/// The code of a failed check (a default code if it passed).
+std::error_code code_of(const expected<>& r) {
+  return r ? std::error_code{} : r.error().code;
+}
+
+} // namespace
+
 TEST(Rules, AgentNames) {
-  EXPECT_EQ(proto::check_agent_name("planner-01.eu@host:1"), "");
-  EXPECT_NE(proto::check_agent_name(""), "");
-  EXPECT_NE(proto::check_agent_name("has space"), "");
-  EXPECT_NE(proto::check_agent_name(std::string(65, 'a')), "");
-  EXPECT_EQ(proto::check_agent_name(std::string(64, 'a')), "");
-  EXPECT_NE(proto::check_agent_name("caf\xc3\xa9").find("\\xc3"), std::string::npos);
+  EXPECT_TRUE(proto::check_agent_name("planner-01.eu@host:1"));
+  EXPECT_TRUE(proto::check_agent_name(std::string(64, 'a')));
+  EXPECT_EQ(code_of(proto::check_agent_name("")), proto::errc::name_empty);
+  EXPECT_EQ(code_of(proto::check_agent_name("has space")), proto::errc::name_invalid_character);
+  EXPECT_EQ(code_of(proto::check_agent_name(std::string(65, 'a'))), proto::errc::name_too_long);
+  auto accented = proto::check_agent_name("caf\xc3\xa9");
+  ASSERT_FALSE(accented);
+  EXPECT_EQ(accented.error().code, proto::errc::name_invalid_character);
+  EXPECT_NE(accented.error().text.find("\\xc3"), std::string::npos) << accented.error().text;
 }
 
 TEST(Rules, Routes) {
-  EXPECT_EQ(proto::check_route("weather/eu.temp#1"), "");
-  EXPECT_NE(proto::check_route(""), "");
-  EXPECT_NE(proto::check_route("a b"), "");
-  EXPECT_NE(proto::check_route(std::string(129, 'r')), "");
+  EXPECT_TRUE(proto::check_route("weather/eu.temp#1"));
+  EXPECT_EQ(code_of(proto::check_route("")), proto::errc::route_empty);
+  EXPECT_EQ(code_of(proto::check_route("a b")), proto::errc::route_invalid_character);
+  EXPECT_EQ(code_of(proto::check_route(std::string(129, 'r'))), proto::errc::route_too_long);
+  auto r = proto::check_route("tab\there");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().text.find("tab\\x09here"), std::string::npos) << r.error().text;
+}
+
+TEST(Rules, ErrorCodesHaveACategoryNamesAndMessages) {
+  std::error_code ec = proto::errc::route_too_long;
+  EXPECT_STREQ(ec.category().name(), "convoke.proto");
+  EXPECT_EQ(ec.message(), "route is too long");
+  EXPECT_EQ(proto::to_string(proto::errc::name_invalid_character), "name_invalid_character");
+  EXPECT_NE(ec,
+            std::error_code(static_cast<int>(proto::errc::route_too_long), std::generic_category()))
+    << "the same number in another category is another error";
 }
 
 TEST(Rules, HelloChecks) {

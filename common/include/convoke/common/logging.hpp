@@ -21,6 +21,8 @@
 
 #include <spdlog/logger.h>
 
+#include "convoke/common/error.hpp"
+
 namespace convoke::logging {
 
 enum class format : uint8_t { text, json };
@@ -45,8 +47,11 @@ struct options {
 };
 
 /// Configures the shared sink and format for all Convoke loggers, including
-/// ones created before. Returns an error text (e.g. an unwritable file).
-std::string configure(const options& opts);
+/// ones created before. Errors change nothing: `std::errc::invalid_argument`
+/// for an unknown level ("unknown log level 'x'"), or the errno of opening
+/// the file (e.g. `std::errc::permission_denied`, "cannot open log file
+/// 'path': ...").
+expected<> configure(const options& opts);
 
 /// Returns the named logger, creating it on first use.
 std::shared_ptr<spdlog::logger> get(const std::string& name);

@@ -8,24 +8,30 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <system_error>
+
+#include "convoke/common/error.hpp"
 
 namespace convoke::net {
 
-/// Result of `tcp_connect`: a socket or an error text.
-struct connect_result {
-  int fd = -1;
-  std::string error;
-  explicit operator bool() const noexcept {
-    return fd >= 0;
-  }
-};
+/// The category of getaddrinfo() failures: the value is the EAI_* code
+/// (negative on glibc) and the message is gai_strerror()'s. EAI_SYSTEM is
+/// reported as the errno it stands for (system category) instead.
+const std::error_category& resolver_category() noexcept;
+
+/// The error code for a getaddrinfo() result `rc` != 0 (reads errno for
+/// EAI_SYSTEM).
+std::error_code resolver_error(int rc) noexcept;
 
 /// Resolves `host` and connects with a non-blocking connect bounded by
-/// `timeout`. The returned socket is non-blocking with TCP_NODELAY set.
+/// `timeout`. The socket is non-blocking with TCP_NODELAY set; the caller
+/// owns it. Errors: `resolver_category()` codes ("cannot resolve 'host':
+/// ..."), the errno of socket()/connect() (e.g. `std::errc::connection_refused`,
+/// "cannot connect to host:port: ..."), or `std::errc::timed_out`.
 /// Blocks the calling thread (name resolution and the wait), so never call it
 /// from an actor or the I/O thread.
-connect_result tcp_connect(const std::string& host, uint16_t port,
-                           std::chrono::milliseconds timeout);
+expected<int> tcp_connect(const std::string& host, uint16_t port,
+                          std::chrono::milliseconds timeout);
 
 /// Switches a socket between blocking and non-blocking mode.
 bool set_blocking(int fd, bool blocking);
@@ -36,27 +42,23 @@ bool write_all(int fd, const void* data, size_t size);
 /// Sets SO_RCVTIMEO on a blocking socket.
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 
-/// Tries to bind a TCP socket to host:port (then closes it) and returns why
-/// that fails, e.g. "Address already in use"; empty if it would work. Used
-/// to turn a library's generic bind failure into a precise message.
-std::string bind_error(const std::string& host, uint16_t port);
+/// Checks that `host` resolves to an address to listen on. The error has a
+/// `resolver_category()` code and says "cannot resolve: <reason>".
+expected<> check_resolvable(const std::string& host);
 
-/// Why `host` does not resolve to an address to listen on, or "".
-std::string resolve_error(const std::string& host);
-
-/// Result of `tcp_listen`: a listening socket or an error text.
-struct listen_result {
+/// A listening socket made by `tcp_listen`.
+struct listening_socket {
   int fd = -1;
   uint16_t port = 0; // the bound port (useful with port 0)
-  std::string error;
-  explicit operator bool() const noexcept {
-    return fd >= 0;
-  }
 };
 
 /// Resolves `host`, binds host:port (SO_REUSEADDR) and listens with
-/// `backlog`. The socket is non-blocking and close-on-exec.
-listen_result tcp_listen(const std::string& host, uint16_t port, int backlog);
+/// `backlog`. The socket is non-blocking and close-on-exec; the caller owns
+/// it. Errors: a `resolver_category()` code or the errno of the last
+/// address tried (e.g. `std::errc::address_in_use`,
+/// `std::errc::permission_denied`); the text reads "cannot listen on
+/// host:port: Address already in use" (or "...: cannot resolve 'host': ...").
+expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog);
 
 /// Sets the socket receive buffer size (SO_RCVBUF).
 void set_receive_buffer(int fd, int bytes);

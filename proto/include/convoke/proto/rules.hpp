@@ -5,10 +5,40 @@
 /// route look like, and the stable codes carried by `Notice` and `Goodbye`.
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <system_error>
+
+#include "convoke/common/error.hpp"
 
 namespace convoke::proto {
+
+/// Why a name or route breaks the rules (category "convoke.proto").
+enum class errc : uint8_t {
+  /// The agent name is empty.
+  name_empty = 1,
+  /// The agent name is longer than `max_name_length` bytes.
+  name_too_long,
+  /// The agent name has a character outside [A-Za-z0-9._:@-].
+  name_invalid_character,
+  /// The route is empty.
+  route_empty,
+  /// The route is longer than `max_route_length` bytes.
+  route_too_long,
+  /// The route has a space, control or non-ASCII character.
+  route_invalid_character,
+};
+
+/// The "convoke.proto" error category.
+const std::error_category& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+/// Stable name of a code ("name_empty", "route_too_long", ...).
+std::string_view to_string(errc e) noexcept;
 
 /// Longest agent name, in bytes.
 inline constexpr size_t max_name_length = 64;
@@ -19,13 +49,16 @@ inline constexpr size_t max_route_length = 128;
 /// Longest role label, in bytes.
 inline constexpr size_t max_role_length = 64;
 
-/// Returns an empty string if `name` is a valid agent name (1-64 characters
-/// from [A-Za-z0-9._:@-]), otherwise a sentence saying what is wrong.
-std::string check_agent_name(std::string_view name);
+/// Checks that `name` is a valid agent name (1-64 characters from
+/// [A-Za-z0-9._:@-]). The error has a `name_*` code and a sentence saying
+/// what is wrong (quoting the name, escaped with `printable`). Allocates
+/// nothing when the name is valid.
+expected<> check_agent_name(std::string_view name);
 
-/// Returns an empty string if `route` is a valid route (1-128 printable ASCII
-/// characters, no spaces), otherwise a sentence saying what is wrong.
-std::string check_route(std::string_view route);
+/// Checks that `route` is a valid route (1-128 printable ASCII characters,
+/// no spaces). The error has a `route_*` code and a sentence. Allocates
+/// nothing when the route is valid.
+expected<> check_route(std::string_view route);
 
 /// Renders arbitrary bytes for a log line: printable ASCII kept, the rest
 /// escaped as \xNN, cut after `max` input bytes with a "..." marker.
@@ -66,3 +99,6 @@ inline constexpr std::string_view replaced = "replaced";
 } // namespace codes
 
 } // namespace convoke::proto
+
+template <>
+struct std::is_error_code_enum<convoke::proto::errc> : std::true_type {};

@@ -16,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "convoke/common/error.hpp"
 #include "convoke/common/logging.hpp"
+#include "convoke/server/error.hpp"
 
 namespace convoke::server {
 
@@ -69,12 +71,17 @@ struct server_config {
   uint32_t trace_queue = 65536;
 };
 
-/// Checks cross-field rules; returns one sentence per problem.
-std::vector<std::string> validate(const server_config& cfg);
+/// Checks cross-field rules; returns every problem (`errc::invalid_config`,
+/// `errc::invalid_value` for a value out of range), none if valid.
+/// Configuration checks return lists, not `expected<>`: an operator gets
+/// every problem of a file in one run.
+std::vector<error> validate(const server_config& cfg);
 
 /// Checks that the output files (log, trace, port file) can be written
-/// without creating directories; one sentence per problem.
-std::vector<std::string> check_paths(const server_config& cfg);
+/// without creating directories (`errc::unwritable_file`) and that
+/// `listen.host` resolves (`errc::resolve_failed`); every problem, none if
+/// all is well.
+std::vector<error> check_paths(const server_config& cfg);
 
 /// Looks up an environment variable (injectable for tests).
 using env_lookup = std::function<std::optional<std::string>(const std::string&)>;
@@ -96,12 +103,16 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
                               std::ostream& out, std::ostream& err,
                               const env_lookup& env = process_env());
 
-/// Applies one key ("listen.port") from text. Returns an error sentence or "".
-std::string set_option(server_config& cfg, const std::string& key, const std::string& value);
+/// Applies one key ("listen.port") from text. Errors: `errc::unknown_key`
+/// ("unknown key 'x'") or `errc::invalid_value` ("'soon' is not a duration
+/// ..."); `cfg` is unchanged then.
+expected<> set_option(server_config& cfg, const std::string& key, const std::string& value);
 
-/// Reads a TOML config file into `cfg`. Returns error sentences (unknown keys,
-/// bad values, syntax errors with line numbers).
-std::vector<std::string> load_file(server_config& cfg, const std::string& path);
+/// Reads a TOML config file into `cfg`. Returns every problem, each text
+/// starting with "path:line:": `errc::bad_config_file` (missing file, TOML
+/// syntax, a key outside a [section]), `errc::unknown_key`,
+/// `errc::invalid_value`. None if the file was applied completely.
+std::vector<error> load_file(server_config& cfg, const std::string& path);
 
 /// The effective configuration as TOML (the token is redacted).
 std::string dump_config(const server_config& cfg);

@@ -10,7 +10,9 @@
 #include <memory>
 #include <string>
 
+#include "convoke/common/error.hpp"
 #include "convoke/server/config.hpp"
+#include "convoke/server/error.hpp"
 #include "convoke/server/stats.hpp"
 
 namespace convoke::server {
@@ -25,9 +27,12 @@ public:
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  /// Binds the listening socket and starts the actors. Returns an empty
-  /// string on success, otherwise what went wrong (e.g. address in use).
-  std::string start();
+  /// Binds the listening socket and starts the actors. Errors:
+  /// `errc::bind_failed` ("cannot listen on host:port: Address already in
+  /// use"), `errc::resolve_failed`, `errc::unwritable_file` (the trace file),
+  /// the code of the first `validate()` problem ("invalid configuration:
+  /// ..."), `errc::already_started`.
+  expected<> start();
 
   /// The bound TCP port (meaningful after a successful `start()`).
   uint16_t port() const noexcept;

@@ -1,0 +1,137 @@
+// Start-up failures a program can tell apart by their error code, with the
+// system's reason kept in the text: an address in use, a host that does not
+// resolve, a refused connection, an unwritable trace file.
+
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "convoke/common/net.hpp"
+#include "convoke/server/config.hpp"
+#include "convoke/server/server.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A TCP socket bound to 127.0.0.1 on a port the kernel picks, listening
+/// or not. Closed at the end of the test.
+struct bound_socket {
+  int fd = -1;
+  uint16_t port = 0;
+
+  explicit bound_socket(bool listening) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0
+        || (listening && ::listen(fd, 4) != 0)
+        || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      throw std::runtime_error("cannot set up a socket on 127.0.0.1");
+    port = ntohs(addr.sin_port);
+  }
+
+  ~bound_socket() {
+    ::close(fd);
+  }
+};
+
+constexpr const char* unresolvable = "no-such-host.invalid"; // RFC 6761: never resolves
+
+} // namespace
+
+TEST(ServerStart, AnAddressInUseIsTheSystemsCodeInNetAndBindFailedInTheServer) {
+  bound_socket taken{true};
+  auto again = net::tcp_listen("127.0.0.1", taken.port, 16);
+  ASSERT_FALSE(again) << "bound the same port twice";
+  EXPECT_EQ(again.error().code, std::errc::address_in_use) << again.error().code.message();
+  auto where = "cannot listen on 127.0.0.1:" + std::to_string(taken.port) + ": ";
+  EXPECT_EQ(again.error().text, where + "Address already in use");
+
+  auto cfg = test::test_config();
+  cfg.port = taken.port;
+  server::server srv{cfg};
+  auto started = srv.start();
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error().code, server::errc::bind_failed);
+  EXPECT_EQ(started.error().text, where + "Address already in use") << "the operator's text";
+}
+
+TEST(ServerStart, AnUnresolvableHostIsAResolverCodeInNetAndResolveFailedInTheServer) {
+  auto checked = net::check_resolvable(unresolvable);
+  ASSERT_FALSE(checked);
+  EXPECT_EQ(checked.error().code.category(), net::resolver_category())
+    << checked.error().code.message();
+  EXPECT_EQ(checked.error().text.rfind("cannot resolve: ", 0), 0u) << checked.error().text;
+
+  auto listened = net::tcp_listen(unresolvable, 0, 16);
+  ASSERT_FALSE(listened);
+  EXPECT_EQ(listened.error().code.category(), net::resolver_category());
+  EXPECT_EQ(listened.error().text.rfind("cannot listen on no-such-host.invalid:0: cannot "
+                                        "resolve 'no-such-host.invalid': ",
+                                        0),
+            0u)
+    << listened.error().text;
+
+  auto connected = net::tcp_connect(unresolvable, 7420, 1s);
+  ASSERT_FALSE(connected);
+  EXPECT_EQ(connected.error().code.category(), net::resolver_category());
+
+  auto cfg = test::test_config();
+  cfg.host = unresolvable;
+  auto problems = server::check_paths(cfg); // what --check-config reports (exit 78)
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].code, server::errc::resolve_failed);
+  EXPECT_EQ(problems[0].text.rfind("listen.host 'no-such-host.invalid': cannot resolve: ", 0), 0u)
+    << problems[0].text;
+  server::server srv{cfg};
+  auto started = srv.start();
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error().code, server::errc::resolve_failed) << started.error().text;
+}
+
+TEST(ServerStart, ARefusedConnectionIsTheSystemsCode) {
+  bound_socket not_listening{false}; // the kernel answers SYN with RST
+  auto connected = net::tcp_connect("127.0.0.1", not_listening.port, 2s);
+  ASSERT_FALSE(connected);
+  EXPECT_EQ(connected.error().code, std::errc::connection_refused);
+  EXPECT_EQ(connected.error().text,
+            "cannot connect to 127.0.0.1:" + std::to_string(not_listening.port)
+              + ": Connection refused");
+}
+
+TEST(ServerStart, AnUnwritableTraceFileAndASecondStartHaveCodes) {
+  auto cfg = test::test_config();
+  cfg.trace_enabled = true;
+  cfg.trace_file = "/dev/null/trace.log";
+  server::server broken{cfg};
+  auto started = broken.start();
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error().code, server::errc::unwritable_file);
+  EXPECT_NE(started.error().text.find("cannot open trace file '/dev/null/trace.log'"),
+            std::string::npos)
+    << started.error().text;
+
+  test::test_server running;
+  auto twice = running.get().start();
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, server::errc::already_started);
+}
+
+TEST(ServerStart, AnInvalidConfigurationKeepsTheCodeOfItsFirstProblem) {
+  auto cfg = test::test_config();
+  cfg.idle_timeout = 1s;
+  cfg.heartbeat_interval = 2s;
+  server::server srv{cfg};
+  auto started = srv.start();
+  ASSERT_FALSE(started);
+  EXPECT_EQ(started.error().code, server::errc::invalid_config);
+  EXPECT_EQ(started.error().text.rfind("invalid configuration: timeouts.heartbeat-interval", 0), 0u)
+    << started.error().text;
+}
