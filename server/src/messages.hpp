@@ -62,7 +62,6 @@ using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// session -> router -> every session: the server is above
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
-using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
 
 /// A session asks the router to register an agent after a valid Hello.

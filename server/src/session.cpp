@@ -13,8 +13,6 @@
 
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -22,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "convoke/caf_support/self_send.hpp"
+#include "convoke/caf_support/socket.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
@@ -39,13 +38,12 @@ namespace {
 using steady = std::chrono::steady_clock;
 namespace codes = proto::codes;
 using caf_support::delayed_self_send;
+using caf_support::retrigger_atom;
 
 constexpr size_t small_read_chunk = 1024;
 constexpr size_t large_read_chunk = 64 * 1024;
 /// Largest frame accepted before Welcome (a Hello with many routes fits).
 constexpr uint32_t handshake_frame_limit = 64 * 1024;
-/// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
-constexpr auto retrigger_delay = std::chrono::milliseconds{2};
 /// How long a connection refused before Welcome may take to read its Notice.
 constexpr auto pre_welcome_close_grace = std::chrono::milliseconds{250};
 /// How often a session paused by limits.max-buffered-bytes checks again.
@@ -112,7 +110,8 @@ struct session_state {
   size_t read_chunk = small_read_chunk;
   // Input credits: bytes handed to the router and not yet acknowledged.
   uint64_t in_flight = 0;
-  bool halted = false;
+  /// Reading paused (input credits, budget, awaiting the router, draining).
+  caf_support::read_gate reads;
   /// Current drop episode (slow consumer, drop policy): from the output
   /// going above the high-water mark until it is back under half of it;
   /// the relayed messages dropped during it.
@@ -144,7 +143,7 @@ std::string who(session_ptr self) {
 /// The socket of this session. Valid while the scribe is attached, which is
 /// until the broker terminates (sessions never detach it with close()).
 int socket_fd(session_ptr self) {
-  return static_cast<int>(self->state.hdl.id());
+  return caf_support::socket_fd(self->state.hdl);
 }
 
 /// Arms a timer. Timers of seconds go through the listener, which keeps
@@ -210,15 +209,14 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
     return;
   }
   if (st.out.pending() == 0) {
-    auto sent = ::send(socket_fd(self), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (sent > 0) {
-      st.written_total += static_cast<uint64_t>(sent);
-      if (static_cast<size_t>(sent) == size)
+    if (auto sent = caf_support::write_now(socket_fd(self), data, size); sent > 0) {
+      st.written_total += sent;
+      if (sent == size)
         return;
-      auto done = msgs.count == 0 ? 0 : frames_within(data, size, static_cast<size_t>(sent));
+      auto done = msgs.count == 0 ? 0 : frames_within(data, size, sent);
       msgs.count -= std::min(msgs.count, done);
       data += sent;
-      size -= static_cast<size_t>(sent);
+      size -= sent;
     }
     // EAGAIN (socket full) or an error: CAF takes over and reports errors
     // as connection_closed_msg.
@@ -407,12 +405,10 @@ void finish(session_ptr self, std::string_view reason = drop_reason::connection_
   auto& st = self->state;
   if (st.ph == phase::leaving)
     return;
-  // Shutting the socket down in both directions makes CAF's stream see EOF
-  // and release it at once instead of waiting for the peer (which could hold
-  // the multiplexer, and process exit, hostage). Never after CAF reported
-  // the connection closed: the descriptor may belong to a new one by then.
+  // Never after CAF reported the connection closed: the descriptor may
+  // belong to a new one by then.
   if (!st.socket_gone)
-    ::shutdown(socket_fd(self), SHUT_RDWR);
+    caf_support::shut_down(socket_fd(self));
   st.lost.add(st.out.take_all());
   if (reason != drop_reason::connection_closed)
     st.lost_reason = reason;
@@ -428,7 +424,7 @@ void finish(session_ptr self, std::string_view reason = drop_reason::connection_
 void half_close(session_ptr self) {
   self->state.ph = phase::lingering;
   if (!self->state.socket_gone)
-    ::shutdown(socket_fd(self), SHUT_WR);
+    caf_support::send_fin(socket_fd(self));
 }
 
 void end_drop_episode(session_ptr self);
@@ -444,12 +440,8 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     dispatch_batch(self);
   st.ph = phase::closing;
   leave_router(self);
-  if (st.halted) {
-    // Read again (input is discarded now) so that the peer's EOF is seen.
-    st.halted = false;
-    self->trigger(st.hdl);
-    delayed_self_send(self, retrigger_delay, retrigger_atom::value);
-  }
+  // Read again (input is discarded now) so that the peer's EOF is seen.
+  st.reads.resume(self, st.hdl);
   end_drop_episode(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
   schedule(self, grace, abort_atom::value);
@@ -518,10 +510,7 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
-  if (!st.halted) {
-    self->halt(st.hdl);
-    st.halted = true;
-  }
+  st.reads.pause(self, st.hdl);
 }
 
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
@@ -767,7 +756,7 @@ void track_input(session_ptr self, size_t frames, steady::time_point now) {
 void check_input_window(session_ptr self) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  if (st.halted || st.ph >= phase::draining)
+  if (st.reads.paused() || st.ph >= phase::draining)
     return;
   // Only the router backlog counts toward the window: a partial frame in the
   // splitter is bounded by limits.max-frame-bytes (and timeouts.frame).
@@ -780,8 +769,7 @@ void check_input_window(session_ptr self) {
   bool budget_full = over && st.splitter.buffered() >= budget_backlog_floor;
   if (!window_full && !budget_full)
     return;
-  self->halt(st.hdl);
-  st.halted = true;
+  st.reads.pause(self, st.hdl);
   if (window_full) {
     bump(ctx.stats.input_pauses);
     return;
@@ -797,7 +785,7 @@ void check_input_window(session_ptr self) {
 
 void resume_input(session_ptr self) {
   auto& st = self->state;
-  if (!st.halted || st.ph >= phase::draining)
+  if (!st.reads.paused() || st.ph >= phase::draining)
     return;
   if (st.in_flight > st.ctx->cfg.input_window / 2)
     return; // the router's credit resumes it
@@ -809,11 +797,7 @@ void resume_input(session_ptr self) {
     return;
   }
   st.budget_paused = false;
-  st.halted = false;
-  self->trigger(st.hdl);
-  // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
-  // the halt(); trigger again shortly (idempotent), see docs/architecture.md.
-  delayed_self_send(self, retrigger_delay, retrigger_atom::value);
+  st.reads.resume(self, st.hdl);
 }
 
 /// True if the agent's TCP stack acknowledged at least 1 KiB of output
@@ -1035,7 +1019,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
     if (!st.socket_gone)
-      ::shutdown(socket_fd(self), SHUT_RDWR);
+      caf_support::shut_down(socket_fd(self));
     st.lost.add(st.out.take_all());
     account_dropped(self, st.lost, drop_reason::shutdown);
     release_budget(self);
@@ -1098,7 +1082,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // while the descriptor is certainly still this connection's, and
       // never again later.
       if (!st.socket_gone)
-        ::shutdown(socket_fd(self), SHUT_RDWR);
+        caf_support::shut_down(socket_fd(self));
       st.socket_gone = true;
       if (st.ph == phase::leaving)
         return;
@@ -1187,10 +1171,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       update_budget(self);
       resume_input(self);
     },
-    [self](retrigger_atom) {
-      if (!self->state.halted)
-        self->trigger(self->state.hdl);
-    },
+    [self](retrigger_atom) { self->state.reads.on_retrigger(self, self->state.hdl); },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
     [self](barrier_atom, uint64_t seq) {
       auto& st = self->state;
@@ -1233,7 +1214,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (st.ph != phase::established)
         return;
       auto idle = st.ctx->cfg.idle_timeout;
-      if (st.halted)
+      if (st.reads.paused())
         st.last_rx = steady::now(); // the server is not reading it: not its silence
       if (reading_what_it_is_sent(self))
         st.last_rx = steady::now();
@@ -1296,10 +1277,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       }
       dispatch_batch(self);
       st.ph = phase::draining;
-      if (!st.halted) {
-        self->halt(st.hdl);
-        st.halted = true;
-      }
+      st.reads.pause(self, st.hdl);
       self->send(st.router, drained_atom::value, st.id);
     },
     [self](goodbye_atom) {
