@@ -5,13 +5,13 @@
 // The broker splits the byte stream into whole frames and hands them to the
 // agent in one message per read; the agent returns credit once it has
 // processed them, and the broker stops reading when too much is outstanding.
-// Outgoing frames arrive pre-encoded from the agent. On close it flushes,
-// half-closes and waits (bounded) for the server's EOF.
-
-#include <sys/socket.h>
-#include <unistd.h>
+// Outgoing frames arrive pre-encoded from the agent and go straight to the
+// socket while CAF holds none of our output. On close it keeps reading until
+// the server's EOF (bounded), then shuts the socket down. The CAF 0.17
+// workarounds (direct writes, re-trigger, shutdown) are caf_support's.
 
 #include "convoke/caf_support/self_send.hpp"
+#include "convoke/caf_support/socket.hpp"
 #include "convoke/common/net.hpp"
 #include "internal.hpp"
 
@@ -19,8 +19,9 @@ namespace convoke::detail {
 
 namespace {
 
+using caf_support::retrigger_atom;
+
 constexpr size_t read_chunk = 64 * 1024;
-constexpr auto retrigger_delay = std::chrono::milliseconds{2};
 constexpr auto linger_time = std::chrono::milliseconds{1000};
 
 struct connection_state {
@@ -30,9 +31,13 @@ struct connection_state {
   uint64_t gen = 0;
   uint64_t window = 0;
   std::shared_ptr<std::atomic<uint64_t>> out_pending;
+  /// Bytes in CAF's write buffer not yet reported written: while there are
+  /// any, writes go through CAF too, so that order is kept.
+  uint64_t caf_holds = 0;
   proto::frame_splitter splitter{max_inbound_frame};
   uint64_t in_flight = 0;
-  bool halted = false;
+  /// Reading paused while the agent holds more than `window` unprocessed.
+  caf_support::read_gate reads;
   bool closing = false;
   bool reported = false;
 };
@@ -40,7 +45,14 @@ struct connection_state {
 using connection_ptr = caf::io::stateful_broker<connection_state>*;
 
 int socket_fd(connection_ptr self) {
-  return static_cast<int>(self->state.hdl.id());
+  return caf_support::socket_fd(self->state.hdl);
+}
+
+/// `n` bytes of the agent's output have left: they no longer count against
+/// its max_pending_bytes.
+void sent(connection_ptr self, uint64_t n) {
+  auto& pending = *self->state.out_pending;
+  pending.fetch_sub(std::min<uint64_t>(n, pending.load()));
 }
 
 void report_closed(connection_ptr self, const std::string& reason) {
@@ -51,10 +63,10 @@ void report_closed(connection_ptr self, const std::string& reason) {
   }
 }
 
-/// Ends the connection now (see the server's session for why SHUT_RDWR).
+/// Ends the connection now (caf_support::shut_down says why not close()).
 void finish(connection_ptr self, const std::string& reason) {
   report_closed(self, reason);
-  ::shutdown(socket_fd(self), SHUT_RDWR);
+  caf_support::shut_down(socket_fd(self));
   self->quit();
 }
 
@@ -97,36 +109,39 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
         return;
       st.in_flight += out.size();
       self->send(st.agent, frames_atom::value, st.gen, std::move(out));
-      if (!st.halted && st.in_flight > st.window) {
-        self->halt(st.hdl);
-        st.halted = true;
-      }
+      if (st.in_flight > st.window)
+        st.reads.pause(self, st.hdl);
     },
     [self](credit_atom, uint64_t bytes) {
       auto& st = self->state;
       st.in_flight -= std::min(st.in_flight, bytes);
-      if (st.halted && st.in_flight <= st.window / 2) { // also while closing
-        st.halted = false;
-        self->trigger(st.hdl);
-        // Work around the CAF 0.17.6 halt/trigger race (docs/architecture.md).
-        caf_support::delayed_self_send(self, retrigger_delay, retrigger_atom::value);
-      }
+      if (st.in_flight <= st.window / 2) // also while closing
+        st.reads.resume(self, st.hdl);
     },
-    [self](retrigger_atom) {
-      if (!self->state.halted)
-        self->trigger(self->state.hdl);
-    },
+    [self](retrigger_atom) { self->state.reads.on_retrigger(self, self->state.hdl); },
     [self](write_atom, const std::vector<char>& bytes) {
       auto& st = self->state;
       if (st.closing)
         return;
+      auto data = bytes.data();
+      auto size = bytes.size();
+      if (st.caf_holds == 0) {
+        auto n = caf_support::write_now(socket_fd(self), data, size);
+        sent(self, n);
+        data += n;
+        size -= n;
+        if (size == 0)
+          return;
+      }
       auto& buf = self->wr_buf(st.hdl);
-      buf.insert(buf.end(), bytes.begin(), bytes.end());
+      buf.insert(buf.end(), data, data + size);
+      st.caf_holds += size;
       self->flush(st.hdl);
     },
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
-      st.out_pending->fetch_sub(std::min<uint64_t>(msg.written, st.out_pending->load()));
+      st.caf_holds -= std::min<uint64_t>(st.caf_holds, msg.written);
+      sent(self, msg.written);
     },
     [self](close_atom) {
       // The agent has queued its Goodbye. Keep reading until the server
@@ -137,10 +152,7 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
       if (st.closing)
         return;
       st.closing = true;
-      if (st.halted) {
-        st.halted = false;
-        self->trigger(st.hdl);
-      }
+      st.reads.resume(self, st.hdl);
       caf_support::delayed_self_send(self, linger_time, linger_atom::value);
     },
     [self](linger_atom) { finish(self, "closed by agent"); },

@@ -53,7 +53,6 @@ using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
 using post_atom = caf::atom_constant<caf::atom("post")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using stop_deadline_atom = caf::atom_constant<caf::atom("stopdl")>;
-using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 using linger_atom = caf::atom_constant<caf::atom("linger")>;
 
 /// A closure posted to an agent from another thread.

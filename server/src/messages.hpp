@@ -50,19 +50,15 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;
 // session -> listener: (timer_atom, session id, atom_value, due ns)
 using timer_atom = caf::atom_constant<caf::atom("timer")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
-// timers (self-sends)
-using heartbeat_atom = caf::atom_constant<caf::atom("heartbeat")>;
-using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
-using handshake_atom = caf::atom_constant<caf::atom("handshake")>;
-using abort_atom = caf::atom_constant<caf::atom("abort")>;
-using frame_check_atom = caf::atom_constant<caf::atom("framechk")>;
+// timers (a session's through the listener, others self-sends)
+/// A session's deadline may be due: it asks its session_machine.
+using wake_atom = caf::atom_constant<caf::atom("wake")>;
 using budget_retry_atom = caf::atom_constant<caf::atom("budgetchk")>;
 /// End of a Notice rate-limit window (router: per sender; session: own).
 using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// session -> router -> every session: the server is above
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
-using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
 
 /// A session asks the router to register an agent after a valid Hello.

@@ -4,6 +4,9 @@
 // router -> Welcome -> relaying (heartbeat + idle timers) -> closing (final
 // Notice or Goodbye flushed, then FIN; forced after a grace period) -> exit.
 // The router monitors registered sessions and unregisters them on exit.
+// The protocol decisions (phases, what each frame asks for, the deadlines)
+// are session_machine's (session_machine.hpp, CAF-free); this broker feeds
+// it bytes, router answers and the time, and performs what it returns.
 //
 // Data path: each socket read is split into frames; envelopes are stamped
 // (sender, message id, relay time), re-encoded once, and sent to the router
@@ -13,8 +16,6 @@
 
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -22,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "convoke/caf_support/self_send.hpp"
+#include "convoke/caf_support/socket.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
@@ -30,6 +32,7 @@
 #include "messages.hpp"
 #include "notice_limiter.hpp"
 #include "output_ledger.hpp"
+#include "session_machine.hpp"
 #include "session_rules.hpp"
 
 namespace convoke::server::internal {
@@ -40,26 +43,13 @@ using steady = std::chrono::steady_clock;
 namespace codes = proto::codes;
 using caf_support::delayed_self_send;
 
+using caf_support::retrigger_atom;
+using phase = session_phase;
+
 constexpr size_t small_read_chunk = 1024;
 constexpr size_t large_read_chunk = 64 * 1024;
-/// Largest frame accepted before Welcome (a Hello with many routes fits).
-constexpr uint32_t handshake_frame_limit = 64 * 1024;
-/// Delay of the re-trigger that works around the CAF 0.17.6 halt/trigger race.
-constexpr auto retrigger_delay = std::chrono::milliseconds{2};
-/// How long a connection refused before Welcome may take to read its Notice.
-constexpr auto pre_welcome_close_grace = std::chrono::milliseconds{250};
 /// How often a session paused by limits.max-buffered-bytes checks again.
 constexpr auto budget_retry_delay = std::chrono::milliseconds{20};
-
-enum class phase : uint8_t {
-  handshake,
-  registering,
-  established,
-  draining,
-  closing,   // final frame queued, waiting until it left the socket
-  lingering, // FIN sent, waiting for the peer's EOF
-  leaving,   // socket shut; waiting for the router to forget this session
-};
 
 } // namespace
 
@@ -72,12 +62,11 @@ struct session_state {
   caf::actor router;
   uint64_t id = 0;
   std::string remote;
-  phase ph = phase::handshake;
+  /// The protocol: phase, input frames, deadlines (set at actor init).
+  std::optional<session_machine> machine;
   std::string agent;
   std::string role;
   std::string sdk;
-  proto::frame_splitter splitter;
-  v1::Frame frame;
   relay_batch batch;
   std::vector<char> scratch;   // encoding single frames to write
   std::vector<char> reencoded; // slow path: an envelope re-encoded canonically
@@ -90,8 +79,6 @@ struct session_state {
   bool leave_requested = false;
   /// CAF reported the connection closed: the descriptor is no longer ours.
   bool socket_gone = false;
-  /// The agent was admitted (Welcome sent).
-  bool welcomed = false;
   /// Bytes the socket took (directly or through CAF).
   uint64_t written_total = 0;
   /// How much of it the agent's TCP stack had acknowledged at the last check.
@@ -102,17 +89,11 @@ struct session_state {
   /// closing); reported once, when the session ends, with `lost_reason`.
   message_range lost;
   std::string_view lost_reason = drop_reason::connection_closed;
-  /// When the last complete frame arrived (bytes of an incomplete frame are
-  /// not activity: a slowloris must not keep a connection alive).
-  steady::time_point last_rx;
-  /// When the frame still incomplete in the splitter began to arrive.
-  std::optional<steady::time_point> partial_since;
-  bool frame_check_armed = false;
-  uint64_t heartbeat_seq = 0;
   size_t read_chunk = small_read_chunk;
   // Input credits: bytes handed to the router and not yet acknowledged.
   uint64_t in_flight = 0;
-  bool halted = false;
+  /// Reading paused (input credits, budget, awaiting the router, draining).
+  caf_support::read_gate reads;
   /// Current drop episode (slow consumer, drop policy): from the output
   /// going above the high-water mark until it is back under half of it;
   /// the relayed messages dropped during it.
@@ -126,8 +107,6 @@ struct session_state {
   /// Reading stopped because the server is above its budget while this
   /// session holds a large partial frame.
   bool budget_paused = false;
-  /// The agent said Goodbye; waiting for the router's barrier echo.
-  bool leaving = false;
 };
 
 namespace {
@@ -141,10 +120,14 @@ std::string who(session_ptr self) {
   return fmt::format("agent={} session={}", logfmt_value(st.agent), st.id);
 }
 
+session_machine& machine(session_ptr self) {
+  return *self->state.machine;
+}
+
 /// The socket of this session. Valid while the scribe is attached, which is
 /// until the broker terminates (sessions never detach it with close()).
 int socket_fd(session_ptr self) {
-  return static_cast<int>(self->state.hdl.id());
+  return caf_support::socket_fd(self->state.hdl);
 }
 
 /// Arms a timer. Timers of seconds go through the listener, which keeps
@@ -156,10 +139,21 @@ int socket_fd(session_ptr self) {
 /// per 10k connections". Timers of milliseconds (re-trigger, budget retry)
 /// use delayed_send.
 template <class Atom>
-void schedule(session_ptr self, std::chrono::milliseconds after, Atom what) {
-  auto due = steady::now() + after;
+void schedule_at(session_ptr self, steady::time_point due, Atom what) {
   self->send(self->state.listener, timer_atom::value, self->state.id, caf::atom_value{what},
              static_cast<int64_t>(due.time_since_epoch().count()));
+}
+
+template <class Atom>
+void schedule(session_ptr self, std::chrono::milliseconds after, Atom what) {
+  schedule_at(self, steady::now() + after, what);
+}
+
+/// Arms the wake-up the machine asks for, if any (after every event that
+/// may move its deadlines).
+void arm_wake(session_ptr self) {
+  if (auto at = machine(self).wake_request())
+    schedule_at(self, *at, wake_atom::value);
 }
 
 /// Gives back the capacity of CAF's unsent-output buffer once it is empty.
@@ -210,15 +204,14 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
     return;
   }
   if (st.out.pending() == 0) {
-    auto sent = ::send(socket_fd(self), data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (sent > 0) {
-      st.written_total += static_cast<uint64_t>(sent);
-      if (static_cast<size_t>(sent) == size)
+    if (auto sent = caf_support::write_now(socket_fd(self), data, size); sent > 0) {
+      st.written_total += sent;
+      if (sent == size)
         return;
-      auto done = msgs.count == 0 ? 0 : frames_within(data, size, static_cast<size_t>(sent));
+      auto done = msgs.count == 0 ? 0 : frames_within(data, size, sent);
       msgs.count -= std::min(msgs.count, done);
       data += sent;
-      size -= static_cast<size_t>(sent);
+      size -= sent;
     }
     // EAGAIN (socket full) or an error: CAF takes over and reports errors
     // as connection_closed_msg.
@@ -290,7 +283,7 @@ constexpr uint64_t budget_backlog_floor = 64 * 1024;
 /// Bytes this session holds in the server: output not yet written, input
 /// handed to the router and not yet credited, a partial frame.
 uint64_t held_bytes(const session_state& st) {
-  return st.out.pending() + st.in_flight + st.splitter.buffered();
+  return st.out.pending() + st.in_flight + st.machine->buffered();
 }
 
 /// Brings this session's share of the server-wide count up to date.
@@ -405,18 +398,15 @@ void leave_router(session_ptr self) {
 /// deliveries it routed before are counted too, not lost unseen.
 void finish(session_ptr self, std::string_view reason = drop_reason::connection_closed) {
   auto& st = self->state;
-  if (st.ph == phase::leaving)
+  if (!machine(self).finish())
     return;
-  // Shutting the socket down in both directions makes CAF's stream see EOF
-  // and release it at once instead of waiting for the peer (which could hold
-  // the multiplexer, and process exit, hostage). Never after CAF reported
-  // the connection closed: the descriptor may belong to a new one by then.
+  // Never after CAF reported the connection closed: the descriptor may
+  // belong to a new one by then.
   if (!st.socket_gone)
-    ::shutdown(socket_fd(self), SHUT_RDWR);
+    caf_support::shut_down(socket_fd(self));
   st.lost.add(st.out.take_all());
   if (reason != drop_reason::connection_closed)
     st.lost_reason = reason;
-  st.ph = phase::leaving;
   if (!st.registered) {
     complete(self);
     return;
@@ -424,11 +414,11 @@ void finish(session_ptr self, std::string_view reason = drop_reason::connection_
   leave_router(self);
 }
 
-/// The final frame has left: send FIN and wait for the peer's EOF.
-void half_close(session_ptr self) {
-  self->state.ph = phase::lingering;
-  if (!self->state.socket_gone)
-    ::shutdown(socket_fd(self), SHUT_WR);
+/// Nothing is pending any more: if that was the final frame, send FIN and
+/// wait for the peer's EOF.
+void output_flushed(session_ptr self) {
+  if (machine(self).on_output_flushed() && !self->state.socket_gone)
+    caf_support::send_fin(socket_fd(self));
 }
 
 void end_drop_episode(session_ptr self);
@@ -438,42 +428,36 @@ void end_drop_episode(session_ptr self);
 /// whole sequence is bounded by `grace`, after which the socket is shut.
 void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseconds grace) {
   auto& st = self->state;
-  if (st.ph >= phase::closing)
+  auto& m = machine(self);
+  bool relaying = m.writes_messages();
+  if (!m.begin_close(steady::now(), grace))
     return;
-  if (st.ph == phase::established || st.ph == phase::draining)
+  if (relaying)
     dispatch_batch(self);
-  st.ph = phase::closing;
   leave_router(self);
-  if (st.halted) {
-    // Read again (input is discarded now) so that the peer's EOF is seen.
-    st.halted = false;
-    self->trigger(st.hdl);
-    delayed_self_send(self, retrigger_delay, retrigger_atom::value);
-  }
+  // Read again (input is discarded now) so that the peer's EOF is seen.
+  st.reads.resume(self, st.hdl);
   end_drop_episode(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
-  schedule(self, grace, abort_atom::value);
+  arm_wake(self); // the close's deadline
   if (st.out.pending() == 0)
-    half_close(self); // it all went out directly
+    output_flushed(self); // it all went out directly
 }
 
 /// Protocol violation or refusal: ERROR Notice, then close.
 void fail(session_ptr self, std::string_view code, std::string text,
           std::atomic<uint64_t>* counter = nullptr) {
   auto& st = self->state;
-  if (st.ph >= phase::closing)
+  if (machine(self).phase() >= phase::closing)
     return;
   st.ctx->log_session->warn("session refused {} code={} reason={}", who(self), code,
                             logfmt_value(text));
   if (counter != nullptr)
     bump(*counter);
   // A connection that was never admitted gets little time to read its
-  // Notice: it must not hold a descriptor for long (it stays counted among
-  // the handshaking connections until it is gone).
-  auto grace = close_grace(self);
-  if (!st.welcomed)
-    grace = std::min(grace, pre_welcome_close_grace);
-  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)), grace);
+  // Notice (refusal_grace).
+  begin_close(self, make_notice(v1::Notice::ERROR, code, std::move(text)),
+              machine(self).refusal_grace(close_grace(self)));
 }
 
 void send_welcome(session_ptr self, const std::string& resume_token) {
@@ -496,13 +480,9 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   write_frame(self, f);
 }
 
-void on_hello(session_ptr self, v1::Hello& hello) {
+/// A valid Hello (checked by the machine): ask the router to admit the agent.
+void register_agent(session_ptr self, const v1::Hello& hello) {
   auto& st = self->state;
-  if (auto r = check_hello(hello, st.ctx->cfg)) {
-    fail(self, r->code, std::move(r->text),
-         r->code == codes::auth_failed ? nullptr : &st.ctx->stats.protocol_errors);
-    return;
-  }
   st.role = hello.role();
   st.sdk = hello.sdk_name().empty() ? std::string{"unknown"}
                                     : hello.sdk_name() + "/" + hello.sdk_version();
@@ -513,15 +493,11 @@ void on_hello(session_ptr self, v1::Hello& hello) {
   req.resume_token = hello.resume_token();
   req.routes.assign(hello.routes().begin(), hello.routes().end());
   req.remote = st.remote;
-  st.ph = phase::registering;
   st.registered = true;
   self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
-  if (!st.halted) {
-    self->halt(st.hdl);
-    st.halted = true;
-  }
+  st.reads.pause(self, st.hdl);
 }
 
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
@@ -583,11 +559,12 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
 }
 
 /// Slow path: an envelope the fast scanner did not take (e.g. several
-/// envelope fields in one frame), already parsed into st.frame. Re-encode it
+/// envelope fields in one frame), already parsed by the machine. Re-encode it
 /// canonically, then relay that like any other. Unknown fields travel on the
 /// fast path only.
 void relay_parsed_envelope(session_ptr self) {
   auto& st = self->state;
+  auto& frame = machine(self).frame();
   // Unknown fields may hold what the fast path refuses (groups, known fields
   // with another wire type, which protobuf keeps as unknown): drop them, so
   // the canonical encoding is plain known fields.
@@ -597,10 +574,10 @@ void relay_parsed_envelope(session_ptr self) {
   // nested messages besides that map, whose entries keep no unknown fields.
   auto clear_unknown
     = [](google::protobuf::Message& m) { m.GetReflection()->MutableUnknownFields(&m)->Clear(); };
-  clear_unknown(st.frame);
-  clear_unknown(*st.frame.mutable_envelope());
+  clear_unknown(frame);
+  clear_unknown(*frame.mutable_envelope());
   st.reencoded.clear();
-  proto::append_frame(st.frame, st.reencoded);
+  proto::append_frame(frame, st.reencoded);
   std::string_view body{st.reencoded.data() + proto::header_size,
                         st.reencoded.size() - proto::header_size};
   // The canonical encoding can be larger than what was sent (protobuf writes
@@ -608,7 +585,7 @@ void relay_parsed_envelope(session_ptr self) {
   // reach receivers above the max_delivery_bytes they were promised.
   if (body.size() > st.ctx->cfg.max_frame_bytes) {
     bump(st.ctx->stats.rejected);
-    auto& env = st.frame.envelope();
+    auto& env = frame.envelope();
     write_limited_notice(
       self,
       make_notice(v1::Notice::WARNING, proto::codes::message_too_large,
@@ -649,115 +626,53 @@ void on_subscription(session_ptr self, bool subscribe,
     self->send(st.router, unsubscribe_atom::value, st.id, std::move(xs));
 }
 
-/// Handles one decoded frame in the established phase.
-void on_established_frame(session_ptr self) {
+/// Performs what the buffered input asks for, frame by frame (see
+/// input_action), until the machine needs more bytes or takes no more.
+void take_input(session_ptr self) {
   auto& st = self->state;
-  auto& f = st.frame;
-  switch (f.kind_case()) {
-  case v1::Frame::kEnvelope:
-    relay_parsed_envelope(self);
-    break;
-  case v1::Frame::kHeartbeat:
-    if (auto seq = f.heartbeat().seq(); seq != 0) {
+  auto& m = machine(self);
+  for (;;) {
+    switch (m.next()) {
+    case input_action::none:
+      arm_wake(self); // an incomplete frame's deadline
+      return;
+    case input_action::relay:
+      relay_envelope(self, m.envelope());
+      break;
+    case input_action::relay_parsed:
+      relay_parsed_envelope(self);
+      break;
+    case input_action::register_agent:
+      register_agent(self, m.frame().hello());
+      break;
+    case input_action::ping:
       // A ping is a barrier: answer once the router has handled everything
       // read before it (so Notices about those messages come first).
       dispatch_batch(self);
-      self->send(st.router, barrier_atom::value, seq);
-    }
-    break;
-  case v1::Frame::kSubscribe:
-    on_subscription(self, true, f.mutable_subscribe()->mutable_routes());
-    break;
-  case v1::Frame::kUnsubscribe:
-    on_subscription(self, false, f.mutable_unsubscribe()->mutable_routes());
-    break;
-  case v1::Frame::kGoodbye:
-    // Stop relaying, and acknowledge only once the router has handled what
-    // this agent sent before, so that Notices about it (e.g. an unknown
-    // recipient) still reach the agent ahead of the Goodbye.
-    st.ctx->log_session->info("agent leaving {} reason={}", who(self),
-                              logfmt_value(f.goodbye().reason()));
-    dispatch_batch(self);
-    st.ph = phase::draining;
-    st.leaving = true;
-    self->send(st.router, barrier_atom::value, uint64_t{0}); // 0: the Goodbye barrier
-    break;
-  case v1::Frame::kHello:
-    fail(self, codes::duplicate_hello, "Hello was already received on this connection",
-         &st.ctx->stats.protocol_errors);
-    break;
-  default:
-    fail(self, codes::unexpected_frame,
-         fmt::format("clients may not send {} frames",
-                     f.GetDescriptor()->FindFieldByNumber(f.kind_case())->name()),
-         &st.ctx->stats.protocol_errors);
-  }
-}
-
-/// Processes buffered input as far as the current phase allows. Returns the
-/// number of complete frames taken.
-size_t process_input(session_ptr self) {
-  auto& st = self->state;
-  std::string_view body;
-  envelope_view view;
-  size_t frames = 0;
-  while ((st.ph == phase::handshake || st.ph == phase::established) && st.splitter.next(body)) {
-    ++frames;
-    // Hot path: a plain envelope is relayed from its own bytes, no parsing
-    // into objects (see envelope_scan.hpp). Everything else: full parser.
-    if (st.ph == phase::established && scan_envelope_frame(body, view)) {
-      relay_envelope(self, view);
-      continue;
-    }
-    if (auto err = proto::decode_frame(body, st.frame); err != proto::frame_error::none) {
-      fail(self, proto::to_code(err),
-           fmt::format("could not decode a {}-byte frame as convoke.v1.Frame", body.size()),
-           &st.ctx->stats.protocol_errors);
+      self->send(st.router, barrier_atom::value, m.ping_seq());
+      break;
+    case input_action::subscribe:
+      on_subscription(self, true, m.frame().mutable_subscribe()->mutable_routes());
+      break;
+    case input_action::unsubscribe:
+      on_subscription(self, false, m.frame().mutable_unsubscribe()->mutable_routes());
+      break;
+    case input_action::goodbye:
+      // Relaying stopped. Acknowledge only once the router has handled what
+      // this agent sent before, so that Notices about it (e.g. an unknown
+      // recipient) still reach the agent ahead of the Goodbye.
+      st.ctx->log_session->info("agent leaving {} reason={}", who(self),
+                                logfmt_value(m.frame().goodbye().reason()));
+      dispatch_batch(self);
+      self->send(st.router, barrier_atom::value, uint64_t{0}); // 0: the Goodbye barrier
+      break;
+    case input_action::refuse: {
+      auto& r = m.refusal();
+      fail(self, r.code, std::move(r.text),
+           r.protocol_error ? &st.ctx->stats.protocol_errors : nullptr);
       break;
     }
-    if (st.ph == phase::handshake) {
-      if (st.frame.kind_case() != v1::Frame::kHello) {
-        fail(self, codes::hello_required, "the first frame on a connection must be Hello",
-             &st.ctx->stats.protocol_errors);
-        break;
-      }
-      on_hello(self, *st.frame.mutable_hello());
-    } else {
-      on_established_frame(self);
     }
-    // The parsed copy of a large frame would keep its size for the life of
-    // the connection.
-    if (body.size() > 64 * 1024)
-      st.frame = v1::Frame{};
-  }
-  if (auto err = st.splitter.error(); err != proto::frame_error::none) {
-    auto text = err == proto::frame_error::too_large
-                  ? fmt::format("frame length {} exceeds the limit of {} bytes ({})",
-                                st.splitter.bad_length(), st.splitter.max_frame_bytes(),
-                                st.ph < phase::established ? "frames before Welcome are limited"
-                                                           : "limits.max-frame-bytes")
-                  : std::string{"frame length 0 is not allowed"};
-    fail(self, proto::to_code(err), std::move(text), &st.ctx->stats.protocol_errors);
-  }
-  st.splitter.compact();
-  return frames;
-}
-
-/// After a read: complete frames are activity; a frame that stays incomplete
-/// must complete within timeouts.frame of its first byte.
-void track_input(session_ptr self, size_t frames, steady::time_point now) {
-  auto& st = self->state;
-  if (frames > 0)
-    st.last_rx = now;
-  if (st.splitter.buffered() == 0) {
-    st.partial_since.reset();
-    return;
-  }
-  if (frames > 0 || !st.partial_since)
-    st.partial_since = now; // the incomplete frame began in this read
-  if (!st.frame_check_armed) {
-    st.frame_check_armed = true;
-    schedule(self, st.ctx->cfg.frame_timeout, frame_check_atom::value);
   }
 }
 
@@ -767,7 +682,7 @@ void track_input(session_ptr self, size_t frames, steady::time_point now) {
 void check_input_window(session_ptr self) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  if (st.halted || st.ph >= phase::draining)
+  if (st.reads.paused() || !machine(self).takes_input())
     return;
   // Only the router backlog counts toward the window: a partial frame in the
   // splitter is bounded by limits.max-frame-bytes (and timeouts.frame).
@@ -777,11 +692,10 @@ void check_input_window(session_ptr self) {
     request_shed(self); // readers with a backlog give theirs up
   // Above the budget, only a session growing a large partial frame stops
   // reading (it is what holds input memory); everybody else reads on.
-  bool budget_full = over && st.splitter.buffered() >= budget_backlog_floor;
+  bool budget_full = over && machine(self).buffered() >= budget_backlog_floor;
   if (!window_full && !budget_full)
     return;
-  self->halt(st.hdl);
-  st.halted = true;
+  st.reads.pause(self, st.hdl);
   if (window_full) {
     bump(ctx.stats.input_pauses);
     return;
@@ -797,7 +711,7 @@ void check_input_window(session_ptr self) {
 
 void resume_input(session_ptr self) {
   auto& st = self->state;
-  if (!st.halted || st.ph >= phase::draining)
+  if (!st.reads.paused() || !machine(self).takes_input())
     return;
   if (st.in_flight > st.ctx->cfg.input_window / 2)
     return; // the router's credit resumes it
@@ -809,11 +723,7 @@ void resume_input(session_ptr self) {
     return;
   }
   st.budget_paused = false;
-  st.halted = false;
-  self->trigger(st.hdl);
-  // CAF 0.17.6 can lose a trigger() issued in the same multiplexer round as
-  // the halt(); trigger again shortly (idempotent), see docs/architecture.md.
-  delayed_self_send(self, retrigger_delay, retrigger_atom::value);
+  st.reads.resume(self, st.hdl);
 }
 
 /// True if the agent's TCP stack acknowledged at least 1 KiB of output
@@ -835,8 +745,75 @@ bool reading_what_it_is_sent(session_ptr self) {
   return progress;
 }
 
-void schedule_idle_check(session_ptr self, std::chrono::milliseconds after) {
-  schedule(self, after, idle_check_atom::value);
+/// A wake-up the machine asked for: performs what its deadlines decide.
+void on_wake(session_ptr self) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto& m = machine(self);
+  auto now = steady::now();
+  peer_sample sample;
+  if (m.wants_peer_sample(now)) {
+    // Progress through queued output is sampled at every heartbeat, so that
+    // the idle check has a recent baseline.
+    sample.input_paused = st.reads.paused();
+    sample.reading_output = reading_what_it_is_sent(self);
+  }
+  auto t = m.on_timer(now, sample);
+  switch (t.expired) {
+  case expiry::none:
+    break;
+  case expiry::handshake:
+    bump(ctx.stats.timeouts);
+    fail(self, codes::handshake_timeout,
+         fmt::format("no Hello within {} (timeouts.handshake)",
+                     format_duration(ctx.cfg.handshake_timeout)));
+    break;
+  case expiry::frame:
+    if (st.budget_paused) {
+      // Not the sender's fault: the server stopped reading it.
+      bump(ctx.stats.budget_exceeded);
+      fail(self, codes::server_busy,
+           fmt::format("the server is at its memory limit (limits.max-buffered-bytes is {}) "
+                       "and could not take the rest of your {}-byte frame within {}; retry "
+                       "later",
+                       format_size(ctx.cfg.max_buffered_bytes), m.buffered(),
+                       format_duration(ctx.cfg.frame_timeout)));
+      break;
+    }
+    bump(ctx.stats.timeouts);
+    fail(self, codes::frame_timeout,
+         fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
+                     "frames must arrive within {} (timeouts.frame)",
+                     format_duration(t.elapsed), m.buffered(),
+                     format_duration(ctx.cfg.frame_timeout)));
+    break;
+  case expiry::idle:
+    bump(ctx.stats.timeouts);
+    ctx.log_session->info("idle timeout {} silent_ms={}", who(self), t.elapsed.count());
+    begin_close(self,
+                make_notice(v1::Notice::ERROR, codes::idle_timeout,
+                            fmt::format("nothing received for {} (timeouts.idle); "
+                                        "answer heartbeats to stay connected",
+                                        format_duration(ctx.cfg.idle_timeout))),
+                close_grace(self));
+    break;
+  case expiry::close: {
+    if (m.phase() == phase::closing)
+      ctx.log_session->info("closing forcibly {} reason=\"peer did not read its final "
+                            "frame in time\"",
+                            who(self));
+    bool stopping = ctx.close_deadline_ns.load(std::memory_order_relaxed) != 0;
+    finish(self, stopping ? drop_reason::shutdown : drop_reason::connection_closed);
+    break;
+  }
+  }
+  if (t.heartbeat_seq != 0) {
+    v1::Frame f;
+    f.mutable_heartbeat()->set_unix_nanos(unix_nanos());
+    f.mutable_heartbeat()->set_seq(t.heartbeat_seq);
+    write_optional_frame(self, f);
+  }
+  arm_wake(self);
 }
 
 // -- output: slow consumers --------------------------------------------------
@@ -975,7 +952,7 @@ bool output_full(session_ptr self) {
     request_shed(self); // someone else holds the memory
   if (!over_mark && !behind)
     return false;
-  if (st.ph >= phase::closing)
+  if (machine(self).phase() >= phase::closing)
     return true;
   slow_consumer(self, behind);
   return true;
@@ -985,13 +962,13 @@ bool output_full(session_ptr self) {
 void deliver(session_ptr self, const delivery& d) {
   auto& st = self->state;
   message_range msgs{d.count, d.first_id, d.last_id};
-  if (st.ph != phase::established && st.ph != phase::draining) {
+  if (!machine(self).writes_messages()) {
     // Closing: the router had routed these before it learned of the close.
     st.lost.add(msgs);
     return;
   }
   if (output_full(self)) {
-    if (st.ph >= phase::closing) { // disconnected as a slow consumer
+    if (machine(self).phase() >= phase::closing) { // disconnected as a slow consumer
       st.lost.add(msgs);
       return;
     }
@@ -1018,24 +995,21 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.router = std::move(router);
   st.id = session_id;
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
-  // Until Welcome only a Hello is expected: a small frame limit keeps what an
-  // unauthenticated peer can make us buffer small.
-  st.splitter = proto::frame_splitter{std::min(ctx->cfg.max_frame_bytes, handshake_frame_limit)};
-  st.last_rx = steady::now();
+  st.machine.emplace(ctx->cfg, steady::now());
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
   self->attach_functor([ctx](const caf::error&) {
     ctx->stats.connections_open.fetch_sub(1, std::memory_order_relaxed);
   });
-  ctx->log_session->debug("connection accepted {} fd={}", who(self), hdl.id());
+  ctx->log_session->debug("connection accepted {} fd={}", who(self), socket_fd(self));
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
   self->ack_writes(hdl, true); // keeps the output ledger exact, see write_bytes()
-  schedule(self, ctx->cfg.handshake_timeout, handshake_atom::value);
+  arm_wake(self);              // the handshake deadline
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
     if (!st.socket_gone)
-      ::shutdown(socket_fd(self), SHUT_RDWR);
+      caf_support::shut_down(socket_fd(self));
     st.lost.add(st.out.take_all());
     account_dropped(self, st.lost, drop_reason::shutdown);
     release_budget(self);
@@ -1044,67 +1018,37 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   return {
     [self](const caf::io::new_data_msg& msg) {
       auto& st = self->state;
-      if (st.ph >= phase::draining)
+      auto& m = machine(self);
+      if (!m.on_bytes(msg.buf.data(), msg.buf.size(), steady::now()))
         return; // input after the decision to close is discarded
-      auto now = steady::now();
-      st.splitter.append(msg.buf.data(), msg.buf.size());
       st.batch.credit += msg.buf.size();
       if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk) {
         // A busy sender: read in larger chunks from now on.
         st.read_chunk = large_read_chunk;
         self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
       }
-      auto frames = process_input(self);
-      track_input(self, frames, now);
-      if (st.ph == phase::established)
+      take_input(self);
+      if (m.phase() == phase::established)
         dispatch_batch(self);
       update_budget(self);
       check_input_window(self);
     },
-    [self](frame_check_atom) {
-      auto& st = self->state;
-      st.frame_check_armed = false;
-      if (!st.partial_since || st.ph >= phase::draining)
-        return;
-      auto limit = st.ctx->cfg.frame_timeout;
-      auto age
-        = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - *st.partial_since);
-      if (age < limit) {
-        st.frame_check_armed = true;
-        schedule(self, limit - age, frame_check_atom::value);
-        return;
-      }
-      if (st.budget_paused) {
-        // Not the sender's fault: the server stopped reading it.
-        bump(st.ctx->stats.budget_exceeded);
-        fail(self, codes::server_busy,
-             fmt::format("the server is at its memory limit (limits.max-buffered-bytes is {}) "
-                         "and could not take the rest of your {}-byte frame within {}; retry "
-                         "later",
-                         format_size(st.ctx->cfg.max_buffered_bytes), st.splitter.buffered(),
-                         format_duration(limit)));
-        return;
-      }
-      bump(st.ctx->stats.timeouts);
-      fail(self, codes::frame_timeout,
-           fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
-                       "frames must arrive within {} (timeouts.frame)",
-                       format_duration(age), st.splitter.buffered(), format_duration(limit)));
-    },
+    [self](wake_atom) { on_wake(self); },
     [self](const caf::io::connection_closed_msg&) {
       auto& st = self->state;
+      auto& m = machine(self);
       // The peer may have only half-closed: shut our side too, or CAF keeps
       // the socket (and any unsent output) after this actor is gone. Now,
       // while the descriptor is certainly still this connection's, and
       // never again later.
       if (!st.socket_gone)
-        ::shutdown(socket_fd(self), SHUT_RDWR);
+        caf_support::shut_down(socket_fd(self));
       st.socket_gone = true;
-      if (st.ph == phase::leaving)
+      if (m.phase() == phase::closed)
         return;
-      if (st.ph < phase::closing) {
+      if (m.phase() < phase::closing) {
         st.ctx->log_session->info("connection closed by peer {}", who(self));
-        if (st.ph == phase::established)
+        if (m.phase() == phase::established)
           dispatch_batch(self);
       }
       finish(self);
@@ -1113,20 +1057,20 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       auto& st = self->state;
       st.out.written(msg.written);
       st.written_total += msg.written;
-      if (st.out.pending() == 0)
+      if (st.out.pending() == 0) {
         release_write_buffer(self);
-      if (st.ph == phase::closing && st.out.pending() == 0)
-        half_close(self); // the final frame has left
+        output_flushed(self); // the final frame, if any, has left
+      }
       // Caught up after a drop episode: say what was missed, now, not with
       // the next delivery (which may never come).
-      if (st.drop_episode && st.ph < phase::closing
+      if (st.drop_episode && machine(self).phase() < phase::closing
           && st.out.pending() <= st.ctx->cfg.output_high_water / 2)
         end_drop_episode(self);
       update_budget(self);
     },
     [self](shed_atom) {
       auto& st = self->state;
-      if ((st.ph == phase::established || st.ph == phase::draining) && over_budget(*st.ctx)
+      if (machine(self).writes_messages() && over_budget(*st.ctx)
           && st.out.pending() >= budget_backlog_floor)
         slow_consumer(self, true);
     },
@@ -1134,13 +1078,13 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // The router forgot this session: nothing more is routed to it.
       auto& st = self->state;
       st.registered = false;
-      if (st.ph == phase::leaving)
+      if (machine(self).phase() == phase::closed)
         complete(self);
     },
     [self](flush_notices_atom) {
       auto& st = self->state;
       auto s = st.notices.take();
-      if (s.count == 0 || (st.ph != phase::established && st.ph != phase::draining))
+      if (s.count == 0 || !machine(self).writes_messages())
         return;
       write_optional_frame(
         self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
@@ -1157,23 +1101,16 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
       auto& st = self->state;
-      if (st.ph != phase::registering)
+      if (!machine(self).on_welcome(steady::now()))
         return;
       st.agent = name;
-      st.ph = phase::established;
-      st.welcomed = true;
       self->send(st.listener, hello_atom::value, st.id); // admitted: no longer handshaking
       send_welcome(self, resume_token);
       st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
                                 logfmt_value(st.role), logfmt_value(st.sdk));
-      auto& cfg = st.ctx->cfg;
-      schedule(self, cfg.heartbeat_interval, heartbeat_atom::value);
-      if (cfg.idle_timeout.count() > 0)
-        schedule_idle_check(self, cfg.idle_timeout);
-      // Admitted: full frame limit, frames that arrived behind the Hello,
-      // then read on.
-      st.splitter.set_max_frame_bytes(st.ctx->cfg.max_frame_bytes);
-      track_input(self, process_input(self), steady::now());
+      // Admitted: frames that arrived behind the Hello, then read on. (This
+      // also arms the heartbeat and idle deadlines.)
+      take_input(self);
       dispatch_batch(self);
       resume_input(self);
     },
@@ -1187,20 +1124,17 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       update_budget(self);
       resume_input(self);
     },
-    [self](retrigger_atom) {
-      if (!self->state.halted)
-        self->trigger(self->state.hdl);
-    },
+    [self](retrigger_atom) { self->state.reads.on_retrigger(self, self->state.hdl); },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
     [self](barrier_atom, uint64_t seq) {
-      auto& st = self->state;
+      auto& m = machine(self);
       if (seq == 0) { // the agent's Goodbye
-        if (st.leaving && st.ph == phase::draining)
+        if (m.on_goodbye_acknowledged())
           begin_close(self, make_goodbye(codes::client_exit, "goodbye acknowledged"),
                       close_grace(self));
         return;
       }
-      if (st.ph != phase::established && st.ph != phase::draining)
+      if (!m.writes_messages())
         return;
       v1::Frame reply;
       reply.mutable_heartbeat()->set_unix_nanos(unix_nanos());
@@ -1208,97 +1142,50 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       write_optional_frame(self, reply);
     },
     [self](notice_atom, const notice_request& n) {
-      auto& st = self->state;
-      if (st.ph == phase::established || st.ph == phase::draining)
+      if (machine(self).writes_messages())
         write_optional_frame(self,
                              make_notice(static_cast<v1::Notice::Severity>(n.severity), n.code,
                                          n.text, n.client_seq, n.message_id, n.request_id));
-    },
-    [self](heartbeat_atom) {
-      auto& st = self->state;
-      if (st.ph != phase::established)
-        return;
-      // Progress through queued output is sampled at every heartbeat, so
-      // that the idle check has a recent baseline.
-      if (reading_what_it_is_sent(self))
-        st.last_rx = steady::now();
-      v1::Frame f;
-      f.mutable_heartbeat()->set_unix_nanos(unix_nanos());
-      f.mutable_heartbeat()->set_seq(++st.heartbeat_seq);
-      write_optional_frame(self, f);
-      schedule(self, st.ctx->cfg.heartbeat_interval, heartbeat_atom::value);
-    },
-    [self](idle_check_atom) {
-      auto& st = self->state;
-      if (st.ph != phase::established)
-        return;
-      auto idle = st.ctx->cfg.idle_timeout;
-      if (st.halted)
-        st.last_rx = steady::now(); // the server is not reading it: not its silence
-      if (reading_what_it_is_sent(self))
-        st.last_rx = steady::now();
-      auto silent
-        = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - st.last_rx);
-      if (silent < idle) {
-        schedule_idle_check(self, idle - silent);
-        return;
-      }
-      bump(st.ctx->stats.timeouts);
-      st.ctx->log_session->info("idle timeout {} silent_ms={}", who(self), silent.count());
-      begin_close(self,
-                  make_notice(v1::Notice::ERROR, codes::idle_timeout,
-                              fmt::format("nothing received for {} (timeouts.idle); "
-                                          "answer heartbeats to stay connected",
-                                          format_duration(idle))),
-                  close_grace(self));
     },
     [self](busy_atom) {
       // Too many connections are not admitted yet and this is the oldest:
       // make room now (Notice, then close without lingering). Also one that
       // is already closing after a refusal (it still holds a descriptor).
       auto& st = self->state;
-      if (st.welcomed || st.ph == phase::leaving)
+      switch (machine(self).on_busy()) {
+      case busy_action::ignore:
         return;
-      if (st.ph < phase::closing)
+      case busy_action::refuse_and_finish:
         fail(self, codes::server_busy,
              fmt::format("too many connections are waiting to be admitted "
                          "(limits.max-handshakes is {}); this one waited longest",
                          st.ctx->cfg.max_handshakes));
-      finish(self); // the Notice went out at once or not at all
-    },
-    [self](handshake_atom) {
-      auto& st = self->state;
-      if (st.ph != phase::handshake && st.ph != phase::registering)
-        return;
-      bump(st.ctx->stats.timeouts);
-      fail(self, codes::handshake_timeout,
-           fmt::format("no Hello within {} (timeouts.handshake)",
-                       format_duration(st.ctx->cfg.handshake_timeout)));
+        [[fallthrough]];
+      case busy_action::finish:
+        finish(self); // the Notice went out at once or not at all
+      }
     },
     [self](drain_atom) {
       // Shutdown, phase 1: stop reading; tell the router once everything read
       // so far is in its mailbox (messages are FIFO per sender pair). Every
       // phase reports "drained": a session that is closing or not yet
       // admitted has nothing more to hand to the router, and must not make
-      // the well-behaved agents wait for their Goodbye.
+      // the well-behaved agents wait for their Goodbye. One that is saying
+      // Goodbye is closed by its barrier, after any Notices the router still
+      // has for it.
       auto& st = self->state;
-      if (st.ph != phase::established) {
-        if (st.ph < phase::established)
-          begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
-                      close_grace(self));
-        else if (st.ph == phase::closing || st.ph == phase::lingering)
-          // Already closing on its own terms: but no longer than the drain.
-          schedule(self, close_grace(self), abort_atom::value);
-        // Draining already, or saying Goodbye (its barrier closes it, after
-        // any Notices the router still has for it).
-        self->send(st.router, drained_atom::value, st.id);
-        return;
-      }
-      dispatch_batch(self);
-      st.ph = phase::draining;
-      if (!st.halted) {
-        self->halt(st.hdl);
-        st.halted = true;
+      switch (machine(self).on_drain(steady::now(), close_grace(self))) {
+      case drain_action::close:
+        begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
+                    close_grace(self));
+        break;
+      case drain_action::stop_reading:
+        dispatch_batch(self);
+        st.reads.pause(self, st.hdl);
+        break;
+      case drain_action::none:
+        arm_wake(self); // a close now ends by the drain's deadline
+        break;
       }
       self->send(st.router, drained_atom::value, st.id);
     },
@@ -1317,18 +1204,6 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                                "resume token"),
                   close_grace(self));
     },
-    [self](abort_atom) {
-      auto& st = self->state;
-      if (st.ph == phase::leaving)
-        return;
-      if (st.ph == phase::closing)
-        st.ctx->log_session->info("closing forcibly {} reason=\"peer did not read its final "
-                                  "frame in time\"",
-                                  who(self));
-      bool stopping = st.ctx->close_deadline_ns.load(std::memory_order_relaxed) != 0;
-      finish(self, stopping ? drop_reason::shutdown : drop_reason::connection_closed);
-    },
-
   };
 }
 
