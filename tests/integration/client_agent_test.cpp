@@ -397,6 +397,16 @@ TEST(ClientAgent, BlockingJobFailureReachesItsContinuationAndCancelIsReportedOnc
   task<int> unwatched;
   task<int> watched;
   task<void> cancellable;
+  // The agent stops once all three outcomes are in (in whatever order).
+  int settled = 0;
+  auto one_more = [&] {
+    if (++settled == 3)
+      a.stop();
+  };
+  a.on_err = [&](const error_info& e) {
+    if (e.where == "task 'unwatched'")
+      one_more();
+  };
   a.on_connected = [&](const session_info&) {
     // Without a continuation, a failure goes to on_error.
     unwatched
@@ -407,6 +417,7 @@ TEST(ClientAgent, BlockingJobFailureReachesItsContinuationAndCancelIsReportedOnc
       log.add(r ? "unexpected success"
                 : "watched:" + to_string(static_cast<errc>(r.error().code.value())) + ":"
                     + r.error().text);
+      one_more();
     });
     cancellable = a.run_blocking(
       [&](const cancel_token& tok) {
@@ -422,7 +433,7 @@ TEST(ClientAgent, BlockingJobFailureReachesItsContinuationAndCancelIsReportedOnc
       log.add(r ? "cancelled job completed"
                 : "outcome:" + to_string(static_cast<errc>(r.error().code.value())));
       log.add("second cancel:" + std::to_string(cancellable.cancel()));
-      a.stop();
+      one_more();
     });
   };
   runtime rt;
