@@ -24,13 +24,6 @@ namespace {
 
 namespace codes = proto::codes;
 
-/// Refusals that retrying cannot fix.
-bool is_fatal_refusal(std::string_view code) {
-  return code == codes::auth_failed || code == codes::invalid_name
-         || code == codes::unsupported_version || code == codes::name_taken
-         || code == codes::too_many_routes || code == codes::invalid_route;
-}
-
 } // namespace
 
 // -- agent_handle -------------------------------------------------------------
@@ -195,48 +188,45 @@ void agent_core::start() {
   for (auto& start : waiting)
     start(*this);
   guarded("setup", [this] { user->setup(); });
-  if (!stopping)
+  if (!link.stopping())
     connect();
 }
 
 void agent_core::connect() {
-  link = link_state::connecting;
-  ++gen;
+  auto g = link.connect();
   goodbye_code.clear();
   goodbye_reason.clear();
   refusal.reset();
   splitter = proto::frame_splitter{max_inbound_frame};
   // A fresh counter: a closing old connection must not touch the new one's.
   out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  spawn_connector(self->system(), opts, caf::actor{self}, gen, out_pending);
+  spawn_connector(self->system(), opts, caf::actor{self}, g, out_pending);
 }
 
 void agent_core::on_connected(uint64_t g, caf::actor c) {
-  if (g != gen || stopping || link != link_state::connecting) {
-    self->send_exit(c, caf::exit_reason::user_shutdown);
+  if (!link.connected(g, steady::now())) {
+    self->send_exit(c, caf::exit_reason::user_shutdown); // stale or unwanted
     return;
   }
   conn = std::move(c);
-  link = link_state::handshaking;
-  last_rx = steady::now();
   auto& confirmed = session_of(*user).agent_name;
   write(
     make_hello(confirmed.empty() ? requested_name(*user) : confirmed, opts, routes, resume_token));
   hello_routes = routes;
-  caf_support::delayed_self_send(self, opts.connect_timeout, handshake_timeout_atom::value, gen);
+  caf_support::delayed_self_send(self, opts.connect_timeout, handshake_timeout_atom::value, g);
 }
 
 void agent_core::on_connect_failed(uint64_t g, const std::string& reason) {
-  if (g != gen || link != link_state::connecting)
+  if (!link.attempt_failed(g))
     return;
   handle_disconnect("connect_failed", reason);
 }
 
 void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
-  if (g != gen)
+  if (g != link.generation())
     return;
   conn = nullptr;
-  if (link == link_state::closing) {
+  if (link.closing()) {
     finish();
     return;
   }
@@ -249,31 +239,17 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
 }
 
 void agent_core::handle_disconnect(std::string code, std::string reason) {
-  auto was_connected = link == link_state::connected;
-  link = link_state::idle;
   if (conn) {
     self->send_exit(conn, caf::exit_reason::user_shutdown);
     conn = nullptr;
   }
-  ++gen; // late messages of this connection are stale now
-  if (was_connected || !requests.empty())
+  auto end = link.disconnect(code, reason);
+  auto& info = end.info;
+  if (end.was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
-  if (was_connected)
+  if (end.was_connected)
     registry().end_session(); // tasks started in on_connect belong to it
-  auto& rp = opts.reconnect;
-  // name_taken is fatal even with a resume token: a lingering session of
-  // ours is taken over by the token, so a refusal means someone else.
-  bool fatal = is_fatal_refusal(code) || code == codes::replaced;
-  ++attempt;
-  disconnect_info info;
-  info.code = code;
-  info.reason = reason;
-  info.attempt = attempt;
-  info.will_reconnect
-    = !stopping && !fatal && rp.enabled && (rp.max_attempts == 0 || attempt <= rp.max_attempts);
-  if (info.will_reconnect)
-    info.retry_in = backoff_delay(rp, attempt, rng);
-  if (was_connected)
+  if (end.was_connected)
     log->info("disconnected agent={} code={} reason={} reconnect_in_ms={}",
               logfmt_value(user->name()), code, logfmt_value(reason),
               info.will_reconnect ? info.retry_in.count() : -1);
@@ -282,26 +258,23 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
               logfmt_value(user->name()), opts.host, opts.port, code, logfmt_value(reason),
               info.will_reconnect ? info.retry_in.count() : -1);
   guarded("on_disconnect", [&] { user->on_disconnect(info); });
-  if (stopping) {
+  if (link.stopping())
     finish();
-  } else if (info.will_reconnect) {
-    caf_support::delayed_self_send(self, info.retry_in, reconnect_atom::value, gen);
-  } else {
-    // Without a session to come, the agent is done. An orderly end by the
-    // server (Goodbye) is a normal exit; anything else is a failure.
-    stop(code == codes::shutdown || code == codes::client_exit ? 0 : 1);
-  }
+  else if (info.will_reconnect)
+    caf_support::delayed_self_send(self, info.retry_in, reconnect_atom::value, link.generation());
+  else if (end.give_up)
+    stop(end.exit_code);
 }
 
 void agent_core::stop(int code) {
-  if (stopping) {
+  if (link.stopping()) {
     // A failure noticed while stopping (e.g. a late Notice) still counts.
     if (exit_code == 0)
       exit_code = code;
     fate->exit_code = exit_code;
     return;
   }
-  stopping = true;
+  link.begin_stop();
   exit_code = code;
   // Every request ends exactly once: pending ones fail now, before
   // teardown() closes what their continuations might use.
@@ -314,13 +287,12 @@ void agent_core::stop(int code) {
   // cancelled, and all of it is delivered now.
   fail_requests(errc::stopped, "the agent is stopping");
   registry().end_all(error{make_error_code(errc::cancelled), "the agent stopped"});
-  if (link == link_state::connected) {
+  if (link.close_for_stop()) {
     v1::Frame f;
     f.mutable_goodbye()->set_code(std::string{codes::client_exit});
     f.mutable_goodbye()->set_reason("agent stopped");
     write(f);
     self->send(conn, close_atom::value);
-    link = link_state::closing;
     caf_support::delayed_self_send(self, opts.stop_timeout, stop_deadline_atom::value);
     return;
   }
@@ -336,7 +308,7 @@ void agent_core::finish() {
   if (conn)
     self->send_exit(conn, caf::exit_reason::user_shutdown);
   conn = nullptr;
-  link = link_state::idle;
+  link.finished();
   self->quit();
 }
 
@@ -355,10 +327,8 @@ bool agent_core::write(const v1::Frame& f) {
 std::error_code agent_core::send_envelope(std::string_view recipient, std::string_view route,
                                           std::string_view payload, const send_options& so,
                                           uint64_t request_id, uint64_t in_reply_to) {
-  if (stopping && link != link_state::connected)
-    return errc::stopped;
-  if (link != link_state::connected)
-    return errc::not_connected;
+  if (!link.connected())
+    return link.stopping() ? errc::stopped : errc::not_connected;
   if (auto err = check_addressing(recipient, route))
     return err;
   if (out_pending->load() > opts.max_pending_bytes)
@@ -374,7 +344,7 @@ std::error_code agent_core::send_envelope(std::string_view recipient, std::strin
 }
 
 void agent_core::send_subscription(bool subscribe, const std::string& route) {
-  if (link != link_state::connected)
+  if (!link.connected())
     return; // the current set goes out in the next Hello
   v1::Frame f;
   if (subscribe)
@@ -385,9 +355,9 @@ void agent_core::send_subscription(bool subscribe, const std::string& route) {
 }
 
 void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
-  if (g != gen)
+  if (g != link.generation())
     return;
-  last_rx = steady::now();
+  link.received(steady::now());
   splitter.append(bytes.data(), bytes.size());
   std::string_view body;
   while (splitter.next(body)) {
@@ -396,11 +366,11 @@ void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
       continue;
     }
     handle_frame(frame);
-    if (g != gen) // the frame ended this connection
+    if (g != link.generation()) // the frame ended this connection
       break;
   }
   splitter.compact();
-  if (auto err = splitter.error(); err != proto::frame_error::none && g == gen) {
+  if (auto err = splitter.error(); err != proto::frame_error::none && g == link.generation()) {
     // Larger than the server announced (limits.max_delivery_bytes), or 0.
     handle_disconnect(std::string{proto::to_code(err)},
                       fmt::format("the server sent a frame of {} bytes; the limit it announced is "
@@ -408,7 +378,7 @@ void agent_core::on_frames(uint64_t g, const std::vector<char>& bytes) {
                                   splitter.bad_length(), splitter.max_frame_bytes()));
     return;
   }
-  if (conn && g == gen)
+  if (conn && g == link.generation())
     self->send(conn, credit_atom::value, static_cast<uint64_t>(bytes.size()));
 }
 
@@ -442,14 +412,13 @@ void agent_core::handle_frame(v1::Frame& f) {
 }
 
 void agent_core::handle_welcome(const v1::Welcome& w) {
-  if (link != link_state::handshaking)
+  if (link.current() != link_machine::state::handshaking)
     return;
-  link = link_state::connected;
   auto& s = session_of(*user);
   s = to_session(w, had_session);
   had_session = true;
   resume_token = w.resume_token();
-  attempt = 0;
+  auto watchdog_due = link.welcome(s, steady::now());
   // Frames the server sends are at most what it announced.
   if (s.max_delivery_bytes > 0)
     splitter.set_max_frame_bytes(std::min(s.max_delivery_bytes, max_inbound_frame));
@@ -457,8 +426,9 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
   log->info("connected agent={} server={} session={} address={}:{}{}", logfmt_value(s.agent_name),
             logfmt_value(s.server_name), s.session_id, opts.host, opts.port,
             s.reconnected ? " reconnected=true" : "");
-  if (s.idle_timeout.count() > 0 && s.heartbeat_interval.count() > 0)
-    caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value, gen);
+  if (watchdog_due)
+    caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value,
+                                   link.generation());
   // Subscriptions changed between Hello and Welcome: catch the server up.
   for (auto& r : routes)
     if (hello_routes.count(r) == 0)
@@ -627,6 +597,7 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
   st.self = self;
   st.user = user;
   st.opts = std::move(opts);
+  st.link = link_machine{st.opts, crypto::random_u64()};
   st.fate->on_exit = std::move(on_exit);
   st.log = logging::get("agent");
   agent_core::core_of(*user) = &st;
@@ -696,29 +667,27 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
     },
     [self](reconnect_atom, uint64_t g) {
       auto& st = self->state;
-      if (g == st.gen && !st.stopping && st.link == agent_core::link_state::idle)
+      if (st.link.reconnect_due(g))
         st.connect();
     },
     [self](handshake_timeout_atom, uint64_t g) {
       auto& st = self->state;
-      if (g == st.gen && st.link == agent_core::link_state::handshaking)
+      if (st.link.handshake_expired(g))
         st.handle_disconnect(
           "handshake_timeout",
           fmt::format("no Welcome within {}", format_duration(st.opts.connect_timeout)));
     },
     [self](watchdog_atom, uint64_t g) {
       auto& st = self->state;
-      if (g != st.gen || st.link != agent_core::link_state::connected)
-        return;
-      auto& s = agent_core::session_of(*st.user);
-      auto silent = std::chrono::duration_cast<duration>(agent_core::steady::now() - st.last_rx);
-      if (silent > s.idle_timeout) {
+      auto now = agent_core::steady::now();
+      auto check = st.link.watchdog(g, now);
+      if (check.silent)
         st.handle_disconnect(
           "server_silent",
-          fmt::format("nothing received from the server for {} ms", silent.count()));
-        return;
-      }
-      caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value, g);
+          fmt::format("nothing received from the server for {} ms", check.silence.count()));
+      else if (check.next)
+        caf_support::delayed_self_send(
+          self, std::chrono::duration_cast<duration>(*check.next - now), watchdog_atom::value, g);
     },
     [self](task_tick_atom, task_id id) { self->state.on_timer(id); },
     [self](job_done_atom, task_id id, const std::string& failure) {
@@ -862,7 +831,7 @@ task<message> agent::request(std::string_view recipient, std::string_view payloa
   };
   if (!core_)
     return fail_now(errc::not_connected, "the agent is not running");
-  if (core_->stopping)
+  if (core_->link.stopping())
     return fail_now(errc::stopped, "the agent is stopping");
   if (recipient.empty())
     return fail_now(errc::invalid_argument, "a request needs a recipient");
@@ -993,7 +962,7 @@ const std::string& agent::name() const noexcept {
 }
 
 bool agent::connected() const noexcept {
-  return core_ != nullptr && core_->link == detail::agent_core::link_state::connected;
+  return core_ != nullptr && core_->link.connected();
 }
 
 const session_info& agent::session() const noexcept {

@@ -26,6 +26,7 @@
 #include "convoke/common/secure_random.hpp"
 #include "convoke/proto/codec.hpp"
 #include "frames.hpp"
+#include "link_machine.hpp"
 
 namespace spdlog {
 class logger;
@@ -74,8 +75,6 @@ struct agent_core {
   using self_ptr = caf::stateful_actor<agent_core>*;
   using steady = std::chrono::steady_clock;
 
-  enum class link_state { idle, connecting, handshaking, connected, closing };
-
   /// A timer (`after`) or periodic task (`every`), keyed by task id.
   struct timer {
     duration interval{0};
@@ -103,14 +102,12 @@ struct agent_core {
   std::shared_ptr<spdlog::logger> log;
 
   // Connection.
-  link_state link = link_state::idle;
+  /// Connecting, handshake, watchdog, reconnect policy (CAF-free).
+  link_machine link;
   caf::actor conn;
-  uint64_t gen = 0; // connection generation; messages of older ones are stale
   std::shared_ptr<std::atomic<uint64_t>> out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  steady::time_point last_rx;
   std::string resume_token;
   bool had_session = false;
-  int attempt = 0;
   std::string goodbye_code; // from the server, for the current connection
   std::string goodbye_reason;
   std::optional<notice> refusal; // ERROR notice for the current connection
@@ -130,14 +127,12 @@ struct agent_core {
   /// True while on_connect() runs: tasks started there are session-scoped.
   bool in_on_connect = false;
   uint64_t next_seq = 1;
-  std::mt19937_64 rng{crypto::random_u64()}; // backoff jitter only, nothing secret
 
   // Extension points (caf_interop.hpp).
   caf::message_handler sdk_handlers;
   std::function<void(const caf::down_msg&)> down_handler;
 
   // Stopping.
-  bool stopping = false;
   int exit_code = 0;
   /// What must outlive the actor's state (read by its exit functor).
   struct fate_t {

@@ -1,0 +1,146 @@
+#pragma once
+
+// The agent's link to its server as a CAF-free state machine: connecting,
+// the handshake deadline, the watchdog that notices a silent server, and the
+// reconnect policy (which refusals are fatal, backoff with jitter, attempt
+// limits). Time comes in as an argument, so unit tests drive it with a fake
+// clock; the agent actor performs what it decides (spawn a connector, send
+// Hello, arm a timer, close a connection, call on_disconnect).
+//
+//   idle --connect()--> connecting --connected()--> handshaking
+//        --welcome()--> connected --disconnect()--> idle (maybe a reconnect)
+//   any --begin_stop(), teardown(), close_for_stop()--> closing
+//       (connected: Goodbye, wait for the close) or stopped at once
+//
+// Every connection attempt has a generation number. Messages about an older
+// generation (a late "connected", a timer of a dead connection) are stale and
+// ignored: that is the whole defence against races between timers, the
+// connector and the connection.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "convoke/client/message.hpp"
+#include "convoke/client/options.hpp"
+
+namespace convoke::detail {
+
+class link_machine {
+public:
+  using clock = std::chrono::steady_clock;
+  using time_point = clock::time_point;
+
+  enum class state { idle, connecting, handshaking, connected, closing, stopped };
+
+  /// What became of a connection (the agent passes it to on_disconnect).
+  struct ended {
+    disconnect_info info;
+    /// The agent had a session (a Welcome) on this connection.
+    bool was_connected = false;
+    /// Give up: the agent stops with `exit_code`.
+    bool give_up = false;
+    int exit_code = 0;
+  };
+
+  link_machine() = default;
+  link_machine(const client_options& opts, uint64_t seed);
+
+  state current() const noexcept {
+    return state_;
+  }
+  uint64_t generation() const noexcept {
+    return gen_;
+  }
+  bool connected() const noexcept {
+    return state_ == state::connected;
+  }
+  bool stopping() const noexcept {
+    return stopping_;
+  }
+  int attempt() const noexcept {
+    return attempt_;
+  }
+
+  /// Starts a connection attempt; returns its generation.
+  uint64_t connect();
+
+  /// The connector reports a socket. False: stale or unwanted (close it).
+  /// True: send Hello and check `handshake_due` at the returned deadline.
+  std::optional<time_point> connected(uint64_t gen, time_point now);
+
+  /// Welcome arrived. Returns when to run the watchdog, if the server asked
+  /// for heartbeats (idle timeout and interval both set).
+  std::optional<time_point> welcome(const session_info& s, time_point now);
+
+  /// Anything arrived from the server (it is alive).
+  void received(time_point now) {
+    last_rx_ = now;
+  }
+
+  /// The handshake timer of `gen` fired: true if the attempt has timed out.
+  bool handshake_expired(uint64_t gen) const {
+    return gen == gen_ && state_ == state::handshaking;
+  }
+
+  struct watchdog_result {
+    /// The server was silent longer than its idle timeout: disconnect.
+    bool silent = false;
+    std::chrono::milliseconds silence{0};
+    /// Otherwise: check again at this time (nothing if the timer is stale).
+    std::optional<time_point> next;
+  };
+  watchdog_result watchdog(uint64_t gen, time_point now) const;
+
+  /// A reconnect timer of `gen` fired: true if the agent should connect now.
+  bool reconnect_due(uint64_t gen) const {
+    return gen == gen_ && !stopping_ && state_ == state::idle;
+  }
+
+  /// The connection (or attempt) ended with `code`. Decides about the next
+  /// attempt; the generation moves on, so its late messages are stale.
+  ended disconnect(const std::string& code, const std::string& reason);
+
+  /// The agent stops: no reconnect from now on. A session stays open for
+  /// teardown(), which may still send.
+  void begin_stop() {
+    stopping_ = true;
+  }
+
+  /// After teardown(). True if a session is open: send Goodbye and wait for
+  /// the close (until the stop deadline); false: the link can end at once.
+  bool close_for_stop();
+
+  /// The connector of `gen` failed, and that attempt is still the current one.
+  bool attempt_failed(uint64_t gen) const {
+    return gen == gen_ && state_ == state::connecting;
+  }
+
+  bool closing() const noexcept {
+    return state_ == state::closing;
+  }
+
+  /// The connection closed, or the stop deadline passed: the link is over.
+  void finished() {
+    state_ = state::stopped;
+  }
+
+  /// Refusals that retrying cannot fix.
+  static bool fatal(std::string_view code);
+
+private:
+  client_options opts_;
+  std::mt19937_64 rng_; // backoff jitter only, nothing secret
+  state state_ = state::idle;
+  uint64_t gen_ = 0;
+  int attempt_ = 0;
+  bool stopping_ = false;
+  time_point last_rx_{};
+  std::chrono::milliseconds heartbeat_{0};
+  std::chrono::milliseconds idle_timeout_{0};
+};
+
+} // namespace convoke::detail
