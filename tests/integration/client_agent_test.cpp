@@ -898,3 +898,224 @@ TEST(AgentTasks, RunUntilCompleteReturnsTheResultOrTimesOut) {
   rt.stop_all();
   rt.wait();
 }
+
+// -- review of the task handles (review-tasks branch) ---------------------------
+// Each test states a promise of task.hpp / agent.hpp that the SDK breaks.
+
+#include <future>
+
+namespace {
+
+std::string outcome_text(const error& e) {
+  return to_string(static_cast<errc>(e.code.value()));
+}
+
+} // namespace
+
+TEST(AgentTasksReview, CancellingAChildTaskThatAlreadyEndedStillDeliversItsOutcome) {
+  // A child task whose body ends at once (or that ended on its own a moment
+  // before the agent cancels it): cancel() returns true and holds the
+  // delivery until the child's child_gone message, but the child is already
+  // gone and never handles the exit message, so nothing releases it. The
+  // continuation runs only when the agent stops (flush), or never.
+  test_server srv;
+  event_log log;
+  lambda_agent a{"racer", &log};
+  task<int> quick;
+  a.on_connected = [&](const session_info&) {
+    quick = a.spawn_task<int>([](task_context<int>& ctx) { ctx.succeed(7); }, "quick");
+    quick.then([&](expected<int> r) {
+      log.add(r ? "quick:" + std::to_string(*r) : "quick:" + outcome_text(r.error()));
+    });
+    log.add("cancel:" + std::to_string(quick.cancel()));
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("cancel:1"));
+  EXPECT_TRUE(log.wait_for("quick:cancelled", 2s))
+    << "no outcome while the agent runs: " << testing::PrintToString(log.snapshot());
+  rt.stop_all();
+  rt.wait();
+  EXPECT_EQ(log.count("quick:cancelled"), 1u) << testing::PrintToString(log.snapshot());
+}
+
+TEST(AgentTasksReview, AtStopAChildTaskCleansUpBeforeItsContinuationLearnsOfIt) {
+  // task.hpp: ctx.on_cancel runs "before the agent's continuation learns of
+  // it"; the agent stop delivers the cancellation at once (end_all, then
+  // flush of the held cells) without waiting for the child.
+  test_server srv;
+  event_log log;
+  lambda_agent a{"stopper", &log};
+  std::promise<void> gate;
+  auto opened = gate.get_future().share();
+  std::atomic<bool> cleaned{false};
+  task<void> worker;
+  a.on_connected = [&](const session_info&) {
+    worker = a.spawn_task<void>([&, opened](task_context<void>& ctx) {
+      // The cleanup takes a while (closing a file, a rollback...).
+      ctx.on_cancel([&, opened] {
+        opened.wait();
+        cleaned = true;
+      });
+      tick_forever(ctx);
+      a.post([&] { log.add("child running"); });
+    });
+    worker.then([&](expected<void> r) {
+      log.add("worker:" + (r ? std::string{"ok"} : outcome_text(r.error()))
+              + ":cleaned=" + std::to_string(cleaned.load()));
+    });
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("child running"));
+  rt.stop_all();
+  // A correct SDK cannot deliver before the cleanup, which waits for us.
+  bool early = log.wait_for("worker:cancelled:cleaned=0", 1s);
+  // Nor may the run be over while the child still runs agent-written code
+  // (its cleanup may use what the agent object owns).
+  bool over_before_cleanup = rt.wait_for(500ms).has_value() && !cleaned;
+  gate.set_value();
+  rt.wait();
+  EXPECT_FALSE(early) << "the continuation ran before the child's cleanup: "
+                      << testing::PrintToString(log.snapshot());
+  EXPECT_FALSE(over_before_cleanup) << "runtime::wait returned before the child's cleanup ran";
+}
+
+TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCancel) {
+  // agent.hpp/task.hpp: at stop every task ends (cancelled) and the outcome
+  // is delivered before the actor goes away. When the actor dies abnormally
+  // (CAF quits it on an exception escaping an interop handler), end_all never
+  // runs: continuations are lost, the registry stays attached with hooks
+  // into the destroyed agent_core, and the cells keep on_cancel closures
+  // capturing it. teardown() (run from the exit functor, after the state is
+  // destroyed) cancelling its heartbeat, as examples/concepts/teardown.cpp
+  // does, then erases from a destroyed unordered_map (heap-use-after-free
+  // under ASan).
+  test_server srv;
+  event_log log;
+  lambda_agent a{"fragile", &log};
+  using boom_atom = caf::atom_constant<caf::atom("boom")>;
+  task<void> heartbeat;
+  a.on_connected = [&](const session_info&) {
+    heartbeat = a.every(1h, [] {}, "heartbeat");
+    heartbeat.then([&](expected<void> r) {
+      log.add("heartbeat:" + (r ? std::string{"ok"} : outcome_text(r.error())));
+    });
+    interop::become(
+      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
+    auto self = interop::self(a);
+    self->send(self, boom_atom::value);
+  };
+  a.on_teardown = [&] { log.add("teardown cancel:" + std::to_string(heartbeat.cancel())); };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 1);
+  auto ev = log.snapshot();
+  EXPECT_EQ(log.count("heartbeat:cancelled"), 1u) << testing::PrintToString(ev);
+  EXPECT_EQ(log.count("teardown cancel:0"), 1u)
+    << "the task was still running after the actor died: " << testing::PrintToString(ev);
+}
+
+TEST(AgentTasksReview, StopNeverRunsAContinuationInsideTheCallThatCancelledIt) {
+  // task_registry.hpp: "Settled by the caller's own action (cancel(), ...):
+  // always queued, so a continuation never runs inside the call that started
+  // or cancelled its task." agent::stop() cancels every task and runs the
+  // continuations inside itself, nested in whatever agent code called stop()
+  // (often another continuation).
+  test_server srv;
+  event_log log;
+  lambda_agent a{"quitter", &log};
+  bool inside_stop = false;
+  task<void> pending;
+  a.on_connected = [&](const session_info&) {
+    pending = a.after(1h, [] {}, "pending");
+    pending.then([&](expected<void> r) {
+      log.add("pending:" + (r ? std::string{"ok"} : outcome_text(r.error()))
+              + ":inside stop()=" + std::to_string(inside_stop));
+    });
+    inside_stop = true;
+    a.stop();
+    inside_stop = false;
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  EXPECT_EQ(rt.wait(), 0);
+  EXPECT_EQ(log.count("pending:cancelled:inside stop()=0"), 1u)
+    << testing::PrintToString(log.snapshot());
+}
+
+TEST(AgentTasksReview, AnUnhandledTaskFailureCountsAsOneError) {
+  // A failed after()/run_blocking() without a continuation is counted by
+  // on_timer/on_worker_done and again by report_error (via unhandled).
+  test_server srv;
+  event_log log;
+  lambda_agent a{"counter", &log};
+  task<void> dropped;
+  a.on_connected = [&](const session_info&) {
+    dropped = a.after(1ms, [] { throw std::runtime_error("boom"); }, "fire and forget");
+  };
+  runtime rt;
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("error:task 'fire and forget':boom"));
+  a.post([&] { a.stop(); });
+  rt.wait();
+  EXPECT_EQ(log.count("error:task 'fire and forget':boom"), 1u);
+  EXPECT_EQ(a.stats().errors, 1u) << "one failure, one on_error call";
+}
+
+TEST(AgentTasksReview, RunUntilCompleteReportsAnUnreachableServer) {
+  // runtime.hpp: "Returns the outcome, or errc::timeout, or
+  // errc::not_connected if no session could be had." With the default
+  // reconnect policy (max_attempts = 0: retry forever) on_disconnect always
+  // says will_reconnect, so an unreachable server is reported as a timeout.
+  uint16_t port = 0;
+  {
+    test_server gone;
+    port = gone.port();
+  }
+  auto r = run_until_complete<message>(
+    local_options(port), "script", [](agent& a) { return a.request("echo", "hi", 1s); }, 1s);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, errc::not_connected) << r.error().message();
+}
+
+TEST(AgentTasksReview, AfterAnAbnormalDeathAHandleStillOutlivesTheAgentsActor) {
+  // task.hpp: "Handles ... may outlive the task and the agent." After a normal
+  // stop cancel() is a harmless false. After an abnormal death the task is
+  // still "running" in the registry with an on_cancel closure that captures
+  // the agent_core inside the freed actor: cancel() is a heap-use-after-free
+  // (ASan: agent_core::start_timer's lambda -> unordered_map::erase).
+  test_server srv;
+  event_log log;
+  lambda_agent a{"fragile", &log};
+  using boom_atom = caf::atom_constant<caf::atom("boom")>;
+  task<void> heartbeat;
+  a.on_connected = [&](const session_info&) {
+    heartbeat = a.every(1h, [] {}, "heartbeat");
+    interop::become(
+      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
+    auto self = interop::self(a);
+    self->send(self, boom_atom::value);
+  };
+  {
+    runtime rt;
+    rt.start(a, local_options(srv.port()));
+    EXPECT_EQ(rt.wait(), 1);
+  } // the actor system is gone, and with it the agent's actor
+  EXPECT_NE(heartbeat.status(), task_status::running);
+  EXPECT_FALSE(heartbeat.cancel());
+}
+
+TEST(AgentTasksReview, RunUntilCompleteReportsAStartThatThrowsAtOnce) {
+  // A `start` that throws (or returns a handle that already has a
+  // continuation) goes to on_error inside one_shot_agent; the caller then
+  // waits the whole timeout and is told errc::timeout.
+  test_server srv;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_until_complete<int>(
+    local_options(srv.port()), "script",
+    [](agent&) -> task<int> { throw std::runtime_error("bad input"); }, 3s);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().code, errc::timeout) << r.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
