@@ -57,8 +57,9 @@ std::optional<std::string> agent_core::catching(const std::function<void()>& fn)
   }
 }
 
-void agent_core::report_error(const std::string& where, const std::string& what) {
-  ++stats_of(*user).errors;
+void agent_core::report_error(const std::string& where, const std::string& what, bool count) {
+  if (count)
+    ++stats_of(*user).errors;
   try {
     user->on_error(error_info{where, what});
   } catch (...) {
@@ -148,11 +149,19 @@ void agent_core::start_worker(const std::shared_ptr<task_cell_base>& cell, bool 
   children.emplace(c.address(), id);
   cell->on_cancel = [this, id, c, raw = cell.get()] {
     workers.erase(id);
+    if (children.count(c.address()) == 0)
+      return; // already gone: nothing to wait for
     // The continuation learns of the cancellation once the child has run its
-    // cleanup and is gone (its exit message releases it).
+    // cleanup and is gone (child_gone, or its exit message, releases it).
     registry().hold(*raw, id);
     self->send_exit(c, caf::exit_reason::user_shutdown);
   };
+}
+
+void agent_core::child_gone(task_id id) {
+  registry().release_held(id);
+  if (awaiting_children && registry().held() == 0)
+    finish();
 }
 
 void agent_core::on_worker_done(task_id id, const std::string& failure) {
@@ -180,7 +189,8 @@ void agent_core::start() {
   hooks.guarded
     = [this](const std::string& where, const std::function<void()>& fn) { guarded(where, fn); };
   hooks.unhandled
-    = [this](const std::string& where, const error& e) { report_error(where, e.message()); };
+    // Counted already where the task failed (on_timer, on_worker_done).
+    = [this](const std::string& where, const error& e) { report_error(where, e.message(), false); };
   registry().attach(std::move(hooks));
   // Tasks started before the agent ran start now, in order.
   auto waiting = std::move(waiting_starts_of(*user));
@@ -258,9 +268,10 @@ void agent_core::handle_disconnect(std::string code, std::string reason) {
               logfmt_value(user->name()), opts.host, opts.port, code, logfmt_value(reason),
               info.will_reconnect ? info.retry_in.count() : -1);
   guarded("on_disconnect", [&] { user->on_disconnect(info); });
-  if (link.stopping())
-    finish();
-  else if (info.will_reconnect)
+  if (link.stopping()) {
+    if (stop_started) // otherwise stop_now() comes and ends it
+      finish();
+  } else if (info.will_reconnect)
     caf_support::delayed_self_send(self, info.retry_in, reconnect_atom::value, link.generation());
   else if (end.give_up)
     stop(end.exit_code);
@@ -274,8 +285,18 @@ void agent_core::stop(int code) {
     fate->exit_code = exit_code;
     return;
   }
-  link.begin_stop();
+  link.begin_stop(); // from now on: no reconnect, new requests fail
   exit_code = code;
+  fate->exit_code = code;
+  // The rest is a message of its own, so that no continuation runs inside
+  // the call that stopped the agent (often another continuation).
+  self->send(self, stop_now_atom::value);
+}
+
+void agent_core::stop_now() {
+  if (stop_started)
+    return;
+  stop_started = true;
   // Every request ends exactly once: pending ones fail now, before
   // teardown() closes what their continuations might use.
   fail_requests(errc::stopped, "the agent is stopping");
@@ -284,7 +305,8 @@ void agent_core::stop(int code) {
     guarded("teardown", [this] { user->teardown(); });
   }
   // Requests sent by teardown() still fail as stopped; every other task ends
-  // cancelled, and all of it is delivered now.
+  // cancelled, and all of it is delivered now (cancelled child tasks once
+  // they have cleaned up).
   fail_requests(errc::stopped, "the agent is stopping");
   registry().end_all(error{make_error_code(errc::cancelled), "the agent stopped"});
   if (link.close_for_stop()) {
@@ -293,23 +315,70 @@ void agent_core::stop(int code) {
     f.mutable_goodbye()->set_reason("agent stopped");
     write(f);
     self->send(conn, close_atom::value);
-    caf_support::delayed_self_send(self, opts.stop_timeout, stop_deadline_atom::value);
+    arm_stop_deadline();
     return;
   }
   finish();
 }
 
+void agent_core::arm_stop_deadline() {
+  if (stop_deadline_armed)
+    return;
+  stop_deadline_armed = true;
+  caf_support::delayed_self_send(self, opts.stop_timeout, stop_deadline_atom::value);
+}
+
 void agent_core::finish() {
+  if (conn)
+    self->send_exit(conn, caf::exit_reason::user_shutdown);
+  conn = nullptr;
+  link.finished();
+  // Cancelled child tasks run their cleanup before their continuations learn
+  // of it and before the agent goes away, within the stop deadline.
+  if (registry().held() > 0 && !stop_deadline_passed) {
+    awaiting_children = true;
+    arm_stop_deadline();
+    return;
+  }
   // Outcomes still queued (e.g. of requests made in teardown) are delivered
   // before the actor goes away.
   registry().flush();
   registry().detach();
   fate->exit_code = exit_code;
+  self->quit();
+}
+
+void agent_core::abort(const std::string& what) {
+  // An exception escaped a handler the SDK does not guard (one installed
+  // through caf_interop.hpp): the actor quits after this, so everything a
+  // stop does happens now, on the actor, while its state is alive.
+  log->error("unhandled exception in an actor handler agent={} what={}; the agent stops",
+             logfmt_value(user->name()), logfmt_value(what));
+  ++stats_of(*user).errors;
+  if (exit_code == 0)
+    exit_code = 1;
+  fate->exit_code = exit_code;
+  link.begin_stop();
+  stop_started = true;
+  fail_requests(errc::stopped, "the agent failed");
+  if (!fate->teardown_done) {
+    fate->teardown_done = true;
+    guarded("teardown", [this] { user->teardown(); });
+  }
+  fail_requests(errc::stopped, "the agent failed");
+  registry().end_all(error{make_error_code(errc::cancelled), "the agent failed"});
+  registry().flush();
+  registry().detach();
   if (conn)
     self->send_exit(conn, caf::exit_reason::user_shutdown);
   conn = nullptr;
   link.finished();
-  self->quit();
+}
+
+agent_core::~agent_core() {
+  // Whatever happened, no task may keep a hook into this state.
+  if (user != nullptr)
+    user->tasks().abandon();
 }
 
 // -- agent_core: protocol -----------------------------------------------------
@@ -627,11 +696,25 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
     if (fate->on_exit)
       fate->on_exit(code);
   });
+  self->set_exception_handler([self](caf::scheduled_actor*, std::exception_ptr& ep) -> caf::error {
+    std::string what = "unknown exception";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      what = ex.what();
+    } catch (...) {
+    }
+    self->state.abort(what);
+    return caf::make_error(caf::sec::runtime_error);
+  });
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     auto& st = self->state;
-    // A child task ended: its outcome came as a message.
+    // A child task ended: its outcome came as a message (or it was
+    // cancelled: its cancellation can be delivered now).
     if (auto i = st.children.find(msg.source); i != st.children.end()) {
+      auto id = i->second;
       st.children.erase(i);
+      st.child_gone(id);
       return;
     }
     // A linked child ending normally is no reason to stop; the connection
@@ -694,11 +777,10 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
       self->state.on_worker_done(id, failure);
     },
     [self](child_gone_atom, task_id id) {
-      // A cancelled child task ran its cleanup and is gone: its cancellation
-      // can be delivered now.
+      // A cancelled child task ran its cleanup and is gone.
       auto& st = self->state;
-      st.registry().release_held(id);
       std::erase_if(st.children, [id](const auto& kv) { return kv.second == id; });
+      st.child_gone(id);
     },
     [self](request_timeout_atom, uint64_t wire_id, int64_t timeout_ms) {
       auto& st = self->state;
@@ -712,9 +794,16 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
     },
     [self](post_atom, const closure& c) { self->state.guarded("posted function", c.fn); },
     [self](stop_atom, int code) { self->state.stop(code); },
+    [self](stop_now_atom) { self->state.stop_now(); },
     [self](stop_deadline_atom) {
-      self->state.log->warn("stop deadline reached; closing without waiting for the server");
-      self->state.finish();
+      auto& st = self->state;
+      st.stop_deadline_passed = true;
+      if (st.awaiting_children)
+        st.log->warn("stop deadline reached; child tasks still cleaning up count={}",
+                     st.registry().held());
+      else
+        st.log->warn("stop deadline reached; closing without waiting for the server");
+      st.finish();
     },
   };
   // Install the SDK's behavior before setup() runs, so that a become() in
@@ -919,6 +1008,8 @@ void agent::start_timer(std::shared_ptr<detail::task_cell<void>> cell, duration 
     core_->start_timer(std::move(cell), interval, std::move(fn), periodic);
     return;
   }
+  if (cell->status != task_status::running)
+    return; // the agent has stopped
   waiting_starts_.push_back(
     [cell = std::move(cell), interval, fn = std::move(fn), periodic](detail::agent_core& c) {
       c.start_timer(cell, interval, fn, periodic);
@@ -933,6 +1024,8 @@ void agent::start_worker(std::shared_ptr<detail::task_cell_base> cell, bool bloc
     core_->start_worker(cell, blocking, std::move(work), std::move(child), std::move(finish));
     return;
   }
+  if (cell->status != task_status::running)
+    return; // the agent has stopped
   waiting_starts_.push_back([cell = std::move(cell), blocking, work = std::move(work),
                              child = std::move(child),
                              finish = std::move(finish)](detail::agent_core& c) mutable {

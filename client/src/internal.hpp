@@ -54,6 +54,7 @@ using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
 using post_atom = caf::atom_constant<caf::atom("post")>;
 using stop_atom = caf::atom_constant<caf::atom("stop")>;
 using stop_deadline_atom = caf::atom_constant<caf::atom("stopdl")>;
+using stop_now_atom = caf::atom_constant<caf::atom("stopnow")>;
 using linger_atom = caf::atom_constant<caf::atom("linger")>;
 
 /// A closure posted to an agent from another thread.
@@ -134,6 +135,10 @@ struct agent_core {
 
   // Stopping.
   int exit_code = 0;
+  bool stop_started = false; // stop_now() ran
+  bool stop_deadline_armed = false;
+  bool stop_deadline_passed = false;
+  bool awaiting_children = false; // finish() waits for cancelled child tasks
   /// What must outlive the actor's state (read by its exit functor).
   struct fate_t {
     std::function<void(int)> on_exit;
@@ -150,8 +155,15 @@ struct agent_core {
   void on_frames(uint64_t g, const std::vector<char>& bytes);
   void on_disconnected(uint64_t g, const std::string& reason);
   void handle_disconnect(std::string code, std::string reason);
+  /// Stops the agent: no reconnect from now on; `stop_now` follows as a
+  /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);
+  void stop_now();
+  void arm_stop_deadline();
   void finish();
+  /// An exception escaped an unguarded handler: stop synchronously.
+  void abort(const std::string& what);
+  ~agent_core();
 
   // -- protocol ----------------------------------------------------------------
   void handle_frame(v1::Frame& f);
@@ -169,7 +181,7 @@ struct agent_core {
   bool guarded(const std::string& where, const std::function<void()>& fn);
   /// Runs agent code; returns the text of what it threw, if it threw.
   std::optional<std::string> catching(const std::function<void()>& fn);
-  void report_error(const std::string& where, const std::string& what);
+  void report_error(const std::string& where, const std::string& what, bool count = true);
   void fail_requests(errc code, const std::string& text);
   task_registry& registry() {
     return user->tasks();
@@ -184,6 +196,8 @@ struct agent_core {
                     std::function<void(child_core*)> child,
                     std::function<void(const std::string&)> finish);
   void on_worker_done(task_id id, const std::string& failure);
+  /// A child task is gone (its cancellation, if held, is delivered).
+  void child_gone(task_id id);
 
   /// The agent's handle for other threads (agent_core is a friend of agent).
   static std::shared_ptr<agent_handle>& handle_of(agent& a) {

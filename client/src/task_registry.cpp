@@ -14,28 +14,44 @@ std::string task_cell_base::label() const {
   return name.empty() ? fmt::format("task {}", id) : fmt::format("task '{}'", name);
 }
 
-void continuation_attached(task_cell_base& cell) {
-  if (cell.registry != nullptr)
-    cell.registry->attached(cell);
+bool continuation_attached(task_cell_base& cell) {
+  auto* reg = cell.registry();
+  if (cell.status == task_status::running)
+    return true; // delivered when it ends
+  if (reg == nullptr || !reg->can_deliver())
+    return false;
+  reg->attached(cell);
+  return true;
 }
 
 bool cancel_cell(task_cell_base& cell) {
-  if (cell.status != task_status::running || cell.registry == nullptr)
+  auto* reg = cell.registry();
+  if (cell.status != task_status::running || reg == nullptr)
     return false;
-  return cell.registry->cancel(cell);
+  return reg->cancel(cell);
 }
 
 task_registry::~task_registry() {
-  // Handles may outlive the agent object: their tasks end with it.
-  for (auto& [id, cell] : live_) {
-    cell->registry = nullptr;
+  // Handles may outlive the agent object: their tasks end with it, and no
+  // handle can reach the registry any more.
+  abandon();
+  *anchor_ = nullptr;
+}
+
+void task_registry::abandon() {
+  closed_ = true;
+  detach();
+  auto live = std::move(live_);
+  live_.clear();
+  for (auto& [id, cell] : live) {
+    cell->on_cancel = nullptr;
     if (cell->status == task_status::running)
       cell->settle_error(error{make_error_code(errc::cancelled), "the agent is gone"});
   }
   for (auto& [key, cell] : held_)
-    cell->registry = nullptr;
-  for (auto& cell : queued_)
-    cell->registry = nullptr;
+    cell->on_cancel = nullptr;
+  held_.clear();
+  queued_.clear();
 }
 
 void task_registry::attach(hooks h) {
@@ -57,7 +73,7 @@ void task_registry::init(task_cell_base& cell, const task_options& opts, bool in
   cell.id = next_id_++;
   cell.name = opts.name;
   cell.session_scoped = in_on_connect && !opts.outlive_session;
-  cell.registry = this;
+  cell.anchor = anchor_;
 }
 
 task_cell_base* task_registry::find(task_id id) const {
@@ -134,9 +150,8 @@ void task_registry::end_all(const error& e) {
       cell->on_cancel = nullptr;
       fn();
     }
-    deliver(*cell);
+    deliver(*cell); // held (a child task cleaning up): delivered on release
   }
-  flush(); // cancelled child tasks still held: the agent will not wait
 }
 
 void task_registry::completed(task_cell_base& cell) {
@@ -165,10 +180,10 @@ void task_registry::queue(task_cell_base& cell) {
   cell.delivery_queued = true;
   // The queued function owns the cell: its handles may be gone by then.
   auto c = cell.shared_from_this();
-  queued_.push_back(c);
+  queued_.insert(c);
   defer([this, c] {
     c->delivery_queued = false;
-    std::erase(queued_, c);
+    queued_.erase(c);
     deliver(*c);
   });
 }
@@ -182,7 +197,7 @@ void task_registry::flush() {
   held_.clear();
   while (!queued_.empty()) {
     auto queued = std::move(queued_);
-    queued_.clear();
+    queued_ = {};
     for (auto& c : queued) {
       c->delivery_queued = false;
       deliver(*c);
@@ -191,7 +206,7 @@ void task_registry::flush() {
 }
 
 void task_registry::deliver(task_cell_base& cell) {
-  if (cell.delivered)
+  if (cell.delivered || cell.held)
     return;
   if (cell.has_continuation()) {
     cell.delivered = true;
@@ -202,12 +217,13 @@ void task_registry::deliver(task_cell_base& cell) {
       cell.run_continuation();
     return;
   }
-  if (cell.status == task_status::succeeded)
-    return; // kept for a continuation that may still come
+  // A success or a cancellation is kept for a continuation that may still
+  // come; a failure nobody waits for is reported now, never lost.
+  if (cell.status != task_status::failed)
+    return;
   cell.delivered = true;
-  if (cell.status == task_status::failed)
-    if (auto* e = cell.failure(); e != nullptr && hooks_.unhandled)
-      hooks_.unhandled(cell.label(), *e);
+  if (auto* e = cell.failure(); e != nullptr && hooks_.unhandled)
+    hooks_.unhandled(cell.label(), *e);
 }
 
 void task_registry::defer(std::function<void()> fn) {

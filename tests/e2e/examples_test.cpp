@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "process.hpp"
+#include "wait.hpp"
 
 using namespace convoke::test;
 using namespace std::chrono_literals;
@@ -196,12 +197,8 @@ TEST(Examples, RunAgainstAnExternalServer) {
   process server{{binary("convoke-server"), "--listen.port", "0", "--listen.port-file",
                   dir.file("port"), "--trace.enabled", "false"}};
   std::string port;
-  for (int i = 0; i < 500 && port.empty(); ++i) {
-    port = read_file(dir.file("port"));
-    if (port.empty())
-      std::this_thread::sleep_for(10ms);
-  }
-  ASSERT_FALSE(port.empty()) << server.err();
+  ASSERT_TRUE(eventually([&] { return !(port = read_file(dir.file("port"))).empty(); }))
+    << server.err();
   port.erase(port.find_last_not_of("\n") + 1);
   auto r = run_example("queue-worker", {"--server", "127.0.0.1:" + port});
   ASSERT_EQ(r.code, 0) << r.dump();

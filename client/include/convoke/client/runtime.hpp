@@ -80,18 +80,26 @@ public:
     if (started_)
       return;
     started_ = true;
-    task_ = start_(*this);
-    task_.then([this](expected<T> r) {
-      bool ok = r.has_value();
-      set(std::move(r));
-      stop(ok ? 0 : 1);
-    });
+    try {
+      task_ = start_(*this);
+      task_.then([this](expected<T> r) {
+        bool ok = r.has_value();
+        set(std::move(r));
+        stop(ok ? 0 : 1);
+      });
+    } catch (const std::exception& ex) {
+      set(tl::unexpected<error>{error{make_error_code(errc::failed), ex.what()}});
+      stop(1);
+    }
   }
 
   void on_disconnect(const disconnect_info& d) override {
-    if (!d.will_reconnect)
+    // A script fails fast: no session at the first attempt is the answer.
+    if (!started_) {
       set(tl::unexpected<error>{
         error{make_error_code(errc::not_connected), d.code + ": " + d.reason}});
+      stop(1);
+    }
   }
 
 private:
@@ -114,8 +122,11 @@ private:
 /// asyncio's `loop.run_until_complete(coro)` for a script: starts a runtime
 /// with one agent named `name`, calls `start(agent)` once it is connected,
 /// waits (blocking the calling thread) for that task's outcome at most
-/// `timeout`, then stops the agent and the runtime. Returns the outcome, or
-/// `errc::timeout`, or `errc::not_connected` if no session could be had.
+/// `timeout`, then stops the agent and the runtime. Returns the outcome;
+/// `errc::not_connected` (with the reason) if the first connection attempt
+/// fails or is refused; `errc::failed` if `start` throws; `errc::timeout` if
+/// no outcome came in time. The task belongs to the session: if the session
+/// ends first, that ends the task (a request fails with `connection_lost`).
 ///
 ///     auto reply = convoke::run_until_complete<convoke::message>(
 ///       opts, "script", [](convoke::agent& a) { return a.request("echo", "ping", 2s); }, 5s);

@@ -82,8 +82,9 @@ struct task_cell_base : std::enable_shared_from_this<task_cell_base> {
   /// A cancelled child task is still cleaning up: its continuation waits
   /// for the child to be gone (like `await task` after `task.cancel()`).
   bool held = false;
-  /// Null once the registry is gone (the agent object was destroyed).
-  task_registry* registry = nullptr;
+  /// Points at the registry while it exists (the agent object's life); the
+  /// registry nulls it when it goes, so a handle never reaches a dead one.
+  std::shared_ptr<task_registry*> anchor;
   /// Stops the underlying work (sets a job's token, kills a child task);
   /// timers and requests simply find their task settled.
   std::function<void()> on_cancel;
@@ -97,6 +98,10 @@ struct task_cell_base : std::enable_shared_from_this<task_cell_base> {
 
   /// "task 7" or "task 'heartbeat'".
   std::string label() const;
+
+  task_registry* registry() const noexcept {
+    return anchor ? *anchor : nullptr;
+  }
 };
 
 template <class T>
@@ -134,7 +139,8 @@ void child_done(child_core* core, std::string failure);
 void child_on_cancel(child_core* core, std::function<void()> fn);
 
 /// Attaching a continuation may deliver an outcome that is already there.
-void continuation_attached(task_cell_base& cell);
+/// False if it never could be (the agent has stopped).
+bool continuation_attached(task_cell_base& cell);
 bool cancel_cell(task_cell_base& cell);
 
 } // namespace detail
@@ -177,16 +183,23 @@ public:
     return cell_ && detail::cancel_cell(*cell_);
   }
 
-  /// Sets the continuation, called exactly once with the task's outcome. A
-  /// task has one continuation: setting a second one throws
+  /// Sets the continuation, called exactly once with the task's outcome
+  /// (also if the task has already ended). A task has one continuation:
+  /// setting a second one, one after a failure was already reported to
+  /// `on_error`, or one after the agent has stopped throws
   /// `std::logic_error`.
   task& then(std::function<void(expected<T>)> fn) {
     if (!cell_)
       throw std::logic_error("convoke::task::then on an empty handle");
-    if (cell_->continuation || cell_->delivered)
+    if (cell_->continuation)
       throw std::logic_error("convoke::task::then: the task already has a continuation");
+    if (cell_->delivered)
+      throw std::logic_error("convoke::task::then: the task's outcome was already delivered");
     cell_->continuation = std::move(fn);
-    detail::continuation_attached(*cell_);
+    if (!detail::continuation_attached(*cell_)) {
+      cell_->continuation = nullptr;
+      throw std::logic_error("convoke::task::then: the agent has stopped; nothing runs on it");
+    }
     return *this;
   }
 

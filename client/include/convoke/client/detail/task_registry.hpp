@@ -29,6 +29,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "convoke/client/task.hpp"
@@ -121,9 +122,25 @@ public:
   /// The session ended: cancels the session-scoped tasks.
   void end_session();
 
-  /// The agent stops: every running task ends with `e`, delivered now; tasks
-  /// opened later are born cancelled.
+  /// The agent stops: every running task ends with `e`, delivered now
+  /// (cancelled child tasks stay held until they are gone, or `flush`);
+  /// tasks opened later are born cancelled.
   void end_all(const error& e);
+
+  /// The agent's actor is gone without a stop (it died): every task still
+  /// running ends cancelled without a delivery (nothing can run), and no
+  /// cell keeps a hook into the dead actor.
+  void abandon();
+
+  /// Cancelled child tasks still cleaning up.
+  size_t held() const noexcept {
+    return held_.size();
+  }
+
+  /// Outcomes can still be delivered (the agent runs, or will).
+  bool can_deliver() const noexcept {
+    return attached_ || !closed_;
+  }
 
   /// Delivers what is still queued, now (the agent is about to go away).
   void flush();
@@ -141,13 +158,14 @@ private:
   void defer(std::function<void()> fn);
 
   std::unordered_map<task_id, std::shared_ptr<task_cell_base>> live_;
-  std::vector<std::function<void()>> waiting_;          // deferred before attach()
-  std::vector<std::shared_ptr<task_cell_base>> queued_; // delivery queued
+  std::vector<std::function<void()>> waiting_;                 // deferred before attach()
+  std::unordered_set<std::shared_ptr<task_cell_base>> queued_; // delivery queued
   std::unordered_map<uint64_t, std::shared_ptr<task_cell_base>> held_;
   hooks hooks_;
   bool attached_ = false;
   bool closed_ = false;
   task_id next_id_ = 1;
+  std::shared_ptr<task_registry*> anchor_ = std::make_shared<task_registry*>(this);
 };
 
 } // namespace convoke::detail
