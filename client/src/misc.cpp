@@ -1,75 +1,41 @@
 // CAF-free parts of the SDK: error category, option helpers.
 #include "convoke/client/error.hpp"
 #include "convoke/client/options.hpp"
+#include "convoke/common/error_table.hpp"
 #include "convoke/common/units.hpp"
 
 namespace convoke {
 
 namespace {
 
-class category final : public std::error_category {
-public:
-  const char* name() const noexcept override {
-    return "convoke";
-  }
-  std::string message(int code) const override {
-    switch (static_cast<errc>(code)) {
-    case errc::not_connected:
-      return "not connected to a server";
-    case errc::send_buffer_full:
-      return "too much data is waiting to be sent";
-    case errc::invalid_argument:
-      return "invalid argument";
-    case errc::timeout:
-      return "timed out";
-    case errc::connection_lost:
-      return "connection lost";
-    case errc::refused:
-      return "refused by the server";
-    case errc::stopped:
-      return "the agent is stopping";
-    case errc::message_too_large:
-      return "the message is larger than the server accepts";
-    case errc::cancelled:
-      return "cancelled";
-    case errc::failed:
-      return "the task failed";
-    }
-    return "unknown error";
-  }
+const error_row rows[] = {
+  {static_cast<int>(errc::not_connected), "not_connected", "not connected to a server"},
+  {static_cast<int>(errc::send_buffer_full), "send_buffer_full",
+   "too much data is waiting to be sent"},
+  {static_cast<int>(errc::invalid_argument), "invalid_argument", "invalid argument"},
+  {static_cast<int>(errc::timeout), "timeout", "timed out"},
+  {static_cast<int>(errc::connection_lost), "connection_lost", "connection lost"},
+  {static_cast<int>(errc::refused), "refused", "refused by the server"},
+  {static_cast<int>(errc::stopped), "stopped", "the agent is stopping"},
+  {static_cast<int>(errc::message_too_large), "message_too_large",
+   "the message is larger than the server accepts"},
+  {static_cast<int>(errc::cancelled), "cancelled", "cancelled"},
+  {static_cast<int>(errc::failed), "failed", "the task failed"},
 };
+
+const table_category& category() noexcept {
+  static const table_category instance{"convoke", rows};
+  return instance;
+}
 
 } // namespace
 
 const std::error_category& error_category() noexcept {
-  static const category instance;
-  return instance;
+  return category();
 }
 
 std::string to_string(errc e) {
-  switch (e) {
-  case errc::not_connected:
-    return "not_connected";
-  case errc::send_buffer_full:
-    return "send_buffer_full";
-  case errc::invalid_argument:
-    return "invalid_argument";
-  case errc::timeout:
-    return "timeout";
-  case errc::connection_lost:
-    return "connection_lost";
-  case errc::refused:
-    return "refused";
-  case errc::stopped:
-    return "stopped";
-  case errc::cancelled:
-    return "cancelled";
-  case errc::failed:
-    return "failed";
-  case errc::message_too_large:
-    return "message_too_large";
-  }
-  return "unknown";
+  return std::string{category().code_name(static_cast<int>(e))};
 }
 
 bool set_server_address(client_options& opts, const std::string& address) {

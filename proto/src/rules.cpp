@@ -1,34 +1,28 @@
 #include "convoke/proto/rules.hpp"
 
+#include "convoke/common/error_table.hpp"
+
 #include <fmt/format.h>
 
 namespace convoke::proto {
 
 namespace {
 
-class category final : public std::error_category {
-public:
-  const char* name() const noexcept override {
-    return "convoke.proto";
-  }
-  std::string message(int code) const override {
-    switch (static_cast<errc>(code)) {
-    case errc::name_empty:
-      return "agent name is empty";
-    case errc::name_too_long:
-      return "agent name is too long";
-    case errc::name_invalid_character:
-      return "agent name contains a character that is not allowed";
-    case errc::route_empty:
-      return "route is empty";
-    case errc::route_too_long:
-      return "route is too long";
-    case errc::route_invalid_character:
-      return "route contains a space, control or non-ASCII character";
-    }
-    return "unknown error";
-  }
+const error_row rows[] = {
+  {static_cast<int>(errc::name_empty), "name_empty", "agent name is empty"},
+  {static_cast<int>(errc::name_too_long), "name_too_long", "agent name is too long"},
+  {static_cast<int>(errc::name_invalid_character), "name_invalid_character",
+   "agent name contains a character that is not allowed"},
+  {static_cast<int>(errc::route_empty), "route_empty", "route is empty"},
+  {static_cast<int>(errc::route_too_long), "route_too_long", "route is too long"},
+  {static_cast<int>(errc::route_invalid_character), "route_invalid_character",
+   "route contains a space, control or non-ASCII character"},
 };
+
+const table_category& category() noexcept {
+  static const table_category instance{"convoke.proto", rows};
+  return instance;
+}
 
 bool name_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.'
@@ -38,26 +32,11 @@ bool name_char(char c) {
 } // namespace
 
 const std::error_category& error_category() noexcept {
-  static const category instance;
-  return instance;
+  return category();
 }
 
 std::string_view to_string(errc e) noexcept {
-  switch (e) {
-  case errc::name_empty:
-    return "name_empty";
-  case errc::name_too_long:
-    return "name_too_long";
-  case errc::name_invalid_character:
-    return "name_invalid_character";
-  case errc::route_empty:
-    return "route_empty";
-  case errc::route_too_long:
-    return "route_too_long";
-  case errc::route_invalid_character:
-    return "route_invalid_character";
-  }
-  return "unknown";
+  return category().code_name(static_cast<int>(e));
 }
 
 expected<> check_agent_name(std::string_view name) {

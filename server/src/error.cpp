@@ -1,66 +1,38 @@
 #include "convoke/server/error.hpp"
 
+#include "convoke/common/error_table.hpp"
+
 #include <string>
 
 namespace convoke::server {
 
 namespace {
 
-class category final : public std::error_category {
-public:
-  const char* name() const noexcept override {
-    return "convoke.server";
-  }
-  std::string message(int code) const override {
-    switch (static_cast<errc>(code)) {
-    case errc::unknown_key:
-      return "unknown configuration key";
-    case errc::invalid_value:
-      return "invalid configuration value";
-    case errc::invalid_config:
-      return "inconsistent configuration";
-    case errc::bad_config_file:
-      return "unreadable or malformed configuration file";
-    case errc::unwritable_file:
-      return "output file cannot be written";
-    case errc::resolve_failed:
-      return "listen address does not resolve";
-    case errc::bind_failed:
-      return "cannot listen on the address";
-    case errc::already_started:
-      return "server already started";
-    }
-    return "unknown error";
-  }
+const error_row rows[] = {
+  {static_cast<int>(errc::unknown_key), "unknown_key", "unknown configuration key"},
+  {static_cast<int>(errc::invalid_value), "invalid_value", "invalid configuration value"},
+  {static_cast<int>(errc::invalid_config), "invalid_config", "inconsistent configuration"},
+  {static_cast<int>(errc::bad_config_file), "bad_config_file",
+   "unreadable or malformed configuration file"},
+  {static_cast<int>(errc::unwritable_file), "unwritable_file", "output file cannot be written"},
+  {static_cast<int>(errc::resolve_failed), "resolve_failed", "listen address does not resolve"},
+  {static_cast<int>(errc::bind_failed), "bind_failed", "cannot listen on the address"},
+  {static_cast<int>(errc::already_started), "already_started", "server already started"},
 };
+
+const table_category& category() noexcept {
+  static const table_category instance{"convoke.server", rows};
+  return instance;
+}
 
 } // namespace
 
 const std::error_category& error_category() noexcept {
-  static const category instance;
-  return instance;
+  return category();
 }
 
 std::string_view to_string(errc e) noexcept {
-  switch (e) {
-  case errc::unknown_key:
-    return "unknown_key";
-  case errc::invalid_value:
-    return "invalid_value";
-  case errc::invalid_config:
-    return "invalid_config";
-  case errc::bad_config_file:
-    return "bad_config_file";
-  case errc::unwritable_file:
-    return "unwritable_file";
-  case errc::resolve_failed:
-    return "resolve_failed";
-  case errc::bind_failed:
-    return "bind_failed";
-  case errc::already_started:
-    return "already_started";
-  }
-  return "unknown";
+  return category().code_name(static_cast<int>(e));
 }
 
 } // namespace convoke::server
