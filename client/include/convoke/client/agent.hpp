@@ -190,10 +190,13 @@ public:
 
   // -- control ----------------------------------------------------------------
 
-  /// Stops the agent: pending requests fail with `errc::stopped`, then
-  /// teardown(), Goodbye, disconnect. `run_client` then returns `exit_code`.
-  /// Call it on the agent (from hooks or handlers); from other threads use
-  /// `post()` or `runtime::stop_all()`.
+  /// Stops the agent. At once: no reconnect, new requests fail with
+  /// `errc::stopped`. Then, as the agent's next step (never inside this
+  /// call): pending requests fail with `errc::stopped`, teardown() runs,
+  /// every other task ends `cancelled` (child tasks after their cleanup), and
+  /// the agent says Goodbye and disconnects. `run_client` then returns
+  /// `exit_code`. Call it on the agent (from hooks or handlers); from other
+  /// threads use `post()` or `runtime::stop_all()`.
   void stop(int exit_code = 0);
 
   /// Runs `fn` on this agent. The only member that may be called from any
