@@ -211,6 +211,43 @@ void config_seeds() {
                           "99999\0extra"s);
 }
 
+/// fuzz_session_machine scripts: each frame arrives in reads of up to 64
+/// bytes (step byte ((n - 1) << 2) | 2), with time steps (byte k << 2)
+/// between some of them.
+void session_seeds(const std::vector<std::pair<std::string, std::string>>& bodies) {
+  auto body = [&](const std::string& name) {
+    for (auto& [n, b] : bodies)
+      if (n == name)
+        return prefixed(b);
+    return std::string{};
+  };
+  auto reads = [](const std::string& stream, size_t chunk) {
+    std::string out;
+    for (size_t i = 0; i < stream.size(); i += chunk) {
+      auto n = std::min(chunk, stream.size() - i);
+      out += static_cast<char>(((n - 1) << 2) | 2);
+      out += stream.substr(i, n);
+    }
+    return out;
+  };
+  auto wait = [](int steps) { return std::string(1, static_cast<char>(steps << 2)); };
+  auto session = body("hello") + body("subscribe") + body("envelope-direct")
+                 + body("envelope-broadcast-route") + body("heartbeat") + body("unsubscribe")
+                 + body("envelope-full") + body("goodbye");
+  put("fuzz_session_machine", "session-in-big-reads", reads(session, 64));
+  put("fuzz_session_machine", "session-in-tiny-reads", reads(session, 3));
+  put("fuzz_session_machine", "session-with-waits",
+      reads(body("hello"), 64) + wait(2) + reads(body("envelope-direct"), 64) + wait(10) + wait(40)
+        + reads(body("heartbeat"), 64) + std::string(1, '\x05') + wait(63));
+  put("fuzz_session_machine", "silent-until-handshake-timeout", wait(63) + wait(63));
+  put("fuzz_session_machine", "envelope-before-hello",
+      reads(body("envelope-direct") + body("hello"), 64));
+  put("fuzz_session_machine", "two-hellos", reads(body("hello") + body("hello-token"), 64));
+  put("fuzz_session_machine", "bad-hello", reads(body("hello-bad-route"), 64));
+  put("fuzz_session_machine", "slowloris",
+      reads(body("hello"), 64) + reads(body("envelope-full").substr(0, 9), 64) + wait(30));
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -231,6 +268,7 @@ int main(int argc, char** argv) {
       std::string("\x06"
                   "alice.b-1:x@y weather/eu"));
   splitter_seeds(bodies);
+  session_seeds(bodies);
   config_seeds();
   return 0;
 }

@@ -489,8 +489,11 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
   resume_token = w.resume_token();
   auto watchdog_due = link.welcome(s, steady::now());
   // Frames the server sends are at most what it announced.
-  if (s.max_delivery_bytes > 0)
+  if (s.max_delivery_bytes > 0) {
     splitter.set_max_frame_bytes(std::min(s.max_delivery_bytes, max_inbound_frame));
+    if (conn) // the connection checks it first, before buffering a body
+      self->send(conn, limit_atom::value, static_cast<uint64_t>(s.max_delivery_bytes));
+  }
   ++stats_of(*user).connects;
   log->info("connected agent={} server={} session={} address={}:{}{}", logfmt_value(s.agent_name),
             logfmt_value(s.server_name), s.session_id, opts.host, opts.port,

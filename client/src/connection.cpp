@@ -112,6 +112,12 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
       if (st.in_flight > st.window)
         st.reads.pause(self, st.hdl);
     },
+    [self](limit_atom, uint64_t max_frame_bytes) {
+      // The largest frame the server announced it sends (Welcome): a larger
+      // length prefix is refused before any of its body is buffered.
+      self->state.splitter.set_max_frame_bytes(
+        static_cast<uint32_t>(std::min<uint64_t>(max_frame_bytes, max_inbound_frame)));
+    },
     [self](credit_atom, uint64_t bytes) {
       auto& st = self->state;
       st.in_flight -= std::min(st.in_flight, bytes);

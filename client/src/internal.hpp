@@ -42,6 +42,7 @@ using disconnected_atom = caf::atom_constant<caf::atom("disconn")>;
 // agent -> connection
 using write_atom = caf::atom_constant<caf::atom("write")>;
 using credit_atom = caf::atom_constant<caf::atom("credit")>;
+using limit_atom = caf::atom_constant<caf::atom("limit")>;
 using close_atom = caf::atom_constant<caf::atom("close")>;
 // agent timers and control
 using task_tick_atom = caf::atom_constant<caf::atom("tasktick")>;

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -10,6 +13,8 @@
 #include "convoke/client/blocking_client.hpp"
 #include "convoke/client/caf_interop.hpp"
 #include "convoke/common/logging.hpp"
+#include "convoke/common/net.hpp"
+#include "convoke/proto/codec.hpp"
 #include "process.hpp"
 #include "raw_client.hpp"
 #include "test_agent.hpp"
@@ -1124,4 +1129,71 @@ TEST(AgentTasksReview, RunUntilCompleteReportsAStartThatThrowsAtOnce) {
   ASSERT_FALSE(r.has_value());
   EXPECT_NE(r.error().code, errc::timeout) << r.error().message();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+TEST(ClientAgent, AFrameAboveTheAnnouncedDeliveryLimitIsRefusedBeforeItsBodyArrives) {
+  // A broken or hostile server announces 1 KiB deliveries, then a 10 MB
+  // frame. The SDK must refuse it on its length prefix, not buffer 10 MB
+  // first (the connection used to accept up to 64 MiB).
+  auto listener = net::tcp_listen("127.0.0.1", 0, 4);
+  ASSERT_TRUE(listener) << listener.error().message();
+  event_log log;
+  lambda_agent a{"victim", &log};
+  a.on_connected = [&](const session_info&) { a.broadcast("welcome processed"); };
+  a.on_disconnected = [&](const disconnect_info& d) { log.add("reason:" + d.reason); };
+  auto opts = local_options(listener->port);
+  opts.reconnect.enabled = false;
+  runtime rt;
+  rt.start(a, opts);
+  // The fake server: blocking accept, read frames, write raw bytes.
+  ASSERT_TRUE(net::set_blocking(listener->fd, true));
+  int fd = ::accept(listener->fd, nullptr, nullptr);
+  ASSERT_GE(fd, 0);
+  net::set_receive_timeout(fd, 5s);
+  proto::frame_splitter in{1 << 20};
+  auto read_frame = [&](v1::Frame& f) {
+    char buf[4096];
+    std::string_view body;
+    while (!in.next(body)) {
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0)
+        return false;
+      in.append(buf, static_cast<size_t>(n));
+    }
+    return proto::decode_frame(body, f) == proto::frame_error::none;
+  };
+  v1::Frame hello;
+  ASSERT_TRUE(read_frame(hello));
+  ASSERT_TRUE(hello.has_hello());
+  v1::Frame welcome;
+  welcome.mutable_welcome()->set_agent_name("victim");
+  welcome.mutable_welcome()->set_session_id(1);
+  welcome.mutable_welcome()->mutable_limits()->set_max_frame_bytes(1024);
+  welcome.mutable_welcome()->mutable_limits()->set_max_delivery_bytes(1024);
+  std::vector<char> out;
+  proto::append_frame(welcome, out);
+  ASSERT_TRUE(net::write_all(fd, out.data(), out.size()));
+  // The agent's broadcast from on_connect: by now its connection has the
+  // limit (the agent sends it before running on_connect).
+  v1::Frame sent;
+  ASSERT_TRUE(read_frame(sent));
+  ASSERT_TRUE(sent.has_envelope());
+  char header[proto::header_size];
+  proto::write_header(header, 10'000'000);
+  ASSERT_TRUE(net::write_all(fd, header, sizeof header));
+  ASSERT_TRUE(net::write_all(fd, "abc", 3)); // a body that never completes
+  bool refused = log.wait_for("disconnect:connection_lost", 5s);
+  ::close(fd); // whatever happened, the run can end now
+  ::close(listener->fd);
+  EXPECT_TRUE(refused) << "the agent waited for a 10 MB body: "
+                       << testing::PrintToString(log.snapshot());
+  auto ev = log.snapshot();
+  EXPECT_TRUE(std::any_of(ev.begin(), ev.end(),
+                          [](const std::string& e) {
+                            return e.find("reason:") == 0
+                                   && e.find("frame_too_large") != std::string::npos;
+                          }))
+    << testing::PrintToString(ev);
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 1);
 }
