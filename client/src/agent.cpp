@@ -516,6 +516,14 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
 
 void agent_core::handle_delivery(v1::Delivery& e) {
   ++stats_of(*user).received;
+  if (stop_started) {
+    // teardown() has run and closed what handlers use: a message still in
+    // flight when the agent stopped is not handed to agent code, but said.
+    ++stats_of(*user).after_teardown;
+    log->info("message arrived after teardown; not handled agent={} from={} message_id={}",
+              logfmt_value(user->name()), logfmt_value(e.sender()), e.message_id());
+    return;
+  }
   auto m = to_message(e);
   if (m.in_reply_to != 0) {
     if (auto i = requests.find(m.in_reply_to); i != requests.end()) {
@@ -558,6 +566,13 @@ void agent_core::handle_notice(const v1::Notice& n) {
       requests.erase(i);
       registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
     }
+  if (stop_started) {
+    // After teardown() no agent code runs; the notice is still said.
+    if (x.severity == notice::level::warning)
+      log->warn("server notice after teardown agent={} code={} text={}", logfmt_value(user->name()),
+                x.code, logfmt_value(x.text));
+    return;
+  }
   guarded("on_notice", [&] { user->on_notice(x); });
 }
 

@@ -1197,3 +1197,41 @@ TEST(ClientAgent, AFrameAboveTheAnnouncedDeliveryLimitIsRefusedBeforeItsBodyArri
   rt.stop_all();
   EXPECT_EQ(rt.wait(), 1);
 }
+
+TEST(ClientAgent, NoHandlerRunsAfterTeardown) {
+  // teardown() closes what handlers use (examples/concepts/teardown.cpp
+  // closes its file); messages still in flight while the agent says Goodbye
+  // must not reach on_message afterwards.
+  test_server srv;
+  event_log log;
+  lambda_agent sink{"sink", nullptr};
+  sink.on_connected = [&](const session_info&) { log.add("connect"); };
+  std::atomic<bool> closed{false};
+  std::atomic<int> after{0};
+  std::atomic<int> got{0};
+  sink.on_msg = [&](const message&) {
+    ++got;
+    if (closed)
+      ++after;
+  };
+  sink.on_teardown = [&] { closed = true; };
+  runtime rt;
+  rt.start(sink, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("connect"));
+  raw_client flood{srv.port()};
+  ASSERT_TRUE(flood.hello("flood").has_welcome());
+  // A steady stream, and the sink stops in the middle of it.
+  std::atomic<bool> stop_flood{false};
+  std::thread sender([&] {
+    while (!stop_flood)
+      if (!flood.send_envelope("sink", "x", ""))
+        break;
+  });
+  ASSERT_TRUE(eventually([&] { return got > 100; }));
+  sink.post([&] { sink.stop(); });
+  rt.wait();
+  stop_flood = true;
+  sender.join();
+  EXPECT_EQ(after.load(), 0) << "on_message ran after teardown";
+  EXPECT_TRUE(closed.load());
+}

@@ -74,6 +74,9 @@ struct agent_stats {
   /// Replies to a pending request that came from another agent than the one
   /// asked; they are ignored (and logged), never taken for the reply.
   uint64_t forged_replies = 0;
+  /// Messages that arrived after teardown() (while the agent said Goodbye);
+  /// they are logged, not handed to agent code.
+  uint64_t after_teardown = 0;
 };
 
 class agent {
@@ -114,7 +117,9 @@ public:
   virtual void on_error(const error_info& err);
 
   /// Called once when the agent stops. Still connected if it was, so a last
-  /// message can be sent. Periodic tasks are cancelled right after it.
+  /// message can be sent. Tasks end right after it, and no handler runs
+  /// after it: messages still arriving are logged and counted
+  /// (`agent_stats::after_teardown`), not handled.
   virtual void teardown() {}
 
   // -- sending (from hooks and handlers) --------------------------------------
