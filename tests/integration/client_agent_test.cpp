@@ -622,18 +622,27 @@ TEST(ClientAgent, PendingRequestsFailWithStoppedBeforeTeardown) {
   EXPECT_TRUE(contains(ev, "late:stopped"));
 }
 
+namespace {
+
+/// Kills the agent's actor the way CAF does when an exception escapes a
+/// handler installed through the CAF interop (call it on the agent).
+void die_from_an_unguarded_handler(agent& a) {
+  using boom_atom = caf::atom_constant<caf::atom("boom")>;
+  interop::become(
+    a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
+  auto self = interop::self(a);
+  self->send(self, boom_atom::value);
+}
+
+} // namespace
+
 TEST(ClientAgent, AbnormalActorDeathStillRunsTeardownAndFails) {
   test_server srv;
   event_log log;
   lambda_agent a{"fragile", &log};
-  using boom_atom = caf::atom_constant<caf::atom("boom")>;
   a.on_connected = [&](const session_info&) {
-    // A handler installed through the CAF interop that throws kills the
-    // actor (CAF's rule); teardown must still run and the run must fail.
-    interop::become(
-      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
-    auto self = interop::self(a);
-    self->send(self, boom_atom::value);
+    // Teardown must still run, and the run must fail.
+    die_from_an_unguarded_handler(a);
   };
   runtime rt;
   rt.start(a, local_options(srv.port()));
@@ -999,7 +1008,6 @@ TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCance
   test_server srv;
   event_log log;
   lambda_agent a{"fragile", &log};
-  using boom_atom = caf::atom_constant<caf::atom("boom")>;
   task<void> heartbeat;
   a.on_connected = [&](const session_info&) {
     heartbeat = a.every(
@@ -1007,10 +1015,7 @@ TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCance
     heartbeat.then([&](expected<void> r) {
       log.add("heartbeat:" + (r ? std::string{"ok"} : outcome_text(r.error())));
     });
-    interop::become(
-      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
-    auto self = interop::self(a);
-    self->send(self, boom_atom::value);
+    die_from_an_unguarded_handler(a);
   };
   a.on_teardown = [&] { log.add("teardown cancel:" + std::to_string(heartbeat.cancel())); };
   runtime rt;
@@ -1098,15 +1103,11 @@ TEST(AgentTasksReview, AfterAnAbnormalDeathAHandleStillOutlivesTheAgentsActor) {
   test_server srv;
   event_log log;
   lambda_agent a{"fragile", &log};
-  using boom_atom = caf::atom_constant<caf::atom("boom")>;
   task<void> heartbeat;
   a.on_connected = [&](const session_info&) {
     heartbeat = a.every(
       1h, [] {}, "heartbeat");
-    interop::become(
-      a, caf::message_handler{[](boom_atom) -> void { throw std::runtime_error("unguarded"); }});
-    auto self = interop::self(a);
-    self->send(self, boom_atom::value);
+    die_from_an_unguarded_handler(a);
   };
   {
     runtime rt;
