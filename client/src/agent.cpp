@@ -566,13 +566,8 @@ void agent_core::handle_notice(const v1::Notice& n) {
       requests.erase(i);
       registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
     }
-  if (stop_started) {
-    // After teardown() no agent code runs; the notice is still said.
-    if (x.severity == notice::level::warning)
-      log->warn("server notice after teardown agent={} code={} text={}", logfmt_value(user->name()),
-                x.code, logfmt_value(x.text));
-    return;
-  }
+  // Also after teardown(): a Notice is about what this agent sent (e.g. its
+  // last message went nowhere), and the server sends it before its Goodbye.
   guarded("on_notice", [&] { user->on_notice(x); });
 }
 

@@ -117,9 +117,10 @@ public:
   virtual void on_error(const error_info& err);
 
   /// Called once when the agent stops. Still connected if it was, so a last
-  /// message can be sent. Tasks end right after it, and no handler runs
-  /// after it: messages still arriving are logged and counted
-  /// (`agent_stats::after_teardown`), not handled.
+  /// message can be sent. Tasks end right after it, and no message handler
+  /// runs after it: messages still arriving are logged and counted
+  /// (`agent_stats::after_teardown`), not handled. `on_notice` still runs:
+  /// a Notice is about what the agent sent (its last message went nowhere).
   virtual void teardown() {}
 
   // -- sending (from hooks and handlers) --------------------------------------
