@@ -1022,8 +1022,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (!m.on_bytes(msg.buf.data(), msg.buf.size(), steady::now()))
         return; // input after the decision to close is discarded
       st.batch.credit += msg.buf.size();
-      if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk) {
-        // A busy sender: read in larger chunks from now on.
+      if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk && m.welcomed()) {
+        // A busy sender: read in larger chunks from now on. Only once
+        // admitted: after a Hello the session halts reading, but CAF 0.17
+        // may still do the rest of its read loop (up to
+        // middleman.max-consecutive-reads) in that event, so small chunks
+        // keep what an unadmitted peer can make us buffer small.
         st.read_chunk = large_read_chunk;
         self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
       }
