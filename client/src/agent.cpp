@@ -296,19 +296,7 @@ void agent_core::stop(int code) {
 void agent_core::stop_now() {
   if (stop_started)
     return;
-  stop_started = true;
-  // Every request ends exactly once: pending ones fail now, before
-  // teardown() closes what their continuations might use.
-  fail_requests(errc::stopped, "the agent is stopping");
-  if (!fate->teardown_done) {
-    fate->teardown_done = true;
-    guarded("teardown", [this] { user->teardown(); });
-  }
-  // Requests sent by teardown() still fail as stopped; every other task ends
-  // cancelled, and all of it is delivered now (cancelled child tasks once
-  // they have cleaned up).
-  fail_requests(errc::stopped, "the agent is stopping");
-  registry().end_all(error{make_error_code(errc::cancelled), "the agent stopped"});
+  end_agent_code("the agent is stopping", "the agent stopped");
   if (link.close_for_stop()) {
     v1::Frame f;
     f.mutable_goodbye()->set_code(std::string{codes::client_exit});
@@ -319,6 +307,22 @@ void agent_core::stop_now() {
     return;
   }
   finish();
+}
+
+void agent_core::end_agent_code(const char* request_text, const char* task_text) {
+  stop_started = true;
+  // Every request ends exactly once: pending ones fail now, before
+  // teardown() closes what their continuations might use.
+  fail_requests(errc::stopped, request_text);
+  if (!fate->teardown_done) {
+    fate->teardown_done = true;
+    guarded("teardown", [this] { user->teardown(); });
+  }
+  // Requests sent by teardown() still fail as stopped; every other task ends
+  // cancelled, and all of it is delivered now (cancelled child tasks once
+  // they have cleaned up).
+  fail_requests(errc::stopped, request_text);
+  registry().end_all(error{make_error_code(errc::cancelled), task_text});
 }
 
 void agent_core::arm_stop_deadline() {
@@ -359,14 +363,7 @@ void agent_core::abort(const std::string& what) {
     exit_code = 1;
   fate->exit_code = exit_code;
   link.begin_stop();
-  stop_started = true;
-  fail_requests(errc::stopped, "the agent failed");
-  if (!fate->teardown_done) {
-    fate->teardown_done = true;
-    guarded("teardown", [this] { user->teardown(); });
-  }
-  fail_requests(errc::stopped, "the agent failed");
-  registry().end_all(error{make_error_code(errc::cancelled), "the agent failed"});
+  end_agent_code("the agent failed", "the agent failed");
   registry().flush();
   registry().detach();
   if (conn)

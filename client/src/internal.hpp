@@ -160,6 +160,8 @@ struct agent_core {
   /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);
   void stop_now();
+  /// Requests fail (stopped), teardown() runs once, every task ends.
+  void end_agent_code(const char* request_text, const char* task_text);
   void arm_stop_deadline();
   void finish();
   /// An exception escaped an unguarded handler: stop synchronously.

@@ -76,6 +76,15 @@ void task_registry::init(task_cell_base& cell, const task_options& opts, bool in
   cell.anchor = anchor_;
 }
 
+std::shared_ptr<task_cell_base> task_registry::take_live(task_cell_base& cell) {
+  std::shared_ptr<task_cell_base> owned;
+  if (auto i = live_.find(cell.id); i != live_.end()) {
+    owned = std::move(i->second);
+    live_.erase(i);
+  }
+  return owned;
+}
+
 task_cell_base* task_registry::find(task_id id) const {
   auto i = live_.find(id);
   return i == live_.end() ? nullptr : i->second.get();
@@ -91,11 +100,7 @@ void task_registry::fail(task_cell_base& cell, error e) {
 void task_registry::fail_later(task_cell_base& cell, error e) {
   if (cell.status != task_status::running)
     return;
-  std::shared_ptr<task_cell_base> hold;
-  if (auto i = live_.find(cell.id); i != live_.end()) {
-    hold = i->second;
-    live_.erase(i);
-  }
+  auto hold = take_live(cell); // keeps the cell alive while it settles
   cell.settle_error(std::move(e));
   cell.on_cancel = nullptr;
   queue(cell);
@@ -106,11 +111,7 @@ bool task_registry::cancel(task_cell_base& cell, std::string why) {
     return false;
   // Keep the cell alive while its hook runs (the hook may drop the last
   // reference the agent held).
-  std::shared_ptr<task_cell_base> hold;
-  if (auto i = live_.find(cell.id); i != live_.end()) {
-    hold = i->second;
-    live_.erase(i);
-  }
+  auto hold = take_live(cell); // keeps the cell alive while it settles
   cell.settle_error(error{make_error_code(errc::cancelled), std::move(why)});
   if (cell.on_cancel) {
     auto fn = std::move(cell.on_cancel);
@@ -155,11 +156,7 @@ void task_registry::end_all(const error& e) {
 }
 
 void task_registry::completed(task_cell_base& cell) {
-  std::shared_ptr<task_cell_base> hold;
-  if (auto i = live_.find(cell.id); i != live_.end()) {
-    hold = i->second;
-    live_.erase(i);
-  }
+  auto hold = take_live(cell); // keeps the cell alive while it settles
   cell.on_cancel = nullptr;
   if (cell.has_continuation())
     deliver(cell);

@@ -927,11 +927,9 @@ std::string outcome_text(const error& e) {
 } // namespace
 
 TEST(AgentTasksReview, CancellingAChildTaskThatAlreadyEndedStillDeliversItsOutcome) {
-  // A child task whose body ends at once (or that ended on its own a moment
-  // before the agent cancels it): cancel() returns true and holds the
-  // delivery until the child's child_gone message, but the child is already
-  // gone and never handles the exit message, so nothing releases it. The
-  // continuation runs only when the agent stops (flush), or never.
+  // A child task that ended (here: at once) and is then cancelled: the
+  // cancellation is delivered now. Before the fix, cancel() held the delivery
+  // for a child_gone message that a finished child never sends.
   test_server srv;
   event_log log;
   lambda_agent a{"racer", &log};
@@ -954,9 +952,9 @@ TEST(AgentTasksReview, CancellingAChildTaskThatAlreadyEndedStillDeliversItsOutco
 }
 
 TEST(AgentTasksReview, AtStopAChildTaskCleansUpBeforeItsContinuationLearnsOfIt) {
-  // task.hpp: ctx.on_cancel runs "before the agent's continuation learns of
-  // it"; the agent stop delivers the cancellation at once (end_all, then
-  // flush of the held cells) without waiting for the child.
+  // At stop, a child task's ctx.on_cancel runs before its continuation learns
+  // of the cancellation, and the run is not over before the cleanup ran.
+  // Before the fix the stop delivered at once without waiting for the child.
   test_server srv;
   event_log log;
   lambda_agent a{"stopper", &log};
@@ -996,15 +994,12 @@ TEST(AgentTasksReview, AtStopAChildTaskCleansUpBeforeItsContinuationLearnsOfIt) 
 }
 
 TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCancel) {
-  // agent.hpp/task.hpp: at stop every task ends (cancelled) and the outcome
-  // is delivered before the actor goes away. When the actor dies abnormally
-  // (CAF quits it on an exception escaping an interop handler), end_all never
-  // runs: continuations are lost, the registry stays attached with hooks
-  // into the destroyed agent_core, and the cells keep on_cancel closures
-  // capturing it. teardown() (run from the exit functor, after the state is
-  // destroyed) cancelling its heartbeat, as examples/concepts/teardown.cpp
-  // does, then erases from a destroyed unordered_map (heap-use-after-free
-  // under ASan).
+  // When CAF quits the actor on an exception escaping an interop handler,
+  // every task still ends (cancelled, delivered), teardown() runs on the
+  // actor, and a handle kept after the run is harmless. Before the fix the
+  // continuations were lost, and teardown() (run from the exit functor after
+  // the state was destroyed) or a later cancel() erased from a destroyed map:
+  // a heap-use-after-free under ASan.
   test_server srv;
   event_log log;
   lambda_agent a{"fragile", &log};
@@ -1018,9 +1013,13 @@ TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCance
     die_from_an_unguarded_handler(a);
   };
   a.on_teardown = [&] { log.add("teardown cancel:" + std::to_string(heartbeat.cancel())); };
-  runtime rt;
-  rt.start(a, local_options(srv.port()));
-  EXPECT_EQ(rt.wait(), 1);
+  {
+    runtime rt;
+    rt.start(a, local_options(srv.port()));
+    EXPECT_EQ(rt.wait(), 1);
+  } // the actor system is gone, and with it the agent's actor
+  EXPECT_NE(heartbeat.status(), task_status::running);
+  EXPECT_FALSE(heartbeat.cancel());
   auto ev = log.snapshot();
   EXPECT_EQ(log.count("heartbeat:cancelled"), 1u) << testing::PrintToString(ev);
   // teardown() runs on the actor, before the tasks end (as in a normal
@@ -1030,11 +1029,9 @@ TEST(AgentTasksReview, AnAbnormalActorDeathStillEndsEveryTaskAndTeardownMayCance
 }
 
 TEST(AgentTasksReview, StopNeverRunsAContinuationInsideTheCallThatCancelledIt) {
-  // task_registry.hpp: "Settled by the caller's own action (cancel(), ...):
-  // always queued, so a continuation never runs inside the call that started
-  // or cancelled its task." agent::stop() cancels every task and runs the
-  // continuations inside itself, nested in whatever agent code called stop()
-  // (often another continuation).
+  // agent::stop() ends every task, but no continuation runs inside the call
+  // (often made from another continuation). Before the fix they all ran
+  // nested in stop().
   test_server srv;
   event_log log;
   lambda_agent a{"quitter", &log};
@@ -1059,8 +1056,8 @@ TEST(AgentTasksReview, StopNeverRunsAContinuationInsideTheCallThatCancelledIt) {
 }
 
 TEST(AgentTasksReview, AnUnhandledTaskFailureCountsAsOneError) {
-  // A failed after()/run_blocking() without a continuation is counted by
-  // on_timer/on_worker_done and again by report_error (via unhandled).
+  // A failed task without a continuation is one error. Before the fix
+  // on_timer/on_worker_done counted it and report_error counted it again.
   test_server srv;
   event_log log;
   lambda_agent a{"counter", &log};
@@ -1079,10 +1076,8 @@ TEST(AgentTasksReview, AnUnhandledTaskFailureCountsAsOneError) {
 }
 
 TEST(AgentTasksReview, RunUntilCompleteReportsAnUnreachableServer) {
-  // runtime.hpp: "Returns the outcome, or errc::timeout, or
-  // errc::not_connected if no session could be had." With the default
-  // reconnect policy (max_attempts = 0: retry forever) on_disconnect always
-  // says will_reconnect, so an unreachable server is reported as a timeout.
+  // A script fails fast when its first connection attempt fails. Before the
+  // fix the default reconnect policy kept trying until the timeout.
   uint16_t port = 0;
   {
     test_server gone;
@@ -1094,34 +1089,9 @@ TEST(AgentTasksReview, RunUntilCompleteReportsAnUnreachableServer) {
   EXPECT_EQ(r.error().code, errc::not_connected) << r.error().message();
 }
 
-TEST(AgentTasksReview, AfterAnAbnormalDeathAHandleStillOutlivesTheAgentsActor) {
-  // task.hpp: "Handles ... may outlive the task and the agent." After a normal
-  // stop cancel() is a harmless false. After an abnormal death the task is
-  // still "running" in the registry with an on_cancel closure that captures
-  // the agent_core inside the freed actor: cancel() is a heap-use-after-free
-  // (ASan: agent_core::start_timer's lambda -> unordered_map::erase).
-  test_server srv;
-  event_log log;
-  lambda_agent a{"fragile", &log};
-  task<void> heartbeat;
-  a.on_connected = [&](const session_info&) {
-    heartbeat = a.every(
-      1h, [] {}, "heartbeat");
-    die_from_an_unguarded_handler(a);
-  };
-  {
-    runtime rt;
-    rt.start(a, local_options(srv.port()));
-    EXPECT_EQ(rt.wait(), 1);
-  } // the actor system is gone, and with it the agent's actor
-  EXPECT_NE(heartbeat.status(), task_status::running);
-  EXPECT_FALSE(heartbeat.cancel());
-}
-
 TEST(AgentTasksReview, RunUntilCompleteReportsAStartThatThrowsAtOnce) {
-  // A `start` that throws (or returns a handle that already has a
-  // continuation) goes to on_error inside one_shot_agent; the caller then
-  // waits the whole timeout and is told errc::timeout.
+  // A `start` that throws is the outcome (errc::failed), at once. Before the
+  // fix it went to on_error and the caller waited the whole timeout.
   test_server srv;
   auto t0 = std::chrono::steady_clock::now();
   auto r = run_until_complete<int>(

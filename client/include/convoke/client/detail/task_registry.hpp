@@ -152,6 +152,8 @@ public:
 private:
   void init(task_cell_base& cell, const task_options& opts, bool in_on_connect);
   void release(task_cell_base& cell);
+  /// Removes a settling cell from the live ones; the result owns it.
+  std::shared_ptr<task_cell_base> take_live(task_cell_base& cell);
   void completed(task_cell_base& cell);
   void queue(task_cell_base& cell);
   void deliver(task_cell_base& cell);
