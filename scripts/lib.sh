@@ -11,6 +11,7 @@ PACKAGES=(
   libcaf-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsodium-dev libexpected-dev
+  libssl-dev openssl
 )
 # What only the tests need on top (scripts/test, scripts/sanitize,
 # scripts/fuzz call use_test_packages before install_missing): clang-14 and
