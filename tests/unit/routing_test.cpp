@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "convoke/proto/subject.hpp"
 #include "routing_table.hpp"
 
 using namespace convoke::server;
@@ -83,4 +84,126 @@ TEST(Routing, ManyAgentsStayConsistent) {
   t.broadcast_targets(1, "even", out);
   // remaining = 1000 - 334 removed; minus the sender.
   EXPECT_EQ(out.size(), 1000u - 334u - 1u);
+}
+
+TEST(Routing, PatternSubscriptionsMatchByTokens) {
+  table t;
+  t.add(1, "pub", "", 1, {"unrelated"});
+  t.add(2, "all-weather", "", 2, {"weather.>"});
+  t.add(3, "any-paris", "", 3, {"weather.*.paris"});
+  t.add(4, "news", "", 4, {"news.>"});
+  t.add(5, "one-token", "", 5, {"*"});
+  t.add(6, "everything", "", 6, {">"});
+  t.add(7, "exact", "", 7, {"weather.eu.paris"});
+  EXPECT_EQ(targets(t, 1, "weather.eu.paris"),
+            (std::vector<std::string>{"all-weather", "any-paris", "everything", "exact"}));
+  EXPECT_EQ(targets(t, 1, "weather.eu"), (std::vector<std::string>{"all-weather", "everything"}));
+  EXPECT_EQ(targets(t, 1, "weather"), (std::vector<std::string>{"everything", "one-token"}));
+  EXPECT_EQ(targets(t, 1, "weather.eu.paris.15e"),
+            (std::vector<std::string>{"all-weather", "everything"}));
+  EXPECT_EQ(targets(t, 1, "news.sport"), (std::vector<std::string>{"everything", "news"}));
+  EXPECT_EQ(targets(t, 1, "weather/report"), (std::vector<std::string>{"everything", "one-token"}));
+  // Never the sender, even when its own pattern matches.
+  EXPECT_EQ(targets(t, 6, "news.sport"), (std::vector<std::string>{"news"}));
+  EXPECT_EQ(t.pattern_count(), 5u);
+}
+
+TEST(Routing, AgreesWithPatternMatchesOnEveryPair) {
+  // The trie against the reference matcher, over all pairs of a small set.
+  const std::vector<std::string> patterns = {"a", "a.b",   "a.*",   "a.>",   "*.b", "*.*", "*.>",
+                                             ">", "a.b.c", "a.*.c", "*.b.>", "b.>", "*",   "a.b.>"};
+  const std::vector<std::string> routes
+    = {"a", "b", "a.b", "a.c", "b.b", "a.b.c", "a.x.c", "a.b.c.d", "x.b.y", "b"};
+  table t;
+  t.add(1000, "pub", "", 0, {"none"});
+  for (size_t i = 0; i < patterns.size(); ++i)
+    t.add(i, patterns[i], "", static_cast<int>(i), {patterns[i]});
+  for (auto& r : routes) {
+    std::vector<std::string> want;
+    for (auto& p : patterns)
+      if (convoke::proto::pattern_matches(p, r))
+        want.push_back(p);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(targets(t, 1000, r), want) << r;
+  }
+}
+
+TEST(Routing, SeveralMatchingSubscriptionsDeliverOnce) {
+  table t;
+  t.add(1, "pub", "", 1, {"x"});
+  t.add(2, "greedy", "", 2, {"a.b", "a.*", "a.>", "*.b", ">"});
+  t.add(3, "other", "", 3, {"a.*"});
+  EXPECT_EQ(targets(t, 1, "a.b"), (std::vector<std::string>{"greedy", "other"}));
+  EXPECT_EQ(targets(t, 1, "a.b"), (std::vector<std::string>{"greedy", "other"})); // next epoch
+  EXPECT_EQ(targets(t, 1, "z"), (std::vector<std::string>{"greedy"}));
+}
+
+TEST(Routing, UnsubscribingAPatternRemovesExactlyThatPattern) {
+  table t;
+  t.add(1, "pub", "", 1, {"x"});
+  auto& sub = t.add(2, "sub", "", 2, {"a.*", "a.>", "a.b"});
+  EXPECT_FALSE(t.unsubscribe(sub, "a.x")); // not a subscription, though "a.*" matches it
+  EXPECT_TRUE(t.unsubscribe(sub, "a.*"));
+  EXPECT_FALSE(t.unsubscribe(sub, "a.*"));
+  EXPECT_EQ(targets(t, 1, "a.x"), (std::vector<std::string>{"sub"})); // by "a.>"
+  EXPECT_TRUE(t.unsubscribe(sub, "a.>"));
+  EXPECT_TRUE(targets(t, 1, "a.x").empty());
+  EXPECT_EQ(targets(t, 1, "a.b"), (std::vector<std::string>{"sub"})); // exact stays
+  EXPECT_EQ(t.pattern_count(), 0u);
+  EXPECT_EQ(t.trie_nodes(), 0u);
+  EXPECT_TRUE(t.unsubscribe(sub, "a.b"));
+  EXPECT_EQ(targets(t, 1, "a.x"), (std::vector<std::string>{"sub"})); // no subscription: all
+}
+
+TEST(Routing, RemoveLeavesNoTrieNodesBehind) {
+  table t;
+  t.add(1, "a", "", 1, {"w.*.paris", "w.>", "n.x.y.z.>"});
+  EXPECT_EQ(t.trie_nodes(), 7u); // w, w.*, w.*.paris, n, n.x, n.x.y, n.x.y.z
+  t.add(2, "b", "", 2, {"w.*.paris", "w.*.rome"});
+  EXPECT_EQ(t.trie_nodes(), 8u); // + w.*.rome
+  t.remove(1);
+  EXPECT_EQ(t.trie_nodes(), 4u); // w, w.*, w.*.paris, w.*.rome
+  EXPECT_EQ(targets(t, 9, "w.eu.paris"), (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(targets(t, 9, "w.eu").empty());
+  t.remove(2);
+  EXPECT_EQ(t.trie_nodes(), 0u);
+  EXPECT_EQ(t.pattern_count(), 0u);
+}
+
+TEST(Routing, ManyPatternSubscriptionsStayConsistent) {
+  table t;
+  t.add(0, "pub", "", 0, {"none"});
+  // 200 agents x 50 subscriptions: a mix of exact routes and patterns.
+  for (int a = 1; a <= 200; ++a) {
+    std::vector<std::string> routes;
+    for (int k = 0; k < 50; ++k) {
+      auto n = std::to_string(a * 50 + k);
+      switch (k % 3) {
+      case 0:
+        routes.push_back("s." + n + ".x");
+        break;
+      case 1:
+        routes.push_back("s." + n + ".*");
+        break;
+      default:
+        routes.push_back("s." + n + ".>");
+        break;
+      }
+    }
+    if (a % 10 == 0)
+      routes.push_back("s.*.hit");
+    t.add(static_cast<uint64_t>(a), "agent-" + std::to_string(a), "", a, routes);
+  }
+  EXPECT_EQ(t.pattern_count(), 200u * 33u + 20u);
+  EXPECT_EQ(targets(t, 0, "s.51.x"), (std::vector<std::string>{"agent-1"}));
+  EXPECT_EQ(targets(t, 0, "s.52.anything.more"), (std::vector<std::string>{"agent-1"}));
+  // The 20 "s.*.hit" subscribers and agent-2 by "s.101.*", each once.
+  auto hit = targets(t, 0, "s.101.hit");
+  EXPECT_EQ(hit.size(), 21u);
+  EXPECT_EQ(std::count(hit.begin(), hit.end(), "agent-2"), 1);
+  EXPECT_EQ(std::count(hit.begin(), hit.end(), "agent-10"), 1);
+  for (int a = 1; a <= 200; ++a)
+    t.remove(static_cast<uint64_t>(a));
+  EXPECT_EQ(t.trie_nodes(), 0u);
+  EXPECT_EQ(t.pattern_count(), 0u);
 }
