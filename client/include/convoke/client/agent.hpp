@@ -151,13 +151,18 @@ public:
 
   // -- routes -----------------------------------------------------------------
 
-  /// Receive broadcasts on `route`. With at least one subscription, an agent
-  /// gets only broadcasts on its routes (plus direct messages).
+  /// Receive broadcasts on `route`, a route or a pattern ("weather.*.paris":
+  /// "*" is one token; "weather.>": ">" as the last token is one or more).
+  /// With at least one subscription, an agent gets only broadcasts on its
+  /// routes (plus direct messages).
   void subscribe(const std::string& route);
   void unsubscribe(const std::string& route);
 
   /// Subscribes to `route` and routes its messages to `handler` instead of
-  /// `on_message`. May be called before the agent starts.
+  /// `on_message`. May be called before the agent starts. For a pattern, the
+  /// handler gets the deliveries whose route it matches; a delivery goes to
+  /// one handler: the exact route's if there is one, else the first
+  /// registered pattern that matches.
   void on_route(const std::string& route, message_handler handler);
 
   // -- tasks ------------------------------------------------------------------
