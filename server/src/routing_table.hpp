@@ -77,7 +77,7 @@ public:
     names_.emplace(ref.name, &ref);
     sessions_.emplace(sid, std::move(e));
     if (routes.empty())
-      wildcard_.push_back(&ref);
+      unsubscribed_.push_back(&ref);
     for (auto& r : routes)
       subscribe(ref, r);
     return ref;
@@ -89,7 +89,7 @@ public:
       return;
     auto& e = *i->second;
     if (e.routes.empty())
-      erase_from(wildcard_, &e);
+      erase_from(unsubscribed_, &e);
     for (auto& r : e.routes)
       drop(e, r);
     names_.erase(e.name);
@@ -101,7 +101,7 @@ public:
     if (!e.routes.insert(route).second)
       return false;
     if (e.routes.size() == 1)
-      erase_from(wildcard_, &e);
+      erase_from(unsubscribed_, &e);
     if (proto::is_pattern(route)) {
       trie_insert(route).push_back(&e);
       ++patterns_;
@@ -119,14 +119,14 @@ public:
     drop(e, route);
     e.routes.erase(i);
     if (e.routes.empty())
-      wildcard_.push_back(&e);
+      unsubscribed_.push_back(&e);
     return true;
   }
 
   /// Appends the receivers of a broadcast from `sender` on `route` (empty =
   /// no route) to `out`, each once.
   void broadcast_targets(uint64_t sender, std::string_view route, std::vector<entry*>& out) {
-    for (auto e : wildcard_)
+    for (auto e : unsubscribed_)
       if (e->session_id != sender)
         out.push_back(e);
     if (route.empty())
@@ -308,7 +308,8 @@ private:
 
   std::unordered_map<uint64_t, std::unique_ptr<entry>> sessions_;
   std::unordered_map<std::string, entry*, string_hash, std::equal_to<>> names_;
-  std::vector<entry*> wildcard_;
+  /// Agents without any subscription: they get every broadcast.
+  std::vector<entry*> unsubscribed_;
   std::unordered_map<std::string, std::vector<entry*>, string_hash, std::equal_to<>> by_route_;
   node root_;
   size_t patterns_ = 0;
