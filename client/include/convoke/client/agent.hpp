@@ -128,7 +128,9 @@ public:
   /// Sends to every other agent (subject to their route subscriptions).
   std::error_code broadcast(std::string_view payload, const send_options& opts = {});
 
-  /// Broadcasts on a route.
+  /// Broadcasts on a route, which must be concrete: a pattern
+  /// ("weather.*") or an empty token ("a..b") is `errc::invalid_argument`
+  /// and nothing is sent.
   std::error_code publish(std::string_view route, std::string_view payload,
                           const send_options& opts = {});
 
