@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <random>
+#include <set>
 
 #include "convoke/proto/subject.hpp"
 #include "routing_table.hpp"
@@ -204,6 +207,76 @@ TEST(Routing, ManyPatternSubscriptionsStayConsistent) {
   EXPECT_EQ(std::count(hit.begin(), hit.end(), "agent-10"), 1);
   for (int a = 1; a <= 200; ++a)
     t.remove(static_cast<uint64_t>(a));
+  EXPECT_EQ(t.trie_nodes(), 0u);
+  EXPECT_EQ(t.pattern_count(), 0u);
+}
+
+TEST(Routing, RandomSubscriptionsAgreeWithPatternMatches) {
+  // Random patterns and routes over a small alphabet (so that they collide),
+  // subscribed, unsubscribed and removed at random; every broadcast is
+  // compared with pattern_matches over the live subscriptions.
+  std::mt19937 rng{20261130};
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  const char* tokens[] = {"a", "b", "c"};
+  auto make = [&](bool pattern) {
+    std::string s;
+    int n = 1 + pick(4);
+    for (int i = 0; i < n; ++i) {
+      if (i > 0)
+        s += '.';
+      int t = pick(pattern ? 5 : 3);
+      s += t < 3 ? tokens[t] : t == 3 || i + 1 < n ? "*" : ">";
+    }
+    return s;
+  };
+  table t;
+  std::map<uint64_t, std::set<std::string>> subs; // the reference
+  for (int step = 0; step < 3000; ++step) {
+    auto sid = static_cast<uint64_t>(1 + pick(20));
+    auto e = t.find(sid);
+    switch (pick(6)) {
+    case 0:
+      if (e == nullptr) {
+        t.add(sid, "agent-" + std::to_string(sid), "", 0, {});
+        subs[sid];
+      } else {
+        t.remove(sid);
+        subs.erase(sid);
+      }
+      break;
+    case 1:
+    case 2:
+      if (e != nullptr) {
+        auto p = make(true);
+        EXPECT_EQ(t.subscribe(*e, p), subs[sid].insert(p).second);
+      }
+      break;
+    case 3:
+      if (e != nullptr && !subs[sid].empty()) {
+        auto i = subs[sid].begin();
+        std::advance(i, pick(static_cast<int>(subs[sid].size())));
+        EXPECT_TRUE(t.unsubscribe(*e, *i));
+        subs[sid].erase(i);
+      }
+      break;
+    default: {
+      auto route = make(false);
+      auto sender = static_cast<uint64_t>(1 + pick(20));
+      std::vector<std::string> want;
+      for (auto& [id, ps] : subs)
+        if (id != sender
+            && (ps.empty() || std::any_of(ps.begin(), ps.end(), [&](const std::string& p) {
+                  return convoke::proto::pattern_matches(p, route);
+                })))
+          want.push_back("agent-" + std::to_string(id));
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(targets(t, sender, route), want) << "step " << step << " route " << route;
+    }
+    }
+  }
+  for (auto& [id, ps] : subs)
+    t.remove(id);
+  EXPECT_EQ(t.size(), 0u);
   EXPECT_EQ(t.trie_nodes(), 0u);
   EXPECT_EQ(t.pattern_count(), 0u);
 }
