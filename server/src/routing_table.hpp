@@ -37,6 +37,11 @@ public:
     std::string resume_token;
     Handle handle{};
     std::unordered_set<std::string, string_hash, std::equal_to<>> routes;
+    /// Its identity may not subscribe to everything: without subscriptions
+    /// it receives no broadcasts (never "all of them").
+    bool restricted = false;
+    /// Its identity may receive direct messages.
+    bool receive = true;
   };
 
   size_t size() const noexcept {
@@ -55,8 +60,9 @@ public:
 
   /// Adds an agent; the caller has checked that the name is free.
   entry& add(uint64_t sid, std::string name, std::string resume_token, Handle handle,
-             const std::vector<std::string>& routes) {
+             const std::vector<std::string>& routes, bool restricted = false) {
     auto e = std::make_unique<entry>();
+    e->restricted = restricted;
     e->session_id = sid;
     e->name = std::move(name);
     e->resume_token = std::move(resume_token);
@@ -64,7 +70,7 @@ public:
     auto& ref = *e;
     names_.emplace(ref.name, &ref);
     sessions_.emplace(sid, std::move(e));
-    if (routes.empty())
+    if (routes.empty() && !restricted)
       wildcard_.push_back(&ref);
     for (auto& r : routes)
       subscribe(ref, r);
@@ -76,7 +82,7 @@ public:
     if (i == sessions_.end())
       return;
     auto& e = *i->second;
-    if (e.routes.empty())
+    if (e.routes.empty() && !e.restricted)
       erase_from(wildcard_, &e);
     for (auto& r : e.routes)
       if (auto j = by_route_.find(r); j != by_route_.end()) {
@@ -92,7 +98,7 @@ public:
   bool subscribe(entry& e, const std::string& route) {
     if (!e.routes.insert(route).second)
       return false;
-    if (e.routes.size() == 1)
+    if (e.routes.size() == 1 && !e.restricted)
       erase_from(wildcard_, &e);
     by_route_[route].push_back(&e);
     return true;
@@ -109,7 +115,7 @@ public:
       if (j->second.empty())
         by_route_.erase(j);
     }
-    if (e.routes.empty())
+    if (e.routes.empty() && !e.restricted)
       wildcard_.push_back(&e);
     return true;
   }
