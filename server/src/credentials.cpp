@@ -430,13 +430,17 @@ int credentials_command(int argc, const char* const* argv, std::ostream& out, st
   add->add_option("name", name, "Identity name")->required();
   add->add_option("--names", id.names, "Agent names (patterns) it may use [default: its own name]")
     ->delimiter(',');
-  add->add_option("--publish", id.rights.publish, "Routes (patterns) it may broadcast on")
+  add
+    ->add_option("--publish", id.rights.publish,
+                 "Routes (patterns) it may broadcast on ('' = none)")
     ->delimiter(',')
     ->capture_default_str();
-  add->add_option("--subscribe", id.rights.subscribe, "Routes (patterns) it may subscribe to")
+  add
+    ->add_option("--subscribe", id.rights.subscribe,
+                 "Routes (patterns) it may subscribe to ('' = none)")
     ->delimiter(',')
     ->capture_default_str();
-  add->add_option("--send", id.rights.send, "Agents (patterns) it may message directly")
+  add->add_option("--send", id.rights.send, "Agents (patterns) it may message directly ('' = none)")
     ->delimiter(',')
     ->capture_default_str();
   add->add_flag("--no-receive", no_receive, "It may not receive direct messages");
@@ -463,6 +467,9 @@ int credentials_command(int argc, const char* const* argv, std::ostream& out, st
     err << "convoke-server credentials: " << e.what() << "\n";
     return exit_usage;
   }
+  // `--publish ''` (an empty value) means "none".
+  for (auto* xs : {&id.names, &id.rights.publish, &id.rights.subscribe, &id.rights.send})
+    std::erase(*xs, std::string{});
   int code = exit_ok;
   auto text = read_existing(path, err, code);
   if (!text)
