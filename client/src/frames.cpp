@@ -75,6 +75,7 @@ v1::Frame make_hello(const std::string& name, const client_options& opts,
   h->set_agent_name(name);
   h->set_role(opts.role);
   h->set_token(opts.token);
+  h->set_identity(opts.identity);
   for (auto& r : routes)
     h->add_routes(r);
   h->set_sdk_name(sdk_name);

@@ -9,6 +9,7 @@
 
 #include <spdlog/logger.h>
 
+#include "authenticator.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
 #include "trace.hpp"
@@ -38,6 +39,11 @@ struct counters {
   /// Capacity of large output buffers given back after a backlog was
   /// written (the main thread returns it to the OS, see server.cpp).
   std::atomic<uint64_t> released_bytes{0};
+  /// Logins refused (wrong identity or token) and actions an identity's
+  /// rights refused.
+  std::atomic<uint64_t> auth_failures{0};
+  std::atomic<uint64_t> auth_throttled{0};
+  std::atomic<uint64_t> permission_denied{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -56,6 +62,10 @@ struct server_context {
   std::atomic<int64_t> budget_logged_ns{0};
   /// Steady-clock ns of the last request to shed (see session.cpp).
   std::atomic<int64_t> shed_requested_ns{0};
+  /// Checks identities' tokens; null without auth.credentials.
+  std::unique_ptr<authenticator> auth;
+  /// Failed logins by address. Multiplexer thread only (sessions).
+  login_throttle throttle{10, std::chrono::seconds{60}};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;

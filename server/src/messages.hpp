@@ -60,6 +60,10 @@ using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
+/// authenticator -> session: the answer for its Hello's identity and token.
+using auth_atom = caf::atom_constant<caf::atom("auth")>;
+/// A failed login's delayed answer is due.
+using auth_fail_atom = caf::atom_constant<caf::atom("authfail")>;
 
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
@@ -69,6 +73,18 @@ struct register_request {
   std::string resume_token;
   std::vector<std::string> routes;
   std::string remote;
+  /// The identity to authenticate as (auth.credentials), for logs.
+  std::string identity;
+  /// Its rights restrict subscriptions: never "every broadcast".
+  bool restricted = false;
+  /// It may receive direct messages.
+  bool receive = true;
+};
+
+/// The authenticator's answer to a session (from its worker thread).
+struct auth_result {
+  bool accepted = false;
+  std::shared_ptr<const identity> id;
 };
 
 /// A byte range inside relay_batch::frames.
@@ -146,3 +162,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::register_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::notice_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::auth_result)

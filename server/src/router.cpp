@@ -118,7 +118,8 @@ void on_register(router_ptr self, register_request& req) {
     forget(self, holder->session_id);
   }
   auto token = crypto::random_hex(resume_token_bytes);
-  st.table.add(req.session_id, req.name, token, session, req.routes);
+  auto& added = st.table.add(req.session_id, req.name, token, session, req.routes, req.restricted);
+  added.receive = req.receive;
   st.by_addr.emplace(session.address(), req.session_id);
   self->monitor(session);
   bump(st.ctx->stats.agents);
@@ -220,11 +221,15 @@ void on_relay(router_ptr self, relay_batch& b) {
         std::erase_if(st.targets, [&](entry_t* e) { return e->session_id == also_skip; });
       return true;
     }
-    if (auto e = st.table.find_name(recipient)) {
+    auto e = st.table.find_name(recipient);
+    if (e != nullptr && e->receive) {
       st.targets.push_back(e);
       return true;
     }
-    bump(ctx.stats.undeliverable);
+    // Unknown, or its identity may not receive direct messages: the sender
+    // is told (rate-limited) and a trace record says why.
+    auto code = e == nullptr ? codes::unknown_recipient : codes::permission_denied;
+    bump(e == nullptr ? ctx.stats.undeliverable : ctx.stats.permission_denied);
     if (!now)
       now = notice_limiter::clock::now();
     auto& lim = st.limits[b.session_id];
@@ -237,16 +242,20 @@ void on_relay(router_ptr self, relay_batch& b) {
     }
     notice_request n;
     n.severity = v1::Notice::WARNING;
-    n.code = std::string{codes::unknown_recipient};
-    n.text = fmt::format("no agent named '{}' is connected; message {} was not delivered",
-                         recipient, it.message_id);
+    n.code = std::string{code};
+    n.text = e == nullptr
+               ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
+                             recipient, it.message_id)
+               : fmt::format("agent '{}' may not receive direct messages (right: receive); "
+                             "message {} was not delivered",
+                             recipient, it.message_id);
     n.client_seq = it.client_seq;
     n.message_id = it.message_id;
     n.request_id = it.request_id;
     self->send(sender_session, notice_atom::value, std::move(n));
     if (ctx.trace) {
       trace_event ev;
-      ev.what = trace_event::kind::undeliverable;
+      ev.what = e == nullptr ? trace_event::kind::undeliverable : trace_event::kind::rejected;
       ev.message_id = it.message_id;
       ev.sender = b.sender;
       ev.recipient = recipient;
@@ -255,7 +264,7 @@ void on_relay(router_ptr self, relay_batch& b) {
       ev.sent_ns = it.sent_ns;
       ev.relayed_ns = it.relayed_ns;
       ev.trace_id = it.trace_id;
-      ev.reason = std::string{codes::unknown_recipient};
+      ev.reason = std::string{code};
       ctx.trace->push(std::move(ev));
     }
     return false;
@@ -368,8 +377,8 @@ void flush_suppressed(router_ptr self, uint64_t sid) {
   n.severity = v1::Notice::WARNING;
   n.code = std::string{codes::notices_suppressed};
   n.text = fmt::format("{} more of your messages (ids {} to {}) went to agents that are not "
-                       "connected, e.g. '{}'; their unknown_recipient Notices were not sent "
-                       "(at most {} per second are)",
+                       "connected (or may not receive direct messages), e.g. '{}'; their "
+                       "Notices were not sent (at most {} per second are)",
                        s.count, s.first_id, s.last_id, i->second.example_recipient,
                        static_cast<int>(notice_limiter::per_second));
   n.message_id = s.last_id;

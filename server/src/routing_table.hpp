@@ -47,6 +47,11 @@ public:
     std::string resume_token;
     Handle handle{};
     std::unordered_set<std::string, string_hash, std::equal_to<>> routes;
+    /// Its identity may not subscribe to everything: without subscriptions
+    /// it receives no broadcasts (never "all of them").
+    bool restricted = false;
+    /// Its identity may receive direct messages.
+    bool receive = true;
     /// The last broadcast that picked this entry (see broadcast_targets).
     uint64_t picked = 0;
   };
@@ -67,8 +72,9 @@ public:
 
   /// Adds an agent; the caller has checked that the name is free.
   entry& add(uint64_t sid, std::string name, std::string resume_token, Handle handle,
-             const std::vector<std::string>& routes) {
+             const std::vector<std::string>& routes, bool restricted = false) {
     auto e = std::make_unique<entry>();
+    e->restricted = restricted;
     e->session_id = sid;
     e->name = std::move(name);
     e->resume_token = std::move(resume_token);
@@ -76,7 +82,7 @@ public:
     auto& ref = *e;
     names_.emplace(ref.name, &ref);
     sessions_.emplace(sid, std::move(e));
-    if (routes.empty())
+    if (routes.empty() && !restricted)
       unsubscribed_.push_back(&ref);
     for (auto& r : routes)
       subscribe(ref, r);
@@ -88,7 +94,7 @@ public:
     if (i == sessions_.end())
       return;
     auto& e = *i->second;
-    if (e.routes.empty())
+    if (e.routes.empty() && !e.restricted)
       erase_from(unsubscribed_, &e);
     for (auto& r : e.routes)
       drop(e, r);
@@ -100,7 +106,7 @@ public:
   bool subscribe(entry& e, const std::string& route) {
     if (!e.routes.insert(route).second)
       return false;
-    if (e.routes.size() == 1)
+    if (e.routes.size() == 1 && !e.restricted)
       erase_from(unsubscribed_, &e);
     if (proto::is_pattern(route)) {
       trie_insert(route).push_back(&e);
@@ -118,7 +124,7 @@ public:
       return false;
     drop(e, route);
     e.routes.erase(i);
-    if (e.routes.empty())
+    if (e.routes.empty() && !e.restricted)
       unsubscribed_.push_back(&e);
     return true;
   }
@@ -308,7 +314,8 @@ private:
 
   std::unordered_map<uint64_t, std::unique_ptr<entry>> sessions_;
   std::unordered_map<std::string, entry*, string_hash, std::equal_to<>> names_;
-  /// Agents without any subscription: they get every broadcast.
+  /// Agents without any subscription and not restricted: they get every
+  /// broadcast.
   std::vector<entry*> unsubscribed_;
   std::unordered_map<std::string, std::vector<entry*>, string_hash, std::equal_to<>> by_route_;
   node root_;

@@ -47,6 +47,9 @@ server_stats server_context::snapshot() const {
   s.budget_pauses = get(stats.budget_pauses);
   s.handshakes_evicted = get(stats.handshakes_evicted);
   s.released_bytes = get(stats.released_bytes);
+  s.auth_failures = get(stats.auth_failures);
+  s.auth_throttled = get(stats.auth_throttled);
+  s.permission_denied = get(stats.permission_denied);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -88,6 +91,19 @@ expected<> server::start() {
   ctx.log_server = logging::get("server");
   ctx.log_session = logging::get("session");
   ctx.log_router = logging::get("router");
+  ctx.throttle = login_throttle{cfg.failed_login_limit, cfg.failed_login_window};
+  if (!cfg.credentials.empty()) {
+    auto store = credential_store::load(cfg.credentials);
+    if (!store) {
+      std::string text;
+      for (auto& e : store.error())
+        text += (text.empty() ? "" : "; ") + e.text;
+      return fail(errc::invalid_config, std::move(text));
+    }
+    ctx.log_server->info("credentials loaded file={} identities={}", logfmt_value(cfg.credentials),
+                         (*store)->size());
+    ctx.auth = std::make_unique<authenticator>(std::move(*store));
+  }
   if (cfg.trace_enabled) {
     auto trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
                                      cfg.trace_max_files, cfg.trace_queue});
@@ -151,6 +167,9 @@ void server::wait() {
   if (!d.sys || d.stopped)
     return;
   d.sys->await_all_actors_done();
+  // Its worker may be answering a login: let it finish while the actor
+  // system it sends the answer to still exists.
+  d.ctx->auth.reset();
   d.accept_loop.reset();
   d.stopped = true;
   d.router = nullptr;
@@ -162,10 +181,12 @@ void server::wait() {
     "stopped messages_in={} deliveries={} undeliverable={} rejected={} dropped={} "
     "slow_consumers={} "
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
-    "budget_pauses={} trace_written={} trace_dropped={}",
+    "budget_pauses={} auth_failures={} auth_throttled={} permission_denied={} trace_written={} "
+    "trace_dropped={}",
     s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
     s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
-    s.budget_pauses, s.trace_written, s.trace_dropped);
+    s.budget_pauses, s.auth_failures, s.auth_throttled, s.permission_denied, s.trace_written,
+    s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

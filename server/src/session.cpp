@@ -62,6 +62,21 @@ struct session_state {
   caf::actor router;
   uint64_t id = 0;
   std::string remote;
+  /// The peer's IP address (no port): failed logins and limits count by it.
+  std::string address;
+  /// The authenticated identity (auth.credentials); null otherwise.
+  std::shared_ptr<const identity> ident;
+  /// Its rights when they restrict anything; null = everything allowed (the
+  /// hot path then costs one branch).
+  const rights* acl = nullptr;
+  /// The registration waiting for the authenticator's answer.
+  std::optional<register_request> pending;
+  steady::time_point hello_at;
+  /// A failed login, answered at hello_at + auth.failed-login-delay.
+  std::string refusal_code;
+  std::string refusal_text;
+  /// Hello routes the identity may not subscribe to, told after Welcome.
+  std::vector<std::string> denied_routes;
   /// The protocol: phase, input frames, deadlines (set at actor init).
   std::optional<session_machine> machine;
   std::string agent;
@@ -480,9 +495,71 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   write_frame(self, f);
 }
 
-/// A valid Hello (checked by the machine): ask the router to admit the agent.
+/// Asks the router to admit the agent.
+void send_register(session_ptr self, register_request req) {
+  auto& st = self->state;
+  st.registered = true;
+  self->send(st.router, register_atom::value, std::move(req));
+}
+
+/// Answers a failed login at hello_at + auth.failed-login-delay, so that a
+/// guesser learns nothing from the timing and gets few tries per second.
+void refuse_login(session_ptr self, std::string_view code, std::string text) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  ctx.throttle.failed(st.address, steady::now());
+  bump(ctx.stats.auth_failures);
+  ctx.log_session->warn("login failed {} identity={} code={} reason={}", who(self),
+                        logfmt_value(st.pending ? st.pending->identity : std::string{}), code,
+                        logfmt_value(text));
+  auto due = st.hello_at + ctx.cfg.failed_login_delay;
+  if (due <= steady::now()) {
+    fail(self, code, std::move(text));
+    return;
+  }
+  st.refusal_code = std::string{code};
+  st.refusal_text = std::move(text);
+  schedule_at(self, due, auth_fail_atom::value);
+}
+
+/// The authenticator accepted the identity: check the agent name against
+/// it, keep the routes it may subscribe to, and register.
+void admit_identity(session_ptr self, std::shared_ptr<const identity> id) {
+  auto& st = self->state;
+  auto req = std::move(*st.pending);
+  st.pending.reset();
+  auto& r = id->rights;
+  if (req.name.empty()) {
+    // An identity connects under its own name unless it asks for another.
+    req.name = id->name;
+  }
+  if (!id->may_use_name(req.name)) {
+    bump(st.ctx->stats.permission_denied);
+    fail(self, codes::permission_denied,
+         fmt::format("identity '{}' may not use the agent name '{}'; its names are set by "
+                     "'names' in the credentials file",
+                     id->name, req.name));
+    return;
+  }
+  std::vector<std::string> allowed;
+  for (auto& route : req.routes)
+    (r.may_subscribe(route) ? allowed : st.denied_routes).push_back(route);
+  req.routes = std::move(allowed);
+  req.restricted = !r.subscribes_everywhere();
+  if (req.restricted && req.routes.empty() && st.denied_routes.empty())
+    req.routes = r.subscribe; // receives what it may, never "everything"
+  req.receive = r.receive;
+  bool everything = r.subscribes_everywhere() && r.may_publish("") && r.may_send(">") && r.receive;
+  st.ident = std::move(id);
+  st.acl = everything ? nullptr : &st.ident->rights;
+  send_register(self, std::move(req));
+}
+
+/// A valid Hello (checked by the machine): authenticate it if the server
+/// has identities, then ask the router to admit the agent.
 void register_agent(session_ptr self, const v1::Hello& hello) {
   auto& st = self->state;
+  auto& ctx = *st.ctx;
   st.role = hello.role();
   st.sdk = hello.sdk_name().empty() ? std::string{"unknown"}
                                     : hello.sdk_name() + "/" + hello.sdk_version();
@@ -493,11 +570,49 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   req.resume_token = hello.resume_token();
   req.routes.assign(hello.routes().begin(), hello.routes().end());
   req.remote = st.remote;
-  st.registered = true;
-  self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
   st.reads.pause(self, st.hdl);
+  if (!ctx.auth && ctx.cfg.token.empty()) {
+    send_register(self, std::move(req));
+    return;
+  }
+  st.hello_at = steady::now();
+  if (auto wait = ctx.throttle.blocked_for(st.address, st.hello_at); wait.count() > 0) {
+    bump(ctx.stats.auth_throttled);
+    fail(self, codes::auth_throttled,
+         fmt::format("too many failed logins from {}; try again in {}", st.address,
+                     format_duration(std::chrono::ceil<std::chrono::seconds>(wait))));
+    return;
+  }
+  if (!ctx.auth) { // one shared token
+    if (auto r = check_shared_token(hello, ctx.cfg)) {
+      st.pending = std::move(req);
+      refuse_login(self, r->code, std::move(r->text));
+    } else {
+      send_register(self, std::move(req));
+    }
+    return;
+  }
+  req.identity = hello.identity().empty() ? hello.agent_name() : hello.identity();
+  if (req.identity.empty()) {
+    st.pending = std::move(req);
+    refuse_login(self, codes::auth_failed,
+                 "this server requires an identity and its token in Hello");
+    return;
+  }
+  st.pending = std::move(req);
+  auto addr = caf::actor_cast<caf::actor_addr>(self);
+  auto queued = ctx.auth->submit(
+    st.pending->identity, hello.token(),
+    [addr](authenticator::outcome res, std::shared_ptr<const identity> id) {
+      if (auto session = caf::actor_cast<caf::actor>(addr))
+        caf::anon_send(session, auth_atom::value,
+                       auth_result{res == authenticator::outcome::accepted, std::move(id)});
+    });
+  if (!queued)
+    fail(self, codes::server_busy,
+         "too many logins are waiting to be checked; try again in a moment");
 }
 
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
@@ -510,6 +625,61 @@ void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t se
     write_optional_frame(self, notice);
   else if (st.notices.suppress(seq))
     schedule(self, notice_limiter::window, flush_notices_atom::value);
+}
+
+/// Checks an envelope against the identity's rights (publish on its route,
+/// or send to its recipient). A denied one gets a Notice naming the action
+/// and the route or recipient, and a `rejected` trace record; the session
+/// goes on.
+bool permitted(session_ptr self, const envelope_view& view) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto& r = *st.acl;
+  bool direct = !view.recipient.empty();
+  if (direct ? r.may_send(view.recipient) : r.may_publish(view.route))
+    return true;
+  bump(ctx.stats.permission_denied);
+  auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
+  auto text
+    = direct ? fmt::format("identity '{}' may not send direct messages to '{}' (right: send); "
+                           "the message was not relayed",
+                           st.ident->name, view.recipient)
+      : view.route.empty()
+        ? fmt::format("identity '{}' may not broadcast without a route (that needs the right to "
+                      "publish on every route, '>'); the message was not relayed",
+                      st.ident->name)
+        : fmt::format("identity '{}' may not publish on route '{}' (right: publish); the message "
+                      "was not relayed",
+                      st.ident->name, view.route);
+  write_limited_notice(self,
+                       make_notice(v1::Notice::WARNING, codes::permission_denied, std::move(text),
+                                   view.client_seq, id, view.request_id),
+                       view.client_seq);
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::rejected;
+    ev.message_id = id;
+    ev.sender = st.agent;
+    ev.recipient = std::string{view.recipient};
+    ev.route = std::string{view.route.substr(0, proto::max_route_length)};
+    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    ev.sent_ns = view.sent_ns;
+    ev.relayed_ns = unix_nanos();
+    ev.trace_id = std::string{view.trace_id.substr(0, 32)};
+    ev.reason = std::string{drop_reason::permission_denied};
+    ctx.trace->push(std::move(ev));
+  }
+  return false;
+}
+
+/// The Notice text for subscriptions an identity may not have.
+std::string denied_subscription(session_ptr self, const std::vector<std::string>& routes) {
+  auto& st = self->state;
+  std::string list;
+  for (auto& r : routes)
+    list += fmt::format("{}'{}'", list.empty() ? "" : ", ", r);
+  return fmt::format("identity '{}' may not subscribe to {} (right: subscribe); not subscribed",
+                     st.ident->name, list);
 }
 
 /// Queues one envelope for the router: `view` holds its fields and bytes
@@ -527,6 +697,8 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
                          view.client_seq);
     return;
   }
+  if (st.acl != nullptr && !permitted(self, view))
+    return;
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
   auto now = unix_nanos();
   auto& frames = st.batch.frames;
@@ -619,7 +791,19 @@ void on_subscription(session_ptr self, bool subscribe,
   }
   // Keep the order of envelopes and subscription changes.
   dispatch_batch(self);
-  std::vector<std::string> xs(routes->begin(), routes->end());
+  std::vector<std::string> xs;
+  std::vector<std::string> denied;
+  for (auto& r : *routes)
+    (!subscribe || st.acl == nullptr || st.acl->may_subscribe(r) ? xs : denied).push_back(r);
+  if (!denied.empty()) {
+    bump(st.ctx->stats.permission_denied, denied.size());
+    write_limited_notice(
+      self,
+      make_notice(v1::Notice::WARNING, codes::permission_denied, denied_subscription(self, denied)),
+      0);
+  }
+  if (xs.empty())
+    return;
   if (subscribe)
     self->send(st.router, subscribe_atom::value, st.id, std::move(xs));
   else
@@ -994,7 +1178,8 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.listener = std::move(listener);
   st.router = std::move(router);
   st.id = session_id;
-  st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
+  st.address = self->remote_addr(hdl);
+  st.remote = fmt::format("{}:{}", st.address, self->remote_port(hdl));
   st.machine.emplace(ctx->cfg, steady::now());
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
@@ -1103,6 +1288,19 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       self->state.budget_retry_armed = false;
       resume_input(self);
     },
+    [self](auth_atom, auth_result& res) {
+      auto& st = self->state;
+      if (!st.pending || machine(self).phase() >= phase::closing)
+        return; // e.g. the handshake deadline passed while it was checked
+      if (res.accepted)
+        admit_identity(self, std::move(res.id));
+      else
+        refuse_login(self, codes::auth_failed, "the identity or its token is not valid");
+    },
+    [self](auth_fail_atom) {
+      auto& st = self->state;
+      fail(self, st.refusal_code, std::move(st.refusal_text));
+    },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
       auto& st = self->state;
       if (!machine(self).on_welcome(steady::now()))
@@ -1110,8 +1308,15 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       st.agent = name;
       self->send(st.listener, hello_atom::value, st.id); // admitted: no longer handshaking
       send_welcome(self, resume_token);
-      st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
-                                logfmt_value(st.role), logfmt_value(st.sdk));
+      st.ctx->log_session->info("agent connected {} remote={} role={} sdk={} identity={}",
+                                who(self), st.remote, logfmt_value(st.role), logfmt_value(st.sdk),
+                                logfmt_value(st.ident ? st.ident->name : std::string{}));
+      if (!st.denied_routes.empty()) {
+        bump(st.ctx->stats.permission_denied, st.denied_routes.size());
+        write_optional_frame(self, make_notice(v1::Notice::WARNING, codes::permission_denied,
+                                               denied_subscription(self, st.denied_routes)));
+        st.denied_routes.clear();
+      }
       // Admitted: frames that arrived behind the Hello, then read on. (This
       // also arms the heartbeat and idle deadlines.)
       take_input(self);

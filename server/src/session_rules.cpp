@@ -29,6 +29,10 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
                                hello.routes_size(), cfg.max_routes)};
   if (auto r = check_routes(hello.routes()))
     return r;
+  return std::nullopt;
+}
+
+std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_config& cfg) {
   if (!cfg.token.empty() && !crypto::equal_constant_time(cfg.token, hello.token()))
     return refusal{codes::auth_failed, hello.token().empty()
                                          ? "this server requires a token in Hello"

@@ -122,9 +122,10 @@ TEST(Rules, HelloChecks) {
   EXPECT_EQ(server::check_hello(h, cfg)->code, "invalid_route");
   h.clear_routes();
   cfg.token = "secret";
-  EXPECT_EQ(server::check_hello(h, cfg)->code, "auth_failed");
+  EXPECT_FALSE(server::check_hello(h, cfg)) << "the token is the session's to check, later";
+  EXPECT_EQ(server::check_shared_token(h, cfg)->code, "auth_failed");
   h.set_token("secret");
-  EXPECT_FALSE(server::check_hello(h, cfg));
+  EXPECT_FALSE(server::check_shared_token(h, cfg));
 }
 
 TEST(SecureRandom, SecretsCompareByContentAndLength) {

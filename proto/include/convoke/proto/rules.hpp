@@ -95,6 +95,7 @@ inline constexpr std::string_view invalid_name = "invalid_name";
 inline constexpr std::string_view invalid_route = "invalid_route";
 inline constexpr std::string_view name_taken = "name_taken";
 inline constexpr std::string_view auth_failed = "auth_failed";
+inline constexpr std::string_view auth_throttled = "auth_throttled";
 inline constexpr std::string_view too_many_routes = "too_many_routes";
 inline constexpr std::string_view server_full = "server_full";
 inline constexpr std::string_view server_busy = "server_busy";
@@ -107,6 +108,8 @@ inline constexpr std::string_view invalid_recipient = "invalid_recipient";
 inline constexpr std::string_view message_too_large = "message_too_large";
 inline constexpr std::string_view messages_dropped = "messages_dropped";
 inline constexpr std::string_view notices_suppressed = "notices_suppressed";
+// An identity's rights forbid the action (WARNING; ERROR for a name in Hello).
+inline constexpr std::string_view permission_denied = "permission_denied";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";

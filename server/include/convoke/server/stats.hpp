@@ -50,6 +50,15 @@ struct server_stats {
   /// Connections closed (server_busy) to make room under
   /// limits.max-handshakes.
   uint64_t handshakes_evicted = 0;
+  /// Logins refused: unknown identity or wrong token (auth.credentials),
+  /// or a wrong shared token (auth.token).
+  uint64_t auth_failures = 0;
+  /// Logins refused at once because their address failed too often
+  /// (auth.failed-login-limit).
+  uint64_t auth_throttled = 0;
+  /// Actions an identity's rights refused (publish, subscribe, send,
+  /// receive, agent name).
+  uint64_t permission_denied = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;

@@ -1,0 +1,102 @@
+// Logins against an in-process server with a credentials file: the delay
+// of a failed login, the per-address throttle, and what a shared token
+// does.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "convoke/proto/codec.hpp"
+#include "credentials.hpp"
+#include "process.hpp"
+#include "raw_client.hpp"
+#include "test_server.hpp"
+
+using namespace convoke;
+using namespace convoke::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+v1::Frame login(raw_client& c, const std::string& name, const std::string& token) {
+  v1::Frame f;
+  auto h = f.mutable_hello();
+  h->set_protocol_version(proto::protocol_version);
+  h->set_agent_name(name);
+  h->set_token(token);
+  EXPECT_TRUE(c.send(f));
+  return c.read(10s).value_or(v1::Frame{});
+}
+
+struct credentials_file {
+  temp_dir dir;
+  std::string path = dir.file("credentials.toml");
+  std::string token = server::generate_token();
+
+  credentials_file() {
+    server::identity id;
+    id.name = "alice";
+    id.names = {"alice"};
+    id.rights = server::rights::all();
+    id.token_hash = server::hash_token(token).value();
+    std::ofstream{path} << server::format_identity(id);
+  }
+};
+
+} // namespace
+
+TEST(ServerAuth, AFailedLoginIsAnsweredOnlyAfterTheConfiguredDelay) {
+  credentials_file creds;
+  test_server srv{[&](auto& cfg) {
+    cfg.credentials = creds.path;
+    cfg.failed_login_delay = 400ms;
+  }};
+  raw_client c{srv.port()};
+  auto start = std::chrono::steady_clock::now();
+  auto r = login(c, "alice", std::string(64, 'f'));
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "auth_failed");
+  EXPECT_GE(took, 400ms) << "the answer came before auth.failed-login-delay";
+  EXPECT_TRUE(c.wait_closed(2s));
+  // The right token is welcomed (and costs no delay).
+  raw_client ok{srv.port()};
+  EXPECT_TRUE(login(ok, "alice", creds.token).has_welcome());
+  EXPECT_EQ(srv.stats().auth_failures, 1u);
+}
+
+TEST(ServerAuth, AnAddressThatFailsTooOftenIsRefusedEvenWithTheRightToken) {
+  credentials_file creds;
+  test_server srv{[&](auto& cfg) {
+    cfg.credentials = creds.path;
+    cfg.failed_login_delay = 0ms;
+    cfg.failed_login_limit = 3;
+    cfg.failed_login_window = 60s;
+  }};
+  for (int i = 0; i < 3; ++i) {
+    raw_client c{srv.port()};
+    EXPECT_EQ(login(c, "alice", std::string(64, 'f')).notice().code(), "auth_failed");
+  }
+  raw_client c{srv.port()};
+  auto r = login(c, "alice", creds.token);
+  ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
+  EXPECT_EQ(r.notice().code(), "auth_throttled");
+  EXPECT_NE(r.notice().text().find("too many failed logins from 127.0.0.1; try again in"),
+            std::string::npos)
+    << r.notice().text();
+  EXPECT_EQ(srv.stats().auth_throttled, 1u);
+  EXPECT_EQ(srv.stats().auth_failures, 3u);
+}
+
+TEST(ServerAuth, TheSharedTokenIsCheckedAndAWrongOneIsDelayedToo) {
+  test_server srv{[&](auto& cfg) {
+    cfg.token = "a-shared-secret-of-some-length";
+    cfg.failed_login_delay = 200ms;
+  }};
+  raw_client bad{srv.port()};
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(login(bad, "x", "guess").notice().code(), "auth_failed");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms);
+  raw_client good{srv.port()};
+  EXPECT_TRUE(login(good, "x", "a-shared-secret-of-some-length").has_welcome());
+}
