@@ -100,3 +100,40 @@ TEST(ServerAuth, TheSharedTokenIsCheckedAndAWrongOneIsDelayedToo) {
   raw_client good{srv.port()};
   EXPECT_TRUE(login(good, "x", "a-shared-secret-of-some-length").has_welcome());
 }
+
+TEST(ServerAuth, ARestrictedIdentityWithoutRoutesGetsWhatThePatternsOfItsRightMatch) {
+  // An identity whose subscribe right is not '>' is subscribed to the
+  // patterns of that right: they match routes as patterns (issue 9), not as
+  // literal strings.
+  temp_dir dir;
+  auto path = dir.file("credentials.toml");
+  auto pub_token = server::generate_token();
+  auto wx_token = server::generate_token();
+  server::identity pub;
+  pub.name = "pub";
+  pub.names = {"pub"};
+  pub.rights = server::rights::all();
+  pub.token_hash = server::hash_token(pub_token).value();
+  server::identity wx;
+  wx.name = "wx";
+  wx.names = {"wx"};
+  wx.rights.subscribe = {"weather.>", "alerts.*.eu"};
+  wx.token_hash = server::hash_token(wx_token).value();
+  std::ofstream{path} << server::format_identity(pub) << server::format_identity(wx);
+  test_server srv{[&](auto& cfg) {
+    cfg.credentials = path;
+    cfg.failed_login_delay = 0ms;
+  }};
+  raw_client p{srv.port()}, w{srv.port()};
+  ASSERT_TRUE(login(p, "pub", pub_token).has_welcome());
+  ASSERT_TRUE(login(w, "wx", wx_token).has_welcome());
+  ASSERT_TRUE(p.send_envelope("", "rain", "weather.eu.paris"));
+  ASSERT_TRUE(p.send_envelope("", "noise", "news.eu"));
+  ASSERT_TRUE(p.send_envelope("", "storm", "alerts.north.eu"));
+  auto e = w.read_envelope(5s);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload(), "rain");
+  e = w.read_envelope(5s); // in order: "noise" did not come in between
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->payload(), "storm");
+}
