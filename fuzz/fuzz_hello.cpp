@@ -6,9 +6,10 @@
 // that, a Hello body that conforms to the schema. check_hello runs with the
 // default configuration and with a token and max_routes = 2. Checks: an
 // accepted Hello has the current protocol version, a valid or empty name, a role of at
-// most 64 bytes, valid routes within the limit, and the token when one is
-// required. Then slices of the raw input (cut at the position byte 0 gives)
-// go through the rules, which are checked against their definition
+// most 64 bytes, valid routes or route patterns within the limit;
+// check_shared_token accepts exactly the configured token (or anything when
+// none is set). Then slices of the raw input (cut at the position byte 0
+// gives) go through the rules, which are checked against their definition
 // (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
 // spaces, in non-empty '.'-separated tokens, "*" and a last ">" only in
 // subscription patterns; a refusal has a code of the proto category and a
@@ -75,6 +76,9 @@ bool pattern_ok(std::string_view s) {
 }
 
 void check(const v1::Hello& hello, const server::server_config& cfg) {
+  // The shared token is checked apart (the session answers failures late).
+  FUZZ_CHECK(!server::check_shared_token(hello, cfg).has_value()
+             == (cfg.token.empty() || hello.token() == cfg.token));
   auto refused = server::check_hello(hello, cfg);
   if (refused) {
     FUZZ_CHECK(!refused->code.empty() && !refused->text.empty());
@@ -87,7 +91,6 @@ void check(const v1::Hello& hello, const server::server_config& cfg) {
   FUZZ_CHECK(static_cast<uint32_t>(hello.routes_size()) <= cfg.max_routes);
   for (auto& r : hello.routes()) // subscriptions: patterns allowed
     FUZZ_CHECK(proto::check_route_pattern(r).has_value() && pattern_ok(r));
-  FUZZ_CHECK(cfg.token.empty() || hello.token() == cfg.token);
 }
 
 void check_rules(std::string_view a, std::string_view b) {

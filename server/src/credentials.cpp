@@ -113,6 +113,10 @@ bool rights::subscribes_everywhere() const noexcept {
   return allows_everything(subscribe);
 }
 
+bool rights::sends_everywhere() const noexcept {
+  return allows_everything(send);
+}
+
 bool identity::may_use_name(std::string_view agent_name) const noexcept {
   return any_matches(names, agent_name);
 }

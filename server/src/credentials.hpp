@@ -58,6 +58,8 @@ struct rights {
   /// False if some subscription pattern is refused: then the agent receives
   /// broadcasts only on routes it subscribed to (never "everything").
   bool subscribes_everywhere() const noexcept;
+  /// True if `send` allows every recipient.
+  bool sends_everywhere() const noexcept;
 };
 
 /// Per-identity rate limits; 0 means the server-wide default.

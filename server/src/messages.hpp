@@ -79,6 +79,8 @@ struct register_request {
   bool restricted = false;
   /// It may receive direct messages.
   bool receive = true;
+  /// Its `send` right is restricted: requests it receives grant it a reply.
+  bool send_restricted = false;
 };
 
 /// The authenticator's answer to a session (from its worker thread).
@@ -105,6 +107,10 @@ struct relay_item {
   uint64_t message_id = 0;
   uint64_t client_seq = 0;
   uint64_t request_id = 0;
+  uint64_t in_reply_to = 0;
+  /// A reply the sender's `send` right does not cover: the router relays it
+  /// only if the recipient sent the sender that request (reply grants).
+  bool needs_grant = false;
   uint32_t payload_bytes = 0;
   int64_t sent_ns = 0;
   int64_t relayed_ns = 0;

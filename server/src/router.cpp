@@ -60,6 +60,9 @@ struct router_state {
     uint64_t routes_refused = 0;
   };
   std::unordered_map<uint64_t, limited> limits;
+  /// Registered agents whose `send` right is restricted: only then do
+  /// requests record reply grants.
+  size_t send_restricted = 0;
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
   std::unordered_map<entry_t*, delivery> per_target;
@@ -120,6 +123,9 @@ void on_register(router_ptr self, register_request& req) {
   auto token = crypto::random_hex(resume_token_bytes);
   auto& added = st.table.add(req.session_id, req.name, token, session, req.routes, req.restricted);
   added.receive = req.receive;
+  added.send_restricted = req.send_restricted;
+  if (req.send_restricted)
+    ++st.send_restricted;
   st.by_addr.emplace(session.address(), req.session_id);
   self->monitor(session);
   bump(st.ctx->stats.agents);
@@ -189,6 +195,16 @@ void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it
   ctx.trace->push(std::move(ev));
 }
 
+/// A request reaching agents whose `send` right is restricted grants each
+/// of them one reply to its sender.
+void grant_replies(router_state& st, const relay_batch& b, const relay_item& it) {
+  if (it.request_id == 0 || st.send_restricted == 0)
+    return;
+  for (auto e : st.targets)
+    if (e->send_restricted)
+      e->grants.grant(b.sender, it.request_id);
+}
+
 void on_relay(router_ptr self, relay_batch& b) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
@@ -208,10 +224,11 @@ void on_relay(router_ptr self, relay_batch& b) {
       also_skip = now_holder->session_id;
   // Fast path: all items share one destination key (same recipient and
   // route), so every receiver gets the same bytes.
-  bool uniform = true;
+  bool uniform = !b.items[0].needs_grant;
   for (size_t i = 1; i < b.items.size() && uniform; ++i)
     uniform = b.items[i].recipient.in(b.frames) == b.items[0].recipient.in(b.frames)
-              && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames);
+              && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames)
+              && !b.items[i].needs_grant;
   auto resolve = [&](const relay_item& it) -> bool {
     st.targets.clear();
     auto recipient = it.recipient.in(b.frames);
@@ -222,12 +239,20 @@ void on_relay(router_ptr self, relay_batch& b) {
       return true;
     }
     auto e = st.table.find_name(recipient);
-    if (e != nullptr && e->receive) {
+    // A reply outside the sender's `send` right needs the request it
+    // answers (a grant recorded when that request reached the sender).
+    bool granted = true;
+    if (it.needs_grant && e != nullptr) {
+      auto from = st.table.find(b.session_id);
+      granted = from != nullptr && from->grants.use(recipient, it.in_reply_to);
+    }
+    if (e != nullptr && e->receive && granted) {
       st.targets.push_back(e);
       return true;
     }
-    // Unknown, or its identity may not receive direct messages: the sender
-    // is told (rate-limited) and a trace record says why.
+    // Unknown, or its identity may not receive direct messages, or a reply
+    // to no request: the sender is told (rate-limited) and a trace record
+    // says why.
     auto code = e == nullptr ? codes::unknown_recipient : codes::permission_denied;
     bump(e == nullptr ? ctx.stats.undeliverable : ctx.stats.permission_denied);
     if (!now)
@@ -243,12 +268,15 @@ void on_relay(router_ptr self, relay_batch& b) {
     notice_request n;
     n.severity = v1::Notice::WARNING;
     n.code = std::string{code};
-    n.text = e == nullptr
-               ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
-                             recipient, it.message_id)
-               : fmt::format("agent '{}' may not receive direct messages (right: receive); "
-                             "message {} was not delivered",
-                             recipient, it.message_id);
+    n.text
+      = e == nullptr ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
+                                   recipient, it.message_id)
+        : !granted   ? fmt::format("you may not send direct messages to '{}' (right: send), and it "
+                                     "sent you no request {} to reply to; message {} was not delivered",
+                                   recipient, it.in_reply_to, it.message_id)
+                     : fmt::format("agent '{}' may not receive direct messages (right: receive); "
+                                     "message {} was not delivered",
+                                   recipient, it.message_id);
     n.client_seq = it.client_seq;
     n.message_id = it.message_id;
     n.request_id = it.request_id;
@@ -276,9 +304,12 @@ void on_relay(router_ptr self, relay_batch& b) {
         resolve(b.items[i]);
       return;
     }
-    if (ctx.trace)
-      for (auto& it : b.items)
-        trace_relay(ctx, b, it, st.targets);
+    if (ctx.trace || st.send_restricted > 0)
+      for (auto& it : b.items) {
+        if (ctx.trace)
+          trace_relay(ctx, b, it, st.targets);
+        grant_replies(st, b, it);
+      }
     if (st.targets.empty())
       return;
     delivery d;
@@ -301,6 +332,7 @@ void on_relay(router_ptr self, relay_batch& b) {
       continue;
     if (ctx.trace)
       trace_relay(ctx, b, it, st.targets);
+    grant_replies(st, b, it);
     for (auto e : st.targets) {
       auto& d = per[e];
       if (d.count == 0)
@@ -394,6 +426,8 @@ void forget(router_ptr self, uint64_t sid) {
   if (e == nullptr)
     return;
   self->demonitor(e->handle);
+  if (e->send_restricted)
+    --st.send_restricted;
   st.by_addr.erase(e->handle.address());
   st.table.remove(sid);
   st.drained.erase(sid);

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,6 +39,46 @@ struct string_hash {
   }
 };
 
+/// Replies an agent may send although its `send` right does not cover the
+/// recipient: one per request it received (requester name, request id),
+/// used up by the reply. Bounded: beyond `max` the oldest is forgotten.
+class reply_grants {
+public:
+  static constexpr size_t max = 1024;
+
+  void grant(std::string_view requester, uint64_t request_id) {
+    auto k = key(requester, request_id);
+    if (!set_.insert(k).second)
+      return;
+    order_.push_back(std::move(k));
+    if (order_.size() > max) {
+      set_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+  /// Uses up the grant for a reply to `requester`'s `request_id`; false if
+  /// there is none. (The key stays in the order queue until it ages out.)
+  bool use(std::string_view requester, uint64_t request_id) {
+    return set_.erase(key(requester, request_id)) > 0;
+  }
+
+  size_t size() const noexcept {
+    return set_.size();
+  }
+
+private:
+  static std::string key(std::string_view requester, uint64_t request_id) {
+    std::string k{requester};
+    k.push_back('\0');
+    k.append(reinterpret_cast<const char*>(&request_id), sizeof request_id);
+    return k;
+  }
+
+  std::unordered_set<std::string> set_;
+  std::deque<std::string> order_;
+};
+
 template <class Handle>
 class routing_table {
 public:
@@ -52,6 +93,10 @@ public:
     bool restricted = false;
     /// Its identity may receive direct messages.
     bool receive = true;
+    /// Its identity may not send to everyone: each request it receives
+    /// grants it one reply to the requester (see reply_grants).
+    bool send_restricted = false;
+    reply_grants grants;
     /// The last broadcast that picked this entry (see broadcast_targets).
     uint64_t picked = 0;
   };

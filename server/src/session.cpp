@@ -549,7 +549,9 @@ void admit_identity(session_ptr self, std::shared_ptr<const identity> id) {
   if (req.restricted && req.routes.empty() && st.denied_routes.empty())
     req.routes = r.subscribe; // receives what it may, never "everything"
   req.receive = r.receive;
-  bool everything = r.subscribes_everywhere() && r.may_publish("") && r.may_send(">") && r.receive;
+  req.send_restricted = !r.sends_everywhere();
+  bool everything
+    = r.subscribes_everywhere() && r.may_publish("") && r.sends_everywhere() && r.receive;
   st.ident = std::move(id);
   st.acl = everything ? nullptr : &st.ident->rights;
   send_register(self, std::move(req));
@@ -630,14 +632,20 @@ void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t se
 /// Checks an envelope against the identity's rights (publish on its route,
 /// or send to its recipient). A denied one gets a Notice naming the action
 /// and the route or recipient, and a `rejected` trace record; the session
-/// goes on.
-bool permitted(session_ptr self, const envelope_view& view) {
+/// goes on. A reply (`in_reply_to`) to a recipient outside the `send` right
+/// passes with `needs_grant`: the router relays it if the recipient sent
+/// this agent that request.
+bool permitted(session_ptr self, const envelope_view& view, bool& needs_grant) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
   auto& r = *st.acl;
   bool direct = !view.recipient.empty();
   if (direct ? r.may_send(view.recipient) : r.may_publish(view.route))
     return true;
+  if (direct && view.in_reply_to != 0) {
+    needs_grant = true;
+    return true;
+  }
   bump(ctx.stats.permission_denied);
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
   auto text
@@ -697,7 +705,8 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
                          view.client_seq);
     return;
   }
-  if (st.acl != nullptr && !permitted(self, view))
+  bool needs_grant = false;
+  if (st.acl != nullptr && !permitted(self, view, needs_grant))
     return;
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
   auto now = unix_nanos();
@@ -716,6 +725,8 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   item.message_id = id;
   item.client_seq = view.client_seq;
   item.request_id = view.request_id;
+  item.in_reply_to = view.in_reply_to;
+  item.needs_grant = needs_grant;
   item.payload_bytes = static_cast<uint32_t>(view.payload.size());
   item.sent_ns = view.sent_ns;
   item.relayed_ns = now;

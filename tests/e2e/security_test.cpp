@@ -146,6 +146,45 @@ TEST(Security, EveryRightIsEnforcedAndADeniedActionLeavesTheSessionWorking) {
     << "six messages and one subscription: " << s.srv->proc->err();
 }
 
+TEST(Security, AnAgentMayReplyOnceToEachRequestItReceivedWhateverItsSendRight) {
+  secured s;
+  auto port = s.srv->port;
+  raw_client alice{port}, worker{port};
+  ASSERT_TRUE(login(alice, "alice", "alice", s.alice).has_welcome());
+  ASSERT_TRUE(login(worker, "worker", "worker", s.worker).has_welcome());
+  auto envelope = [](const std::string& to, const std::string& payload, uint64_t request_id,
+                     uint64_t in_reply_to, uint64_t seq) {
+    v1::Frame f;
+    auto e = f.mutable_envelope();
+    e->set_recipient(to);
+    e->set_payload(payload);
+    e->set_request_id(request_id);
+    e->set_in_reply_to(in_reply_to);
+    e->set_client_seq(seq);
+    return f;
+  };
+  ASSERT_TRUE(alice.send(envelope("worker", "what is 6*7?", 77, 0, 1)));
+  auto d = worker.read_delivery(5s);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->envelope().request_id(), 77u);
+  // worker's send right is empty, yet it may answer that request, once.
+  ASSERT_TRUE(worker.send(envelope("alice", "42", 0, 77, 1)));
+  d = alice.read_delivery(5s);
+  ASSERT_TRUE(d) << "the reply to a received request must pass";
+  EXPECT_EQ(d->envelope().payload(), "42");
+  EXPECT_EQ(d->sender(), "worker");
+  ASSERT_TRUE(worker.send(envelope("alice", "42 again", 0, 77, 2)));
+  auto n = next_notice(worker);
+  EXPECT_NE(n.find("permission_denied: you may not send direct messages to 'alice' (right: "
+                   "send), and it sent you no request 77"),
+            std::string::npos)
+    << n;
+  ASSERT_TRUE(worker.send(envelope("alice", "unsolicited", 0, 78, 3)));
+  EXPECT_NE(next_notice(worker).find("no request 78"), std::string::npos);
+  ASSERT_TRUE(alice.ping());
+  EXPECT_FALSE(alice.read_delivery(200ms)) << "a refused reply reached alice";
+}
+
 TEST(Security, LoginsAreCheckedAndFailuresSayLittleToTheGuesser) {
   secured s;
   auto port = s.srv->port;

@@ -10,6 +10,7 @@
 
 #include "authenticator.hpp"
 #include "credentials.hpp"
+#include "routing_table.hpp"
 
 using namespace convoke;
 using namespace convoke::server;
@@ -275,4 +276,18 @@ TEST(LoginThrottle, AnAddressIsBlockedAfterTheLimitUntilItsWindowEnds) {
   for (int i = 0; i < 10; ++i)
     t.failed("192.0.2." + std::to_string(i), t0 + std::chrono::seconds{100 + i});
   EXPECT_LE(t.tracked(), 4u);
+}
+
+TEST(ReplyGrants, EachRequestGrantsOneReplyAndMemoryIsBounded) {
+  reply_grants g;
+  g.grant("alice", 7);
+  EXPECT_FALSE(g.use("alice", 8));
+  EXPECT_FALSE(g.use("bob", 7)) << "a grant names its requester";
+  EXPECT_TRUE(g.use("alice", 7));
+  EXPECT_FALSE(g.use("alice", 7)) << "used up";
+  for (uint64_t i = 0; i < 3 * reply_grants::max; ++i)
+    g.grant("alice", 100 + i);
+  EXPECT_LE(g.size(), reply_grants::max);
+  EXPECT_FALSE(g.use("alice", 100)) << "the oldest were forgotten";
+  EXPECT_TRUE(g.use("alice", 100 + 3 * reply_grants::max - 1));
 }
