@@ -52,7 +52,7 @@ std::optional<refusal> check_addressing(std::string_view recipient, std::string_
 
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes) {
   for (auto& r : routes)
-    if (auto ok = proto::check_route(r); !ok)
+    if (auto ok = proto::check_route_pattern(r); !ok)
       return refusal{codes::invalid_route, std::move(ok.error().text)};
   return std::nullopt;
 }

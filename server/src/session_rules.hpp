@@ -26,10 +26,12 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
 std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_config& cfg);
 
 /// Checks the addressing of an envelope sent by an agent (recipient and
-/// route syntax; empty means none).
+/// route syntax; empty means none). The route must be concrete: a pattern
+/// is refused with `invalid_route`.
 std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route);
 
-/// Checks the routes of a Subscribe/Unsubscribe.
+/// Checks the routes of a Hello, Subscribe or Unsubscribe: concrete routes
+/// or patterns ("weather.*.paris", "weather.>").
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes);
 
 /// Builds a Notice frame.

@@ -103,6 +103,56 @@ TEST(ClientAgent, BroadcastDirectAndRoutes) {
   EXPECT_EQ(rt.wait(), 0);
 }
 
+TEST(ClientAgent, PatternRouteHandlersTakeMatchingDeliveriesExactHandlersFirst) {
+  test_server srv;
+  event_log la, lb;
+  lambda_agent a{"alice", &la};
+  lambda_agent b{"bob", &lb};
+  b.on_setup = [&] {
+    b.on_route("weather.*.paris", [&](const message& m) { lb.add("paris:" + m.payload); });
+    b.on_route("weather.>", [&](const message& m) { lb.add("weather:" + m.payload); });
+    b.on_route("weather.eu.paris", [&](const message& m) { lb.add("exact:" + m.payload); });
+  };
+  runtime rt;
+  rt.start(b, local_options(srv.port()));
+  ASSERT_TRUE(lb.wait_for("connect"));
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(la.wait_for("connect"));
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.publish("weather.eu.paris", "1"));
+    EXPECT_FALSE(a.publish("weather.us.paris", "2"));
+    EXPECT_FALSE(a.publish("weather.us.nyc", "3"));
+    EXPECT_FALSE(a.publish("news.today", "4"));
+    EXPECT_EQ(a.publish("weather.*", "5"), errc::invalid_argument); // a pattern: not sent
+    EXPECT_FALSE(a.send_to("bob", "sentinel"));
+  }));
+  ASSERT_TRUE(lb.wait_for("message:sentinel")); // in order: everything before it is in
+  auto ev = lb.snapshot();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "exact:1"), 1) << testing::PrintToString(ev);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "paris:2"), 1) << testing::PrintToString(ev);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "weather:3"), 1) << testing::PrintToString(ev);
+  for (auto& x : ev) // each delivery went to one handler only, news to none
+    for (auto* not_expected : {"weather:1", "paris:1", "weather:2", "message:1", "message:2",
+                               "message:3", "message:4", "weather:4", "message:5", "weather:5"})
+      EXPECT_NE(x, not_expected);
+  // Without its pattern handler (and subscription), "weather.us.paris" goes
+  // to the next matching pattern.
+  ASSERT_TRUE(b.post([&] {
+    b.unsubscribe("weather.*.paris");
+    lb.add("unsubscribed");
+  }));
+  ASSERT_TRUE(lb.wait_for("unsubscribed"));
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.publish("weather.us.paris", "6"));
+    EXPECT_FALSE(a.send_to("bob", "sentinel 2"));
+  }));
+  ASSERT_TRUE(lb.wait_for("message:sentinel 2"));
+  EXPECT_EQ(lb.count("weather:6"), 1u) << testing::PrintToString(lb.snapshot());
+  EXPECT_EQ(lb.count("paris:6"), 0u);
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+}
+
 TEST(ClientAgent, SendingWhileNotConnectedIsAnError) {
   lambda_agent a{"lonely"};
   std::error_code before;

@@ -28,6 +28,13 @@ enum class errc : uint8_t {
   route_too_long,
   /// The route has a space, control or non-ASCII character.
   route_invalid_character,
+  /// The route has an empty token (leading, trailing or double '.').
+  route_empty_token,
+  /// A published route has a "*" or ">" token: patterns are only for
+  /// subscriptions.
+  route_is_pattern,
+  /// A subscription pattern has ">" before its last token.
+  route_tail_not_last,
 };
 
 /// The "convoke.proto" error category.
@@ -55,10 +62,18 @@ inline constexpr size_t max_role_length = 64;
 /// nothing when the name is valid.
 expected<> check_agent_name(std::string_view name);
 
-/// Checks that `route` is a valid route (1-128 printable ASCII characters,
-/// no spaces). The error has a `route_*` code and a sentence. Allocates
+/// Checks that `route` is a valid concrete route, the kind an Envelope is
+/// published on: 1-128 printable ASCII characters, no spaces, tokens
+/// separated by '.' none of which is empty or exactly "*" or ">" (see
+/// subject.hpp). The error has a `route_*` code and a sentence. Allocates
 /// nothing when the route is valid.
 expected<> check_route(std::string_view route);
+
+/// Checks that `route` is a valid subscription: a concrete route, or a
+/// pattern where a "*" token matches one token and a ">" token, only as the
+/// last token, matches one or more. Same errors as `check_route`, plus
+/// `route_tail_not_last`. Allocates nothing when the route is valid.
+expected<> check_route_pattern(std::string_view route);
 
 /// Renders arbitrary bytes for a log line: printable ASCII kept, the rest
 /// escaped as \xNN, cut after `max` input bytes with a "..." marker.
