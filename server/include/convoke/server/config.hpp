@@ -70,7 +70,7 @@ struct server_config {
   std::chrono::milliseconds quarantine_for{300000};
   /// Principals without a connection that are remembered (rate limit state,
   /// quarantine); beyond it the least recently active are forgotten.
-  uint32_t max_idle_principals = 65536;
+  uint32_t max_idle_principals = 16384;
   // [auth]
   std::string token;
   // [log]
