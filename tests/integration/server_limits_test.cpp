@@ -7,7 +7,11 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "process.hpp"
 #include "raw_client.hpp"
 #include "test_server.hpp"
 #include "wait.hpp"
@@ -35,6 +39,15 @@ std::string envelopes(const std::string& to, int n, uint64_t first = 1, size_t s
     f.mutable_envelope()->set_payload(std::string(size, 'x'));
     proto::append_frame(f, out);
   }
+  return out;
+}
+
+std::vector<nlohmann::json> read_trace(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in{read_file(path)};
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty())
+      out.push_back(nlohmann::json::parse(line));
   return out;
 }
 
@@ -106,6 +119,45 @@ TEST(ServerLimits, AFloodingAgentIsRateLimitedWhileAnotherAgentsTrafficFlows) {
   EXPECT_EQ(notices, 20);
   // Still connected: a WARNING, not a disconnect.
   EXPECT_TRUE(flood.ping());
+}
+
+TEST(ServerLimits, RefusedMessagesAreTracedAndSuppressedNoticesSummarisedInTheTrace) {
+  temp_dir dir;
+  test_server srv{[&](auto& cfg) {
+    cfg.messages_per_second = 1;
+    cfg.messages_burst = 1;
+    cfg.quarantine_after = 0;
+    cfg.trace_enabled = true;
+    cfg.trace_file = dir.file("trace.jsonl");
+    cfg.trace_format = logging::format::json;
+  }};
+  auto sink = join(srv.port(), "127.0.0.41", "sink");
+  auto flood = join(srv.port(), "127.0.0.40", "flood");
+  ASSERT_TRUE(flood.send_bytes(envelopes("sink", 31)));
+  // 20 Notices, then the summary of the other 10 at the end of the second.
+  auto summary = [&] {
+    for (;;) {
+      auto f = flood.read_kind(v1::Frame::kNotice, 3s);
+      if (!f || f->notice().code() == "notices_suppressed")
+        return f;
+    }
+  }();
+  ASSERT_TRUE(summary.has_value());
+  srv.get().flush_traces(2s);
+  int single = 0;
+  uint64_t summarised = 0;
+  for (auto& rec : read_trace(dir.file("trace.jsonl"))) {
+    if (rec.value("reason", "") != "rate_limited")
+      continue;
+    EXPECT_EQ(rec.value("event", ""), "undeliverable") << rec.dump();
+    if (rec.value("count", 0u) > 1)
+      summarised += rec.value("count", 0u);
+    else
+      ++single;
+  }
+  EXPECT_EQ(single, 20);
+  EXPECT_EQ(summarised, 10u);
+  EXPECT_EQ(srv.stats().rate_limited, 30u);
 }
 
 TEST(ServerLimits, ABytesLimitRefusesWhatDoesNotFitAndSaysHowLongToWait) {
