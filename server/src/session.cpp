@@ -545,6 +545,13 @@ std::string principal_of(session_ptr self) {
   return "addr:" + self->state.peer_ip;
 }
 
+/// The rate limits of this session's principal: for now the server-wide
+/// [limits] keys; per-identity overrides (credentials file) belong here. A
+/// principal takes the settings of its newest session.
+const rate_limit_settings& limits_for(session_ptr self) {
+  return self->state.ctx->limit_defaults;
+}
+
 /// Closes the session because its principal is quarantined for `left`
 /// more: ERROR Notice `quarantined` with the time left (retry_after_ms).
 void close_quarantined(session_ptr self, std::chrono::milliseconds left) {
@@ -564,7 +571,7 @@ void close_quarantined(session_ptr self, std::chrono::milliseconds left) {
 bool admit_principal(session_ptr self) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  auto a = ctx.principals.admit(principal_of(self), ctx.limit_defaults, st.id, steady::now());
+  auto a = ctx.principals.admit(principal_of(self), limits_for(self), st.id, steady::now());
   if (a.entry == nullptr) {
     bump(ctx.stats.quarantine_refused);
     ctx.log_session->info("session refused {} code=quarantined principal={} left_ms={}", who(self),
