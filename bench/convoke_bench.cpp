@@ -164,7 +164,9 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
   h->port = free_port();
   std::vector<std::string> argv{bin};
   if (proto == protocol_kind::convoke) {
-    for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn"})
+    // All load comes from 127.0.0.1: no per-address limit (10000 agents).
+    for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn",
+                   "--limits.max-connections-per-address", "0"})
       argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
   } else {
     for (auto a : {"-a", "127.0.0.1", "-p", "PORT"})

@@ -244,17 +244,18 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
   if (!goodbye_code.empty())
     handle_disconnect(goodbye_code, goodbye_reason);
   else if (refusal)
-    handle_disconnect(refusal->code, refusal->text);
+    handle_disconnect(refusal->code, refusal->text, refusal->retry_after); // e.g. quarantined
   else
     handle_disconnect("connection_lost", reason);
 }
 
-void agent_core::handle_disconnect(std::string code, std::string reason) {
+void agent_core::handle_disconnect(std::string code, std::string reason,
+                                   std::chrono::milliseconds at_least) {
   if (conn) {
     self->send_exit(conn, caf::exit_reason::user_shutdown);
     conn = nullptr;
   }
-  auto end = link.disconnect(code, reason);
+  auto end = link.disconnect(code, reason, at_least);
   auto& info = end.info;
   if (end.was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);

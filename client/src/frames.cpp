@@ -1,5 +1,7 @@
 #include "frames.hpp"
 
+#include <algorithm>
+
 #include "convoke/client/error.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
@@ -128,6 +130,9 @@ notice to_notice(const v1::Notice& n) {
   x.client_seq = n.client_seq();
   x.message_id = n.message_id();
   x.request_id = n.request_id();
+  // At most a day: the value is the server's, a duration must not overflow.
+  x.retry_after = std::chrono::milliseconds{
+    static_cast<int64_t>(std::min<uint64_t>(n.retry_after_ms(), 86'400'000))};
   return x;
 }
 

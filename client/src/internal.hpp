@@ -159,7 +159,8 @@ struct agent_core {
   void on_connect_failed(uint64_t g, const std::string& reason);
   void on_frames(uint64_t g, const std::vector<char>& bytes);
   void on_disconnected(uint64_t g, const std::string& reason);
-  void handle_disconnect(std::string code, std::string reason);
+  void handle_disconnect(std::string code, std::string reason,
+                         std::chrono::milliseconds at_least = std::chrono::milliseconds{0});
   /// Stops the agent: no reconnect from now on; `stop_now` follows as a
   /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);

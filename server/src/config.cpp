@@ -191,6 +191,44 @@ const std::vector<option_def>& options() {
                          "consumers and reading pauses until it is back under."));
     t.push_back(int_opt<uint32_t>("limits", "max-routes", &server_config::max_routes, 1, 100'000,
                                   "Most route subscriptions one agent may hold."));
+    t.push_back(int_opt<uint32_t>(
+      "limits", "max-connections-per-address", &server_config::max_connections_per_address, 0,
+      1'000'000,
+      "Most connections open at once from one IP address (0 = unlimited); more are "
+      "refused with a too_many_connections Notice."));
+    t.push_back(int_opt<uint32_t>("limits", "messages-per-second",
+                                  &server_config::messages_per_second, 0, 100'000'000,
+                                  "Envelopes per second one principal (for now: one IP address) "
+                                  "may send, over all its connections (0 = unlimited); more get "
+                                  "a rate_limited Notice and are not relayed."));
+    t.push_back(int_opt<uint32_t>("limits", "messages-burst", &server_config::messages_burst, 0,
+                                  100'000'000,
+                                  "Envelopes a principal may send at once after a quiet spell "
+                                  "(0 = one second's worth of limits.messages-per-second)."));
+    t.push_back(size_opt("limits", "bytes-per-second", &server_config::bytes_per_second, 0,
+                         1ull << 40,
+                         "Envelope bytes per second one principal may send, over all its "
+                         "connections (0 = unlimited)."));
+    t.push_back(size_opt("limits", "bytes-burst", &server_config::bytes_burst, 0, 1ull << 40,
+                         "Envelope bytes a principal may send at once after a quiet spell (0 = "
+                         "one second's worth, at least limits.max-frame-bytes)."));
+    t.push_back(int_opt<uint32_t>("limits", "quarantine-after", &server_config::quarantine_after, 0,
+                                  1'000'000,
+                                  "Rate limit breaches (at most one counted per second) within "
+                                  "limits.quarantine-window that quarantine a principal: its "
+                                  "connections are closed and refused (quarantined) for "
+                                  "limits.quarantine-for (0 = never)."));
+    t.push_back(duration_opt("limits", "quarantine-window", &server_config::quarantine_window,
+                             false,
+                             "The window, from the first breach, in which "
+                             "limits.quarantine-after breaches quarantine."));
+    t.push_back(duration_opt("limits", "quarantine-for", &server_config::quarantine_for, false,
+                             "How long a quarantine lasts."));
+    t.push_back(int_opt<uint32_t>("limits", "max-idle-principals",
+                                  &server_config::max_idle_principals, 1, 100'000'000,
+                                  "Principals without a connection whose rate limit and "
+                                  "quarantine state is kept; beyond it the least recently "
+                                  "active are forgotten (counted in principals_evicted)."));
     t.push_back(duration_opt("timeouts", "handshake", &server_config::handshake_timeout, false,
                              "A new connection must send Hello within this time."));
     t.push_back(duration_opt("timeouts", "heartbeat-interval", &server_config::heartbeat_interval,
@@ -342,6 +380,11 @@ std::vector<error> validate(const server_config& cfg) {
             fmt::format("flow.output-high-water ({}) must be at least "
                         "limits.max-frame-bytes ({})",
                         format_size(cfg.output_high_water), format_size(cfg.max_frame_bytes)));
+  if (cfg.bytes_per_second > 0 && cfg.bytes_burst > 0 && cfg.bytes_burst < cfg.max_frame_bytes)
+    problem(errc::invalid_config,
+            fmt::format("limits.bytes-burst ({}) must be at least limits.max-frame-bytes ({}): "
+                        "a message of the largest size could never be relayed",
+                        format_size(cfg.bytes_burst), format_size(cfg.max_frame_bytes)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
   if (cfg.host.empty())

@@ -2,7 +2,8 @@
 
 // Shared, CAF-free state of one running server: configuration, counters,
 // the message id sequence, the trace writer and the loggers. Every actor of
-// the server holds a shared_ptr to it. Only atomics are written after start.
+// the server holds a shared_ptr to it. Only atomics are written after start,
+// except the rate limit registry, which only the multiplexer thread uses.
 
 #include <atomic>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "authenticator.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
+#include "rate_limits.hpp"
 #include "trace.hpp"
 
 namespace convoke::server {
@@ -44,6 +46,10 @@ struct counters {
   std::atomic<uint64_t> auth_failures{0};
   std::atomic<uint64_t> auth_throttled{0};
   std::atomic<uint64_t> permission_denied{0};
+  std::atomic<uint64_t> rate_limited{0};
+  std::atomic<uint64_t> quarantines{0};
+  std::atomic<uint64_t> quarantine_refused{0};
+  std::atomic<uint64_t> too_many_connections{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -66,6 +72,13 @@ struct server_context {
   std::unique_ptr<authenticator> auth;
   /// Failed logins by address. Multiplexer thread only (sessions).
   login_throttle throttle{10, std::chrono::seconds{60}};
+  /// Rate limits and quarantine by principal, and their server-wide
+  /// defaults ([limits]). Not atomic: only brokers use them, and all of
+  /// them run on CAF's one multiplexer thread (see rate_limits.hpp).
+  rate_limits principals;
+  rate_limit_settings limit_defaults;
+  /// principals.evicted(), for snapshot() from other threads.
+  std::atomic<uint64_t> principals_evicted{0};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;

@@ -64,6 +64,10 @@ using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
 using auth_atom = caf::atom_constant<caf::atom("auth")>;
 /// A failed login's delayed answer is due.
 using auth_fail_atom = caf::atom_constant<caf::atom("authfail")>;
+/// session -> listener: (quarantine_atom, session id, ms left): another
+/// session of the principal must close; listener -> that session:
+/// (quarantine_atom, ms left).
+using quarantine_atom = caf::atom_constant<caf::atom("quarantin")>;
 
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
@@ -157,10 +161,13 @@ caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
 /// sends `what` to that session at `due` if it is still running.
 caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr ctx);
 
-/// Forks a session broker for the connection `hdl` of `listener_broker`.
+/// Forks a session broker for the connection `hdl` of `listener_broker`
+/// from `peer_ip`. A non-empty `refusal` (over
+/// limits.max-connections-per-address) makes it close at once with a
+/// too_many_connections Notice saying that.
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id);
+                        uint64_t session_id, std::string peer_ip, std::string refusal);
 
 } // namespace convoke::server::internal
 

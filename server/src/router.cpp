@@ -507,6 +507,14 @@ struct listener_state {
   std::unordered_set<uint64_t> handshaking;
   uint64_t next_session_id = 1;
   bool draining = false;
+  /// Open connections per peer address (limits.max-connections-per-address)
+  /// and the address each counted session was counted under.
+  address_counts per_address;
+  std::unordered_map<uint64_t, std::string> address_of;
+  /// Connections refused over that limit since the last warning (logged at
+  /// most every 10 s, not once per connection of a flood).
+  uint64_t refused_unlogged = 0;
+  std::optional<std::chrono::steady_clock::time_point> refused_logged;
   /// The sessions' timers (see schedule() in session.cpp), by session id.
   /// One delayed self-send is pending, for the earliest deadline.
   struct timer {
@@ -587,6 +595,31 @@ void arm_timers(listener_ptr self) {
                      tick_atom::value);
 }
 
+/// Counts a new connection from `address` under
+/// limits.max-connections-per-address. Over it: the refusal's text (the
+/// session says it in a too_many_connections Notice and closes), counted,
+/// and a warning at most every 10 s.
+std::string admit_address(listener_ptr self, const std::string& address,
+                          std::chrono::steady_clock::time_point now) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto limit = ctx.cfg.max_connections_per_address;
+  if (st.per_address.admit(address, limit))
+    return {};
+  bump(ctx.stats.too_many_connections);
+  ++st.refused_unlogged;
+  if (!st.refused_logged || now - *st.refused_logged >= std::chrono::seconds{10}) {
+    st.refused_logged = now;
+    ctx.log_server->warn("connections refused address={} open={} "
+                         "limit={} refused={} (limits.max-connections-per-address)",
+                         address, st.per_address.open(address), limit,
+                         std::exchange(st.refused_unlogged, 0));
+  }
+  return fmt::format("{} connections from {} are open already; "
+                     "limits.max-connections-per-address is {}",
+                     st.per_address.open(address), address, limit);
+}
+
 caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
@@ -596,6 +629,10 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
     if (auto i = st.id_of.find(dm.source); i != st.id_of.end()) {
       st.sessions.erase(i->second);
       handshake_over(self, i->second);
+      if (auto a = st.address_of.find(i->second); a != st.address_of.end()) {
+        st.per_address.release(a->second);
+        st.address_of.erase(a);
+      }
       st.id_of.erase(i);
     }
     if (st.draining && st.sessions.empty())
@@ -608,17 +645,30 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
         ::close(fd);
         return;
       }
-      auto hdl = self->add_scribe(fd);
       auto now = std::chrono::steady_clock::now();
-      if (st.handshaking.size() >= st.ctx->cfg.max_handshakes)
+      auto address = peer_address(fd);
+      auto refusal = admit_address(self, address, now);
+      auto hdl = self->add_scribe(fd);
+      bool admitted = refusal.empty();
+      if (admitted && st.handshaking.size() >= st.ctx->cfg.max_handshakes)
         evict_oldest_handshake(self, now);
       auto sid = st.next_session_id++;
-      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid);
+      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid,
+                            address, std::move(refusal));
       self->monitor(s);
       st.id_of.emplace(s.address(), sid);
       st.sessions.emplace(sid, std::move(s));
+      if (!admitted)
+        return; // it closes on its own within the refusal grace
+      st.address_of.emplace(sid, std::move(address));
       st.handshaking.insert(sid);
       st.handshaking_order.emplace_back(sid, now);
+    },
+    [self](quarantine_atom, uint64_t sid, int64_t left_ms) {
+      // A session's principal was quarantined: close its other sessions.
+      auto& st = self->state;
+      if (auto i = st.sessions.find(sid); i != st.sessions.end())
+        self->send(i->second, quarantine_atom::value, left_ms);
     },
     [self](hello_atom, uint64_t sid) { handshake_over(self, sid); },
     [self](timer_atom, uint64_t sid, caf::atom_value what, int64_t due) {

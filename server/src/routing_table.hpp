@@ -6,7 +6,8 @@
 //
 // Semantics:
 // - names are unique; lookups are exact;
-// - a broadcast reaches every other agent without subscriptions, plus the
+// - a broadcast reaches every other agent without subscriptions (unless
+//   its identity's subscribe right is restricted), plus the
 //   agents with a subscription that matches its route (subject.hpp: "*" is
 //   one token, a final ">" one or more); each of them once, however many of
 //   its subscriptions match; never the sender;

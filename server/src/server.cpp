@@ -50,6 +50,11 @@ server_stats server_context::snapshot() const {
   s.auth_failures = get(stats.auth_failures);
   s.auth_throttled = get(stats.auth_throttled);
   s.permission_denied = get(stats.permission_denied);
+  s.rate_limited = get(stats.rate_limited);
+  s.quarantines = get(stats.quarantines);
+  s.quarantine_refused = get(stats.quarantine_refused);
+  s.too_many_connections = get(stats.too_many_connections);
+  s.principals_evicted = get(principals_evicted);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -88,6 +93,8 @@ expected<> server::start() {
     return fail(errc::already_started, "server already started");
   if (auto errs = validate(cfg); !errs.empty())
     return fail(errs.front().code, "invalid configuration: " + errs.front().text);
+  ctx.limit_defaults = rate_limit_settings::from_config(cfg);
+  ctx.principals.set_max_idle(cfg.max_idle_principals);
   ctx.log_server = logging::get("server");
   ctx.log_session = logging::get("session");
   ctx.log_router = logging::get("router");
@@ -181,12 +188,14 @@ void server::wait() {
     "stopped messages_in={} deliveries={} undeliverable={} rejected={} dropped={} "
     "slow_consumers={} "
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
-    "budget_pauses={} auth_failures={} auth_throttled={} permission_denied={} trace_written={} "
-    "trace_dropped={}",
+    "budget_pauses={} auth_failures={} auth_throttled={} permission_denied={} rate_limited={} "
+    "quarantines={} quarantine_refused={} too_many_connections={} principals_evicted={} "
+    "trace_written={} trace_dropped={}",
     s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
     s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
-    s.budget_pauses, s.auth_failures, s.auth_throttled, s.permission_denied, s.trace_written,
-    s.trace_dropped);
+    s.budget_pauses, s.auth_failures, s.auth_throttled, s.permission_denied, s.rate_limited,
+    s.quarantines, s.quarantine_refused, s.too_many_connections, s.principals_evicted,
+    s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

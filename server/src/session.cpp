@@ -62,8 +62,6 @@ struct session_state {
   caf::actor router;
   uint64_t id = 0;
   std::string remote;
-  /// The peer's IP address (no port): failed logins and limits count by it.
-  std::string address;
   /// The authenticated identity (auth.credentials); null otherwise.
   std::shared_ptr<const identity> ident;
   /// Its rights when they restrict anything; null = everything allowed (the
@@ -77,6 +75,15 @@ struct session_state {
   std::string refusal_text;
   /// Hello routes the identity may not subscribe to, told after Welcome.
   std::vector<std::string> denied_routes;
+  /// The peer's IP address (no port), as the listener counted it.
+  std::string peer_ip;
+  /// This session's principal in ctx.principals (rate limits, quarantine),
+  /// from its Hello until it ends; and whether it has limits at all (the
+  /// only cost on the relay path when it has none).
+  rate_limits::principal* principal = nullptr;
+  bool rate_limited = false;
+  /// rate_limited Notices suppressed by `notices` (traced in one summary).
+  uint64_t rate_limited_untraced = 0;
   /// The protocol: phase, input frames, deadlines (set at actor init).
   std::optional<session_machine> machine;
   std::string agent;
@@ -383,6 +390,16 @@ void dispatch_batch(session_ptr self) {
 
 void release_budget(session_ptr self);
 
+/// The session ends: it no longer counts for its principal.
+void release_principal(session_ptr self) {
+  auto& st = self->state;
+  if (st.principal == nullptr)
+    return;
+  st.ctx->principals.release(*st.principal, st.id, steady::now());
+  st.principal = nullptr;
+  st.ctx->principals_evicted.store(st.ctx->principals.evicted(), std::memory_order_relaxed);
+}
+
 /// The end: reports what was lost and quits.
 void complete(session_ptr self) {
   auto& st = self->state;
@@ -392,6 +409,7 @@ void complete(session_ptr self) {
   account_dropped(self, st.lost, st.lost_reason);
   st.lost = {};
   release_budget(self);
+  release_principal(self);
   self->quit();
 }
 
@@ -495,9 +513,14 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   write_frame(self, f);
 }
 
-/// Asks the router to admit the agent.
+bool admit_principal(session_ptr self);
+
+/// Asks the router to admit the agent, once its principal (rate limits,
+/// quarantine) admitted it.
 void send_register(session_ptr self, register_request req) {
   auto& st = self->state;
+  if (!admit_principal(self))
+    return;
   st.registered = true;
   self->send(st.router, register_atom::value, std::move(req));
 }
@@ -507,7 +530,7 @@ void send_register(session_ptr self, register_request req) {
 void refuse_login(session_ptr self, std::string_view code, std::string text) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  ctx.throttle.failed(st.address, steady::now());
+  ctx.throttle.failed(st.peer_ip, steady::now());
   bump(ctx.stats.auth_failures);
   ctx.log_session->warn("login failed {} identity={} code={} reason={}", who(self),
                         logfmt_value(st.pending ? st.pending->identity : std::string{}), code,
@@ -580,10 +603,10 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
     return;
   }
   st.hello_at = steady::now();
-  if (auto wait = ctx.throttle.blocked_for(st.address, st.hello_at); wait.count() > 0) {
+  if (auto wait = ctx.throttle.blocked_for(st.peer_ip, st.hello_at); wait.count() > 0) {
     bump(ctx.stats.auth_throttled);
     fail(self, codes::auth_throttled,
-         fmt::format("too many failed logins from {}; try again in {}", st.address,
+         fmt::format("too many failed logins from {}; try again in {}", st.peer_ip,
                      format_duration(std::chrono::ceil<std::chrono::seconds>(wait))));
     return;
   }
@@ -620,13 +643,157 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
 /// flood of bad frames costs a bounded number of Notices); the rest are
 /// counted and summarised once per second (notices_suppressed). `seq` is the
-/// frame's client_seq, if any, for the summary.
-void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t seq) {
+/// frame's client_seq, if any, for the summary. False if it was suppressed.
+bool write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t seq) {
   auto& st = self->state;
-  if (st.notices.allow(notice_limiter::clock::now()))
+  if (st.notices.allow(notice_limiter::clock::now())) {
     write_optional_frame(self, notice);
-  else if (st.notices.suppress(seq))
+    return true;
+  }
+  if (st.notices.suppress(seq))
     schedule(self, notice_limiter::window, flush_notices_atom::value);
+  return false;
+}
+
+// -- rate limits and quarantine (limits.*, rate_limits.hpp) ----------------------
+
+/// The principal whose rate limits and quarantine this session shares with
+/// its other connections: the authenticated identity, else the peer's IP
+/// address without the port, so that a new connection (a new port) does not
+/// escape a quarantine. Computed here only.
+std::string principal_of(session_ptr self) {
+  auto& st = self->state;
+  return st.ident ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
+}
+
+/// The rate limits of this session's principal: the server-wide [limits]
+/// keys, with the identity's own rates from the credentials file where it
+/// sets them (a burst of one second's worth; for bytes at least
+/// limits.max-frame-bytes). A principal takes the settings of its newest
+/// session.
+rate_limit_settings limits_for(session_ptr self) {
+  auto& st = self->state;
+  auto s = st.ctx->limit_defaults;
+  if (!st.ident)
+    return s;
+  auto& own = st.ident->limits;
+  if (own.messages_per_second > 0) {
+    s.messages_per_second = static_cast<double>(own.messages_per_second);
+    s.messages_burst = s.messages_per_second;
+  }
+  if (own.bytes_per_second > 0) {
+    s.bytes_per_second = static_cast<double>(own.bytes_per_second);
+    s.bytes_burst = std::max(s.bytes_per_second, static_cast<double>(st.ctx->cfg.max_frame_bytes));
+  }
+  return s;
+}
+
+/// Closes the session because its principal is quarantined for `left`
+/// more: ERROR Notice `quarantined` with the time left (retry_after_ms).
+void close_quarantined(session_ptr self, std::chrono::milliseconds left) {
+  if (machine(self).phase() >= phase::closing)
+    return;
+  auto f = make_notice(v1::Notice::ERROR, codes::quarantined,
+                       fmt::format("{} is quarantined for another {} after repeated rate limit "
+                                   "breaches (limits.quarantine-after); connections are refused "
+                                   "until then",
+                                   principal_of(self), format_duration(left)));
+  f.mutable_notice()->set_retry_after_ms(static_cast<uint64_t>(left.count()));
+  begin_close(self, f, machine(self).refusal_grace(close_grace(self)));
+}
+
+/// A valid Hello: the session joins its principal (ctx.principals), or is
+/// refused with the time left if the principal is quarantined.
+bool admit_principal(session_ptr self) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto a = ctx.principals.admit(principal_of(self), limits_for(self), st.id, steady::now());
+  if (a.entry == nullptr) {
+    bump(ctx.stats.quarantine_refused);
+    ctx.log_session->info("session refused {} code=quarantined principal={} left_ms={}", who(self),
+                          logfmt_value(principal_of(self)), a.quarantine_left.count());
+    close_quarantined(self, a.quarantine_left);
+    return false;
+  }
+  st.principal = a.entry;
+  st.rate_limited = a.entry->settings.limited();
+  return true;
+}
+
+/// This session's envelope started its principal's quarantine: every
+/// session of the principal is closed, the others through the listener
+/// (which knows them by id).
+void start_quarantine(session_ptr self, std::chrono::milliseconds left) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  bump(ctx.stats.quarantines);
+  ctx.log_session->warn("principal quarantined principal={} for_ms={} sessions={} {}",
+                        logfmt_value(principal_of(self)), left.count(),
+                        st.principal->sessions.size(), who(self));
+  for (auto sid : st.principal->sessions)
+    if (sid != st.id)
+      self->send(st.listener, quarantine_atom::value, sid, static_cast<int64_t>(left.count()));
+  close_quarantined(self, left);
+}
+
+/// Takes one envelope from the principal's buckets. False: over a limit or
+/// quarantined, so it is not relayed; counted, traced, and the sender gets a
+/// rate_limited Notice (rate-limited itself) with retry_after_ms.
+bool within_rate(session_ptr self, const envelope_view& view) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto d = ctx.principals.take(*st.principal, view.envelope.size(), steady::now());
+  if (d.what == rate_decision::verdict::pass)
+    return true;
+  bump(ctx.stats.rate_limited);
+  if (d.what == rate_decision::verdict::quarantined) {
+    if (d.quarantine_started)
+      start_quarantine(self, d.retry_after);
+    else
+      close_quarantined(self, d.retry_after);
+    return false;
+  }
+  auto& lim = st.principal->settings;
+  bool messages = d.limit == limit_kind::messages;
+  if (d.breach)
+    ctx.log_session->warn("rate limit exceeded {} principal={} limit={} retry_after_ms={} "
+                          "breaches={}",
+                          who(self), logfmt_value(principal_of(self)),
+                          messages ? "limits.messages-per-second" : "limits.bytes-per-second",
+                          d.retry_after.count(), st.principal->breaches);
+  auto text
+    = messages
+        ? fmt::format("{} is over its rate limit of {} messages per second (burst {}, "
+                      "limits.messages-per-second); the message was not relayed; retry after {} ms",
+                      principal_of(self), lim.messages_per_second, lim.messages_burst,
+                      d.retry_after.count())
+        : fmt::format("{} is over its rate limit of {} per second (burst {}, "
+                      "limits.bytes-per-second); the message ({} bytes) was not relayed; retry "
+                      "after {} ms",
+                      principal_of(self), format_size(static_cast<uint64_t>(lim.bytes_per_second)),
+                      format_size(static_cast<uint64_t>(lim.bytes_burst)), view.envelope.size(),
+                      d.retry_after.count());
+  auto f = make_notice(v1::Notice::WARNING, codes::rate_limited, std::move(text), view.client_seq,
+                       0, view.request_id);
+  f.mutable_notice()->set_retry_after_ms(static_cast<uint64_t>(d.retry_after.count()));
+  if (!write_limited_notice(self, f, view.client_seq)) {
+    ++st.rate_limited_untraced; // in the summary record (flush_notices)
+    return false;
+  }
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::undeliverable;
+    ev.sender = st.agent;
+    ev.recipient = view.recipient;
+    ev.route = view.route;
+    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    ev.sent_ns = view.sent_ns;
+    ev.relayed_ns = unix_nanos();
+    ev.trace_id = view.trace_id.substr(0, 32);
+    ev.reason = std::string{codes::rate_limited};
+    ctx.trace->push(std::move(ev));
+  }
+  return false;
 }
 
 /// Checks an envelope against the identity's rights (publish on its route,
@@ -696,6 +863,8 @@ std::string denied_subscription(session_ptr self, const std::vector<std::string>
 void relay_envelope(session_ptr self, const envelope_view& view) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
+  if (st.rate_limited && !within_rate(self, view))
+    return;
   if (auto r = check_addressing(view.recipient, view.route)) {
     bump(ctx.stats.rejected);
     write_limited_notice(self,
@@ -1182,15 +1351,16 @@ namespace {
 
 caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                             caf::io::connection_handle hdl, caf::actor listener, caf::actor router,
-                            context_ptr ctx, uint64_t session_id) {
+                            context_ptr ctx, uint64_t session_id, std::string peer_ip,
+                            std::string refusal) {
   auto& st = self->state;
   st.ctx = ctx;
   st.hdl = hdl;
   st.listener = std::move(listener);
   st.router = std::move(router);
   st.id = session_id;
-  st.address = self->remote_addr(hdl);
-  st.remote = fmt::format("{}:{}", st.address, self->remote_port(hdl));
+  st.peer_ip = std::move(peer_ip);
+  st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
   st.machine.emplace(ctx->cfg, steady::now());
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
@@ -1201,6 +1371,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
   self->ack_writes(hdl, true); // keeps the output ledger exact, see write_bytes()
   arm_wake(self);              // the handshake deadline
+  if (!refusal.empty()) {
+    // Over limits.max-connections-per-address: the listener counted and
+    // logs it (not one log line per connection of a flood).
+    begin_close(self, make_notice(v1::Notice::ERROR, codes::too_many_connections, refusal),
+                machine(self).refusal_grace(close_grace(self)));
+  }
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
@@ -1209,6 +1385,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     st.lost.add(st.out.take_all());
     account_dropped(self, st.lost, drop_reason::shutdown);
     release_budget(self);
+    release_principal(self);
     self->quit(msg.reason);
   });
   return {
@@ -1284,16 +1461,29 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](flush_notices_atom) {
       auto& st = self->state;
       auto s = st.notices.take();
+      if (auto n = std::exchange(st.rate_limited_untraced, 0); n > 0 && st.ctx->trace) {
+        trace_event ev; // one record for the rate_limited Notices not sent
+        ev.what = trace_event::kind::undeliverable;
+        ev.sender = st.agent;
+        ev.count = static_cast<uint32_t>(n);
+        ev.relayed_ns = unix_nanos();
+        ev.reason = std::string{codes::rate_limited};
+        st.ctx->trace->push(std::move(ev));
+      }
       if (s.count == 0 || !machine(self).writes_messages())
         return;
       write_optional_frame(
         self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
                           fmt::format("{} more of your frames (client_seq {} to {}, 0 for "
-                                      "subscriptions) had an invalid recipient or route and "
-                                      "were ignored; their Notices were not sent (at most {} per "
-                                      "second are)",
+                                      "subscriptions) had an invalid recipient or route, or "
+                                      "went over a rate limit, and were ignored; their Notices "
+                                      "were not sent (at most {} per second are)",
                                       s.count, s.first_id, s.last_id,
                                       static_cast<int>(notice_limiter::per_second))));
+    },
+    [self](quarantine_atom, int64_t left_ms) {
+      // Another session of this principal started its quarantine.
+      close_quarantined(self, std::chrono::milliseconds{left_ms});
     },
     [self](budget_retry_atom) {
       self->state.budget_retry_armed = false;
@@ -1431,9 +1621,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
 
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id) {
+                        uint64_t session_id, std::string peer_ip, std::string refusal) {
   return listener_broker->fork(session_actor, hdl, std::move(listener), std::move(router),
-                               std::move(ctx), session_id);
+                               std::move(ctx), session_id, std::move(peer_ip), std::move(refusal));
 }
 
 } // namespace convoke::server::internal

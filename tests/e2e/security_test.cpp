@@ -60,7 +60,7 @@ struct secured {
   secured() {
     alice = add_identity(creds, "alice", {"--publish", "tasks.>", "--send", "worker,mute,bob"});
     worker = add_identity(creds, "worker",
-                          {"--publish", "", "--subscribe", "tasks.a,tasks.b", "--send", ""});
+                          {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
     mute = add_identity(creds, "mute", {"--no-receive"});
     srv = std::make_unique<server_process>(
       std::vector<std::string>{"--auth.credentials", creds, "--auth.failed-login-delay", "0s"});

@@ -1257,3 +1257,47 @@ TEST(ClientAgent, NoHandlerRunsAfterTeardown) {
   EXPECT_EQ(after.load(), 0) << "on_message ran after teardown";
   EXPECT_TRUE(closed.load());
 }
+
+TEST(ClientAgent, AQuarantinedAgentReconnectsOnlyOnceTheServerSaysItMay) {
+  // Reconnecting sooner would only be refused again: the SDK waits for the
+  // retry_after of the quarantined Notice, not its own (200 ms) backoff.
+  test_server srv{[](auto& cfg) {
+    cfg.messages_per_second = 1;
+    cfg.messages_burst = 1;
+    cfg.quarantine_after = 1; // the first refused message
+    cfg.quarantine_for = 2s;
+  }};
+  event_log log;
+  lambda_agent a{"flooder", &log};
+  std::atomic<int64_t> retry_after_ms{-1};
+  std::atomic<int64_t> retry_in_ms{-1};
+  std::atomic<int> connects{0};
+  a.on_connected = [&](const session_info&) {
+    if (connects++ > 0) {
+      a.stop();
+      return;
+    }
+    a.broadcast("within the limit");
+    a.broadcast("over it: quarantined");
+  };
+  a.on_note = [&](const notice& n) {
+    if (n.code == "quarantined")
+      retry_after_ms = n.retry_after.count();
+  };
+  a.on_disconnected = [&](const disconnect_info& d) {
+    if (d.code == "quarantined")
+      retry_in_ms = d.retry_in.count();
+  };
+  runtime rt;
+  auto t0 = std::chrono::steady_clock::now();
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("reconnect", 10s)) << testing::PrintToString(log.snapshot());
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(rt.wait_for(10s).has_value());
+  EXPECT_EQ(retry_after_ms.load(), 2000);
+  EXPECT_GE(retry_in_ms.load(), 2000) << "the SDK's own backoff is 200 ms at most";
+  EXPECT_GE(waited, 2s);
+  EXPECT_EQ(log.count("disconnect:quarantined"), 1u)
+    << "it tried again while quarantined: " << testing::PrintToString(log.snapshot());
+  EXPECT_EQ(srv.stats().quarantine_refused, 0u);
+}

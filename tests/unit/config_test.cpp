@@ -147,6 +147,21 @@ TEST(Config, CrossFieldRules) {
   EXPECT_NE(o.err.find("flow.output-high-water (1MiB) must be at least"), std::string::npos);
 }
 
+TEST(Config, ABytesBurstTooSmallForTheLargestFrameIsAnError) {
+  // The largest message could never pass the bucket.
+  auto o = run({"--limits.bytes-per-second", "64KiB", "--limits.bytes-burst", "512KiB"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("limits.bytes-burst (512KiB) must be at least limits.max-frame-bytes"),
+            std::string::npos)
+    << o.err;
+  o = run({"--limits.bytes-per-second", "64KiB"}); // burst 0: the rule makes it big enough
+  EXPECT_FALSE(o.res.exit) << o.err;
+  o = run({"--limits.bytes-burst", "512KiB"}); // no bytes limit: the burst does not matter
+  EXPECT_FALSE(o.res.exit) << o.err;
+  o = run({"--limits.quarantine-for", "0"});
+  EXPECT_EQ(o.res.exit_code, 78) << "a quarantine of no time";
+}
+
 TEST(Config, UnknownFlagIsAUsageError) {
   auto o = run({"--listen.prot", "1"});
   EXPECT_EQ(o.res.exit_code, 2);

@@ -102,6 +102,8 @@ inline constexpr std::string_view server_busy = "server_busy";
 inline constexpr std::string_view idle_timeout = "idle_timeout";
 inline constexpr std::string_view frame_timeout = "frame_timeout";
 inline constexpr std::string_view slow_consumer = "slow_consumer";
+inline constexpr std::string_view quarantined = "quarantined";
+inline constexpr std::string_view too_many_connections = "too_many_connections";
 // Per-message problems (WARNING severity, connection kept).
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";
@@ -110,6 +112,7 @@ inline constexpr std::string_view messages_dropped = "messages_dropped";
 inline constexpr std::string_view notices_suppressed = "notices_suppressed";
 // An identity's rights forbid the action (WARNING; ERROR for a name in Hello).
 inline constexpr std::string_view permission_denied = "permission_denied";
+inline constexpr std::string_view rate_limited = "rate_limited";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";

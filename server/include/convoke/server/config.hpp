@@ -58,6 +58,22 @@ struct server_config {
   uint64_t input_window = 1ull << 20;
   // [limits] (continued)
   uint64_t max_buffered_bytes = 512ull << 20;
+  /// Open connections per peer IP address (0 = unlimited).
+  uint32_t max_connections_per_address = 1024;
+  /// Rate limits per principal (0 = unlimited); a burst of 0 means one
+  /// second's worth (bytes: at least max_frame_bytes).
+  uint32_t messages_per_second = 0;
+  uint32_t messages_burst = 0;
+  uint64_t bytes_per_second = 0;
+  uint64_t bytes_burst = 0;
+  /// Breaches (at most one a second) within quarantine_window that
+  /// quarantine a principal for quarantine_for (0 = never).
+  uint32_t quarantine_after = 10;
+  std::chrono::milliseconds quarantine_window{60000};
+  std::chrono::milliseconds quarantine_for{300000};
+  /// Principals without a connection that are remembered (rate limit state,
+  /// quarantine); beyond it the least recently active are forgotten.
+  uint32_t max_idle_principals = 16384;
   // [auth]
   /// Shared secret (one for every agent). Never from the command line: from
   /// auth.token-file, the environment or the config file.

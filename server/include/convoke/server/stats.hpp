@@ -59,6 +59,18 @@ struct server_stats {
   /// Actions an identity's rights refused (publish, subscribe, send,
   /// receive, agent name).
   uint64_t permission_denied = 0;
+  /// Envelopes not relayed because their principal was over
+  /// limits.messages-per-second or limits.bytes-per-second, or quarantined.
+  uint64_t rate_limited = 0;
+  /// Principals quarantined (limits.quarantine-after breaches).
+  uint64_t quarantines = 0;
+  /// Hellos refused because their principal was quarantined.
+  uint64_t quarantine_refused = 0;
+  /// Connections refused by limits.max-connections-per-address.
+  uint64_t too_many_connections = 0;
+  /// Principals forgotten before their state was stale, over
+  /// limits.max-idle-principals.
+  uint64_t principals_evicted = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;
