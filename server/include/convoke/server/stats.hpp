@@ -50,6 +50,10 @@ struct server_stats {
   /// Connections closed (server_busy) to make room under
   /// limits.max-handshakes.
   uint64_t handshakes_evicted = 0;
+  /// Connections closed for TLS: failed handshakes (untrusted or expired
+  /// client certificates, garbage), plaintext sent to a TLS port, TLS
+  /// errors after the handshake.
+  uint64_t tls_failures = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;
