@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "convoke/common/net.hpp"
 #include "convoke/proto/codec.hpp"
@@ -281,4 +283,75 @@ TEST_F(ServerTls, ReloadWithoutTlsIsAnError) {
   auto r = srv.get().reload_tls();
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().text.find("TLS is off"), std::string::npos);
+}
+
+TEST_F(ServerTls, DropPolicyDropsBeforeEncryptingSoTheStreamStaysIntact) {
+  // Under TLS the backlog is ciphertext, which cannot be cut at frame
+  // boundaries: messages are dropped before they are encrypted, and the
+  // stalled reader later decrypts everything that was queued for it.
+  auto cfg = tls_config();
+  cfg.max_frame_bytes = 16 * 1024;
+  cfg.output_high_water = 256 * 1024;
+  cfg.slow_consumer = server::slow_consumer_policy::drop;
+  test_server srv{cfg};
+  tls_client slow{srv.port(), trusting(certs_->ca)};
+  tls_client fast{srv.port(), trusting(certs_->ca)};
+  tls_client pub{srv.port(), trusting(certs_->ca)};
+  ASSERT_TRUE(slow.hello("stalled").has_value());
+  ASSERT_TRUE(fast.hello("fast").has_value());
+  ASSERT_TRUE(pub.hello("pub").has_value());
+  constexpr int n = 20000; // ~20 MB: far above kernel buffers + the mark
+  std::atomic<int> progress{0};
+  {
+    std::jthread sender{[&] {
+      std::string burst;
+      for (int i = 0; i < n;) {
+        while (i - progress.load() > 128)
+          std::this_thread::yield();
+        burst.clear();
+        for (int k = 0; k < 32 && i < n; ++k, ++i) {
+          v1::Frame f;
+          f.mutable_envelope()->set_client_seq(static_cast<uint64_t>(i));
+          f.mutable_envelope()->set_payload(std::string(1000, 'p'));
+          proto::append_frame(f, burst);
+        }
+        ASSERT_TRUE(pub.send_bytes(burst)) << pub.error();
+      }
+    }};
+    for (int i = 0; i < n; ++i) {
+      auto d = fast.read_kind(v1::Frame::kDelivery, 5s);
+      ASSERT_TRUE(d.has_value()) << "fast consumer missed " << i << ": " << fast.error();
+      ASSERT_EQ(d->delivery().envelope().client_seq(), static_cast<uint64_t>(i));
+      progress = i + 1;
+    }
+  }
+  auto dropped = srv.stats().dropped;
+  EXPECT_GT(dropped, 0u);
+  uint64_t received = 0;
+  uint64_t next = 0;
+  std::vector<v1::Notice> notices;
+  while (auto f = slow.read(2s)) {
+    if (f->has_notice()) {
+      notices.push_back(f->notice());
+      if (f->notice().code() == "messages_dropped")
+        break;
+    }
+    if (!f->has_delivery())
+      continue;
+    EXPECT_GE(f->delivery().envelope().client_seq(), next) << "reordered";
+    next = f->delivery().envelope().client_seq() + 1;
+    ++received;
+  }
+  EXPECT_TRUE(slow.ok()) << "the TLS stream broke: " << slow.error();
+  EXPECT_EQ(received + dropped, static_cast<uint64_t>(n));
+  ASSERT_EQ(notices.size(), 2u);
+  EXPECT_EQ(notices[0].code(), "slow_consumer"); // behind the backlog under TLS
+  EXPECT_EQ(notices[1].code(), "messages_dropped");
+  EXPECT_EQ(notices[1].text().rfind(std::to_string(dropped) + " messages", 0), 0u)
+    << notices[1].text();
+  ASSERT_TRUE(pub.send_envelope("stalled", "after"));
+  auto d = slow.read_kind(v1::Frame::kDelivery);
+  ASSERT_TRUE(d.has_value()) << slow.error();
+  EXPECT_EQ(d->delivery().envelope().payload(), "after");
+  EXPECT_EQ(srv.stats().tls_failures, 0u);
 }

@@ -96,9 +96,12 @@ tls_client::~tls_client() {
 }
 
 bool tls_client::send(const v1::Frame& frame) {
+  return send_bytes(proto::encode_frame(frame));
+}
+
+bool tls_client::send_bytes(std::string_view bytes) {
   if (!ok_)
     return false;
-  auto bytes = proto::encode_frame(frame);
   auto deadline = steady::now() + 3s;
   size_t at = 0;
   while (at < bytes.size()) {

@@ -44,6 +44,8 @@ public:
   }
 
   bool send(const v1::Frame& frame);
+  /// Sends plaintext bytes as they are (e.g. many encoded frames at once).
+  bool send_bytes(std::string_view bytes);
   /// Sends Hello and returns the server's answer (Welcome or Notice);
   /// nullopt if nothing came (see error()).
   std::optional<v1::Frame> hello(const std::string& name, std::vector<std::string> routes = {});
