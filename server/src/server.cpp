@@ -171,10 +171,10 @@ void server::wait() {
     "stopped messages_in={} deliveries={} undeliverable={} rejected={} dropped={} "
     "slow_consumers={} "
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
-    "budget_pauses={} trace_written={} trace_dropped={}",
+    "budget_pauses={} tls_failures={} trace_written={} trace_dropped={}",
     s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
     s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
-    s.budget_pauses, s.trace_written, s.trace_dropped);
+    s.budget_pauses, s.tls_failures, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

@@ -133,6 +133,8 @@ ctx_holder new_ctx(const SSL_METHOD* method) {
     SSL_CTX_set_min_proto_version(c.get(), TLS1_2_VERSION);
     // Idle connections give their 34 KiB of record buffers back.
     SSL_CTX_set_mode(c.get(), SSL_MODE_RELEASE_BUFFERS);
+    // No renegotiation (TLS 1.2): a peer could make us redo handshakes.
+    SSL_CTX_set_options(c.get(), SSL_OP_NO_RENEGOTIATION);
   }
   return c;
 }
