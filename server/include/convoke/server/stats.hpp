@@ -51,8 +51,9 @@ struct server_stats {
   /// limits.max-handshakes.
   uint64_t handshakes_evicted = 0;
   /// Connections closed for TLS: failed handshakes (untrusted or expired
-  /// client certificates, garbage), plaintext sent to a TLS port, TLS
-  /// errors after the handshake.
+  /// client certificates, garbage), handshakes not finished within
+  /// timeouts.handshake (also in `timeouts`), plaintext sent to a TLS port,
+  /// TLS errors after the handshake.
   uint64_t tls_failures = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
