@@ -355,3 +355,58 @@ TEST_F(ServerTls, DropPolicyDropsBeforeEncryptingSoTheStreamStaysIntact) {
   EXPECT_EQ(d->delivery().envelope().payload(), "after");
   EXPECT_EQ(srv.stats().tls_failures, 0u);
 }
+
+TEST_F(ServerTls, SlowConsumerUnderTlsGetsItsBacklogThenTheNoticeAndEverythingIsCounted) {
+  // Disconnect policy: the backlog (ciphertext) cannot be given up, so the
+  // Notice comes after it, and the close waits for it (timeouts.drain).
+  auto cfg = tls_config();
+  cfg.max_frame_bytes = 16 * 1024;
+  cfg.output_high_water = 256 * 1024;
+  cfg.drain_timeout = std::chrono::seconds{10};
+  test_server srv{cfg};
+  tls_client slow{srv.port(), trusting(certs_->ca)};
+  tls_client fast{srv.port(), trusting(certs_->ca)};
+  tls_client pub{srv.port(), trusting(certs_->ca)};
+  ASSERT_TRUE(slow.hello("stalled").has_value());
+  ASSERT_TRUE(fast.hello("fast").has_value());
+  ASSERT_TRUE(pub.hello("pub").has_value());
+  constexpr int n = 20000;
+  std::atomic<int> progress{0};
+  {
+    std::jthread sender{[&] {
+      std::string burst;
+      for (int i = 0; i < n;) {
+        while (i - progress.load() > 128)
+          std::this_thread::yield();
+        burst.clear();
+        for (int k = 0; k < 32 && i < n; ++k, ++i) {
+          v1::Frame f;
+          f.mutable_envelope()->set_client_seq(static_cast<uint64_t>(i));
+          f.mutable_envelope()->set_payload(std::string(1000, 'p'));
+          proto::append_frame(f, burst);
+        }
+        ASSERT_TRUE(pub.send_bytes(burst)) << pub.error();
+      }
+    }};
+    for (int i = 0; i < n; ++i) {
+      auto d = fast.read_kind(v1::Frame::kDelivery, 5s);
+      ASSERT_TRUE(d.has_value()) << "fast consumer missed " << i << ": " << fast.error();
+      progress = i + 1;
+    }
+  }
+  EXPECT_EQ(srv.stats().slow_consumers, 1u);
+  std::vector<v1::Frame> frames;
+  ASSERT_TRUE(slow.wait_closed(10s, &frames)) << slow.error();
+  EXPECT_TRUE(slow.got_close_notify()) << "a clean TLS close: " << slow.error();
+  ASSERT_FALSE(frames.empty());
+  EXPECT_TRUE(frames.back().has_notice() && frames.back().notice().code() == "slow_consumer")
+    << frames.back().ShortDebugString();
+  uint64_t received = 0;
+  for (auto& f : frames)
+    received += f.has_delivery();
+  EXPECT_TRUE(eventually([&] { return srv.stats().connections_open == 2; }));
+  auto queued_for_it = srv.stats().deliveries - static_cast<uint64_t>(n);
+  EXPECT_GT(queued_for_it, received) << "it cannot have received everything";
+  EXPECT_EQ(received + srv.stats().dropped, queued_for_it);
+  EXPECT_EQ(srv.stats().tls_failures, 0u);
+}
