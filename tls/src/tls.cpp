@@ -282,14 +282,16 @@ expected<> channel::feed(const char* data, size_t size, std::vector<char>& plain
     if (auto ok = drive(); !ok || !handshake_done_)
       return ok;
   auto ssl = as_ssl(ssl_);
+  // Through a buffer on the stack: `plain` grows only by what arrives, so an
+  // idle session does not keep a record-sized buffer.
+  char buf[16 * 1024];
   for (;;) {
-    auto at = plain.size();
-    plain.resize(at + 16 * 1024);
     ERR_clear_error();
-    auto n = SSL_read(ssl, plain.data() + at, 16 * 1024);
-    plain.resize(at + static_cast<size_t>(std::max(n, 0)));
-    if (n > 0)
+    auto n = SSL_read(ssl, buf, sizeof buf);
+    if (n > 0) {
+      plain.insert(plain.end(), buf, buf + n);
       continue;
+    }
     auto e = SSL_get_error(ssl, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
       return {};
