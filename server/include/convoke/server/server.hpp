@@ -53,6 +53,12 @@ public:
   /// Counters, readable at any time from any thread.
   server_stats stats() const;
 
+  /// Loads the [tls] files again (SIGHUP): new connections use them,
+  /// existing ones keep the certificate they started with. On an error
+  /// (unreadable or mismatched files, TLS off) the previous context stays.
+  /// Returns a description of the new certificate.
+  expected<std::string> reload_tls();
+
   const server_config& config() const noexcept;
 
 private:
