@@ -9,6 +9,10 @@
 #include "convoke/proto/codec.hpp"
 #include "raw_client.hpp"
 #include "server_process.hpp"
+#include "test_certs.hpp"
+
+#include <fstream>
+#include <map>
 
 using namespace convoke;
 using namespace convoke::test;
@@ -59,8 +63,8 @@ struct secured {
 
   secured() {
     alice = add_identity(creds, "alice", {"--publish", "tasks.>", "--send", "worker,mute,bob"});
-    worker = add_identity(creds, "worker",
-                          {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
+    worker
+      = add_identity(creds, "worker", {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
     mute = add_identity(creds, "mute", {"--no-receive"});
     srv = std::make_unique<server_process>(
       std::vector<std::string>{"--auth.credentials", creds, "--auth.failed-login-delay", "0s"});
@@ -257,4 +261,57 @@ TEST(Security, ANonLoopbackServerRefusesToStartWithoutAuthAndTls) {
   ASSERT_TRUE(ok.wait_output("listening", 10s)) << ok.err();
   ok.signal(SIGTERM);
   EXPECT_EQ(ok.wait(10s), 0);
+}
+
+TEST(Security, AVerifiedClientCertificateNamesTheIdentityAndSighupReloadsIdentities) {
+  test_certs certs; // the client certificate's CN is agent-a
+  temp_dir dir;
+  auto creds = dir.file("credentials.toml");
+  add_identity(creds, "agent-a", {"--publish", "tasks.>"});
+  auto alice = add_identity(creds, "alice");
+  server_process srv{{"--tls.cert", certs.server.cert, "--tls.key", certs.server.key,
+                      "--tls.client-ca", certs.ca, "--tls.verify-clients", "optional",
+                      "--auth.credentials", creds, "--auth.failed-login-delay", "0s"}};
+  auto url = "tls://127.0.0.1:" + std::to_string(srv.port);
+  auto cli = [&](std::vector<std::string> args, bool client_cert,
+                 std::map<std::string, std::string> env = {}) {
+    std::vector<std::string> argv{binary("convoke")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--server", url, "--tls-ca", certs.ca});
+    if (client_cert)
+      argv.insert(argv.end(), {"--tls-cert", certs.client.cert, "--tls-key", certs.client.key});
+    return std::make_unique<process>(argv, std::string{}, env);
+  };
+  auto listen
+    = cli({"listen", "-n", "alice", "--json", "-c", "1"}, false, {{"CONVOKE_TOKEN", alice}});
+  ASSERT_TRUE(listen->wait_output("\"event\":\"connected\"", 10s)) << listen->err();
+  // No token: the certificate is the proof, and its rights apply.
+  auto denied = cli({"send", "-n", "agent-a", "--route", "secret", "x"}, true);
+  EXPECT_EQ(denied->wait(10s), 1);
+  EXPECT_NE(denied->err().find("permission_denied"), std::string::npos) << denied->err();
+  auto sent = cli({"send", "-n", "agent-a", "--route", "tasks.1", "by certificate"}, true);
+  EXPECT_EQ(sent->wait(10s), 0) << sent->err();
+  ASSERT_EQ(listen->wait(10s), 0) << listen->err();
+  EXPECT_NE(listen->out().find("by certificate"), std::string::npos) << listen->out();
+  EXPECT_TRUE(srv.proc->wait_output("authenticated by client certificate", 5s));
+  // Without a certificate and without a token, agent-a is nobody.
+  auto nobody = cli({"send", "-n", "agent-a", "--route", "tasks.1", "x"}, false);
+  EXPECT_EQ(nobody->wait(10s), 1);
+  EXPECT_NE(nobody->err().find("auth_failed"), std::string::npos) << nobody->err();
+
+  // SIGHUP: a new identity can log in; a broken file keeps the old ones.
+  auto carol = add_identity(creds, "carol");
+  srv.proc->signal(SIGHUP);
+  ASSERT_TRUE(srv.proc->wait_output("credentials reloaded for new logins", 10s)) << srv.proc->err();
+  auto by_carol
+    = cli({"send", "-n", "carol", "--route", "x", "hi"}, false, {{"CONVOKE_TOKEN", carol}});
+  EXPECT_EQ(by_carol->wait(10s), 0) << by_carol->err();
+  std::ofstream{creds, std::ios::app} << "[identity.broken\n";
+  srv.proc->signal(SIGHUP);
+  ASSERT_TRUE(srv.proc->wait_output("credentials reload failed", 10s)) << srv.proc->err();
+  auto still
+    = cli({"send", "-n", "carol", "--route", "x", "hi"}, false, {{"CONVOKE_TOKEN", carol}});
+  EXPECT_EQ(still->wait(10s), 0) << "the old identities stay: " << still->err();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
 }
