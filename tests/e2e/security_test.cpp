@@ -35,20 +35,6 @@ std::string add_identity(const std::string& file, const std::string& name,
   return token;
 }
 
-v1::Frame login(raw_client& c, const std::string& name, const std::string& identity,
-                const std::string& token, std::vector<std::string> routes = {}) {
-  v1::Frame f;
-  auto h = f.mutable_hello();
-  h->set_protocol_version(proto::protocol_version);
-  h->set_agent_name(name);
-  h->set_identity(identity);
-  h->set_token(token);
-  for (auto& r : routes)
-    h->add_routes(r);
-  EXPECT_TRUE(c.send(f));
-  return c.read(10s).value_or(v1::Frame{});
-}
-
 /// The next Notice (skipping heartbeats); its code and text.
 std::string next_notice(raw_client& c) {
   auto n = c.read_kind(v1::Frame::kNotice, 5s);
@@ -77,11 +63,11 @@ TEST(Security, EveryRightIsEnforcedAndADeniedActionLeavesTheSessionWorking) {
   secured s;
   auto port = s.srv->port;
   raw_client alice{port}, worker{port}, mute{port};
-  ASSERT_TRUE(login(alice, "", "alice", s.alice).has_welcome());
-  auto w = login(worker, "worker", "", s.worker); // identity named like the agent
+  ASSERT_TRUE(alice.login("", "alice", s.alice).has_welcome());
+  auto w = worker.login("worker", "", s.worker); // identity named like the agent
   ASSERT_TRUE(w.has_welcome()) << w.ShortDebugString();
   EXPECT_EQ(w.welcome().agent_name(), "worker");
-  ASSERT_TRUE(login(mute, "mute", "mute", s.mute).has_welcome());
+  ASSERT_TRUE(mute.login("mute", "mute", s.mute).has_welcome());
 
   // publish: allowed on tasks.>, denied elsewhere and without a route.
   ASSERT_TRUE(alice.send_envelope("", "job 1", "tasks.a", 1));
@@ -154,8 +140,8 @@ TEST(Security, AnAgentMayReplyOnceToEachRequestItReceivedWhateverItsSendRight) {
   secured s;
   auto port = s.srv->port;
   raw_client alice{port}, worker{port};
-  ASSERT_TRUE(login(alice, "alice", "alice", s.alice).has_welcome());
-  ASSERT_TRUE(login(worker, "worker", "worker", s.worker).has_welcome());
+  ASSERT_TRUE(alice.login("alice", "alice", s.alice).has_welcome());
+  ASSERT_TRUE(worker.login("worker", "worker", s.worker).has_welcome());
   auto envelope = [](const std::string& to, const std::string& payload, uint64_t request_id,
                      uint64_t in_reply_to, uint64_t seq) {
     v1::Frame f;
@@ -193,23 +179,23 @@ TEST(Security, LoginsAreCheckedAndFailuresSayLittleToTheGuesser) {
   secured s;
   auto port = s.srv->port;
   raw_client c{port};
-  auto r = login(c, "alice", "alice", std::string(64, '0'));
+  auto r = c.login("alice", "alice", std::string(64, '0'));
   ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
   EXPECT_EQ(r.notice().code(), "auth_failed");
   auto wrong_token_text = r.notice().text();
   raw_client c2{port};
-  r = login(c2, "nobody", "nobody", s.alice);
+  r = c2.login("nobody", "nobody", s.alice);
   EXPECT_EQ(r.notice().code(), "auth_failed");
   EXPECT_EQ(r.notice().text(), wrong_token_text) << "an unknown identity looks the same";
   raw_client c3{port};
-  r = login(c3, "short", "alice", "abc");
+  r = c3.login("short", "alice", "abc");
   EXPECT_EQ(r.notice().code(), "auth_failed") << "a token of the wrong length";
   raw_client c4{port};
-  r = login(c4, "bad\x01name", "alice", s.alice);
+  r = c4.login("bad\x01name", "alice", s.alice);
   EXPECT_EQ(r.notice().code(), "invalid_name") << "a control character in the name";
   // A right token for a name the identity may not use.
   raw_client c5{port};
-  r = login(c5, "mute", "alice", s.alice);
+  r = c5.login("mute", "alice", s.alice);
   ASSERT_TRUE(r.has_notice());
   EXPECT_EQ(r.notice().code(), "permission_denied");
   EXPECT_NE(r.notice().text().find("may not use the agent name 'mute'"), std::string::npos);
