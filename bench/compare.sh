@@ -10,6 +10,10 @@
 #   before BASELINE_BIN, an older convoke-server (optional; tracing off;
 #          BASELINE_PROTOCOL=1 for a version 1 server)
 #   nats   Debian's nats-server
+# With TLS=1 the configurations are instead: Convoke (tracing off) and NATS in
+# plaintext, then both with TLS (a fresh EC P-256 CA and server certificate
+# for localhost, made with the openssl CLI; TLS 1.3 on both):
+#   off nats tls nats-tls
 # The server runs pinned to CPU SERVER_CPU (0) and the generator to BENCH_CPU
 # (1): they never share a core. Each cell shows the median and, in brackets,
 # the lowest and highest of the runs; loss and reorder rows show the worst run.
@@ -18,6 +22,7 @@
 #   RUNS=3 SECS=2 SCENARIOS=fanout bench/compare.sh    # quick look
 #   SCENARIOS=routes bench/compare.sh                  # 10 x 1000 subscriptions
 #   BASELINE_BIN=/path/to/old/convoke-server BASELINE_PROTOCOL=1 bench/compare.sh
+#   TLS=1 SCENARIOS=fanout bench/compare.sh              # TLS against NATS with TLS
 #
 # Needs: a build (./scripts/test or ninja -C build) and nats-server
 # (apt-get install nats-server).
@@ -31,6 +36,7 @@ BENCH_CPU=${BENCH_CPU:-1}
 SCENARIOS=${SCENARIOS:-"fanout latency direct connections"}
 BASELINE_BIN=${BASELINE_BIN:-}
 BASELINE_PROTOCOL=${BASELINE_PROTOCOL:-2}
+TLS=${TLS:-0}
 [ -x "$BENCH" ] || { echo "build first: $BENCH is missing" >&2; exit 1; }
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] ||
   { echo "nats-server is missing: apt-get install nats-server" >&2; exit 1; }
@@ -41,6 +47,20 @@ trap 'rm -rf "$TMP"' EXIT
 CONFIGS=(off on)
 [ -n "$BASELINE_BIN" ] && CONFIGS+=(before)
 CONFIGS+=(nats)
+# Ratio columns: pairs of CONFIGS indexes, Convoke's then NATS's.
+RATIOS=("0 $((${#CONFIGS[@]} - 1))" "1 $((${#CONFIGS[@]} - 1))")
+if [ "$TLS" = 1 ]; then
+  command -v openssl >/dev/null || { echo "TLS=1 needs the openssl CLI" >&2; exit 1; }
+  CONFIGS=(off nats tls nats-tls)
+  RATIOS=("0 1" "2 3")
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench-ca -keyout "$TMP/ca.key" -out "$TMP/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$TMP/server.key" -out "$TMP/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TMP/ext"
+  openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+    -CAcreateserial -days 2 -extfile "$TMP/ext" -out "$TMP/server.crt" 2>/dev/null
+fi
 
 # run CONFIG ARGS...: one bench run, prints its JSON line.
 run() {
@@ -55,6 +75,11 @@ run() {
       "--server-arg=--trace.file" "--server-arg=$TMP/trace.log") ;;
   before) args+=(--server-bin "$BASELINE_BIN" --convoke-protocol "$BASELINE_PROTOCOL") ;;
   nats) args+=(--protocol nats) ;;
+  tls) args+=(--tls-ca "$TMP/ca.crt" "--server-arg=--tls.cert" "--server-arg=$TMP/server.crt"
+    "--server-arg=--tls.key" "--server-arg=$TMP/server.key") ;;
+  nats-tls) args+=(--protocol nats --tls-ca "$TMP/ca.crt" --server-arg=--tls
+    --server-arg=--tlscert "--server-arg=$TMP/server.crt"
+    --server-arg=--tlskey "--server-arg=$TMP/server.key") ;;
   esac
   "$BENCH" "$@" "${args[@]}" | grep '^{' || echo '{}'
 }
@@ -93,10 +118,11 @@ row() {
         BEGIN { printf "%s [%s–%s]", f(m), f(l), f(h) }')")
     fi
   done
-  local nats=${meds[-1]} ratios=""
+  local ratios="" pair
   if [ "$better" != worst ]; then
-    for i in 0 1; do
-      ratios+=$(awk -v c="${meds[$i]}" -v n="$nats" -v b="$better" 'BEGIN {
+    for pair in "${RATIOS[@]}"; do
+      read -r ci ni <<<"$pair"
+      ratios+=$(awk -v c="${meds[$ci]}" -v n="${meds[$ni]}" -v b="$better" 'BEGIN {
         r = (b == "higher") ? (n > 0 ? c / n : 0) : (c > 0 ? n / c : 0);
         printf " %.2fx |", r }')
     done
@@ -113,6 +139,10 @@ sep="|---|---|---|"
 [ -n "$BASELINE_BIN" ] && { header+=" Convoke before |"; sep+="---|"; }
 header+=" NATS | off / NATS | on / NATS |"
 sep+="---|---|---|"
+if [ "$TLS" = 1 ]; then
+  header="| scenario | Convoke | NATS | Convoke, TLS | NATS, TLS | Convoke / NATS | TLS: Convoke / NATS |"
+  sep="|---|---|---|---|---|---|---|"
+fi
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); nats-server $(nats-server --version 2>&1 | awk '{print $NF}'); server on CPU $SERVER_CPU, generator on CPU $BENCH_CPU; $RUNS runs of ${SECS}s per cell, interleaved; median [min–max]; ratios > 1 favour Convoke"
 echo
 echo "$header"

@@ -15,6 +15,9 @@
 // The generator uses plain sockets and hand-rolled wire code (bench/wire.cpp),
 // one publishing thread and one epoll receiving thread, so that its own cost
 // stays below the server's; it reports its own CPU time next to the server's.
+// With --tls-ca every connection is TLS (OpenSSL on the socket; for NATS
+// after its plaintext INFO line, as NATS 2.9 clients do); start the server
+// with TLS yourself (--server-arg), as bench/compare.sh does with TLS=1.
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -46,6 +49,8 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "convoke/common/net.hpp"
 #include "convoke/common/units.hpp"
@@ -206,34 +211,90 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
 
 // -- connections ----------------------------------------------------------------
 
+/// TLS for every connection when set (--tls-ca).
+SSL_CTX* tls_ctx = nullptr;
+
+std::string tls_errors() {
+  std::string out;
+  while (auto e = ERR_get_error()) {
+    auto r = ERR_reason_error_string(e);
+    out += (out.empty() ? "" : "; ") + std::string{r != nullptr ? r : "?"};
+  }
+  return out;
+}
+
 struct connection {
   int fd = -1;
+  SSL* ssl = nullptr;                                   // TLS, or plaintext when null
   std::vector<char> buf = std::vector<char>(16 * 1024); // grows when full
   size_t len = 0;
   std::string out; // replies (PONG, heartbeat answers)
 
   ~connection() {
+    if (ssl != nullptr)
+      SSL_free(ssl);
     if (fd >= 0)
       close(fd);
   }
 
   void send(const std::string& bytes) {
-    if (!net::write_all(fd, bytes.data(), bytes.size()))
-      fail(std::string{"write failed: "} + std::strerror(errno));
+    if (ssl == nullptr) {
+      if (!net::write_all(fd, bytes.data(), bytes.size()))
+        fail(std::string{"write failed: "} + std::strerror(errno));
+      return;
+    }
+    size_t at = 0;
+    while (at < bytes.size()) {
+      auto n = SSL_write(ssl, bytes.data() + at, static_cast<int>(bytes.size() - at));
+      if (n > 0) {
+        at += static_cast<size_t>(n);
+        continue;
+      }
+      auto e = SSL_get_error(ssl, n);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+        fail("TLS write failed: " + tls_errors());
+      pollfd p{fd, static_cast<short>(e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+      poll(&p, 1, 1000);
+    }
+  }
+
+  /// One read into the buffer, without blocking: >0 bytes read, 0 nothing
+  /// now, -1 EOF or error.
+  ssize_t read_now() {
+    if (len == buf.size())
+      buf.resize(buf.size() * 2);
+    if (ssl == nullptr) {
+      auto n = recv(fd, buf.data() + len, buf.size() - len, MSG_DONTWAIT);
+      if (n > 0)
+        len += static_cast<size_t>(n);
+      return n > 0 ? n : (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1);
+    }
+    auto n = SSL_read(ssl, buf.data() + len, static_cast<int>(buf.size() - len));
+    if (n > 0) {
+      len += static_cast<size_t>(n);
+      return n;
+    }
+    auto e = SSL_get_error(ssl, n);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
   }
 
   /// Reads once (blocking up to `timeout`); false on EOF/timeout.
   bool read_some(std::chrono::milliseconds timeout) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
-      return false;
-    if (len == buf.size())
-      buf.resize(buf.size() * 2);
-    auto n = recv(fd, buf.data() + len, buf.size() - len, 0);
-    if (n <= 0)
-      return false;
-    len += static_cast<size_t>(n);
-    return true;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (ssl == nullptr || SSL_pending(ssl) == 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+        pollfd p{fd, POLLIN, 0};
+        if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0)
+          return false;
+      }
+      auto n = read_now();
+      if (n > 0)
+        return true;
+      if (n < 0)
+        return false;
+    }
   }
 
   void consume(size_t n) {
@@ -242,13 +303,45 @@ struct connection {
   }
 };
 
-std::unique_ptr<connection> open_connection(const server_handle& srv) {
+/// Connects; with TLS also runs the handshake (NATS: after its plaintext
+/// INFO line). The socket stays non-blocking: reads never wait.
+std::unique_ptr<connection> open_connection(const server_handle& srv,
+                                            protocol_kind proto = protocol_kind::convoke) {
   auto res = net::tcp_connect(srv.host, srv.port, 5s);
   if (!res)
     fail(res.error().text);
-  net::set_blocking(*res, true);
   auto c = std::make_unique<connection>();
   c->fd = *res;
+  if (tls_ctx == nullptr) {
+    net::set_blocking(*res, true);
+    return c;
+  }
+  net::set_blocking(*res, false);
+  if (proto == protocol_kind::nats) { // INFO {...}\r\n in plaintext first
+    std::string info;
+    while (info.size() < 2 || info.compare(info.size() - 2, 2, "\r\n") != 0) {
+      pollfd p{c->fd, POLLIN, 0};
+      char ch;
+      if (poll(&p, 1, 5000) <= 0 || recv(c->fd, &ch, 1, 0) != 1)
+        fail("no INFO from nats-server");
+      info.push_back(ch);
+    }
+  }
+  c->ssl = SSL_new(tls_ctx);
+  SSL_set_fd(c->ssl, c->fd);
+  SSL_set_tlsext_host_name(c->ssl, "localhost");
+  SSL_set1_host(c->ssl, "localhost");
+  for (;;) {
+    auto r = SSL_connect(c->ssl);
+    if (r == 1)
+      break;
+    auto e = SSL_get_error(c->ssl, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+      fail("TLS handshake failed: " + tls_errors());
+    pollfd p{c->fd, static_cast<short>(e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+    if (poll(&p, 1, 5000) <= 0)
+      fail("TLS handshake timed out");
+  }
   return c;
 }
 
@@ -278,7 +371,7 @@ std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
                                  const std::string& name, const std::string& subscribe_to,
                                  const std::string& route = {},
                                  const std::vector<std::string>& subjects = {}) {
-  auto c = open_connection(srv);
+  auto c = open_connection(srv, proto);
   std::string out;
   if (proto == protocol_kind::convoke) {
     auto routes = subjects;
@@ -422,12 +515,9 @@ private:
   void drain(sub& s, int64_t now) {
     auto& c = *s.conn;
     for (;;) {
-      if (c.len == c.buf.size())
-        c.buf.resize(c.buf.size() * 2);
-      auto n = recv(c.fd, c.buf.data() + c.len, c.buf.size() - c.len, MSG_DONTWAIT);
+      auto n = c.read_now();
       if (n <= 0)
         break;
-      c.len += static_cast<size_t>(n);
       size_t used = 0;
       c.out.clear();
       if (proto_ == protocol_kind::convoke) {
@@ -454,8 +544,8 @@ private:
       c.consume(used);
       if (!c.out.empty())
         c.send(c.out);
-      if (static_cast<size_t>(n) < 16 * 1024)
-        break; // likely drained; let epoll tell us about more
+      if (c.ssl == nullptr && static_cast<size_t>(n) < 16 * 1024)
+        break; // likely drained; let epoll tell us about more (TLS: read to WANT_READ)
     }
   }
 
@@ -536,6 +626,7 @@ struct options {
   double warmup = 60;
   std::string samples;
   bool json = false;
+  std::string tls_ca;
 };
 
 std::string proto_name(protocol_kind p) {
@@ -1044,6 +1135,9 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "soak: seconds before samples count")->capture_default_str();
   app.add_option("--samples", o.samples, "soak: write one CSV line per second to this file");
   app.add_flag("--json", o.json, "also print one JSON object per result");
+  app.add_option("--tls-ca", o.tls_ca,
+                 "Connect with TLS, verifying the server (as localhost) against this CA; start "
+                 "the server with TLS through --server-arg");
   CLI11_PARSE(app, argc, argv);
   o.proto = proto == "nats" ? protocol_kind::nats : protocol_kind::convoke;
   convoke_hello_version = static_cast<uint32_t>(wire);
@@ -1053,6 +1147,15 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
+  if (!o.tls_ca.empty()) {
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, nullptr);
+    if (SSL_CTX_load_verify_locations(tls_ctx, o.tls_ca.c_str(), nullptr) != 1) {
+      std::cerr << "convoke-bench: --tls-ca " << o.tls_ca << ": " << tls_errors() << "\n";
+      return 1;
+    }
+  }
   try {
     if (o.scenario == "fanout")
       run_fanout(o);

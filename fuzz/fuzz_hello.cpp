@@ -6,14 +6,14 @@
 // that, a Hello body that conforms to the schema. check_hello runs with the
 // default configuration and with a token and max_routes = 2. Checks: an
 // accepted Hello has the current protocol version, a valid or empty name, a role of at
-// most 64 bytes, valid routes or route patterns within the limit;
-// check_shared_token accepts exactly the configured token (or anything when
-// none is set). Then slices of the raw input (cut at the position byte 0
-// gives) go through the rules, which are checked against their definition
-// (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
-// spaces, in non-empty '.'-separated tokens, "*" and a last ">" only in
-// subscription patterns; a refusal has a code of the proto category and a
-// sentence) and against check_addressing.
+// most 64 bytes, valid routes within the limit; check_shared_token accepts
+// exactly the configured token (or anything when none is set). Then slices
+// of the raw input (cut at the position byte 0 gives) go through the rules,
+// which are checked against their definition (1-64 bytes of
+// [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without spaces, in
+// non-empty '.'-separated tokens, "*" and a last ">" only in subscription
+// patterns; a refusal has a code of the proto category and a sentence) and
+// against check_addressing.
 
 #include <cstdint>
 #include <string>

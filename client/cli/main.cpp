@@ -4,8 +4,9 @@
 //   convoke listen [--route ROUTE]... [--json] [--count N]
 //   convoke chat                                               (interactive)
 //
-// Common options: --server host:port (env CONVOKE_SERVER), --name, --token
-// (env CONVOKE_TOKEN), --reconnect. Exit codes: 0 success (including an
+// Common options: --server [tls://]host:port (env CONVOKE_SERVER), --name,
+// --token (env CONVOKE_TOKEN), --reconnect, --tls-ca, --tls-cert, --tls-key,
+// --tls-server-name. Exit codes: 0 success (including an
 // orderly server shutdown), 1 connection or protocol failure, 2 usage.
 
 #include <unistd.h>
@@ -275,9 +276,23 @@ int main(int argc, char** argv) {
   std::string identity;
   std::string token_on_argv;
   bool reconnect = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
   auto add_common = [&](CLI::App* cmd) {
-    cmd->add_option("-s,--server", server, "Server address host:port [env: CONVOKE_SERVER]")
+    cmd
+      ->add_option("-s,--server", server,
+                   "Server address host:port, or tls://host:port for TLS [env: CONVOKE_SERVER]")
       ->capture_default_str();
+    cmd->add_option("--tls-ca", tls_ca,
+                    "PEM CA file the server's certificate must chain to (tls:// addresses; "
+                    "default: the system's CAs)");
+    cmd->add_option("--tls-cert", tls_cert,
+                    "PEM client certificate, for servers that require one (with --tls-key)");
+    cmd->add_option("--tls-key", tls_key, "PEM private key of --tls-cert");
+    cmd->add_option("--tls-server-name", tls_server_name,
+                    "Name the server's certificate must carry (default: the host of --server)");
     cmd->add_option("-n,--name", name, "Agent name (default: assigned by the server)");
     cmd->add_option("--identity", identity,
                     "Identity to authenticate as (default: the agent name) "
@@ -325,6 +340,19 @@ int main(int argc, char** argv) {
     std::cerr << "convoke: invalid --server address '" << server << "'\n";
     return 2;
   }
+  if (!opts.tls
+      && !(tls_ca.empty() && tls_cert.empty() && tls_key.empty() && tls_server_name.empty())) {
+    std::cerr << "convoke: --tls-* options need a tls://host:port --server address\n";
+    return 2;
+  }
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::cerr << "convoke: --tls-cert and --tls-key go together\n";
+    return 2;
+  }
+  opts.tls_ca_file = tls_ca;
+  opts.tls_cert_file = tls_cert;
+  opts.tls_key_file = tls_key;
+  opts.tls_server_name = tls_server_name;
   if (!token_on_argv.empty()) {
     std::cerr << "convoke: --token: tokens are not taken from the command line, where every "
                  "user can read them (ps); use --token-file FILE or CONVOKE_TOKEN\n";

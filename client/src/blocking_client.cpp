@@ -32,7 +32,8 @@ struct blocking_client::impl {
   session_info session;
   bool connected = false;
   bool closed_by_server = false;
-  uint64_t gen = 0; // per connection; messages of older ones are ignored
+  std::string close_reason; // the connection's, e.g. a TLS failure
+  uint64_t gen = 0;         // per connection; messages of older ones are ignored
   uint64_t next_seq = 1;
 
   void write(const v1::Frame& f) {
@@ -82,9 +83,10 @@ struct blocking_client::impl {
           }
           (*self)->send(conn, detail::credit_atom::value, static_cast<uint64_t>(bytes.size()));
         },
-        [&](detail::disconnected_atom, uint64_t g, const std::string&) {
+        [&](detail::disconnected_atom, uint64_t g, const std::string& reason) {
           if (g != gen)
             return;
+          close_reason = reason;
           closed_by_server = true;
           connected = false;
         },
@@ -145,6 +147,9 @@ std::error_code blocking_client::connect(std::string* why) {
     d.sys = std::make_unique<caf::actor_system>(*d.cfg);
     d.self = std::make_unique<caf::scoped_actor>(*d.sys);
   }
+  auto tls_ctx = detail::make_tls_context(d.opts);
+  if (!tls_ctx)
+    return fail(errc::invalid_argument, tls_ctx.error().text);
   // A script may block: connect right here, with the usual timeout.
   auto res = net::tcp_connect(d.opts.host, d.opts.port, d.opts.connect_timeout);
   if (!res)
@@ -155,7 +160,7 @@ std::error_code blocking_client::connect(std::string* why) {
   ++d.gen;
   d.out_pending = std::make_shared<std::atomic<uint64_t>>(0);
   d.conn = detail::spawn_connection(*d.sys, *res, caf::actor{*d.self}, d.gen,
-                                    d.opts.max_inbound_bytes, d.out_pending);
+                                    d.opts.max_inbound_bytes, d.out_pending, std::move(*tls_ctx));
   d.write(detail::make_hello(d.name, d.opts, {}, {}));
   auto deadline = clock::now() + d.opts.connect_timeout;
   while (auto f = d.next_frame(deadline)) {
@@ -170,8 +175,11 @@ std::error_code blocking_client::connect(std::string* why) {
     if (f->has_notice() && f->notice().severity() == v1::Notice::ERROR)
       return fail(errc::refused, f->notice().code() + ": " + f->notice().text());
   }
-  return fail(errc::not_connected,
-              d.closed_by_server ? "connection closed during handshake" : "no Welcome in time");
+  if (d.closed_by_server)
+    return fail(errc::not_connected, d.close_reason.empty()
+                                       ? std::string{"connection closed during handshake"}
+                                       : "connection closed during handshake: " + d.close_reason);
+  return fail(errc::not_connected, "no Welcome in time");
 }
 
 std::error_code blocking_client::broadcast(std::string_view payload, const send_options& opts) {

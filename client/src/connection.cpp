@@ -9,10 +9,18 @@
 // socket while CAF holds none of our output. On close it keeps reading until
 // the server's EOF (bounded), then shuts the socket down. The CAF 0.17
 // workarounds (direct writes, re-trigger, shutdown) are caf_support's.
+//
+// TLS (a tls:// address): the connection owns a tls::channel. Socket bytes
+// are decrypted before framing, and the agent's frames are encrypted before
+// they take the same write path. A TLS failure (an untrusted server, a wrong
+// host name, the server's alert) ends the connection with OpenSSL's reason.
+
+#include <fmt/format.h>
 
 #include "convoke/caf_support/self_send.hpp"
 #include "convoke/caf_support/socket.hpp"
 #include "convoke/common/net.hpp"
+#include "convoke/tls/tls.hpp"
 #include "internal.hpp"
 
 namespace convoke::detail {
@@ -40,6 +48,10 @@ struct connection_state {
   caf_support::read_gate reads;
   bool closing = false;
   bool reported = false;
+  /// TLS: the channel (null for plaintext), and its scratch buffers.
+  std::unique_ptr<tls::channel> tls;
+  std::vector<char> tls_in;
+  std::vector<char> tls_out;
 };
 
 using connection_ptr = caf::io::stateful_broker<connection_state>*;
@@ -70,9 +82,70 @@ void finish(connection_ptr self, const std::string& reason) {
   self->quit();
 }
 
+/// Writes bytes to the socket in order: directly while CAF holds none of
+/// ours, else through CAF's buffer. `counted`: the bytes are already in
+/// the agent's pending count (plaintext frames); TLS ciphertext is added to
+/// it for as long as CAF holds it, so max_pending_bytes still bounds what
+/// waits for the socket.
+void write_wire(connection_ptr self, const char* data, size_t size, bool counted) {
+  auto& st = self->state;
+  if (st.caf_holds == 0) {
+    auto n = caf_support::write_now(socket_fd(self), data, size);
+    if (counted)
+      sent(self, n);
+    data += n;
+    size -= n;
+    if (size == 0)
+      return;
+  }
+  auto& buf = self->wr_buf(st.hdl);
+  buf.insert(buf.end(), data, data + size);
+  st.caf_holds += size;
+  if (!counted)
+    st.out_pending->fetch_add(size);
+  self->flush(st.hdl);
+}
+
+/// TLS: sends what the channel has for the server.
+void flush_tls(connection_ptr self) {
+  auto& st = self->state;
+  auto& out = st.tls_out;
+  out.clear();
+  if (st.tls->take_output(out) > 0)
+    write_wire(self, out.data(), out.size(), false);
+  if (out.capacity() > 64 * 1024)
+    std::vector<char>{}.swap(out);
+}
+
+/// Bytes from the server (decrypted if TLS): whole frames go to the agent.
+void take_bytes(connection_ptr self, const char* data, size_t size) {
+  auto& st = self->state;
+  st.splitter.append(data, size);
+  std::vector<char> out;
+  std::string_view body;
+  while (st.splitter.next(body)) {
+    auto offset = out.size();
+    out.resize(offset + proto::header_size + body.size());
+    proto::write_header(out.data() + offset, static_cast<uint32_t>(body.size()));
+    std::copy(body.begin(), body.end(), out.begin() + offset + proto::header_size);
+  }
+  st.splitter.compact();
+  if (st.splitter.error() != proto::frame_error::none) {
+    finish(self, "the server sent an invalid frame ("
+                   + std::string{proto::to_code(st.splitter.error())} + ")");
+    return;
+  }
+  if (out.empty())
+    return;
+  st.in_flight += out.size();
+  self->send(st.agent, frames_atom::value, st.gen, std::move(out));
+  if (st.in_flight > st.window)
+    st.reads.pause(self, st.hdl);
+}
+
 caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, uint64_t gen,
-                               uint64_t window,
-                               std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+                               uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending,
+                               tls::context_ptr tls_ctx) {
   auto& st = self->state;
   st.hdl = self->add_scribe(fd);
   st.agent = std::move(agent);
@@ -85,32 +158,34 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
   self->monitor(st.agent);
   self->set_down_handler([self](const caf::down_msg&) { finish(self, "agent stopped"); });
   self->set_exit_handler([self](const caf::exit_msg&) { finish(self, "closed by agent"); });
+  if (tls_ctx) {
+    st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
+    st.tls->start(); // the ClientHello; the agent's Hello waits in the channel
+    flush_tls(self);
+  }
   return {
     [self](const caf::io::new_data_msg& msg) {
       // Also while closing: the server's last frames (Notices about our final
       // messages, its Goodbye) come in before its EOF.
       auto& st = self->state;
-      st.splitter.append(msg.buf.data(), msg.buf.size());
-      std::vector<char> out;
-      std::string_view body;
-      while (st.splitter.next(body)) {
-        auto offset = out.size();
-        out.resize(offset + proto::header_size + body.size());
-        proto::write_header(out.data() + offset, static_cast<uint32_t>(body.size()));
-        std::copy(body.begin(), body.end(), out.begin() + offset + proto::header_size);
-      }
-      st.splitter.compact();
-      if (st.splitter.error() != proto::frame_error::none) {
-        finish(self, "the server sent an invalid frame ("
-                       + std::string{proto::to_code(st.splitter.error())} + ")");
+      if (!st.tls) {
+        take_bytes(self, msg.buf.data(), msg.buf.size());
         return;
       }
-      if (out.empty())
+      bool was_done = st.tls->handshake_done();
+      auto& plain = st.tls_in;
+      plain.clear();
+      auto ok = st.tls->feed(msg.buf.data(), msg.buf.size(), plain);
+      flush_tls(self); // handshake messages, or our alert
+      if (!ok) {
+        finish(self,
+               fmt::format("TLS {}: {}", was_done ? "error" : "handshake failed", ok.error().text));
         return;
-      st.in_flight += out.size();
-      self->send(st.agent, frames_atom::value, st.gen, std::move(out));
-      if (st.in_flight > st.window)
-        st.reads.pause(self, st.hdl);
+      }
+      if (!plain.empty())
+        take_bytes(self, plain.data(), plain.size());
+      if (plain.capacity() > 64 * 1024)
+        std::vector<char>{}.swap(plain);
     },
     [self](limit_atom, uint64_t max_frame_bytes) {
       // The largest frame the server announced it sends (Welcome): a larger
@@ -129,20 +204,15 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
       auto& st = self->state;
       if (st.closing)
         return;
-      auto data = bytes.data();
-      auto size = bytes.size();
-      if (st.caf_holds == 0) {
-        auto n = caf_support::write_now(socket_fd(self), data, size);
-        sent(self, n);
-        data += n;
-        size -= n;
-        if (size == 0)
-          return;
+      if (!st.tls) {
+        write_wire(self, bytes.data(), bytes.size(), true);
+        return;
       }
-      auto& buf = self->wr_buf(st.hdl);
-      buf.insert(buf.end(), data, data + size);
-      st.caf_holds += size;
-      self->flush(st.hdl);
+      // Encrypted at once (or kept by the channel until the handshake is
+      // done): the plaintext no longer counts, the ciphertext CAF keeps does.
+      st.tls->write(bytes.data(), bytes.size());
+      sent(self, bytes.size());
+      flush_tls(self);
     },
     [self](const caf::io::data_transferred_msg& msg) {
       auto& st = self->state;
@@ -173,23 +243,42 @@ caf::behavior connection_actor(connection_ptr self, int fd, caf::actor agent, ui
 } // namespace
 
 caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, uint64_t gen,
-                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending,
+                            tls::context_ptr tls_ctx) {
   return sys.middleman().spawn_broker(connection_actor, fd, std::move(agent), gen, window,
-                                      std::move(out_pending));
+                                      std::move(out_pending), std::move(tls_ctx));
+}
+
+expected<tls::context_ptr> make_tls_context(const client_options& opts) {
+  if (!opts.tls)
+    return tls::context_ptr{};
+  tls::client_settings s;
+  s.ca_file = opts.tls_ca_file;
+  s.cert_file = opts.tls_cert_file;
+  s.key_file = opts.tls_key_file;
+  s.server_name = opts.tls_server_name.empty() ? opts.host : opts.tls_server_name;
+  return tls::context::client(s);
 }
 
 void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
                      uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
   // A blocking actor runs on its own thread: name resolution and the connect
   // wait never touch the scheduler or the I/O thread.
-  sys.spawn([host = opts.host, port = opts.port, timeout = opts.connect_timeout,
-             window = opts.max_inbound_bytes, agent, gen, out_pending](caf::blocking_actor* self) {
-    auto res = net::tcp_connect(host, port, timeout);
+  sys.spawn([opts, agent, gen, out_pending](caf::blocking_actor* self) {
+    // The TLS files are read here too, off the I/O thread, at every attempt
+    // (a renewed certificate is picked up on reconnect).
+    auto tls_ctx = make_tls_context(opts);
+    if (!tls_ctx) {
+      self->send(agent, connect_failed_atom::value, gen, tls_ctx.error().text);
+      return;
+    }
+    auto res = net::tcp_connect(opts.host, opts.port, opts.connect_timeout);
     if (!res) {
       self->send(agent, connect_failed_atom::value, gen, res.error().text);
       return;
     }
-    auto conn = spawn_connection(self->system(), *res, agent, gen, window, out_pending);
+    auto conn = spawn_connection(self->system(), *res, agent, gen, opts.max_inbound_bytes,
+                                 out_pending, std::move(*tls_ctx));
     self->send(agent, connected_atom::value, gen, conn);
   });
 }

@@ -25,6 +25,7 @@
 #include "convoke/client/error.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/proto/codec.hpp"
+#include "convoke/tls/tls.hpp"
 #include "frames.hpp"
 #include "link_machine.hpp"
 
@@ -249,9 +250,16 @@ caf::actor spawn_child(caf::event_based_actor& parent, task_id id,
 caf::actor spawn_agent(caf::actor_system& sys, agent& a, client_options opts,
                        std::function<void(int)> on_exit);
 
-/// Starts a connection broker on the connected socket `fd` for `agent`.
+/// Starts a connection broker on the connected socket `fd` for `agent`;
+/// with `tls_ctx` it speaks TLS (null: plaintext).
 caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, uint64_t gen,
-                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending);
+                            uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending,
+                            tls::context_ptr tls_ctx);
+
+/// The TLS context `opts` ask for: null without TLS, else the CA, client
+/// certificate and server name (default: the host) as a client context;
+/// an error names the file that cannot be used.
+expected<tls::context_ptr> make_tls_context(const client_options& opts);
 
 /// Spawns a detached actor that connects to host:port and, on success,
 /// starts a connection broker for `agent` (reported as connected_atom).

@@ -45,11 +45,24 @@ std::string to_string(errc e) {
 }
 
 bool set_server_address(client_options& opts, const std::string& address) {
-  auto hp = parse_host_port(address, opts.host, opts.port);
+  std::string_view rest = address;
+  bool tls = false;
+  if (auto scheme = rest.find("://"); scheme != std::string_view::npos) {
+    auto name = rest.substr(0, scheme);
+    if (name == "tls")
+      tls = true;
+    else if (name != "tcp")
+      return false;
+    rest.remove_prefix(scheme + 3);
+    if (rest.empty())
+      return false;
+  }
+  auto hp = parse_host_port(std::string{rest}, opts.host, opts.port);
   if (!hp || hp->host.empty())
     return false;
   opts.host = hp->host;
   opts.port = hp->port;
+  opts.tls = tls;
   return true;
 }
 

@@ -10,24 +10,26 @@ namespace convoke {
 
 namespace {
 
-sigset_t termination_set() {
+sigset_t termination_set(bool with_reload) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  if (with_reload)
+    sigaddset(&set, SIGHUP);
   return set;
 }
 
 } // namespace
 
-void block_termination_signals() {
-  auto set = termination_set();
+void block_termination_signals(bool with_reload) {
+  auto set = termination_set(with_reload);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 }
 
-int wait_termination_signal(std::chrono::milliseconds timeout) {
-  auto set = termination_set();
+int wait_termination_signal(std::chrono::milliseconds timeout, bool with_reload) {
+  auto set = termination_set(with_reload);
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1000);
   ts.tv_nsec = static_cast<long>((timeout.count() % 1000) * 1'000'000);
@@ -47,6 +49,8 @@ const char* signal_name(int signo) {
     return "SIGINT";
   case SIGTERM:
     return "SIGTERM";
+  case SIGHUP:
+    return "SIGHUP";
   default:
     return "signal";
   }

@@ -315,6 +315,33 @@ const std::vector<option_def>& options() {
                                   "Trace records buffered for the writer thread; beyond "
                                   "it records are dropped and counted, never blocking "
                                   "the relay."));
+    t.push_back(string_opt("tls", "cert", &server_config::tls_cert,
+                           "PEM certificate chain of the server; set, every connection must "
+                           "use TLS (1.2 or later). Reloaded on SIGHUP for new connections."));
+    t.push_back(string_opt("tls", "key", &server_config::tls_key,
+                           "PEM private key of tls.cert. Reloaded on SIGHUP."));
+    t.push_back(string_opt("tls", "client-ca", &server_config::tls_client_ca,
+                           "PEM CA certificates client certificates must chain to (for "
+                           "tls.verify-clients). Reloaded on SIGHUP."));
+    t.push_back({"tls", "verify-clients",
+                 "Client certificates: off, optional (verified if sent) or require. A "
+                 "verified certificate's CN (or first DNS name) is the peer's TLS name. The "
+                 "TLS handshake must finish within timeouts.handshake.",
+                 [](const server_config& c) {
+                   return json_string(std::string{tls::to_string(c.tls_verify_clients)});
+                 },
+                 [](server_config& c, const std::string& v) -> expected<> {
+                   if (v == "off")
+                     c.tls_verify_clients = tls::client_verification::off;
+                   else if (v == "optional")
+                     c.tls_verify_clients = tls::client_verification::optional;
+                   else if (v == "require")
+                     c.tls_verify_clients = tls::client_verification::require;
+                   else
+                     return invalid(fmt::format(
+                       "'{}' is not a client verification (off, optional or require)", v));
+                   return {};
+                 }});
     return t;
   }();
   return table;
@@ -391,6 +418,16 @@ std::vector<error> validate(const server_config& cfg) {
     problem(errc::invalid_value, "listen.host must not be empty");
   if (cfg.trace_enabled && cfg.trace_file.empty())
     problem(errc::invalid_config, "trace.file must be a path or - when trace.enabled is true");
+  if (cfg.tls_enabled() && cfg.tls_key.empty())
+    problem(errc::invalid_config, "tls.key must be set when tls.cert is");
+  if (!cfg.tls_enabled()
+      && (!cfg.tls_key.empty() || !cfg.tls_client_ca.empty()
+          || cfg.tls_verify_clients != tls::client_verification::off))
+    problem(errc::invalid_config,
+            "tls.key, tls.client-ca and tls.verify-clients need tls.cert (TLS is off without it)");
+  if (cfg.tls_verify_clients != tls::client_verification::off && cfg.tls_client_ca.empty())
+    problem(errc::invalid_config, fmt::format("tls.verify-clients = {} needs tls.client-ca",
+                                              tls::to_string(cfg.tls_verify_clients)));
   if (!cfg.token.empty() && !cfg.credentials.empty())
     problem(errc::invalid_config,
             "auth.token and auth.credentials exclude each other: with a credentials file "
@@ -407,10 +444,10 @@ std::vector<error> validate(const server_config& cfg) {
                           "'convoke-server credentials add FILE NAME'), or opt out with "
                           "--allow-anonymous if anyone who can reach the port may connect",
                           cfg.host));
-    if (!cfg.allow_plaintext)
+    if (!cfg.tls_enabled() && !cfg.allow_plaintext)
       problem(errc::invalid_config,
               fmt::format("listen.host '{}' is not a loopback address and TLS is off: "
-                          "configure TLS, or opt out with --allow-plaintext if the network "
+                          "set tls.cert and tls.key, or opt out with --allow-plaintext if the network "
                           "is trusted (tokens and messages cross it readable)",
                           cfg.host));
   }
@@ -503,6 +540,11 @@ std::vector<error> check_paths(const server_config& cfg) {
     errs.push_back({make_error_code(errc::resolve_failed),
                     fmt::format("listen.host '{}': {}", cfg.host, ok.error().text)});
 #endif
+  // Loading the files is the only complete check (PEM syntax, key matching
+  // the certificate).
+  if (cfg.tls_enabled())
+    if (auto ok = tls::context::server(cfg.tls_settings()); !ok)
+      errs.push_back({make_error_code(errc::invalid_value), "[tls]: " + ok.error().text});
   return errs;
 }
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 
 #include <spdlog/logger.h>
 
@@ -14,6 +15,7 @@
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
 #include "rate_limits.hpp"
+#include "convoke/tls/tls.hpp"
 #include "trace.hpp"
 
 namespace convoke::server {
@@ -50,6 +52,9 @@ struct counters {
   std::atomic<uint64_t> quarantines{0};
   std::atomic<uint64_t> quarantine_refused{0};
   std::atomic<uint64_t> too_many_connections{0};
+  /// TLS handshakes that failed, connections that were not TLS on a TLS
+  /// port, TLS errors after the handshake.
+  std::atomic<uint64_t> tls_failures{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -85,7 +90,22 @@ struct server_context {
   std::shared_ptr<spdlog::logger> log_session;
   std::shared_ptr<spdlog::logger> log_router;
 
+  /// The TLS context new sessions start with (null: plaintext). Replaced on
+  /// reload (SIGHUP); a session keeps the one it started with.
+  tls::context_ptr tls_context() const {
+    std::lock_guard lock{tls_mutex};
+    return tls;
+  }
+  void set_tls_context(tls::context_ptr c) {
+    std::lock_guard lock{tls_mutex};
+    tls = std::move(c);
+  }
+
   server_stats snapshot() const;
+
+private:
+  mutable std::mutex tls_mutex;
+  tls::context_ptr tls;
 };
 
 using context_ptr = std::shared_ptr<server_context>;

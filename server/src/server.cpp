@@ -55,6 +55,7 @@ server_stats server_context::snapshot() const {
   s.quarantine_refused = get(stats.quarantine_refused);
   s.too_many_connections = get(stats.too_many_connections);
   s.principals_evicted = get(principals_evicted);
+  s.tls_failures = get(stats.tls_failures);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -117,6 +118,14 @@ expected<> server::start() {
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+  }
+  if (cfg.tls_enabled()) {
+    auto c = tls::context::server(cfg.tls_settings());
+    if (!c)
+      return tl::unexpected{std::move(c.error())};
+    ctx.set_tls_context(std::move(*c));
+    ctx.log_server->info("tls enabled verify_clients={} {}", tls::to_string(cfg.tls_verify_clients),
+                         ctx.tls_context()->description());
   }
   d.sys_cfg = std::make_unique<caf::actor_system_config>();
   d.sys_cfg->load<caf::io::middleman>();
@@ -190,12 +199,12 @@ void server::wait() {
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
     "budget_pauses={} auth_failures={} auth_throttled={} permission_denied={} rate_limited={} "
     "quarantines={} quarantine_refused={} too_many_connections={} principals_evicted={} "
-    "trace_written={} trace_dropped={}",
+    "tls_failures={} trace_written={} trace_dropped={}",
     s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
     s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
     s.budget_pauses, s.auth_failures, s.auth_throttled, s.permission_denied, s.rate_limited,
     s.quarantines, s.quarantine_refused, s.too_many_connections, s.principals_evicted,
-    s.trace_written, s.trace_dropped);
+    s.tls_failures, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }
@@ -203,6 +212,34 @@ void server::wait() {
 void server::flush_traces(std::chrono::milliseconds limit) {
   if (auto& t = impl_->ctx->trace)
     t->flush(limit);
+}
+
+expected<std::string> server::reload_tls() {
+  auto& ctx = *impl_->ctx;
+  if (!ctx.cfg.tls_enabled())
+    return fail(errc::invalid_config, "TLS is off (tls.cert is not set): nothing to reload");
+  auto c = tls::context::server(ctx.cfg.tls_settings());
+  if (!c)
+    return tl::unexpected{std::move(c.error())};
+  auto what = (*c)->description();
+  ctx.set_tls_context(std::move(*c));
+  return what;
+}
+
+expected<size_t> server::reload_credentials() {
+  auto& ctx = *impl_->ctx;
+  if (!ctx.auth)
+    return fail(errc::invalid_config, "auth.credentials is not set: nothing to reload");
+  auto store = credential_store::load(ctx.cfg.credentials);
+  if (!store) {
+    std::string text;
+    for (auto& e : store.error())
+      text += (text.empty() ? "" : "; ") + e.text;
+    return fail(errc::invalid_config, std::move(text));
+  }
+  auto n = (*store)->size();
+  ctx.auth->replace(std::move(*store));
+  return n;
 }
 
 server_stats server::stats() const {
@@ -260,7 +297,7 @@ bool write_port_file(const std::string& path, uint16_t port) {
 } // namespace
 
 int run(server_config cfg) {
-  block_termination_signals();
+  block_termination_signals(/*with_reload=*/true);
   if (auto ok = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !ok) {
     std::fprintf(stderr, "convoke-server: %s\n", ok.error().message().c_str());
     return 78;
@@ -281,7 +318,31 @@ int run(server_config cfg) {
   int sig = 0;
   memory_returner returner;
   while (sig == 0) {
-    sig = wait_termination_signal(std::chrono::seconds{1});
+    sig = wait_termination_signal(std::chrono::seconds{1}, /*with_reload=*/true);
+    if (sig == SIGHUP) {
+      // Reload: new TLS files for new connections; existing ones keep
+      // theirs. Bad files leave the running configuration as it was.
+      sig = 0;
+      if (!srv.config().tls_enabled())
+        log->info("received SIGHUP; nothing to reload (TLS is off)");
+      else if (auto r = srv.reload_tls(); r)
+        log->info("received SIGHUP; tls reloaded for new connections {}", *r);
+      else
+        log->error("received SIGHUP; tls reload failed, keeping the previous certificate "
+                   "reason={}",
+                   logfmt_value(r.error().message()));
+      // The identities too: new logins use them, connected agents keep
+      // the rights they logged in with.
+      if (!srv.config().credentials.empty()) {
+        if (auto n = srv.reload_credentials(); n)
+          log->info("received SIGHUP; credentials reloaded for new logins file={} identities={}",
+                    logfmt_value(srv.config().credentials), *n);
+        else
+          log->error("received SIGHUP; credentials reload failed, keeping the previous "
+                     "identities reason={}",
+                     logfmt_value(n.error().message()));
+      }
+    }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);
   }
@@ -296,7 +357,8 @@ int run(server_config cfg) {
   while (!done) {
     // A second Ctrl-C (SIGINT) means "now"; a SIGTERM during the drain (a
     // supervisor repeating itself) changes nothing, the drain is bounded.
-    if (auto again = wait_termination_signal(std::chrono::milliseconds{50}); again == SIGINT) {
+    if (auto again = wait_termination_signal(std::chrono::milliseconds{50}, true);
+        again == SIGINT) {
       log->warn("received {} again; exiting without waiting", signal_name(again));
       srv.flush_traces(std::chrono::milliseconds{500});
       log->flush();

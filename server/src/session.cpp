@@ -13,6 +13,12 @@
 // as one relay_batch per read. Deliveries come back as pre-encoded byte runs
 // that are appended to the socket's write buffer unless it is above the
 // output high-water mark (slow consumer policy).
+//
+// TLS (tls.cert set): every session owns a tls::channel. Socket reads go
+// through it and the session machine sees plaintext; everything written
+// (write_bytes) is encrypted and the ciphertext takes the usual path
+// (direct write, then CAF's buffer, counted by the output ledger). Without
+// TLS the channel is null and nothing else changes.
 
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -129,6 +135,18 @@ struct session_state {
   /// Reading stopped because the server is above its budget while this
   /// session holds a large partial frame.
   bool budget_paused = false;
+  /// TLS: the connection's channel (null for plaintext sessions, and once
+  /// a plaintext peer is being told that TLS is required).
+  std::unique_ptr<tls::channel> tls;
+  /// TLS: ciphertext on its way to the socket, plaintext on its way in.
+  std::vector<char> tls_out;
+  std::vector<char> tls_in;
+  /// TLS: bytes received so far (the first one decides TLS or plaintext).
+  uint64_t tls_bytes_in = 0;
+  /// The verified client certificate's name (its CN, else its first DNS
+  /// subjectAltName; tls.verify-clients optional or require), empty
+  /// without one. The auth work will use it as the agent's identity.
+  std::string tls_peer_name;
 };
 
 namespace {
@@ -210,7 +228,7 @@ uint64_t frames_within(const char* data, size_t size, size_t sent) {
 /// Whatever the socket does not take goes to CAF's buffer, and from then on
 /// everything goes there until CAF reports it written (data_transferred_msg).
 /// The ledger knows which messages are still in CAF's buffer.
-void write_bytes(session_ptr self, const char* data, size_t size, message_range msgs = {}) {
+void write_wire(session_ptr self, const char* data, size_t size, message_range msgs = {}) {
   auto& st = self->state;
   // After a backlog, CAF's active write buffer still has the backlog's
   // capacity; it only gives it up when a write through CAF swaps its two
@@ -230,7 +248,9 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
       st.written_total += sent;
       if (sent == size)
         return;
-      auto done = msgs.count == 0 ? 0 : frames_within(data, size, sent);
+      // Ciphertext cannot be split into frames: under TLS, messages of a
+      // partly written run count as unwritten until CAF reports the rest.
+      auto done = msgs.count == 0 || st.tls ? 0 : frames_within(data, size, sent);
       msgs.count -= std::min(msgs.count, done);
       data += sent;
       size -= sent;
@@ -251,6 +271,33 @@ template <class Buffer>
 void trim(Buffer& buf) {
   if (buf.capacity() > 64 * 1024)
     Buffer{}.swap(buf);
+}
+
+/// TLS: sends what the channel has for the socket (records, handshake
+/// messages, alerts, close_notify). The ledger counts ciphertext: it is
+/// what CAF holds. `msgs` are the messages these bytes carry.
+void flush_tls(session_ptr self, message_range msgs = {}) {
+  auto& st = self->state;
+  auto& out = st.tls_out;
+  out.clear();
+  if (st.tls->take_output(out) == 0) {
+    st.lost.add(msgs); // the channel is closed or failed: never sent
+    return;
+  }
+  write_wire(self, out.data(), out.size(), msgs);
+  trim(out);
+}
+
+/// Writes plaintext to the agent, in order (see write_wire); under TLS
+/// encrypted first.
+void write_bytes(session_ptr self, const char* data, size_t size, message_range msgs = {}) {
+  auto& st = self->state;
+  if (!st.tls) {
+    write_wire(self, data, size, msgs);
+    return;
+  }
+  st.tls->write(data, size);
+  flush_tls(self, msgs);
 }
 
 /// Traces messages that will never be written to this agent (one record
@@ -472,6 +519,10 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   st.reads.resume(self, st.hdl);
   end_drop_episode(self); // a pending "N messages dropped" still goes first
   write_frame(self, last);
+  if (st.tls) { // then close_notify; FIN follows once all of it has left
+    st.tls->close();
+    flush_tls(self);
+  }
   arm_wake(self); // the close's deadline
   if (st.out.pending() == 0)
     output_flushed(self); // it all went out directly
@@ -620,6 +671,21 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
     return;
   }
   req.identity = hello.identity().empty() ? hello.agent_name() : hello.identity();
+  if (hello.token().empty() && !st.tls_peer_name.empty()) {
+    // Mutual TLS: a client certificate verified against tls.client-ca names
+    // the identity; it is the proof, so there is no token to check.
+    auto id = ctx.auth->store()->find(st.tls_peer_name);
+    st.pending = std::move(req);
+    st.pending->identity = st.tls_peer_name;
+    if (!id || (!hello.identity().empty() && hello.identity() != st.tls_peer_name)) {
+      refuse_login(self, codes::auth_failed, "the identity or its token is not valid");
+      return;
+    }
+    ctx.log_session->info("authenticated by client certificate {} identity={}", who(self),
+                          logfmt_value(id->name));
+    admit_identity(self, std::move(id));
+    return;
+  }
   if (req.identity.empty()) {
     st.pending = std::move(req);
     refuse_login(self, codes::auth_failed,
@@ -1128,6 +1194,12 @@ void on_wake(session_ptr self) {
     break;
   case expiry::handshake:
     bump(ctx.stats.timeouts);
+    if (st.tls && !st.tls->handshake_done()) {
+      // The Notice cannot be sent without the handshake: FIN only.
+      bump(ctx.stats.tls_failures);
+      ctx.log_session->info("tls handshake timeout {} handshake_timeout={}", who(self),
+                            format_duration(ctx.cfg.handshake_timeout));
+    }
     fail(self, codes::handshake_timeout,
          fmt::format("no Hello within {} (timeouts.handshake)",
                      format_duration(ctx.cfg.handshake_timeout)));
@@ -1186,6 +1258,12 @@ void on_wake(session_ptr self) {
 /// overtakes the backlog), or at the end if that cannot be done exactly.
 void write_ahead(session_ptr self, const v1::Frame& f) {
   auto& st = self->state;
+  if (st.tls) {
+    // TLS records are sequenced: nothing can overtake ciphertext already
+    // queued. The frame goes at the end.
+    write_frame(self, f);
+    return;
+  }
   auto& offline = self->wr_buf(st.hdl); // CAF's buffer of what it has not started to write
   auto& scratch = st.scratch;
   scratch.clear();
@@ -1202,6 +1280,10 @@ void write_ahead(session_ptr self, const v1::Frame& f) {
 /// disconnected): those messages are lost for it, and counted.
 void discard_backlog(session_ptr self) {
   auto& st = self->state;
+  // TLS: removing records from the middle of the stream would break it for
+  // the peer; the backlog stays and the close deadline bounds it.
+  if (st.tls)
+    return;
   auto& offline = self->wr_buf(st.hdl);
   if (offline.empty() || st.out.newest_runs_within(offline.size()) != offline.size())
     return;
@@ -1275,7 +1357,7 @@ void slow_consumer(session_ptr self, bool for_budget) {
     ctx.log_session->warn("slow consumer: dropping messages {} pending_bytes={} high_water={}{}",
                           who(self), pending, ctx.cfg.output_high_water,
                           for_budget ? " reason=max-buffered-bytes" : "");
-  if (for_budget) {
+  if (for_budget && !st.tls) { // (ciphertext cannot be cut, see discard_backlog)
     auto& offline = self->wr_buf(st.hdl);
     if (!offline.empty() && st.out.newest_runs_within(offline.size()) == offline.size()) {
       auto given_up = st.out.drop_newest(offline.size());
@@ -1345,6 +1427,76 @@ void deliver(session_ptr self, const delivery& d) {
   update_budget(self);
 }
 
+/// Bytes from the peer (plaintext, decrypted if TLS); `read_size` is the
+/// size of the socket read they came from.
+void take_bytes(session_ptr self, const char* data, size_t size, size_t read_size) {
+  auto& st = self->state;
+  auto& m = machine(self);
+  if (!m.on_bytes(data, size, steady::now()))
+    return; // input after the decision to close is discarded
+  st.batch.credit += size;
+  if (read_size == st.read_chunk && st.read_chunk < large_read_chunk && m.welcomed()) {
+    // A busy sender: read in larger chunks from now on. Only once
+    // admitted: after a Hello the session halts reading, but CAF 0.17
+    // may still do the rest of its read loop (up to
+    // middleman.max-consecutive-reads) in that event, so small chunks
+    // keep what an unadmitted peer can make us buffer small.
+    st.read_chunk = large_read_chunk;
+    self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
+  }
+  take_input(self);
+  if (m.phase() == phase::established)
+    dispatch_batch(self);
+  update_budget(self);
+  check_input_window(self);
+}
+
+/// TLS: a socket read. The first byte must start a TLS handshake; records
+/// go through the channel, its answers go out, and the plaintext goes on
+/// to take_bytes. A TLS failure closes this session only.
+void tls_input(session_ptr self, const char* data, size_t size) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  if (size == 0 || machine(self).phase() >= phase::closing)
+    return; // input after the decision to close is discarded
+  if (st.tls_bytes_in == 0 && !tls::starts_handshake(static_cast<unsigned char>(data[0]))) {
+    // Plaintext (a Convoke client without TLS, or anything else): say so in
+    // plaintext, the only plaintext this port sends, and close.
+    bump(ctx.stats.tls_failures);
+    ctx.log_session->warn("not tls on a tls port {} first_bytes={}", who(self),
+                          logfmt_value(proto::printable({data, size}, 16)));
+    st.tls.reset();
+    fail(self, codes::tls_required,
+         "this server accepts TLS connections only (connect with tls://host:port)");
+    return;
+  }
+  st.tls_bytes_in += size;
+  auto& ch = *st.tls;
+  bool was_done = ch.handshake_done();
+  auto& plain = st.tls_in;
+  plain.clear();
+  auto ok = ch.feed(data, size, plain);
+  flush_tls(self); // handshake messages, or the alert that explains a failure
+  if (!ok) {
+    bump(ctx.stats.tls_failures);
+    ctx.log_session->warn("tls failed {} {} code={} reason={}", who(self),
+                          was_done ? "after_handshake" : "during_handshake",
+                          tls::error_category().name(), logfmt_value(ok.error().text));
+    // The Notice goes nowhere (the channel is dead; its code is for the
+    // log only); the alert that explains the failure went out.
+    fail(self, "tls_failed", "TLS failed: " + ok.error().text);
+    return;
+  }
+  if (!was_done && ch.handshake_done()) {
+    st.tls_peer_name = ch.peer_name();
+    ctx.log_session->info("tls established {} version={} peer={}", who(self),
+                          logfmt_value(ch.description()), logfmt_value(st.tls_peer_name));
+  }
+  if (!plain.empty())
+    take_bytes(self, plain.data(), plain.size(), size);
+  trim(plain);
+}
+
 } // namespace
 
 namespace {
@@ -1362,6 +1514,8 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.peer_ip = std::move(peer_ip);
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
   st.machine.emplace(ctx->cfg, steady::now());
+  if (auto tls_ctx = ctx->tls_context()) // the context of this moment: reloads do not change it
+    st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
   self->attach_functor([ctx](const caf::error&) {
@@ -1390,25 +1544,10 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   });
   return {
     [self](const caf::io::new_data_msg& msg) {
-      auto& st = self->state;
-      auto& m = machine(self);
-      if (!m.on_bytes(msg.buf.data(), msg.buf.size(), steady::now()))
-        return; // input after the decision to close is discarded
-      st.batch.credit += msg.buf.size();
-      if (msg.buf.size() == st.read_chunk && st.read_chunk < large_read_chunk && m.welcomed()) {
-        // A busy sender: read in larger chunks from now on. Only once
-        // admitted: after a Hello the session halts reading, but CAF 0.17
-        // may still do the rest of its read loop (up to
-        // middleman.max-consecutive-reads) in that event, so small chunks
-        // keep what an unadmitted peer can make us buffer small.
-        st.read_chunk = large_read_chunk;
-        self->configure_read(st.hdl, caf::io::receive_policy::at_most(st.read_chunk));
-      }
-      take_input(self);
-      if (m.phase() == phase::established)
-        dispatch_batch(self);
-      update_budget(self);
-      check_input_window(self);
+      if (self->state.tls)
+        tls_input(self, msg.buf.data(), msg.buf.size());
+      else
+        take_bytes(self, msg.buf.data(), msg.buf.size(), msg.buf.size());
     },
     [self](wake_atom) { on_wake(self); },
     [self](const caf::io::connection_closed_msg&) {

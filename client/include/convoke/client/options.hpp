@@ -48,6 +48,20 @@ struct client_options {
   uint64_t max_inbound_bytes = 4ull << 20;
   /// Time allowed on stop for teardown's messages and Goodbye to leave.
   std::chrono::milliseconds stop_timeout{2000};
+
+  // TLS (set by a tls:// address): the connection is encrypted and the
+  // server's certificate verified, host name included (always).
+  bool tls = false;
+  /// PEM CA certificates the server's certificate must chain to; empty:
+  /// the system's trust store.
+  std::string tls_ca_file;
+  /// PEM client certificate and its key, for servers that ask for one
+  /// (mutual TLS); both or neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  /// The name the server's certificate must carry (DNS name or IP
+  /// address); empty: `host`. Also sent as SNI when it is a DNS name.
+  std::string tls_server_name;
 };
 
 /// Reads a token: the first line of `file` if given, else the environment
@@ -56,8 +70,10 @@ struct client_options {
 /// error, not "no token").
 std::string read_token(const std::string& file, const char* env_var = "CONVOKE_TOKEN");
 
-/// Parses "host:port" (also ":port", "port", "[v6]:port") into `opts`.
-/// Returns false for a malformed address.
+/// Parses "host:port" (also ":port", "port", "[v6]:port"), optionally with
+/// a scheme: "tls://host:port" turns TLS on, "tcp://host:port" or none
+/// leaves the connection plaintext. Returns false for a malformed address
+/// or an unknown scheme.
 bool set_server_address(client_options& opts, const std::string& address);
 
 } // namespace convoke

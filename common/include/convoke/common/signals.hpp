@@ -10,13 +10,14 @@
 namespace convoke {
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and in threads it creates
-/// afterwards). Also ignores SIGPIPE, so writes to closed sockets fail with
-/// EPIPE instead of killing the process.
-void block_termination_signals();
+/// afterwards), and SIGHUP too `with_reload` (the server: SIGHUP reloads
+/// its TLS files instead of ending the process). Also ignores SIGPIPE, so
+/// writes to closed sockets fail with EPIPE instead of killing the process.
+void block_termination_signals(bool with_reload = false);
 
-/// Waits up to `timeout` for SIGINT or SIGTERM. Returns the signal number, or
-/// 0 if none arrived in time.
-int wait_termination_signal(std::chrono::milliseconds timeout);
+/// Waits up to `timeout` for SIGINT or SIGTERM (and SIGHUP `with_reload`).
+/// Returns the signal number, or 0 if none arrived in time.
+int wait_termination_signal(std::chrono::milliseconds timeout, bool with_reload = false);
 
 /// Name of a signal number ("SIGTERM").
 const char* signal_name(int signo);

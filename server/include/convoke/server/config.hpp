@@ -19,6 +19,7 @@
 #include "convoke/common/error.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/server/error.hpp"
+#include "convoke/tls/tls.hpp"
 
 namespace convoke::server {
 
@@ -101,6 +102,21 @@ struct server_config {
   uint64_t trace_max_file_bytes = 64ull << 20;
   uint32_t trace_max_files = 5;
   uint32_t trace_queue = 65536;
+  // [tls] With tls_cert set, every connection must speak TLS. The TLS
+  // handshake counts against timeouts.handshake (it and Hello must both
+  // finish within it); there is no separate TLS timeout.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  tls::client_verification tls_verify_clients = tls::client_verification::off;
+
+  bool tls_enabled() const noexcept {
+    return !tls_cert.empty();
+  }
+  /// The [tls] keys as the TLS library takes them.
+  tls::server_settings tls_settings() const {
+    return {tls_cert, tls_key, tls_client_ca, tls_verify_clients};
+  }
 };
 
 /// Checks cross-field rules; returns every problem (`errc::invalid_config`,
@@ -118,9 +134,10 @@ bool is_loopback_host(const std::string& host);
 expected<> load_token_file(server_config& cfg);
 
 /// Checks that the output files (log, trace, port file) can be written
-/// without creating directories (`errc::unwritable_file`) and that
-/// `listen.host` resolves (`errc::resolve_failed`); every problem, none if
-/// all is well.
+/// without creating directories (`errc::unwritable_file`), that
+/// `listen.host` resolves (`errc::resolve_failed`) and that the [tls] files
+/// make a usable TLS context (`errc::invalid_value`, with OpenSSL's reason);
+/// every problem, none if all is well.
 std::vector<error> check_paths(const server_config& cfg);
 
 /// Looks up an environment variable (injectable for tests).

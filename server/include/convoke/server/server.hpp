@@ -53,6 +53,18 @@ public:
   /// Counters, readable at any time from any thread.
   server_stats stats() const;
 
+  /// Loads the [tls] files again (SIGHUP): new connections use them,
+  /// existing ones keep the certificate they started with. On an error
+  /// (unreadable or mismatched files, TLS off) the previous context stays.
+  /// Returns a description of the new certificate.
+  expected<std::string> reload_tls();
+
+  /// Reads auth.credentials again: later logins use the new identities
+  /// (connected agents keep the rights they logged in with). A file with
+  /// problems keeps the old identities; the error lists every problem.
+  /// Returns the number of identities.
+  expected<size_t> reload_credentials();
+
   const server_config& config() const noexcept;
 
 private:

@@ -71,6 +71,11 @@ struct server_stats {
   /// Principals forgotten before their state was stale, over
   /// limits.max-idle-principals.
   uint64_t principals_evicted = 0;
+  /// Connections closed for TLS: failed handshakes (untrusted or expired
+  /// client certificates, garbage), handshakes not finished within
+  /// timeouts.handshake (also in `timeouts`), plaintext sent to a TLS port,
+  /// TLS errors after the handshake.
+  uint64_t tls_failures = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;
