@@ -53,7 +53,9 @@ public:
   /// token of the wrong length) inside this call; checks still queued when
   /// the authenticator is destroyed are dropped. False, without calling
   /// `done`, if the queue is full.
-  bool submit(std::string name, std::string token, callback done);
+  /// `queued` (if given) tells whether the check went to the worker (an
+  /// argon2id), rather than being answered from memory or at once.
+  bool submit(std::string name, std::string token, callback done, bool* queued = nullptr);
 
   /// Installs a new set of identities (a reloaded file) for later checks;
   /// remembered tokens are forgotten.
@@ -113,6 +115,10 @@ public:
 
   /// Records a failed login from `address`.
   void failed(const std::string& address, clock::time_point now);
+
+  /// Takes back one failure of `address` (a login counted as failed while
+  /// its check was pending, then accepted).
+  void forgive(const std::string& address);
 
   size_t tracked() const noexcept {
     return entries_.size();
