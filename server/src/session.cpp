@@ -1476,8 +1476,10 @@ void tls_input(session_ptr self, const char* data, size_t size) {
     // Plaintext (a Convoke client without TLS, or anything else): say so in
     // plaintext, the only plaintext this port sends, and close.
     bump(ctx.stats.tls_failures);
+    // At most 8 bytes: enough to tell a Convoke frame from HTTP and the like,
+    // and short of any Hello.token (the earliest it starts is byte 8).
     ctx.log_session->warn("not tls on a tls port {} first_bytes={}", who(self),
-                          logfmt_value(proto::printable({data, size}, 16)));
+                          logfmt_value(proto::printable({data, size}, 8)));
     st.tls.reset();
     fail(self, codes::tls_required,
          "this server accepts TLS connections only (connect with tls://host:port)");
