@@ -36,15 +36,21 @@ bool authenticator::submit(std::string name, std::string token, callback done, b
   std::unique_lock<std::mutex> guard{mtx_};
   auto id = store_->find(name);
   bool plausible = id && token.size() >= min_token_length && token.size() <= max_token_length;
-  if (plausible)
-    if (auto i = verified_.find(id->name); i != verified_.end()) {
-      auto d = keyed_digest(token);
+  digest d{};
+  if (plausible) {
+    d = keyed_digest(token);
+    if (auto i = verified_.find(id->name); i != verified_.end())
       if (sodium_memcmp(d.data(), i->second.data(), d.size()) == 0) {
         guard.unlock();
         done(outcome::accepted, std::move(id));
         return true;
       }
-    }
+    for (auto& j : queue_)
+      if (j.id == id && sodium_memcmp(d.data(), j.key.data(), d.size()) == 0) {
+        j.done.push_back(std::move(done));
+        return true;
+      }
+  }
   // A full queue refuses every login it would have to check, whether the
   // identity exists or not: server_busy must not tell which ones do.
   if (queue_.size() >= max_queued_)
@@ -54,7 +60,9 @@ bool authenticator::submit(std::string name, std::string token, callback done, b
     done(outcome::refused, nullptr);
     return true;
   }
-  queue_.push_back({std::move(id), std::move(token), std::move(done), generation_});
+  std::vector<callback> dones;
+  dones.push_back(std::move(done));
+  queue_.push_back({std::move(id), std::move(token), std::move(dones), generation_, d});
   if (queued != nullptr)
     *queued = true;
   guard.unlock();
@@ -106,7 +114,8 @@ void authenticator::run() {
       verified_[j.id->name] = keyed_digest(j.token);
     sodium_memzero(j.token.data(), j.token.size());
     guard.unlock();
-    j.done(ok ? outcome::accepted : outcome::refused, ok ? j.id : nullptr);
+    for (auto& done : j.done)
+      done(ok ? outcome::accepted : outcome::refused, ok ? j.id : nullptr);
     guard.lock();
   }
 }

@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "credentials.hpp"
 
@@ -53,8 +54,10 @@ public:
   /// token of the wrong length) inside this call; checks still queued when
   /// the authenticator is destroyed are dropped. False, without calling
   /// `done`, if the queue is full.
-  /// `queued` (if given) tells whether the check went to the worker (an
-  /// argon2id), rather than being answered from memory or at once.
+  /// `queued` (if given) tells whether the check added an argon2id to the
+  /// worker's queue, rather than being answered from memory or at once, or
+  /// joining a queued check of the same identity and token (a fleet of
+  /// agents logging in together costs one argon2id).
   bool submit(std::string name, std::string token, callback done, bool* queued = nullptr);
 
   /// Installs a new set of identities (a reloaded file) for later checks;
@@ -70,13 +73,15 @@ public:
   }
 
 private:
+  using digest = std::array<unsigned char, 32>;
   struct job {
     std::shared_ptr<const identity> id;
     std::string token;
-    callback done;
+    /// Every login waiting for this check (the same identity and token).
+    std::vector<callback> done;
     uint64_t generation;
+    digest key;
   };
-  using digest = std::array<unsigned char, 32>;
 
   void run();
   digest keyed_digest(std::string_view token) const;

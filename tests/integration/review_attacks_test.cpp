@@ -40,6 +40,11 @@ v1::Frame login(raw_client& c, const std::string& name, const std::string& token
   return c.read(timeout).value_or(v1::Frame{});
 }
 
+/// A distinct wrong token per attempt (identical ones share one check).
+std::string guess(int i) {
+  return std::string(48, 'f') + std::to_string(1'000'000 + i);
+}
+
 server::identity make_identity(const std::string& name, const std::string& token) {
   server::identity id;
   id.name = name;
@@ -91,7 +96,7 @@ TEST(ReviewAttacks, ConcurrentHellosFromOneAddressAreNotAllHashed) {
   std::vector<raw_client> guessers;
   for (int i = 0; i < 40; ++i) {
     guessers.emplace_back(srv.port());
-    send_hello(guessers.back(), "alice", std::string(64, 'a' + static_cast<char>(i % 20)));
+    send_hello(guessers.back(), "alice", guess(i));
   }
   int failed = 0, throttled = 0;
   for (auto& g : guessers) {
@@ -120,7 +125,7 @@ TEST(ReviewAttacks, ALoginFloodFromOneAddressDoesNotLockOutOtherAgents) {
   std::vector<raw_client> guessers;
   for (int i = 0; i < 200; ++i) {
     guessers.push_back(raw_client::from_address(srv.port(), "127.0.0.2"));
-    send_hello(guessers.back(), "worker", std::string(64, 'f'));
+    send_hello(guessers.back(), "worker", guess(i));
   }
   std::this_thread::sleep_for(100ms); // the guesses are queued
   raw_client good{srv.port()};
@@ -146,7 +151,7 @@ TEST(ReviewAttacks, ALoginQueuedBeforeAReloadUsesTheReloadedCredentials) {
   std::vector<raw_client> guessers;
   for (int i = 0; i < 60; ++i) {
     guessers.push_back(raw_client::from_address(srv.port(), "127.0.0.3"));
-    send_hello(guessers.back(), "worker", std::string(64, 'f'));
+    send_hello(guessers.back(), "worker", guess(i));
   }
   raw_client leaked{srv.port()};
   send_hello(leaked, "alice", c.alice_token); // the old (leaked) token
@@ -175,7 +180,7 @@ TEST(ReviewAttacks, AFullCheckQueueDoesNotTellWhichIdentitiesExist) {
   std::vector<raw_client> guessers;
   for (int i = 0; i < 1100; ++i) {
     guessers.push_back(raw_client::from_address(srv.port(), i % 2 ? "127.0.0.4" : "127.0.0.5"));
-    send_hello(guessers.back(), "worker", std::string(64, 'f'));
+    send_hello(guessers.back(), "worker", guess(i));
   }
   ASSERT_TRUE(guessers.back().read(5s)); // server_busy: the queue is full
   raw_client known{srv.port()}, unknown{srv.port()};
@@ -271,4 +276,58 @@ TEST(ReviewAttacks, CredentialsAddAcceptsEveryValidIdentityName) {
     std::ostringstream out, err;
     EXPECT_EQ(server::credentials_command(4, argv, out, err), 0) << name << ": " << err.str();
   }
+}
+
+// Name take-over checks only the resume token, not who presents it: an
+// identity whose `names` overlap another's (e.g. both "worker.*") takes the
+// other's agent name, and with it the replies to its requests, with a resume
+// token it got hold of. Hardening: a take-over should need the same identity.
+TEST(ReviewAttacks, AResumeTokenDoesNotMoveANameToAnotherIdentity) {
+  creds c;
+  auto mallory_token = server::generate_token();
+  {
+    std::ofstream out{c.path, std::ios::app};
+    auto m = make_identity("mallory", mallory_token);
+    m.names = {"mallory", "worker"}; // overlapping names (operator's choice)
+    out << "\n" << server::format_identity(m);
+  }
+  test_server srv{[&](auto& cfg) { cfg.credentials = c.path; }};
+  raw_client w{srv.port()};
+  auto welcome = login(w, "worker", c.worker_token);
+  ASSERT_TRUE(welcome.has_welcome());
+  raw_client m{srv.port()};
+  v1::Frame f;
+  auto h = f.mutable_hello();
+  h->set_protocol_version(proto::protocol_version);
+  h->set_agent_name("worker");
+  h->set_identity("mallory");
+  h->set_token(mallory_token);
+  h->set_resume_token(welcome.welcome().resume_token());
+  ASSERT_TRUE(m.send(f));
+  auto r = m.read(10s).value_or(v1::Frame{});
+  EXPECT_FALSE(r.has_welcome()) << "identity mallory took over worker's agent name";
+}
+
+// The other side of counting queued checks as failures: agents of one
+// identity logging in together from one address (a fleet behind NAT, after
+// a restart) share one check and are not throttled.
+TEST(ReviewAttacks, AFleetLoggingInTogetherFromOneAddressIsNotThrottled) {
+  creds c;
+  test_server srv{[&](auto& cfg) {
+    cfg.credentials = c.path;
+    cfg.failed_login_limit = 3;
+  }};
+  std::vector<raw_client> fleet;
+  for (int i = 0; i < 20; ++i) {
+    fleet.emplace_back(srv.port());
+    send_hello(fleet.back(), "", c.alice_token, "alice");
+  }
+  int welcomed = 0;
+  for (auto& a : fleet)
+    if (auto r = a.read(10s); r && r->has_welcome())
+      ++welcomed;
+  // One name per identity here (names = ["alice"]): the first is welcomed,
+  // the others are refused name_taken, none auth_throttled.
+  EXPECT_EQ(srv.stats().auth_throttled, 0u);
+  EXPECT_GE(welcomed, 1);
 }
