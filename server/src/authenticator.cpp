@@ -32,25 +32,39 @@ authenticator::digest authenticator::keyed_digest(std::string_view token) const 
   return out;
 }
 
-bool authenticator::submit(std::string name, std::string token, callback done) {
+bool authenticator::submit(std::string name, std::string token, callback done, bool* queued) {
   std::unique_lock<std::mutex> guard{mtx_};
   auto id = store_->find(name);
-  if (!id || token.size() < min_token_length || token.size() > max_token_length) {
+  bool plausible = id && token.size() >= min_token_length && token.size() <= max_token_length;
+  digest d{};
+  if (plausible) {
+    d = keyed_digest(token);
+    if (auto i = verified_.find(id->name); i != verified_.end())
+      if (sodium_memcmp(d.data(), i->second.data(), d.size()) == 0) {
+        guard.unlock();
+        done(outcome::accepted, std::move(id));
+        return true;
+      }
+    for (auto& j : queue_)
+      if (j.id == id && sodium_memcmp(d.data(), j.key.data(), d.size()) == 0) {
+        j.done.push_back(std::move(done));
+        return true;
+      }
+  }
+  // A full queue refuses every login it would have to check, whether the
+  // identity exists or not: server_busy must not tell which ones do.
+  if (queue_.size() >= max_queued_)
+    return false;
+  if (!plausible) {
     guard.unlock();
     done(outcome::refused, nullptr);
     return true;
   }
-  if (auto i = verified_.find(id->name); i != verified_.end()) {
-    auto d = keyed_digest(token);
-    if (sodium_memcmp(d.data(), i->second.data(), d.size()) == 0) {
-      guard.unlock();
-      done(outcome::accepted, std::move(id));
-      return true;
-    }
-  }
-  if (queue_.size() >= max_queued_)
-    return false;
-  queue_.push_back({std::move(id), std::move(token), std::move(done), generation_});
+  std::vector<callback> dones;
+  dones.push_back(std::move(done));
+  queue_.push_back({std::move(id), std::move(token), std::move(dones), generation_, d});
+  if (queued != nullptr)
+    *queued = true;
   guard.unlock();
   cv_.notify_one();
   return true;
@@ -76,17 +90,32 @@ void authenticator::run() {
       return;
     auto j = std::move(queue_.front());
     queue_.pop_front();
-    guard.unlock();
-    bool ok = verify_token(j.id->token_hash, j.token);
-    hashed_.fetch_add(1, std::memory_order_relaxed);
-    auto d = keyed_digest(j.token);
-    sodium_memzero(j.token.data(), j.token.size());
-    if (ok) {
-      std::lock_guard<std::mutex> remember{mtx_};
+    // A reload (replace) after the check was queued, or while it ran, may
+    // have replaced the token or removed the identity: check against the
+    // identity as it is now, never against the one captured at submit.
+    bool ok = false;
+    for (;;) {
+      if (j.generation != generation_) {
+        j.generation = generation_;
+        j.id = store_->find(j.id->name);
+        if (!j.id)
+          break;
+      }
+      guard.unlock();
+      ok = verify_token(j.id->token_hash, j.token);
+      hashed_.fetch_add(1, std::memory_order_relaxed);
+      guard.lock();
       if (j.generation == generation_)
-        verified_[j.id->name] = d;
+        break;
     }
-    j.done(ok ? outcome::accepted : outcome::refused, ok ? j.id : nullptr);
+    if (!j.id)
+      ok = false;
+    if (ok)
+      verified_[j.id->name] = keyed_digest(j.token);
+    sodium_memzero(j.token.data(), j.token.size());
+    guard.unlock();
+    for (auto& done : j.done)
+      done(ok ? outcome::accepted : outcome::refused, ok ? j.id : nullptr);
     guard.lock();
   }
 }
@@ -122,6 +151,11 @@ void login_throttle::failed(const std::string& address, clock::time_point now) {
     i = entries_.emplace(address, entry{now, 0}).first;
   }
   ++i->second.failures;
+}
+
+void login_throttle::forgive(const std::string& address) {
+  if (auto i = entries_.find(address); i != entries_.end() && i->second.failures > 0)
+    --i->second.failures;
 }
 
 } // namespace convoke::server

@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "credentials.hpp"
 
@@ -53,7 +54,11 @@ public:
   /// token of the wrong length) inside this call; checks still queued when
   /// the authenticator is destroyed are dropped. False, without calling
   /// `done`, if the queue is full.
-  bool submit(std::string name, std::string token, callback done);
+  /// `queued` (if given) tells whether the check added an argon2id to the
+  /// worker's queue, rather than being answered from memory or at once, or
+  /// joining a queued check of the same identity and token (a fleet of
+  /// agents logging in together costs one argon2id).
+  bool submit(std::string name, std::string token, callback done, bool* queued = nullptr);
 
   /// Installs a new set of identities (a reloaded file) for later checks;
   /// remembered tokens are forgotten.
@@ -68,13 +73,15 @@ public:
   }
 
 private:
+  using digest = std::array<unsigned char, 32>;
   struct job {
     std::shared_ptr<const identity> id;
     std::string token;
-    callback done;
+    /// Every login waiting for this check (the same identity and token).
+    std::vector<callback> done;
     uint64_t generation;
+    digest key;
   };
-  using digest = std::array<unsigned char, 32>;
 
   void run();
   digest keyed_digest(std::string_view token) const;
@@ -113,6 +120,10 @@ public:
 
   /// Records a failed login from `address`.
   void failed(const std::string& address, clock::time_point now);
+
+  /// Takes back one failure of `address` (a login counted as failed while
+  /// its check was pending, then accepted).
+  void forgive(const std::string& address);
 
   size_t tracked() const noexcept {
     return entries_.size();

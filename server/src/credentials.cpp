@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -308,6 +309,21 @@ std::string toml_list(const std::vector<std::string>& xs) {
 
 } // namespace
 
+namespace {
+
+/// An identity name as a TOML key: bare if it can be, else quoted (agent
+/// names may hold '.', ':' and '@', which a bare key cannot: "a.b" would be
+/// a table "b" inside identity "a").
+std::string toml_key(std::string_view name) {
+  bool bare = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'
+           || c == '-';
+  });
+  return bare ? std::string{name} : json_string(name);
+}
+
+} // namespace
+
 std::string format_identity(const identity& id) {
   auto& r = id.rights;
   return fmt::format("[identity.{}]\n"
@@ -321,9 +337,9 @@ std::string format_identity(const identity& id) {
                      "admin = {}\n"
                      "messages-per-second = {}\n"
                      "bytes-per-second = {}\n",
-                     id.name, json_string(id.token_hash), toml_list(id.names), toml_list(r.publish),
-                     toml_list(r.subscribe), toml_list(r.send), r.receive ? "true" : "false",
-                     to_string(r.observe), r.admin ? "true" : "false",
+                     toml_key(id.name), json_string(id.token_hash), toml_list(id.names),
+                     toml_list(r.publish), toml_list(r.subscribe), toml_list(r.send),
+                     r.receive ? "true" : "false", to_string(r.observe), r.admin ? "true" : "false",
                      id.limits.messages_per_second, id.limits.bytes_per_second);
 }
 
@@ -391,7 +407,7 @@ bool write_atomically(const std::string& path, const std::string& text, std::ost
 /// Removes the table [identity.NAME] (its header line up to the next
 /// table header) from `text`. False if there is none.
 bool remove_table(std::string& text, const std::string& name) {
-  auto header = "[identity." + name + "]";
+  auto header = "[identity." + toml_key(name) + "]";
   std::string out;
   bool removed = false;
   bool skipping = false;

@@ -105,7 +105,9 @@ void on_register(router_ptr self, register_request& req) {
   }
   if (auto holder = st.table.find_name(req.name)) {
     // Constant time: the comparison must not tell how much of a guess was right.
-    if (req.resume_token.empty()
+    // The resume token alone does not move a name to another identity (whose
+    // `names` may overlap): the take-over must come from the holder's own.
+    if (req.resume_token.empty() || req.identity != holder->identity
         || !crypto::equal_constant_time(req.resume_token, holder->resume_token)) {
       // The text names no session or agent detail: the asker may be anyone.
       refuse(codes::name_taken,
@@ -122,6 +124,7 @@ void on_register(router_ptr self, register_request& req) {
   }
   auto token = crypto::random_hex(resume_token_bytes);
   auto& added = st.table.add(req.session_id, req.name, token, session, req.routes, req.restricted);
+  added.identity = req.identity;
   added.receive = req.receive;
   added.send_restricted = req.send_restricted;
   if (req.send_restricted)

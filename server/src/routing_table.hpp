@@ -87,6 +87,9 @@ public:
     uint64_t session_id = 0;
     std::string name;
     std::string resume_token;
+    /// The identity it authenticated as (empty without auth.credentials): a
+    /// take-over by resume token must come from the same identity.
+    std::string identity;
     Handle handle{};
     std::unordered_set<std::string, string_hash, std::equal_to<>> routes;
     /// Its identity may not subscribe to everything: without subscriptions

@@ -76,6 +76,9 @@ struct session_state {
   /// The registration waiting for the authenticator's answer.
   std::optional<register_request> pending;
   steady::time_point hello_at;
+  /// Its token check was queued for argon2id: it already counts as a failed
+  /// login of peer_ip (login_throttle::failed) until it is accepted.
+  bool login_counted = false;
   /// A failed login, answered at hello_at + auth.failed-login-delay.
   std::string refusal_code;
   std::string refusal_text;
@@ -581,7 +584,8 @@ void send_register(session_ptr self, register_request req) {
 void refuse_login(session_ptr self, std::string_view code, std::string text) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  ctx.throttle.failed(st.peer_ip, steady::now());
+  if (!std::exchange(st.login_counted, false))
+    ctx.throttle.failed(st.peer_ip, steady::now());
   bump(ctx.stats.auth_failures);
   ctx.log_session->warn("login failed {} identity={} code={} reason={}", who(self),
                         logfmt_value(st.pending ? st.pending->identity : std::string{}), code,
@@ -694,16 +698,25 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   }
   st.pending = std::move(req);
   auto addr = caf::actor_cast<caf::actor_addr>(self);
+  bool hashing = false;
   auto queued = ctx.auth->submit(
     st.pending->identity, hello.token(),
     [addr](authenticator::outcome res, std::shared_ptr<const identity> id) {
       if (auto session = caf::actor_cast<caf::actor>(addr))
         caf::anon_send(session, auth_atom::value,
                        auth_result{res == authenticator::outcome::accepted, std::move(id)});
-    });
-  if (!queued)
+    },
+    &hashing);
+  if (!queued) {
     fail(self, codes::server_busy,
          "too many logins are waiting to be checked; try again in a moment");
+  } else if (hashing) {
+    // Counted now, not when the answer is due: Hellos sent together (or
+    // abandoned before their answer) would otherwise all be hashed before
+    // the first failure blocks the address. Forgiven if it is accepted.
+    ctx.throttle.failed(st.peer_ip, st.hello_at);
+    st.login_counted = true;
+  }
 }
 
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
@@ -1463,8 +1476,10 @@ void tls_input(session_ptr self, const char* data, size_t size) {
     // Plaintext (a Convoke client without TLS, or anything else): say so in
     // plaintext, the only plaintext this port sends, and close.
     bump(ctx.stats.tls_failures);
+    // At most 8 bytes: enough to tell a Convoke frame from HTTP and the like,
+    // and short of any Hello.token (the earliest it starts is byte 8).
     ctx.log_session->warn("not tls on a tls port {} first_bytes={}", who(self),
-                          logfmt_value(proto::printable({data, size}, 16)));
+                          logfmt_value(proto::printable({data, size}, 8)));
     st.tls.reset();
     fail(self, codes::tls_required,
          "this server accepts TLS connections only (connect with tls://host:port)");
@@ -1632,9 +1647,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       auto& st = self->state;
       if (!st.pending || machine(self).phase() >= phase::closing)
         return; // e.g. the handshake deadline passed while it was checked
-      if (res.accepted)
+      if (res.accepted) {
+        if (std::exchange(st.login_counted, false))
+          st.ctx->throttle.forgive(st.peer_ip);
         admit_identity(self, std::move(res.id));
-      else
+      } else
         refuse_login(self, codes::auth_failed, "the identity or its token is not valid");
     },
     [self](auth_fail_atom) {

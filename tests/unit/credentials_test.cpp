@@ -250,7 +250,8 @@ TEST(Authenticator, ABoundedQueueRefusesWhatItCannotHold) {
   std::vector<std::unique_ptr<answer>> queued;
   for (int i = 0; i < 10; ++i) {
     auto a = std::make_unique<answer>();
-    if (auth.submit("alice", std::string(64, 'a'), a->callback()))
+    // Distinct tokens: identical ones would share one check.
+    if (auth.submit("alice", std::string(60, 'a') + std::to_string(i), a->callback()))
       queued.push_back(std::move(a));
   }
   // Two queued, plus the few the worker took meanwhile (each takes ~10 ms).
