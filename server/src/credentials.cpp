@@ -439,31 +439,35 @@ int credentials_command(int argc, const char* const* argv, std::ostream& out, st
   std::string name;
   auto add = app.add_subcommand("add", "Add an identity with a fresh random token (printed "
                                        "once on standard output)");
+  // Least privilege: an identity gets the rights given here and no others
+  // (--all for everything but observe and admin).
   identity id;
-  id.rights = rights::all();
-  id.rights.observe = observe_level::none;
-  id.rights.admin = false;
-  bool no_receive = false;
+  bool all = false;
   bool replace = false;
   std::string observe = "none";
   add->add_option("file", path, "Credentials file (created if missing, mode 0600)")->required();
   add->add_option("name", name, "Identity name")->required();
   add->add_option("--names", id.names, "Agent names (patterns) it may use [default: its own name]")
     ->delimiter(',');
-  add
-    ->add_option("--publish", id.rights.publish,
-                 "Routes (patterns) it may broadcast on ('' = none)")
-    ->delimiter(',')
-    ->capture_default_str();
-  add
-    ->add_option("--subscribe", id.rights.subscribe,
-                 "Routes (patterns) it may subscribe to ('' = none)")
-    ->delimiter(',')
-    ->capture_default_str();
-  add->add_option("--send", id.rights.send, "Agents (patterns) it may message directly ('' = none)")
-    ->delimiter(',')
-    ->capture_default_str();
-  add->add_flag("--no-receive", no_receive, "It may not receive direct messages");
+  auto publish_opt
+    = add
+        ->add_option("--publish", id.rights.publish,
+                     "Routes (patterns) it may broadcast on, comma-separated [default: none]")
+        ->delimiter(',');
+  auto subscribe_opt = add
+                         ->add_option("--subscribe", id.rights.subscribe,
+                                      "Routes (patterns) it may subscribe to [default: none]")
+                         ->delimiter(',');
+  auto send_opt
+    = add
+        ->add_option("--send", id.rights.send,
+                     "Agents (patterns) it may message directly [default: none; replies to "
+                     "requests it received are always allowed]")
+        ->delimiter(',');
+  add->add_flag("--receive", id.rights.receive, "It may receive direct messages [default: no]");
+  add->add_flag("--all", all,
+                "Publish, subscribe, send and receive everything (not observe, not admin); "
+                "--publish and the others then narrow one right");
   add->add_option("--observe", observe, "Traces it may observe: none, metadata, payload")
     ->check(CLI::IsMember({"none", "metadata", "payload"}))
     ->capture_default_str();
@@ -529,7 +533,16 @@ int credentials_command(int argc, const char* const* argv, std::ostream& out, st
   id.name = name;
   if (id.names.empty())
     id.names = {name};
-  id.rights.receive = !no_receive;
+  if (all) {
+    std::pair<CLI::Option*, std::vector<std::string>*> rights_given[]
+      = {{publish_opt, &id.rights.publish},
+         {subscribe_opt, &id.rights.subscribe},
+         {send_opt, &id.rights.send}};
+    for (auto [opt, xs] : rights_given)
+      if (opt->count() == 0)
+        *xs = {">"};
+    id.rights.receive = true;
+  }
   id.rights.observe = observe == "payload"    ? observe_level::payload
                       : observe == "metadata" ? observe_level::metadata
                                               : observe_level::none;
@@ -555,7 +568,11 @@ int credentials_command(int argc, const char* const* argv, std::ostream& out, st
   }
   if (!write_atomically(path, *text, err))
     return exit_cant_write;
+  auto& r = id.rights;
   err << (existed ? "replaced" : "added") << " identity '" << name << "' in " << path
+      << fmt::format(": names={} publish={} subscribe={} send={} receive={} observe={} admin={}",
+                     toml_list(id.names), toml_list(r.publish), toml_list(r.subscribe),
+                     toml_list(r.send), r.receive, to_string(r.observe), r.admin)
       << "; its token follows (shown once; the file keeps only its hash)\n";
   out << token << "\n";
   return exit_ok;

@@ -45,7 +45,7 @@ struct string_hash {
 /// used up by the reply. Bounded: beyond `max` the oldest is forgotten.
 class reply_grants {
 public:
-  static constexpr size_t max = 1024;
+  static constexpr size_t max = 256;
 
   void grant(std::string_view requester, uint64_t request_id) {
     auto k = key(requester, request_id);

@@ -48,10 +48,10 @@ struct secured {
   std::unique_ptr<server_process> srv;
 
   secured() {
-    alice = add_identity(creds, "alice", {"--publish", "tasks.>", "--send", "worker,mute,bob"});
-    worker
-      = add_identity(creds, "worker", {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
-    mute = add_identity(creds, "mute", {"--no-receive"});
+    alice = add_identity(creds, "alice",
+                         {"--publish", "tasks.>", "--send", "worker,mute,bob", "--receive"});
+    worker = add_identity(creds, "worker", {"--subscribe", "tasks.*", "--receive"});
+    mute = add_identity(creds, "mute", {"--publish", ">", "--subscribe", ">", "--send", ">"});
     srv = std::make_unique<server_process>(
       std::vector<std::string>{"--auth.credentials", creds, "--auth.failed-login-delay", "0s"});
   }
@@ -254,7 +254,7 @@ TEST(Security, AVerifiedClientCertificateNamesTheIdentityAndSighupReloadsIdentit
   temp_dir dir;
   auto creds = dir.file("credentials.toml");
   add_identity(creds, "agent-a", {"--publish", "tasks.>"});
-  auto alice = add_identity(creds, "alice");
+  auto alice = add_identity(creds, "alice", {"--all"});
   server_process srv{{"--tls.cert", certs.server.cert, "--tls.key", certs.server.key,
                       "--tls.client-ca", certs.ca, "--tls.verify-clients", "optional",
                       "--auth.credentials", creds, "--auth.failed-login-delay", "0s"}};
@@ -286,7 +286,7 @@ TEST(Security, AVerifiedClientCertificateNamesTheIdentityAndSighupReloadsIdentit
   EXPECT_NE(nobody->err().find("auth_failed"), std::string::npos) << nobody->err();
 
   // SIGHUP: a new identity can log in; a broken file keeps the old ones.
-  auto carol = add_identity(creds, "carol");
+  auto carol = add_identity(creds, "carol", {"--all"});
   srv.proc->signal(SIGHUP);
   ASSERT_TRUE(srv.proc->wait_output("credentials reloaded for new logins", 10s)) << srv.proc->err();
   auto by_carol

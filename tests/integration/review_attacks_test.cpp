@@ -163,32 +163,12 @@ TEST(ReviewAttacks, ALoginQueuedBeforeAReloadUsesTheReloadedCredentials) {
   EXPECT_FALSE(r.has_welcome()) << "the replaced token was accepted after the reload";
 }
 
-// With the queue full, a known identity is answered server_busy at once,
-// an unknown one auth_failed after auth.failed-login-delay: the text and
-// the timing tell which identities exist (authenticator::submit refuses
-// unknown identities before it looks at the queue). (Sessions that close
-// before their answer also leave their checks queued.)
-TEST(ReviewAttacks, AFullCheckQueueDoesNotTellWhichIdentitiesExist) {
-  creds c;
-  test_server srv{[&](auto& cfg) {
-    cfg.credentials = c.path;
-    cfg.failed_login_delay = 300ms;
-    cfg.failed_login_limit = 100000; // isolate the oracle from the throttle
-    cfg.handshake_timeout = 5000ms;
-    cfg.max_handshakes = 4000;
-  }};
-  std::vector<raw_client> guessers;
-  for (int i = 0; i < 1100; ++i) {
-    guessers.push_back(raw_client::from_address(srv.port(), i % 2 ? "127.0.0.4" : "127.0.0.5"));
-    send_hello(guessers.back(), "worker", guess(i));
-  }
-  ASSERT_TRUE(guessers.back().read(5s)); // server_busy: the queue is full
-  raw_client known{srv.port()}, unknown{srv.port()};
-  auto a = login(known, "worker", std::string(64, 'e'));
-  auto b = login(unknown, "nobody-here", std::string(64, 'e'));
-  EXPECT_EQ(a.notice().code(), b.notice().code())
-    << "known: " << a.ShortDebugString() << "\nunknown: " << b.ShortDebugString();
-}
+// With the queue full, a known identity was answered server_busy at once and
+// an unknown one auth_failed after auth.failed-login-delay, which told which
+// identities exist. Checked deterministically in
+// Authenticator.AFullQueueRefusesKnownAndUnknownIdentitiesAlike
+// (tests/unit/credentials_test.cpp): over sockets, the worker drains the
+// queue while the probes are on their way, so the test could not tell.
 
 // -- attacks that held ----------------------------------------------------------
 

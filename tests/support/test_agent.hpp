@@ -96,9 +96,11 @@ public:
       on_note(n);
   }
   void on_disconnect(const disconnect_info& d) override {
-    record("disconnect:" + d.code);
+    // The callback first: a test that waits for the event may then read
+    // what the callback kept.
     if (on_disconnected)
       on_disconnected(d);
+    record("disconnect:" + d.code);
   }
   void on_error(const error_info& e) override {
     record("error:" + e.where + ":" + e.what);

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <sstream>
 
@@ -178,13 +179,22 @@ TEST(Credentials, TheCliAddsListsAndRemovesIdentitiesAndPrintsTheTokenOnce) {
   EXPECT_TRUE(verify_token(id->token_hash, token));
   EXPECT_EQ(id->rights.publish, std::vector<std::string>{"tasks.>"});
   EXPECT_TRUE(id->rights.send.empty());
-  EXPECT_TRUE(id->rights.receive);
+  EXPECT_TRUE(id->rights.subscribe.empty()) << "least privilege: only what was given";
+  EXPECT_FALSE(id->rights.receive);
   EXPECT_EQ(id->rights.observe, observe_level::metadata);
 
   EXPECT_EQ(credentials_cli({"add", file, "planner"}).code, 2) << "exists: needs --replace";
   EXPECT_EQ(credentials_cli({"add", file, "bad name"}).code, 2);
   EXPECT_EQ(credentials_cli({"add", file, "x", "--publish", "a..b"}).code, 2);
-  ASSERT_EQ(credentials_cli({"add", file, "worker"}).code, 0);
+  ASSERT_EQ(credentials_cli({"add", file, "worker", "--all", "--send", "planner"}).code, 0);
+  {
+    auto w = (*credential_store::load(file))->find("worker");
+    ASSERT_TRUE(w);
+    EXPECT_EQ(w->rights.publish, std::vector<std::string>{">"}) << "--all";
+    EXPECT_EQ(w->rights.send, std::vector<std::string>{"planner"}) << "narrowed";
+    EXPECT_TRUE(w->rights.receive);
+    EXPECT_FALSE(w->rights.admin) << "--all is not admin";
+  }
   r = credentials_cli({"add", file, "planner", "--replace"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.substr(0, 64), token) << "a replaced identity gets a new token";
@@ -259,6 +269,32 @@ TEST(Authenticator, ABoundedQueueRefusesWhatItCannotHold) {
   EXPECT_LT(queued.size(), 10u) << "nothing was refused";
   for (auto& a : queued)
     EXPECT_EQ(a->wait(), authenticator::outcome::refused) << "every accepted check is answered";
+}
+
+TEST(Authenticator, AFullQueueRefusesKnownAndUnknownIdentitiesAlike) {
+  identity id;
+  id.name = "alice";
+  id.names = {"alice"};
+  id.token_hash = hash_of(generate_token());
+  authenticator auth{parse_ok(format_identity(id)), 2};
+  // The worker's first answer blocks it, so the queue stays as filled.
+  std::promise<void> started;
+  std::promise<void> release;
+  auto blocked = release.get_future().share();
+  ASSERT_TRUE(auth.submit("alice", std::string(64, '1'), [&](auto, auto) {
+    started.set_value();
+    blocked.wait();
+  }));
+  started.get_future().wait();
+  answer a, b;
+  ASSERT_TRUE(auth.submit("alice", std::string(64, '2'), a.callback()));
+  ASSERT_TRUE(auth.submit("alice", std::string(64, '3'), b.callback()));
+  EXPECT_FALSE(auth.submit("alice", std::string(64, '4'), [](auto, auto) {}));
+  EXPECT_FALSE(auth.submit("nobody", std::string(64, '4'), [](auto, auto) {}))
+    << "a full queue must refuse an unknown identity too (server_busy for both)";
+  release.set_value();
+  EXPECT_EQ(a.wait(), authenticator::outcome::refused);
+  EXPECT_EQ(b.wait(), authenticator::outcome::refused);
 }
 
 TEST(LoginThrottle, AnAddressIsBlockedAfterTheLimitUntilItsWindowEnds) {
