@@ -3,7 +3,8 @@
 // Messages exchanged by the server's actors (listener, router, sessions).
 // Included only by the CAF translation units of the server. All of these
 // actors are brokers on CAF's multiplexer thread, so these messages never
-// leave the process and never cross a thread: the types are whitelisted as
+// leave the process and, except `auth_result` (sent by the authenticator's
+// worker thread), never cross a thread: the types are whitelisted as
 // local-only ("unsafe") message types.
 
 #include <cstdint>
