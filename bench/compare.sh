@@ -20,6 +20,7 @@
 #
 #   bench/compare.sh                                   # ~15 minutes
 #   RUNS=3 SECS=2 SCENARIOS=fanout bench/compare.sh    # quick look
+#   SCENARIOS=routes bench/compare.sh                  # 10 x 1000 subscriptions
 #   BASELINE_BIN=/path/to/old/convoke-server BASELINE_PROTOCOL=1 bench/compare.sh
 #   TLS=1 SCENARIOS=fanout bench/compare.sh              # TLS against NATS with TLS
 #
@@ -156,6 +157,20 @@ for s in $SCENARIOS; do
       row "fanout N=$n, lost (worst run)" lost worst
       row "fanout N=$n, reordered (worst run)" reordered worst
     done ;;
+  routes)
+    # 10 receivers x 1000 distinct subscriptions (10,000 in all), one of
+    # which matches the published route; against plain fan-out to 10.
+    measure fanout -n 10 --seconds "$SECS"
+    row "fanout N=10, no subscriptions, deliveries/s" deliveries_per_s higher
+    row "fanout N=10, no subscriptions, server CPU s per M deliveries" server_cpu_s_per_million lower
+    measure fanout -n 10 --subscriptions 1000 --seconds "$SECS"
+    row "fanout N=10 x 1000 exact routes, deliveries/s" deliveries_per_s higher
+    row "fanout N=10 x 1000 exact routes, server CPU s per M deliveries" server_cpu_s_per_million lower
+    row "fanout N=10 x 1000 exact routes, lost (worst run)" lost worst
+    measure fanout -n 10 --subscriptions 1000 --patterns --seconds "$SECS"
+    row "fanout N=10 x 1000 patterns, deliveries/s" deliveries_per_s higher
+    row "fanout N=10 x 1000 patterns, server CPU s per M deliveries" server_cpu_s_per_million lower
+    row "fanout N=10 x 1000 patterns, lost (worst run)" lost worst ;;
   latency)
     measure latency -n 10 --rate 10000 --seconds "$SECS"
     for q in p50_us p99_us p999_us; do

@@ -3,6 +3,8 @@
 // Scenarios (one summary line each, --json for a JSON object):
 //   fanout       1 publisher -> N subscribers, closed loop (bounded window):
 //                delivered messages/s and server CPU seconds per million deliveries
+//                (--subscriptions K [--patterns]: each subscriber holds K route
+//                subscriptions, one matching the published route)
 //   latency      open loop at a fixed rate to N subscribers: p50/p99/p99.9
 //                end-to-end latency, losses and reorderings
 //   direct       M sender/receiver pairs, direct messages, closed loop
@@ -167,7 +169,9 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
   h->port = free_port();
   std::vector<std::string> argv{bin};
   if (proto == protocol_kind::convoke) {
-    for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn"})
+    // All load comes from 127.0.0.1: no per-address limit (10000 agents).
+    for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn",
+                   "--limits.max-connections-per-address", "0"})
       argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
   } else {
     for (auto a : {"-a", "127.0.0.1", "-p", "PORT"})
@@ -361,13 +365,19 @@ void await_handshake(connection& c, const std::string& what,
 /// Connects and completes the handshake; NATS subscribers subscribe.
 /// `route` (Convoke): a route subscription in Hello, e.g. so that a publisher
 /// receives no broadcasts.
+/// `subjects` (both protocols): further subscriptions, e.g. the route
+/// patterns of `fanout --subscriptions`.
 std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
                                  const std::string& name, const std::string& subscribe_to,
-                                 const std::string& route = {}) {
+                                 const std::string& route = {},
+                                 const std::vector<std::string>& subjects = {}) {
   auto c = open_connection(srv, proto);
   std::string out;
   if (proto == protocol_kind::convoke) {
-    convoke_append_hello(out, name, route);
+    auto routes = subjects;
+    if (!route.empty())
+      routes.push_back(route);
+    convoke_append_hello(out, name, routes);
     c->send(out);
     await_handshake(*c, "Welcome for " + name, [&](bool& done, std::string& err) {
       return convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
@@ -381,6 +391,8 @@ std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
   nats_append_connect(out, name);
   if (!subscribe_to.empty())
     nats_append_sub(out, subscribe_to, 1);
+  for (size_t i = 0; i < subjects.size(); ++i)
+    nats_append_sub(out, subjects[i], static_cast<int>(i) + 2);
   out += "PING\r\n";
   c->send(out);
   await_handshake(*c, "PONG for " + name, [&](bool& done, std::string& err) {
@@ -552,6 +564,7 @@ struct publisher {
   std::unique_ptr<connection> conn;
   uint32_t index = 0;
   std::string target; // recipient (convoke direct) or subject (nats)
+  std::string route;  // convoke broadcasts: their route (empty: none)
   bool direct = false;
   uint64_t seq = 0;
   std::string payload;
@@ -562,7 +575,7 @@ struct publisher {
     if (conn == nullptr)
       return;
     if (protocol == protocol_kind::convoke)
-      convoke_append_envelope(out, direct ? target : std::string_view{}, {}, payload);
+      convoke_append_envelope(out, direct ? target : std::string_view{}, route, payload);
     else
       nats_append_pub(out, target, payload);
   }
@@ -598,6 +611,8 @@ struct options {
   std::vector<std::string> server_args;
   int server_pid = 0;
   int subscribers = 10;
+  int subscriptions = 0; // fanout/latency: per receiver; 0 = plain broadcast
+  bool patterns = false;
   int payload = 100;
   double seconds = 5;
   int window = 1000;
@@ -623,7 +638,10 @@ std::unique_ptr<server_handle> server_for(const options& o) {
     auto bin = o.server_bin;
     if (bin.empty())
       bin = o.proto == protocol_kind::convoke ? CONVOKE_SERVER_BIN : "/usr/sbin/nats-server";
-    return start_server(o.proto, bin, o.server_args, o.server_cpu);
+    auto args = o.server_args;
+    if (o.proto == protocol_kind::convoke && o.subscriptions > 0)
+      args.insert(args.begin(), {"--limits.max-routes", std::to_string(o.subscriptions)});
+    return start_server(o.proto, bin, args, o.server_cpu);
   }
   auto h = std::make_unique<server_handle>();
   auto hp = parse_host_port(o.server, "127.0.0.1", 7420);
@@ -655,8 +673,35 @@ publisher make_publisher(const options& o, const server_handle& srv, const std::
   return p;
 }
 
+/// The route every receiver of `fanout --subscriptions` matches once.
+constexpr const char* hot_route = "bench.eu.paris";
+
+/// The subscriptions of receiver `i` with `fanout --subscriptions K`: one
+/// that matches `hot_route` ("bench.eu.paris", or with --patterns
+/// "bench.*.paris" / "bench.>") and K-1 distinct ones that do not (exact
+/// "s<i>.t<k>", or patterns mixing "*" and ">" in several positions).
+std::vector<std::string> receiver_subjects(const options& o, int i) {
+  std::vector<std::string> xs;
+  if (o.subscriptions <= 0)
+    return xs;
+  xs.push_back(!o.patterns ? std::string{hot_route} : i % 2 == 0 ? "bench.*.paris" : "bench.>");
+  for (int k = 1; k < o.subscriptions; ++k) {
+    if (!o.patterns)
+      xs.push_back(fmt::format("s{}.t{}", i, k));
+    else if (k % 3 == 0)
+      xs.push_back(fmt::format("s{}.t{}.*", i, k));
+    else if (k % 3 == 1)
+      xs.push_back(fmt::format("s{}.t{}.>", i, k));
+    else
+      xs.push_back(fmt::format("*.s{}.t{}", i, k));
+  }
+  return xs;
+}
+
 /// The fanout/latency set-up: a server, `o.subscribers` subscribers to
 /// "bench" (a broadcast for Convoke, a subject for NATS), one publisher.
+/// With `o.subscriptions`, the subscribers hold that many subscriptions
+/// each instead and the publisher sends on `hot_route`.
 struct fanout_rig {
   std::unique_ptr<server_handle> srv;
   publisher pub;
@@ -664,9 +709,13 @@ struct fanout_rig {
 
   fanout_rig(const options& o, bool measure_latency) : srv(server_for(o)) {
     std::vector<std::unique_ptr<connection>> subs;
+    bool routed = o.subscriptions > 0;
     for (int i = 0; i < o.subscribers; ++i)
-      subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), "bench"));
-    pub = make_publisher(o, *srv, "pub", 0, "bench", false);
+      subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), routed ? "" : "bench", {},
+                          receiver_subjects(o, i)));
+    pub = make_publisher(o, *srv, "pub", 0, routed ? hot_route : "bench", false);
+    if (routed)
+      pub.route = hot_route;
     rx = std::make_unique<receiver>(o.proto, std::move(subs), 1, measure_latency);
     std::this_thread::sleep_for(200ms); // let every subscription settle
   }
@@ -706,19 +755,22 @@ void run_fanout(const options& o) {
   auto rate = static_cast<double>(delivered) / secs;
   auto cpu_per_m = (cpu1 - cpu0) / (static_cast<double>(delivered) / 1e6);
   print(o,
-        fmt::format("fanout proto={} subscribers={} payload={}B window={}: {:.2f} M deliveries/s "
+        fmt::format("fanout proto={} subscribers={} subscriptions={}{} payload={}B window={}: "
+                    "{:.2f} M deliveries/s "
                     "({:.0f} k msgs/s in), server cpu {:.3f} s per M deliveries, server cpu "
                     "{:.2f} s, bench cpu {:.2f} s in {:.1f} s, lost={} reordered={}",
-                    proto_name(o.proto), o.subscribers, o.payload, o.window, rate / 1e6,
+                    proto_name(o.proto), o.subscribers, o.subscriptions,
+                    o.patterns ? " (patterns)" : "", o.payload, o.window, rate / 1e6,
                     static_cast<double>(pub.seq) / secs / 1e3, cpu_per_m, cpu1 - cpu0,
                     self1 - self0, secs, lost, reordered),
-        fmt::format(R"({{"scenario":"fanout","protocol":"{}","subscribers":{},"payload":{},)"
+        fmt::format(R"({{"scenario":"fanout","protocol":"{}","subscribers":{},)"
+                    R"("subscriptions":{},"patterns":{},"payload":{},)"
                     R"("deliveries_per_s":{:.0f},"published_per_s":{:.0f},)"
                     R"("server_cpu_s_per_million":{:.4f},"server_cpu_s":{:.3f},)"
                     R"("bench_cpu_s":{:.3f},"seconds":{:.3f},"lost":{},"reordered":{}}})",
-                    proto_name(o.proto), o.subscribers, o.payload, rate,
-                    static_cast<double>(pub.seq) / secs, cpu_per_m, cpu1 - cpu0, self1 - self0,
-                    secs, lost, reordered));
+                    proto_name(o.proto), o.subscribers, o.subscriptions, o.patterns, o.payload,
+                    rate, static_cast<double>(pub.seq) / secs, cpu_per_m, cpu1 - cpu0,
+                    self1 - self0, secs, lost, reordered));
 }
 
 void run_latency(const options& o) {
@@ -1064,6 +1116,12 @@ int main(int argc, char** argv) {
   app.add_option("--server-pid", o.server_pid, "PID of --server, for its CPU and RSS");
   app.add_option("-n,--subscribers", o.subscribers, "fanout/latency receivers")
     ->capture_default_str();
+  app
+    .add_option("--subscriptions", o.subscriptions,
+                "fanout/latency: subscriptions per receiver, one of which matches the "
+                "published route (0: plain broadcast)")
+    ->capture_default_str();
+  app.add_flag("--patterns", o.patterns, "with --subscriptions: route patterns (* and >)");
   app.add_option("--payload", o.payload, "payload bytes")->capture_default_str();
   app.add_option("--seconds", o.seconds, "measurement time")->capture_default_str();
   app.add_option("--window", o.window, "closed loop: messages in flight per publisher")

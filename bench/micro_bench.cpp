@@ -4,6 +4,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <fmt/format.h>
+
+#include <functional>
+
 #include "convoke/proto/codec.hpp"
 #include "envelope_scan.hpp"
 #include "routing_table.hpp"
@@ -101,6 +105,63 @@ void BM_FanoutTargets(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * (n - 1));
 }
 BENCHMARK(BM_FanoutTargets)->Arg(10)->Arg(100)->Arg(1000);
+
+// -- route subscriptions (issue 9) -------------------------------------------
+//
+// 10 receivers x 1000 distinct subscriptions = 10,000, one publisher
+// (session 0, subscribed elsewhere). The "targets" counter is the number
+// of receivers the route reaches.
+
+using route_table = server::routing_table<int>;
+
+void add_receivers(route_table& table,
+                   const std::function<std::string(int receiver, int k)>& subscription) {
+  table.add(0, "pub", "", 0, {"pub.only"});
+  for (int i = 1; i <= 10; ++i) {
+    std::vector<std::string> routes;
+    for (int k = 0; k < 1000; ++k)
+      routes.push_back(subscription(i, k));
+    table.add(static_cast<uint64_t>(i), "rx-" + std::to_string(i), "", i, routes);
+  }
+}
+
+void run_targets(benchmark::State& state, route_table& table, std::string_view route) {
+  std::vector<route_table::entry*> out;
+  for (auto _ : state) {
+    out.clear();
+    table.broadcast_targets(0, route, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["targets"] = static_cast<double>(out.size());
+  state.SetItemsProcessed(state.iterations());
+}
+
+/// (a)/(c) 10k exact subscriptions, a route matching one of them. Arg 0: no
+/// pattern subscription anywhere (today's path: one hash lookup); Arg 1: an
+/// 11th receiver holds one pattern that does not match ("other.*"), so the
+/// broadcast also stamps and walks the (tiny) trie.
+void BM_RouteTargetsExact10k(benchmark::State& state) {
+  route_table table;
+  add_receivers(table, [](int i, int k) { return fmt::format("bench.r{}.t{}", i, k); });
+  if (state.range(0) != 0)
+    table.add(11, "rx-pattern", "", 11, {"other.*"});
+  run_targets(state, table, "bench.r3.t500");
+}
+BENCHMARK(BM_RouteTargetsExact10k)->Arg(0)->Arg(1);
+
+/// (b) 10k pattern subscriptions, "*" and ">" in several positions; the
+/// route matches two of them (receivers 2 and 3).
+void BM_RouteTargetsPatterns10k(benchmark::State& state) {
+  route_table table;
+  add_receivers(table, [](int i, int k) {
+    if (i % 2 == 0)
+      return k % 2 == 0 ? fmt::format("bench.t{}.r{}.*", k, i)
+                        : fmt::format("bench.t{}.r{}.>", k, i);
+    return k % 2 == 0 ? fmt::format("bench.t{}.*.r{}", k, i) : fmt::format("*.t{}.r{}.>", k, i);
+  });
+  run_targets(state, table, "bench.t42.r2.r3");
+}
+BENCHMARK(BM_RouteTargetsPatterns10k);
 
 /// Copying one batch (64 frames) into each receiver's output buffer.
 void BM_DeliveryCopy(benchmark::State& state) {

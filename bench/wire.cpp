@@ -50,11 +50,19 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
 }
 
 void convoke_append_hello(std::string& out, std::string_view name, std::string_view route) {
+  std::vector<std::string> routes;
+  if (!route.empty())
+    routes.emplace_back(route);
+  convoke_append_hello(out, name, routes);
+}
+
+void convoke_append_hello(std::string& out, std::string_view name,
+                          const std::vector<std::string>& routes) {
   std::string hello;
   put_varint(hello, (1 << 3) | 0); // protocol_version
   put_varint(hello, convoke_hello_version);
   put_bytes_field(hello, 2, name);
-  if (!route.empty())
+  for (auto& route : routes)
     put_bytes_field(hello, 5, route); // routes
   put_bytes_field(hello, 6, "convoke-bench");
   std::string frame;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace convoke::bench {
 
@@ -40,6 +41,10 @@ void convoke_append_envelope(std::string& out, std::string_view recipient, std::
 inline uint32_t convoke_hello_version = 2;
 
 void convoke_append_hello(std::string& out, std::string_view name, std::string_view route = {});
+
+/// The same with any number of route subscriptions (patterns allowed).
+void convoke_append_hello(std::string& out, std::string_view name,
+                          const std::vector<std::string>& routes);
 
 /// Appends a Frame{Heartbeat{reply_to = seq}}.
 void convoke_append_heartbeat_reply(std::string& out, uint64_t seq);

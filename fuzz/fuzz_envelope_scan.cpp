@@ -10,7 +10,7 @@
 //   nothing else that protobuf takes;
 // - the scanner accepts => decode_frame accepts, the frame is an envelope,
 //   and the view's recipient/route/payload/trace_id/sent_ns/client_seq/
-//   request_id are the parsed ones, and the view's envelope bytes are the
+//   request_id/in_reply_to are the parsed ones, and the view's envelope bytes are the
 //   envelope's; append_delivery_frame then decodes to a Delivery with the
 //   stamp and exactly that envelope;
 // - the body is exactly one field 3 (length-delimited) and decode_frame
@@ -97,6 +97,7 @@ void check_view(const server::envelope_view& view, const v1::Envelope& env) {
   FUZZ_CHECK(view.sent_ns == env.sent_unix_nanos());
   FUZZ_CHECK(view.client_seq == env.client_seq());
   FUZZ_CHECK(view.request_id == env.request_id());
+  FUZZ_CHECK(view.in_reply_to == env.in_reply_to());
 }
 
 void check_relayed(const server::envelope_view& view, const v1::Envelope& env, uint8_t seed) {

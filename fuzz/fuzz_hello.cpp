@@ -1,17 +1,26 @@
 // fuzz_hello: the Hello checks (server::check_hello) and the name, route and
 // addressing rules (proto::check_agent_name, check_route,
-// server::check_addressing).
+// check_route_pattern, server::check_addressing).
 //
 // The input is a frame body (a Hello, if decode_frame says so) or, failing
 // that, a Hello body that conforms to the schema. check_hello runs with the
 // default configuration and with a token and max_routes = 2. Checks: an
 // accepted Hello has the current protocol version, a valid or empty name, a role of at
+<<<<<<< HEAD
+// most 64 bytes, valid routes within the limit; check_shared_token accepts
+// exactly the configured token (or anything when none is set). Then slices of the raw input (cut at
+// the position byte 0 gives) go through the rules, which are checked against their definition (1-64
+// bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without spaces; a refusal has a code of
+// the proto category and a sentence) and against check_addressing.
+=======
 // most 64 bytes, valid routes within the limit, and the token when one is
 // required. Then slices of the raw input (cut at the position byte 0 gives)
 // go through the rules, which are checked against their definition
 // (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
-// spaces; a refusal has a code of the proto category and a sentence) and
-// against check_addressing.
+// spaces, in non-empty '.'-separated tokens, "*" and a last ">" only in
+// subscription patterns; a refusal has a code of the proto category and a
+// sentence) and against check_addressing.
+>>>>>>> routes
 
 #include <cstdint>
 #include <string>
@@ -22,6 +31,7 @@
 #include "check.hpp"
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
+#include "convoke/proto/subject.hpp"
 #include "convoke/proto/wire_check.hpp"
 #include "session_rules.hpp"
 
@@ -39,7 +49,7 @@ bool name_ok(std::string_view s) {
   return true;
 }
 
-bool route_ok(std::string_view s) {
+bool route_chars_ok(std::string_view s) {
   if (s.empty() || s.size() > 128)
     return false;
   for (char c : s)
@@ -48,7 +58,34 @@ bool route_ok(std::string_view s) {
   return true;
 }
 
+/// Tokens between single dots, none empty; "*" anywhere and ">" as the last
+/// token only in a pattern.
+bool tokens_ok(std::string_view s, bool pattern) {
+  size_t start = 0;
+  for (;;) {
+    auto dot = s.find('.', start);
+    bool last = dot == std::string_view::npos;
+    auto tok = s.substr(start, last ? std::string_view::npos : dot - start);
+    if (tok.empty() || (tok == "*" && !pattern) || (tok == ">" && (!pattern || !last)))
+      return false;
+    if (last)
+      return true;
+    start = dot + 1;
+  }
+}
+
+bool route_ok(std::string_view s) {
+  return route_chars_ok(s) && tokens_ok(s, false);
+}
+
+bool pattern_ok(std::string_view s) {
+  return route_chars_ok(s) && tokens_ok(s, true);
+}
+
 void check(const v1::Hello& hello, const server::server_config& cfg) {
+  // The shared token is checked apart (the session answers failures late).
+  FUZZ_CHECK(!server::check_shared_token(hello, cfg).has_value()
+             == (cfg.token.empty() || hello.token() == cfg.token));
   auto refused = server::check_hello(hello, cfg);
   if (refused) {
     FUZZ_CHECK(!refused->code.empty() && !refused->text.empty());
@@ -59,17 +96,27 @@ void check(const v1::Hello& hello, const server::server_config& cfg) {
   FUZZ_CHECK(hello.agent_name().empty() || name_ok(hello.agent_name()));
   FUZZ_CHECK(hello.role().size() <= proto::max_role_length);
   FUZZ_CHECK(static_cast<uint32_t>(hello.routes_size()) <= cfg.max_routes);
+<<<<<<< HEAD
   for (auto& r : hello.routes())
     FUZZ_CHECK(proto::check_route(r).has_value() && route_ok(r));
+=======
+  for (auto& r : hello.routes()) // subscriptions: patterns allowed
+    FUZZ_CHECK(proto::check_route_pattern(r).has_value() && pattern_ok(r));
   FUZZ_CHECK(cfg.token.empty() || hello.token() == cfg.token);
+>>>>>>> routes
 }
 
 void check_rules(std::string_view a, std::string_view b) {
   auto name = proto::check_agent_name(a);
   auto route = proto::check_route(b);
+  auto pattern = proto::check_route_pattern(b);
   FUZZ_CHECK(name.has_value() == name_ok(a));
   FUZZ_CHECK(route.has_value() == route_ok(b));
-  for (auto* r : {&name, &route}) // a refusal has a rules code and a sentence
+  FUZZ_CHECK(pattern.has_value() == pattern_ok(b));
+  // A concrete route matches itself, and no pattern is a concrete route.
+  FUZZ_CHECK(!route.has_value() || (proto::pattern_matches(b, b) && !proto::is_pattern(b)));
+  FUZZ_CHECK(!pattern.has_value() || route.has_value() == !proto::is_pattern(b));
+  for (auto* r : {&name, &route, &pattern}) // a refusal has a rules code and a sentence
     FUZZ_CHECK(
       r->has_value()
       || (r->error().code.category() == proto::error_category() && !r->error().text.empty()));

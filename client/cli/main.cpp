@@ -272,9 +272,9 @@ int main(int argc, char** argv) {
   if (auto env = std::getenv("CONVOKE_SERVER"))
     server = env;
   std::string name;
-  std::string token;
-  if (auto env = std::getenv("CONVOKE_TOKEN"))
-    token = env;
+  std::string token_file;
+  std::string identity;
+  std::string token_on_argv;
   bool reconnect = false;
   std::string tls_ca;
   std::string tls_cert;
@@ -294,9 +294,14 @@ int main(int argc, char** argv) {
     cmd->add_option("--tls-server-name", tls_server_name,
                     "Name the server's certificate must carry (default: the host of --server)");
     cmd->add_option("-n,--name", name, "Agent name (default: assigned by the server)");
-    cmd->add_option("--token", token,
-                    "Shared secret, if the server requires one "
-                    "[env: CONVOKE_TOKEN]");
+    cmd->add_option("--identity", identity,
+                    "Identity to authenticate as (default: the agent name) "
+                    "[env: CONVOKE_IDENTITY]");
+    cmd->add_option("--token-file", token_file,
+                    "File whose first line is the token (the identity's, or the server's "
+                    "shared secret); else the environment variable CONVOKE_TOKEN");
+    // Refused with a reason: a command line is readable by every user (ps).
+    cmd->add_option("--token", token_on_argv)->group("");
     cmd->add_flag("--reconnect", reconnect, "Reconnect (with backoff) if the connection drops");
   };
   printer out;
@@ -348,7 +353,21 @@ int main(int argc, char** argv) {
   opts.tls_cert_file = tls_cert;
   opts.tls_key_file = tls_key;
   opts.tls_server_name = tls_server_name;
-  opts.token = token;
+  if (!token_on_argv.empty()) {
+    std::cerr << "convoke: --token: tokens are not taken from the command line, where every "
+                 "user can read them (ps); use --token-file FILE or CONVOKE_TOKEN\n";
+    return 2;
+  }
+  if (identity.empty())
+    if (auto env = std::getenv("CONVOKE_IDENTITY"))
+      identity = env;
+  try {
+    opts.token = read_token(token_file);
+  } catch (const std::exception& e) {
+    std::cerr << "convoke: " << e.what() << "\n";
+    return 2;
+  }
+  opts.identity = identity;
   opts.reconnect.enabled = reconnect;
   opts.role = "cli";
 

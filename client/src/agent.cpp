@@ -14,6 +14,7 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
+#include "convoke/proto/subject.hpp"
 #include "internal.hpp"
 
 namespace convoke {
@@ -181,7 +182,7 @@ void agent_core::start() {
   for (auto& r : initial_routes_of(*user))
     routes.insert(r);
   for (auto& [r, h] : initial_handlers_of(*user))
-    route_handlers[r] = h;
+    set_route_handler(r, h);
   task_registry::hooks hooks;
   hooks.defer = [this](std::function<void()> fn) {
     self->send(self, post_atom::value, closure{std::move(fn)});
@@ -243,17 +244,18 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
   if (!goodbye_code.empty())
     handle_disconnect(goodbye_code, goodbye_reason);
   else if (refusal)
-    handle_disconnect(refusal->code, refusal->text);
+    handle_disconnect(refusal->code, refusal->text, refusal->retry_after); // e.g. quarantined
   else
     handle_disconnect("connection_lost", reason);
 }
 
-void agent_core::handle_disconnect(std::string code, std::string reason) {
+void agent_core::handle_disconnect(std::string code, std::string reason,
+                                   std::chrono::milliseconds at_least) {
   if (conn) {
     self->send_exit(conn, caf::exit_reason::user_shutdown);
     conn = nullptr;
   }
-  auto end = link.disconnect(code, reason);
+  auto end = link.disconnect(code, reason, at_least);
   auto& info = end.info;
   if (end.was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
@@ -541,12 +543,40 @@ void agent_core::handle_delivery(v1::Delivery& e) {
     }
   }
   if (!m.route.empty())
-    if (auto i = route_handlers.find(m.route); i != route_handlers.end()) {
-      auto handler = i->second; // the handler may change the map
+    if (auto h = route_handler(m.route)) {
+      auto handler = *h; // the handler may change the handlers
       guarded("route handler '" + m.route + "'", [&] { handler(m); });
       return;
     }
   guarded("on_message", [&] { user->on_message(m); });
+}
+
+void agent_core::set_route_handler(const std::string& route, agent::message_handler handler) {
+  if (!proto::is_pattern(route)) {
+    route_handlers[route] = std::move(handler);
+    return;
+  }
+  for (auto& [p, h] : pattern_handlers)
+    if (p == route) {
+      h = std::move(handler);
+      return;
+    }
+  pattern_handlers.emplace_back(route, std::move(handler));
+}
+
+void agent_core::erase_route_handler(const std::string& route) {
+  if (route_handlers.erase(route) > 0)
+    return;
+  std::erase_if(pattern_handlers, [&](auto& ph) { return ph.first == route; });
+}
+
+const agent::message_handler* agent_core::route_handler(const std::string& route) const {
+  if (auto i = route_handlers.find(route); i != route_handlers.end())
+    return &i->second;
+  for (auto& [p, h] : pattern_handlers)
+    if (proto::pattern_matches(p, route))
+      return &h;
+  return nullptr;
 }
 
 void agent_core::handle_notice(const v1::Notice& n) {
@@ -967,7 +997,7 @@ void agent::subscribe(const std::string& route) {
     initial_routes_.push_back(route);
     return;
   }
-  if (auto checked = proto::check_route(route); !checked) {
+  if (auto checked = proto::check_route_pattern(route); !checked) {
     core_->guarded("subscribe", [&] {
       throw std::invalid_argument("invalid route '" + route + "': " + checked.error().text);
     });
@@ -980,7 +1010,7 @@ void agent::subscribe(const std::string& route) {
 void agent::unsubscribe(const std::string& route) {
   if (!core_)
     return;
-  core_->route_handlers.erase(route);
+  core_->erase_route_handler(route);
   if (core_->routes.erase(route) > 0)
     core_->send_subscription(false, route);
 }
@@ -991,7 +1021,7 @@ void agent::on_route(const std::string& route, message_handler handler) {
     subscribe(route);
     return;
   }
-  core_->route_handlers[route] = std::move(handler);
+  core_->set_route_handler(route, std::move(handler));
   subscribe(route);
 }
 

@@ -1,5 +1,7 @@
 #include "frames.hpp"
 
+#include <algorithm>
+
 #include "convoke/client/error.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
@@ -75,6 +77,7 @@ v1::Frame make_hello(const std::string& name, const client_options& opts,
   h->set_agent_name(name);
   h->set_role(opts.role);
   h->set_token(opts.token);
+  h->set_identity(opts.identity);
   for (auto& r : routes)
     h->add_routes(r);
   h->set_sdk_name(sdk_name);
@@ -127,6 +130,9 @@ notice to_notice(const v1::Notice& n) {
   x.client_seq = n.client_seq();
   x.message_id = n.message_id();
   x.request_id = n.request_id();
+  // At most a day: the value is the server's, a duration must not overflow.
+  x.retry_after = std::chrono::milliseconds{
+    static_cast<int64_t>(std::min<uint64_t>(n.retry_after_ms(), 86'400'000))};
   return x;
 }
 

@@ -120,7 +120,11 @@ struct agent_core {
   // Agent bookkeeping.
   std::set<std::string> routes;
   std::set<std::string> hello_routes; // the set sent in the current Hello
+  /// Handlers of exact routes.
   std::unordered_map<std::string, agent::message_handler> route_handlers;
+  /// Handlers of route patterns ("weather.>"), in registration order: a
+  /// delivery no exact handler takes goes to the first that matches.
+  std::vector<std::pair<std::string, agent::message_handler>> pattern_handlers;
   std::unordered_map<task_id, timer> timers;
   std::unordered_map<task_id, worker> workers;
   /// Child tasks still alive (their exit is no reason to stop the agent).
@@ -156,7 +160,8 @@ struct agent_core {
   void on_connect_failed(uint64_t g, const std::string& reason);
   void on_frames(uint64_t g, const std::vector<char>& bytes);
   void on_disconnected(uint64_t g, const std::string& reason);
-  void handle_disconnect(std::string code, std::string reason);
+  void handle_disconnect(std::string code, std::string reason,
+                         std::chrono::milliseconds at_least = std::chrono::milliseconds{0});
   /// Stops the agent: no reconnect from now on; `stop_now` follows as a
   /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);
@@ -179,6 +184,12 @@ struct agent_core {
                                 std::string_view payload, const send_options& opts,
                                 uint64_t request_id, uint64_t in_reply_to);
   void send_subscription(bool subscribe, const std::string& route);
+  /// Registers (or replaces) the handler of a route or pattern.
+  void set_route_handler(const std::string& route, agent::message_handler handler);
+  void erase_route_handler(const std::string& route);
+  /// The handler for a delivery on `route`: exact first, then patterns;
+  /// null if none.
+  const agent::message_handler* route_handler(const std::string& route) const;
 
   // -- agent code ----------------------------------------------------------------
   /// Runs agent code, reporting exceptions to on_error. False if it threw.

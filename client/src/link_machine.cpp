@@ -2,6 +2,8 @@
 
 #include "link_machine.hpp"
 
+#include <algorithm>
+
 #include "backoff.hpp"
 #include "convoke/proto/rules.hpp"
 
@@ -60,7 +62,8 @@ link_machine::watchdog_result link_machine::watchdog(uint64_t gen, time_point no
   return r;
 }
 
-link_machine::ended link_machine::disconnect(const std::string& code, const std::string& reason) {
+link_machine::ended link_machine::disconnect(const std::string& code, const std::string& reason,
+                                             std::chrono::milliseconds at_least) {
   ended e;
   e.was_connected = state_ == state::connected;
   state_ = stopping_ ? state::stopped : state::idle;
@@ -73,7 +76,7 @@ link_machine::ended link_machine::disconnect(const std::string& code, const std:
   e.info.will_reconnect = !stopping_ && !fatal(code) && rp.enabled
                           && (rp.max_attempts == 0 || attempt_ <= rp.max_attempts);
   if (e.info.will_reconnect) {
-    e.info.retry_in = backoff_delay(rp, attempt_, rng_);
+    e.info.retry_in = std::max(backoff_delay(rp, attempt_, rng_), at_least);
   } else if (!stopping_) {
     // Without a session to come, the agent is done. An orderly end by the
     // server (Goodbye) is a normal exit; anything else is a failure.

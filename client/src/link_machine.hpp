@@ -101,8 +101,10 @@ public:
   }
 
   /// The connection (or attempt) ended with `code`. Decides about the next
-  /// attempt; the generation moves on, so its late messages are stale.
-  ended disconnect(const std::string& code, const std::string& reason);
+  /// attempt, no sooner than `at_least` (the server's retry_after, e.g. of a
+  /// quarantine); the generation moves on, so its late messages are stale.
+  ended disconnect(const std::string& code, const std::string& reason,
+                   std::chrono::milliseconds at_least = std::chrono::milliseconds{0});
 
   /// The agent stops: no reconnect from now on. A session stays open for
   /// teardown(), which may still send.

@@ -4,6 +4,12 @@
 #include "convoke/common/error_table.hpp"
 #include "convoke/common/units.hpp"
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
 namespace convoke {
 
 namespace {
@@ -58,6 +64,27 @@ bool set_server_address(client_options& opts, const std::string& address) {
   opts.port = hp->port;
   opts.tls = tls;
   return true;
+}
+
+} // namespace convoke
+
+namespace convoke {
+
+std::string read_token(const std::string& file, const char* env_var) {
+  if (file.empty()) {
+    auto v = env_var != nullptr ? std::getenv(env_var) : nullptr;
+    return v != nullptr ? std::string{v} : std::string{};
+  }
+  std::ifstream in{file, std::ios::binary};
+  if (!in)
+    throw std::runtime_error("cannot read the token file '" + file + "': " + std::strerror(errno));
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' '))
+    token.pop_back();
+  if (token.empty())
+    throw std::runtime_error("the token file '" + file + "' is empty");
+  return token;
 }
 
 } // namespace convoke

@@ -17,6 +17,12 @@ const error_row rows[] = {
   {static_cast<int>(errc::route_too_long), "route_too_long", "route is too long"},
   {static_cast<int>(errc::route_invalid_character), "route_invalid_character",
    "route contains a space, control or non-ASCII character"},
+  {static_cast<int>(errc::route_empty_token), "route_empty_token",
+   "route has an empty token (leading, trailing or double '.')"},
+  {static_cast<int>(errc::route_is_pattern), "route_is_pattern",
+   "route is a pattern; patterns are only for subscriptions"},
+  {static_cast<int>(errc::route_tail_not_last), "route_tail_not_last",
+   "route pattern has '>' before its last token"},
 };
 
 const table_category& category() noexcept {
@@ -54,19 +60,56 @@ expected<> check_agent_name(std::string_view name) {
   return {};
 }
 
-expected<> check_route(std::string_view route) {
+namespace {
+
+expected<> check_route_impl(std::string_view route, bool pattern) {
   if (route.empty())
     return fail(errc::route_empty, "route is empty");
   if (route.size() > max_route_length)
     return fail(errc::route_too_long, fmt::format("route is {} bytes long; the limit is {}",
                                                   route.size(), max_route_length));
-  for (auto c : route)
-    if (c <= ' ' || c > '~')
-      return fail(errc::route_invalid_character,
-                  fmt::format("route '{}' contains a space, control or non-ASCII "
-                              "character",
+  size_t start = 0; // of the current token
+  for (size_t i = 0; i <= route.size(); ++i) {
+    if (i < route.size()) {
+      auto c = route[i];
+      if (c <= ' ' || c > '~')
+        return fail(errc::route_invalid_character,
+                    fmt::format("route '{}' contains a space, control or non-ASCII "
+                                "character",
+                                printable(route)));
+      if (c != '.')
+        continue;
+    }
+    auto token = route.substr(start, i - start);
+    start = i + 1;
+    if (token.empty())
+      return fail(errc::route_empty_token,
+                  fmt::format("route '{}' has an empty token (a leading, trailing or double "
+                              "'.'); tokens are separated by single dots",
                               printable(route)));
+    if (token.size() != 1 || (token[0] != '*' && token[0] != '>'))
+      continue;
+    if (!pattern)
+      return fail(errc::route_is_pattern,
+                  fmt::format("route '{}' is a pattern; patterns are only for subscriptions",
+                              printable(route)));
+    if (token[0] == '>' && i != route.size())
+      return fail(errc::route_tail_not_last,
+                  fmt::format("route pattern '{}' has '>' before its last token; '>' matches "
+                              "the rest of a route and may only come last",
+                              printable(route)));
+  }
   return {};
+}
+
+} // namespace
+
+expected<> check_route(std::string_view route) {
+  return check_route_impl(route, false);
+}
+
+expected<> check_route_pattern(std::string_view route) {
+  return check_route_impl(route, true);
 }
 
 std::string printable(std::string_view bytes, size_t max) {

@@ -5,12 +5,15 @@
 #include <map>
 #include <ostream>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -20,6 +23,7 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
+#include "credentials.hpp"
 
 namespace convoke::server {
 
@@ -168,6 +172,9 @@ const std::vector<option_def>& options() {
                                   "TCP port; 0 picks a free port (printed at startup)."));
     t.push_back(string_opt("listen", "port-file", &server_config::port_file,
                            "If set, the bound port is written to this file once listening."));
+    t.push_back(bool_opt("listen", "allow-plaintext", &server_config::allow_plaintext,
+                         "Allow a non-loopback listen.host without TLS (only on a network "
+                         "you trust). Also --allow-plaintext."));
     t.push_back(frame_size_opt("Largest frame an agent may send (the length prefix value)."));
     t.push_back(int_opt<uint32_t>("limits", "max-agents", &server_config::max_agents, 1, 1'000'000,
                                   "Most agents connected at once (past Hello); more are "
@@ -184,6 +191,44 @@ const std::vector<option_def>& options() {
                          "consumers and reading pauses until it is back under."));
     t.push_back(int_opt<uint32_t>("limits", "max-routes", &server_config::max_routes, 1, 100'000,
                                   "Most route subscriptions one agent may hold."));
+    t.push_back(int_opt<uint32_t>(
+      "limits", "max-connections-per-address", &server_config::max_connections_per_address, 0,
+      1'000'000,
+      "Most connections open at once from one IP address (0 = unlimited); more are "
+      "refused with a too_many_connections Notice."));
+    t.push_back(int_opt<uint32_t>("limits", "messages-per-second",
+                                  &server_config::messages_per_second, 0, 100'000'000,
+                                  "Envelopes per second one principal (for now: one IP address) "
+                                  "may send, over all its connections (0 = unlimited); more get "
+                                  "a rate_limited Notice and are not relayed."));
+    t.push_back(int_opt<uint32_t>("limits", "messages-burst", &server_config::messages_burst, 0,
+                                  100'000'000,
+                                  "Envelopes a principal may send at once after a quiet spell "
+                                  "(0 = one second's worth of limits.messages-per-second)."));
+    t.push_back(size_opt("limits", "bytes-per-second", &server_config::bytes_per_second, 0,
+                         1ull << 40,
+                         "Envelope bytes per second one principal may send, over all its "
+                         "connections (0 = unlimited)."));
+    t.push_back(size_opt("limits", "bytes-burst", &server_config::bytes_burst, 0, 1ull << 40,
+                         "Envelope bytes a principal may send at once after a quiet spell (0 = "
+                         "one second's worth, at least limits.max-frame-bytes)."));
+    t.push_back(int_opt<uint32_t>("limits", "quarantine-after", &server_config::quarantine_after, 0,
+                                  1'000'000,
+                                  "Rate limit breaches (at most one counted per second) within "
+                                  "limits.quarantine-window that quarantine a principal: its "
+                                  "connections are closed and refused (quarantined) for "
+                                  "limits.quarantine-for (0 = never)."));
+    t.push_back(duration_opt("limits", "quarantine-window", &server_config::quarantine_window,
+                             false,
+                             "The window, from the first breach, in which "
+                             "limits.quarantine-after breaches quarantine."));
+    t.push_back(duration_opt("limits", "quarantine-for", &server_config::quarantine_for, false,
+                             "How long a quarantine lasts."));
+    t.push_back(int_opt<uint32_t>("limits", "max-idle-principals",
+                                  &server_config::max_idle_principals, 1, 100'000'000,
+                                  "Principals without a connection whose rate limit and "
+                                  "quarantine state is kept; beyond it the least recently "
+                                  "active are forgotten (counted in principals_evicted)."));
     t.push_back(duration_opt("timeouts", "handshake", &server_config::handshake_timeout, false,
                              "A new connection must send Hello within this time."));
     t.push_back(duration_opt("timeouts", "heartbeat-interval", &server_config::heartbeat_interval,
@@ -219,8 +264,28 @@ const std::vector<option_def>& options() {
     t.push_back(size_opt("flow", "input-window", &server_config::input_window, 64 << 10, 1ull << 30,
                          "Bytes read from one agent that may wait in the router; the "
                          "server stops reading that agent beyond it (TCP backpressure)."));
+    t.push_back(string_opt("auth", "credentials", &server_config::credentials,
+                           "Credentials file: identities, their token hashes, rights and "
+                           "limits (manage with 'convoke-server credentials'). Empty = no "
+                           "identities."));
     t.push_back(string_opt("auth", "token", &server_config::token,
-                           "Shared secret agents must present in Hello (empty = no check)."));
+                           "One shared secret every agent must present in Hello (empty = "
+                           "none). Never on the command line: use auth.token-file or "
+                           "the environment."));
+    t.push_back(string_opt("auth", "token-file", &server_config::token_file,
+                           "File holding the shared secret (auth.token)."));
+    t.push_back(bool_opt("auth", "allow-anonymous", &server_config::allow_anonymous,
+                         "Allow a non-loopback listen.host without credentials or token "
+                         "(anyone who reaches the port may connect). Also --allow-anonymous."));
+    t.push_back(duration_opt("auth", "failed-login-delay", &server_config::failed_login_delay, true,
+                             "A failed login is answered this long after its Hello."));
+    t.push_back(int_opt<uint32_t>("auth", "failed-login-limit", &server_config::failed_login_limit,
+                                  1, 1'000'000,
+                                  "Failed logins from one address within "
+                                  "auth.failed-login-window after which it is refused until "
+                                  "the window ends (auth_throttled)."));
+    t.push_back(duration_opt("auth", "failed-login-window", &server_config::failed_login_window,
+                             false, "Window of auth.failed-login-limit."));
     t.push_back({"log", "level", "Log level: trace, debug, info, warn, error, critical, off.",
                  [](const server_config& c) { return json_string(c.log_level); },
                  [](server_config& c, const std::string& v) -> expected<> {
@@ -342,6 +407,11 @@ std::vector<error> validate(const server_config& cfg) {
             fmt::format("flow.output-high-water ({}) must be at least "
                         "limits.max-frame-bytes ({})",
                         format_size(cfg.output_high_water), format_size(cfg.max_frame_bytes)));
+  if (cfg.bytes_per_second > 0 && cfg.bytes_burst > 0 && cfg.bytes_burst < cfg.max_frame_bytes)
+    problem(errc::invalid_config,
+            fmt::format("limits.bytes-burst ({}) must be at least limits.max-frame-bytes ({}): "
+                        "a message of the largest size could never be relayed",
+                        format_size(cfg.bytes_burst), format_size(cfg.max_frame_bytes)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
   if (cfg.host.empty())
@@ -358,7 +428,60 @@ std::vector<error> validate(const server_config& cfg) {
   if (cfg.tls_verify_clients != tls::client_verification::off && cfg.tls_client_ca.empty())
     problem(errc::invalid_config, fmt::format("tls.verify-clients = {} needs tls.client-ca",
                                               tls::to_string(cfg.tls_verify_clients)));
+  if (!cfg.token.empty() && !cfg.credentials.empty())
+    problem(errc::invalid_config,
+            "auth.token and auth.credentials exclude each other: with a credentials file "
+            "every agent presents its own identity's token");
+  // Secure by default (as Mosquitto 2.0): beyond loopback, anyone may reach
+  // the port, so authentication and TLS are required unless the operator
+  // opts out by name.
+  if (!is_loopback_host(cfg.host)) {
+    if (cfg.credentials.empty() && cfg.token.empty() && cfg.token_file.empty()
+        && !cfg.allow_anonymous)
+      problem(errc::invalid_config,
+              fmt::format("listen.host '{}' is not a loopback address and agents are not "
+                          "authenticated: set auth.credentials (create it with "
+                          "'convoke-server credentials add FILE NAME'), or opt out with "
+                          "--allow-anonymous if anyone who can reach the port may connect",
+                          cfg.host));
+    if (!cfg.allow_plaintext && !cfg.tls_enabled())
+      problem(errc::invalid_config,
+              fmt::format("listen.host '{}' is not a loopback address and TLS is off: "
+                          "configure TLS, or opt out with --allow-plaintext if the network "
+                          "is trusted (tokens and messages cross it readable)",
+                          cfg.host));
+  }
   return errs;
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1)
+    return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
+}
+
+expected<> load_token_file(server_config& cfg) {
+  if (cfg.token_file.empty())
+    return {};
+  std::ifstream in{cfg.token_file, std::ios::binary};
+  if (!in)
+    return fail(errc::bad_config_file, fmt::format("auth.token-file '{}' cannot be read: {}",
+                                                   cfg.token_file, std::strerror(errno)));
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' '))
+    token.pop_back();
+  if (token.empty())
+    return fail(errc::bad_config_file,
+                fmt::format("auth.token-file '{}': the first line is empty", cfg.token_file));
+  cfg.token = std::move(token);
+  return {};
 }
 
 namespace {
@@ -532,6 +655,14 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
                "78 = invalid).");
   app.add_flag("--dump-config", dump, "Print the effective configuration as TOML and exit.");
   app.add_flag("--version", version, "Print the version and exit.");
+  bool allow_anonymous = false;
+  bool allow_plaintext = false;
+  app.add_flag("--allow-anonymous", allow_anonymous,
+               "Same as --auth.allow-anonymous true: accept unauthenticated agents on a "
+               "non-loopback address.");
+  app.add_flag("--allow-plaintext", allow_plaintext,
+               "Same as --listen.allow-plaintext true: accept a non-loopback address "
+               "without TLS.");
   bool sample = false;
   app.add_flag("--print-sample-config", sample,
                "Print a commented configuration file with every key at its default.");
@@ -582,12 +713,32 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
       if (auto ok = opt.set(cfg, *v); !ok)
         from(std::move(ok.error()), "environment " + name);
   }
-  for (auto& [opt, o] : flags)
-    if (o->count() > 0)
-      if (auto ok = opt->set(cfg, given[opt->key()]); !ok)
-        from(std::move(ok.error()), "--" + opt->key());
+  for (auto& [opt, o] : flags) {
+    if (o->count() == 0)
+      continue;
+    if (opt->key() == "auth.token") {
+      // Every user of the machine can read a command line (ps, /proc).
+      errs.push_back({make_error_code(errc::invalid_value),
+                      "--auth.token: secrets are not taken from the command line, where "
+                      "every user can read them (ps); use auth.token-file or the "
+                      "environment variable CONVOKE_AUTH_TOKEN"});
+      continue;
+    }
+    if (auto ok = opt->set(cfg, given[opt->key()]); !ok)
+      from(std::move(ok.error()), "--" + opt->key());
+  }
+  if (allow_anonymous)
+    cfg.allow_anonymous = true;
+  if (allow_plaintext)
+    cfg.allow_plaintext = true;
+  if (errs.empty())
+    if (auto ok = load_token_file(cfg); !ok)
+      errs.push_back(std::move(ok.error()));
   if (errs.empty())
     errs = validate(cfg);
+  if (errs.empty() && !cfg.credentials.empty())
+    if (auto st = credential_store::load(cfg.credentials); !st)
+      errs = std::move(st.error());
   if (errs.empty())
     errs = check_paths(cfg); // the files must be usable, for --check-config and for a run
   if (!errs.empty()) {

@@ -2,7 +2,8 @@
 
 // Shared, CAF-free state of one running server: configuration, counters,
 // the message id sequence, the trace writer and the loggers. Every actor of
-// the server holds a shared_ptr to it. Only atomics are written after start.
+// the server holds a shared_ptr to it. Only atomics are written after start,
+// except the rate limit registry, which only the multiplexer thread uses.
 
 #include <atomic>
 #include <memory>
@@ -10,9 +11,11 @@
 
 #include <spdlog/logger.h>
 
+#include "authenticator.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
 #include "convoke/tls/tls.hpp"
+#include "rate_limits.hpp"
 #include "trace.hpp"
 
 namespace convoke::server {
@@ -40,6 +43,15 @@ struct counters {
   /// Capacity of large output buffers given back after a backlog was
   /// written (the main thread returns it to the OS, see server.cpp).
   std::atomic<uint64_t> released_bytes{0};
+  /// Logins refused (wrong identity or token) and actions an identity's
+  /// rights refused.
+  std::atomic<uint64_t> auth_failures{0};
+  std::atomic<uint64_t> auth_throttled{0};
+  std::atomic<uint64_t> permission_denied{0};
+  std::atomic<uint64_t> rate_limited{0};
+  std::atomic<uint64_t> quarantines{0};
+  std::atomic<uint64_t> quarantine_refused{0};
+  std::atomic<uint64_t> too_many_connections{0};
   /// TLS handshakes that failed, connections that were not TLS on a TLS
   /// port, TLS errors after the handshake.
   std::atomic<uint64_t> tls_failures{0};
@@ -61,6 +73,17 @@ struct server_context {
   std::atomic<int64_t> budget_logged_ns{0};
   /// Steady-clock ns of the last request to shed (see session.cpp).
   std::atomic<int64_t> shed_requested_ns{0};
+  /// Checks identities' tokens; null without auth.credentials.
+  std::unique_ptr<authenticator> auth;
+  /// Failed logins by address. Multiplexer thread only (sessions).
+  login_throttle throttle{10, std::chrono::seconds{60}};
+  /// Rate limits and quarantine by principal, and their server-wide
+  /// defaults ([limits]). Not atomic: only brokers use them, and all of
+  /// them run on CAF's one multiplexer thread (see rate_limits.hpp).
+  rate_limits principals;
+  rate_limit_settings limit_defaults;
+  /// principals.evicted(), for snapshot() from other threads.
+  std::atomic<uint64_t> principals_evicted{0};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;

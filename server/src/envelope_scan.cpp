@@ -67,8 +67,10 @@ bool scan_envelope(std::string_view env, envelope_view& out) {
       break;
     case E::kMessageIdFieldNumber:        // overridden
     case E::kRelayedUnixNanosFieldNumber: // overridden
-    case E::kInReplyToFieldNumber:
       varint_field(f);
+      break;
+    case E::kInReplyToFieldNumber:
+      out.in_reply_to = varint_field(f);
       break;
     case E::kSentUnixNanosFieldNumber:
       out.sent_ns = static_cast<int64_t>(varint_field(f));

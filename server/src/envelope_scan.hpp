@@ -32,6 +32,7 @@ struct envelope_view {
   int64_t sent_ns = 0;
   uint64_t client_seq = 0;
   uint64_t request_id = 0;
+  uint64_t in_reply_to = 0;
 };
 
 /// Scans a frame body (without the length prefix). True if it is exactly a

@@ -60,6 +60,14 @@ using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
+/// authenticator -> session: the answer for its Hello's identity and token.
+using auth_atom = caf::atom_constant<caf::atom("auth")>;
+/// A failed login's delayed answer is due.
+using auth_fail_atom = caf::atom_constant<caf::atom("authfail")>;
+/// session -> listener: (quarantine_atom, session id, ms left): another
+/// session of the principal must close; listener -> that session:
+/// (quarantine_atom, ms left).
+using quarantine_atom = caf::atom_constant<caf::atom("quarantin")>;
 
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
@@ -69,6 +77,20 @@ struct register_request {
   std::string resume_token;
   std::vector<std::string> routes;
   std::string remote;
+  /// The identity to authenticate as (auth.credentials), for logs.
+  std::string identity;
+  /// Its rights restrict subscriptions: never "every broadcast".
+  bool restricted = false;
+  /// It may receive direct messages.
+  bool receive = true;
+  /// Its `send` right is restricted: requests it receives grant it a reply.
+  bool send_restricted = false;
+};
+
+/// The authenticator's answer to a session (from its worker thread).
+struct auth_result {
+  bool accepted = false;
+  std::shared_ptr<const identity> id;
 };
 
 /// A byte range inside relay_batch::frames.
@@ -89,6 +111,10 @@ struct relay_item {
   uint64_t message_id = 0;
   uint64_t client_seq = 0;
   uint64_t request_id = 0;
+  uint64_t in_reply_to = 0;
+  /// A reply the sender's `send` right does not cover: the router relays it
+  /// only if the recipient sent the sender that request (reply grants).
+  bool needs_grant = false;
   uint32_t payload_bytes = 0;
   int64_t sent_ns = 0;
   int64_t relayed_ns = 0;
@@ -135,10 +161,13 @@ caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
 /// sends `what` to that session at `due` if it is still running.
 caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr ctx);
 
-/// Forks a session broker for the connection `hdl` of `listener_broker`.
+/// Forks a session broker for the connection `hdl` of `listener_broker`
+/// from `peer_ip`. A non-empty `refusal` (over
+/// limits.max-connections-per-address) makes it close at once with a
+/// too_many_connections Notice saying that.
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id);
+                        uint64_t session_id, std::string peer_ip, std::string refusal);
 
 } // namespace convoke::server::internal
 
@@ -146,3 +175,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::register_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::notice_request)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::auth_result)

@@ -60,6 +60,9 @@ struct router_state {
     uint64_t routes_refused = 0;
   };
   std::unordered_map<uint64_t, limited> limits;
+  /// Registered agents whose `send` right is restricted: only then do
+  /// requests record reply grants.
+  size_t send_restricted = 0;
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
   std::unordered_map<entry_t*, delivery> per_target;
@@ -118,7 +121,11 @@ void on_register(router_ptr self, register_request& req) {
     forget(self, holder->session_id);
   }
   auto token = crypto::random_hex(resume_token_bytes);
-  st.table.add(req.session_id, req.name, token, session, req.routes);
+  auto& added = st.table.add(req.session_id, req.name, token, session, req.routes, req.restricted);
+  added.receive = req.receive;
+  added.send_restricted = req.send_restricted;
+  if (req.send_restricted)
+    ++st.send_restricted;
   st.by_addr.emplace(session.address(), req.session_id);
   self->monitor(session);
   bump(st.ctx->stats.agents);
@@ -188,6 +195,16 @@ void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it
   ctx.trace->push(std::move(ev));
 }
 
+/// A request reaching agents whose `send` right is restricted grants each
+/// of them one reply to its sender.
+void grant_replies(router_state& st, const relay_batch& b, const relay_item& it) {
+  if (it.request_id == 0 || st.send_restricted == 0)
+    return;
+  for (auto e : st.targets)
+    if (e->send_restricted)
+      e->grants.grant(b.sender, it.request_id);
+}
+
 void on_relay(router_ptr self, relay_batch& b) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
@@ -207,10 +224,11 @@ void on_relay(router_ptr self, relay_batch& b) {
       also_skip = now_holder->session_id;
   // Fast path: all items share one destination key (same recipient and
   // route), so every receiver gets the same bytes.
-  bool uniform = true;
+  bool uniform = !b.items[0].needs_grant;
   for (size_t i = 1; i < b.items.size() && uniform; ++i)
     uniform = b.items[i].recipient.in(b.frames) == b.items[0].recipient.in(b.frames)
-              && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames);
+              && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames)
+              && !b.items[i].needs_grant;
   auto resolve = [&](const relay_item& it) -> bool {
     st.targets.clear();
     auto recipient = it.recipient.in(b.frames);
@@ -220,11 +238,23 @@ void on_relay(router_ptr self, relay_batch& b) {
         std::erase_if(st.targets, [&](entry_t* e) { return e->session_id == also_skip; });
       return true;
     }
-    if (auto e = st.table.find_name(recipient)) {
+    auto e = st.table.find_name(recipient);
+    // A reply outside the sender's `send` right needs the request it
+    // answers (a grant recorded when that request reached the sender).
+    bool granted = true;
+    if (it.needs_grant && e != nullptr) {
+      auto from = st.table.find(b.session_id);
+      granted = from != nullptr && from->grants.use(recipient, it.in_reply_to);
+    }
+    if (e != nullptr && e->receive && granted) {
       st.targets.push_back(e);
       return true;
     }
-    bump(ctx.stats.undeliverable);
+    // Unknown, or its identity may not receive direct messages, or a reply
+    // to no request: the sender is told (rate-limited) and a trace record
+    // says why.
+    auto code = e == nullptr ? codes::unknown_recipient : codes::permission_denied;
+    bump(e == nullptr ? ctx.stats.undeliverable : ctx.stats.permission_denied);
     if (!now)
       now = notice_limiter::clock::now();
     auto& lim = st.limits[b.session_id];
@@ -237,16 +267,23 @@ void on_relay(router_ptr self, relay_batch& b) {
     }
     notice_request n;
     n.severity = v1::Notice::WARNING;
-    n.code = std::string{codes::unknown_recipient};
-    n.text = fmt::format("no agent named '{}' is connected; message {} was not delivered",
-                         recipient, it.message_id);
+    n.code = std::string{code};
+    n.text
+      = e == nullptr ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
+                                   recipient, it.message_id)
+        : !granted   ? fmt::format("you may not send direct messages to '{}' (right: send), and it "
+                                     "sent you no request {} to reply to; message {} was not delivered",
+                                   recipient, it.in_reply_to, it.message_id)
+                     : fmt::format("agent '{}' may not receive direct messages (right: receive); "
+                                     "message {} was not delivered",
+                                   recipient, it.message_id);
     n.client_seq = it.client_seq;
     n.message_id = it.message_id;
     n.request_id = it.request_id;
     self->send(sender_session, notice_atom::value, std::move(n));
     if (ctx.trace) {
       trace_event ev;
-      ev.what = trace_event::kind::undeliverable;
+      ev.what = e == nullptr ? trace_event::kind::undeliverable : trace_event::kind::rejected;
       ev.message_id = it.message_id;
       ev.sender = b.sender;
       ev.recipient = recipient;
@@ -255,7 +292,7 @@ void on_relay(router_ptr self, relay_batch& b) {
       ev.sent_ns = it.sent_ns;
       ev.relayed_ns = it.relayed_ns;
       ev.trace_id = it.trace_id;
-      ev.reason = std::string{codes::unknown_recipient};
+      ev.reason = std::string{code};
       ctx.trace->push(std::move(ev));
     }
     return false;
@@ -267,9 +304,12 @@ void on_relay(router_ptr self, relay_batch& b) {
         resolve(b.items[i]);
       return;
     }
-    if (ctx.trace)
-      for (auto& it : b.items)
-        trace_relay(ctx, b, it, st.targets);
+    if (ctx.trace || st.send_restricted > 0)
+      for (auto& it : b.items) {
+        if (ctx.trace)
+          trace_relay(ctx, b, it, st.targets);
+        grant_replies(st, b, it);
+      }
     if (st.targets.empty())
       return;
     delivery d;
@@ -292,6 +332,7 @@ void on_relay(router_ptr self, relay_batch& b) {
       continue;
     if (ctx.trace)
       trace_relay(ctx, b, it, st.targets);
+    grant_replies(st, b, it);
     for (auto e : st.targets) {
       auto& d = per[e];
       if (d.count == 0)
@@ -368,8 +409,8 @@ void flush_suppressed(router_ptr self, uint64_t sid) {
   n.severity = v1::Notice::WARNING;
   n.code = std::string{codes::notices_suppressed};
   n.text = fmt::format("{} more of your messages (ids {} to {}) went to agents that are not "
-                       "connected, e.g. '{}'; their unknown_recipient Notices were not sent "
-                       "(at most {} per second are)",
+                       "connected (or may not receive direct messages), e.g. '{}'; their "
+                       "Notices were not sent (at most {} per second are)",
                        s.count, s.first_id, s.last_id, i->second.example_recipient,
                        static_cast<int>(notice_limiter::per_second));
   n.message_id = s.last_id;
@@ -385,6 +426,8 @@ void forget(router_ptr self, uint64_t sid) {
   if (e == nullptr)
     return;
   self->demonitor(e->handle);
+  if (e->send_restricted)
+    --st.send_restricted;
   st.by_addr.erase(e->handle.address());
   st.table.remove(sid);
   st.drained.erase(sid);
@@ -464,6 +507,14 @@ struct listener_state {
   std::unordered_set<uint64_t> handshaking;
   uint64_t next_session_id = 1;
   bool draining = false;
+  /// Open connections per peer address (limits.max-connections-per-address)
+  /// and the address each counted session was counted under.
+  address_counts per_address;
+  std::unordered_map<uint64_t, std::string> address_of;
+  /// Connections refused over that limit since the last warning (logged at
+  /// most every 10 s, not once per connection of a flood).
+  uint64_t refused_unlogged = 0;
+  std::optional<std::chrono::steady_clock::time_point> refused_logged;
   /// The sessions' timers (see schedule() in session.cpp), by session id.
   /// One delayed self-send is pending, for the earliest deadline.
   struct timer {
@@ -544,6 +595,31 @@ void arm_timers(listener_ptr self) {
                      tick_atom::value);
 }
 
+/// Counts a new connection from `address` under
+/// limits.max-connections-per-address. Over it: the refusal's text (the
+/// session says it in a too_many_connections Notice and closes), counted,
+/// and a warning at most every 10 s.
+std::string admit_address(listener_ptr self, const std::string& address,
+                          std::chrono::steady_clock::time_point now) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto limit = ctx.cfg.max_connections_per_address;
+  if (st.per_address.admit(address, limit))
+    return {};
+  bump(ctx.stats.too_many_connections);
+  ++st.refused_unlogged;
+  if (!st.refused_logged || now - *st.refused_logged >= std::chrono::seconds{10}) {
+    st.refused_logged = now;
+    ctx.log_server->warn("connections refused address={} open={} "
+                         "limit={} refused={} (limits.max-connections-per-address)",
+                         address, st.per_address.open(address), limit,
+                         std::exchange(st.refused_unlogged, 0));
+  }
+  return fmt::format("{} connections from {} are open already; "
+                     "limits.max-connections-per-address is {}",
+                     st.per_address.open(address), address, limit);
+}
+
 caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
@@ -553,6 +629,10 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
     if (auto i = st.id_of.find(dm.source); i != st.id_of.end()) {
       st.sessions.erase(i->second);
       handshake_over(self, i->second);
+      if (auto a = st.address_of.find(i->second); a != st.address_of.end()) {
+        st.per_address.release(a->second);
+        st.address_of.erase(a);
+      }
       st.id_of.erase(i);
     }
     if (st.draining && st.sessions.empty())
@@ -565,17 +645,30 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
         ::close(fd);
         return;
       }
-      auto hdl = self->add_scribe(fd);
       auto now = std::chrono::steady_clock::now();
-      if (st.handshaking.size() >= st.ctx->cfg.max_handshakes)
+      auto address = peer_address(fd);
+      auto refusal = admit_address(self, address, now);
+      auto hdl = self->add_scribe(fd);
+      bool admitted = refusal.empty();
+      if (admitted && st.handshaking.size() >= st.ctx->cfg.max_handshakes)
         evict_oldest_handshake(self, now);
       auto sid = st.next_session_id++;
-      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid);
+      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid,
+                            address, std::move(refusal));
       self->monitor(s);
       st.id_of.emplace(s.address(), sid);
       st.sessions.emplace(sid, std::move(s));
+      if (!admitted)
+        return; // it closes on its own within the refusal grace
+      st.address_of.emplace(sid, std::move(address));
       st.handshaking.insert(sid);
       st.handshaking_order.emplace_back(sid, now);
+    },
+    [self](quarantine_atom, uint64_t sid, int64_t left_ms) {
+      // A session's principal was quarantined: close its other sessions.
+      auto& st = self->state;
+      if (auto i = st.sessions.find(sid); i != st.sessions.end())
+        self->send(i->second, quarantine_atom::value, left_ms);
     },
     [self](hello_atom, uint64_t sid) { handshake_over(self, sid); },
     [self](timer_atom, uint64_t sid, caf::atom_value what, int64_t due) {

@@ -47,6 +47,14 @@ server_stats server_context::snapshot() const {
   s.budget_pauses = get(stats.budget_pauses);
   s.handshakes_evicted = get(stats.handshakes_evicted);
   s.released_bytes = get(stats.released_bytes);
+  s.auth_failures = get(stats.auth_failures);
+  s.auth_throttled = get(stats.auth_throttled);
+  s.permission_denied = get(stats.permission_denied);
+  s.rate_limited = get(stats.rate_limited);
+  s.quarantines = get(stats.quarantines);
+  s.quarantine_refused = get(stats.quarantine_refused);
+  s.too_many_connections = get(stats.too_many_connections);
+  s.principals_evicted = get(principals_evicted);
   s.tls_failures = get(stats.tls_failures);
   if (trace) {
     s.trace_written = trace->written();
@@ -86,9 +94,24 @@ expected<> server::start() {
     return fail(errc::already_started, "server already started");
   if (auto errs = validate(cfg); !errs.empty())
     return fail(errs.front().code, "invalid configuration: " + errs.front().text);
+  ctx.limit_defaults = rate_limit_settings::from_config(cfg);
+  ctx.principals.set_max_idle(cfg.max_idle_principals);
   ctx.log_server = logging::get("server");
   ctx.log_session = logging::get("session");
   ctx.log_router = logging::get("router");
+  ctx.throttle = login_throttle{cfg.failed_login_limit, cfg.failed_login_window};
+  if (!cfg.credentials.empty()) {
+    auto store = credential_store::load(cfg.credentials);
+    if (!store) {
+      std::string text;
+      for (auto& e : store.error())
+        text += (text.empty() ? "" : "; ") + e.text;
+      return fail(errc::invalid_config, std::move(text));
+    }
+    ctx.log_server->info("credentials loaded file={} identities={}", logfmt_value(cfg.credentials),
+                         (*store)->size());
+    ctx.auth = std::make_unique<authenticator>(std::move(*store));
+  }
   if (cfg.trace_enabled) {
     auto trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
                                      cfg.trace_max_files, cfg.trace_queue});
@@ -160,6 +183,9 @@ void server::wait() {
   if (!d.sys || d.stopped)
     return;
   d.sys->await_all_actors_done();
+  // Its worker may be answering a login: let it finish while the actor
+  // system it sends the answer to still exists.
+  d.ctx->auth.reset();
   d.accept_loop.reset();
   d.stopped = true;
   d.router = nullptr;
@@ -171,10 +197,14 @@ void server::wait() {
     "stopped messages_in={} deliveries={} undeliverable={} rejected={} dropped={} "
     "slow_consumers={} "
     "protocol_errors={} timeouts={} accept_errors={} handshakes_evicted={} budget_exceeded={} "
-    "budget_pauses={} tls_failures={} trace_written={} trace_dropped={}",
+    "budget_pauses={} auth_failures={} auth_throttled={} permission_denied={} rate_limited={} "
+    "quarantines={} quarantine_refused={} too_many_connections={} principals_evicted={} "
+    "tls_failures={} trace_written={} trace_dropped={}",
     s.messages_in, s.deliveries, s.undeliverable, s.rejected, s.dropped, s.slow_consumers,
     s.protocol_errors, s.timeouts, s.accept_errors, s.handshakes_evicted, s.budget_exceeded,
-    s.budget_pauses, s.tls_failures, s.trace_written, s.trace_dropped);
+    s.budget_pauses, s.auth_failures, s.auth_throttled, s.permission_denied, s.rate_limited,
+    s.quarantines, s.quarantine_refused, s.too_many_connections, s.principals_evicted,
+    s.tls_failures, s.trace_written, s.trace_dropped);
   d.sys.reset();
   d.sys_cfg.reset();
 }

@@ -68,6 +68,28 @@ struct session_state {
   caf::actor router;
   uint64_t id = 0;
   std::string remote;
+  /// The authenticated identity (auth.credentials); null otherwise.
+  std::shared_ptr<const identity> ident;
+  /// Its rights when they restrict anything; null = everything allowed (the
+  /// hot path then costs one branch).
+  const rights* acl = nullptr;
+  /// The registration waiting for the authenticator's answer.
+  std::optional<register_request> pending;
+  steady::time_point hello_at;
+  /// A failed login, answered at hello_at + auth.failed-login-delay.
+  std::string refusal_code;
+  std::string refusal_text;
+  /// Hello routes the identity may not subscribe to, told after Welcome.
+  std::vector<std::string> denied_routes;
+  /// The peer's IP address (no port), as the listener counted it.
+  std::string peer_ip;
+  /// This session's principal in ctx.principals (rate limits, quarantine),
+  /// from its Hello until it ends; and whether it has limits at all (the
+  /// only cost on the relay path when it has none).
+  rate_limits::principal* principal = nullptr;
+  bool rate_limited = false;
+  /// rate_limited Notices suppressed by `notices` (traced in one summary).
+  uint64_t rate_limited_untraced = 0;
   /// The protocol: phase, input frames, deadlines (set at actor init).
   std::optional<session_machine> machine;
   std::string agent;
@@ -415,6 +437,16 @@ void dispatch_batch(session_ptr self) {
 
 void release_budget(session_ptr self);
 
+/// The session ends: it no longer counts for its principal.
+void release_principal(session_ptr self) {
+  auto& st = self->state;
+  if (st.principal == nullptr)
+    return;
+  st.ctx->principals.release(*st.principal, st.id, steady::now());
+  st.principal = nullptr;
+  st.ctx->principals_evicted.store(st.ctx->principals.evicted(), std::memory_order_relaxed);
+}
+
 /// The end: reports what was lost and quits.
 void complete(session_ptr self) {
   auto& st = self->state;
@@ -424,6 +456,7 @@ void complete(session_ptr self) {
   account_dropped(self, st.lost, st.lost_reason);
   st.lost = {};
   release_budget(self);
+  release_principal(self);
   self->quit();
 }
 
@@ -531,9 +564,78 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   write_frame(self, f);
 }
 
-/// A valid Hello (checked by the machine): ask the router to admit the agent.
+bool admit_principal(session_ptr self);
+
+/// Asks the router to admit the agent, once its principal (rate limits,
+/// quarantine) admitted it.
+void send_register(session_ptr self, register_request req) {
+  auto& st = self->state;
+  if (!admit_principal(self))
+    return;
+  st.registered = true;
+  self->send(st.router, register_atom::value, std::move(req));
+}
+
+/// Answers a failed login at hello_at + auth.failed-login-delay, so that a
+/// guesser learns nothing from the timing and gets few tries per second.
+void refuse_login(session_ptr self, std::string_view code, std::string text) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  ctx.throttle.failed(st.peer_ip, steady::now());
+  bump(ctx.stats.auth_failures);
+  ctx.log_session->warn("login failed {} identity={} code={} reason={}", who(self),
+                        logfmt_value(st.pending ? st.pending->identity : std::string{}), code,
+                        logfmt_value(text));
+  auto due = st.hello_at + ctx.cfg.failed_login_delay;
+  if (due <= steady::now()) {
+    fail(self, code, std::move(text));
+    return;
+  }
+  st.refusal_code = std::string{code};
+  st.refusal_text = std::move(text);
+  schedule_at(self, due, auth_fail_atom::value);
+}
+
+/// The authenticator accepted the identity: check the agent name against
+/// it, keep the routes it may subscribe to, and register.
+void admit_identity(session_ptr self, std::shared_ptr<const identity> id) {
+  auto& st = self->state;
+  auto req = std::move(*st.pending);
+  st.pending.reset();
+  auto& r = id->rights;
+  if (req.name.empty()) {
+    // An identity connects under its own name unless it asks for another.
+    req.name = id->name;
+  }
+  if (!id->may_use_name(req.name)) {
+    bump(st.ctx->stats.permission_denied);
+    fail(self, codes::permission_denied,
+         fmt::format("identity '{}' may not use the agent name '{}'; its names are set by "
+                     "'names' in the credentials file",
+                     id->name, req.name));
+    return;
+  }
+  std::vector<std::string> allowed;
+  for (auto& route : req.routes)
+    (r.may_subscribe(route) ? allowed : st.denied_routes).push_back(route);
+  req.routes = std::move(allowed);
+  req.restricted = !r.subscribes_everywhere();
+  if (req.restricted && req.routes.empty() && st.denied_routes.empty())
+    req.routes = r.subscribe; // receives what it may, never "everything"
+  req.receive = r.receive;
+  req.send_restricted = !r.sends_everywhere();
+  bool everything
+    = r.subscribes_everywhere() && r.may_publish("") && r.sends_everywhere() && r.receive;
+  st.ident = std::move(id);
+  st.acl = everything ? nullptr : &st.ident->rights;
+  send_register(self, std::move(req));
+}
+
+/// A valid Hello (checked by the machine): authenticate it if the server
+/// has identities, then ask the router to admit the agent.
 void register_agent(session_ptr self, const v1::Hello& hello) {
   auto& st = self->state;
+  auto& ctx = *st.ctx;
   st.role = hello.role();
   st.sdk = hello.sdk_name().empty() ? std::string{"unknown"}
                                     : hello.sdk_name() + "/" + hello.sdk_version();
@@ -544,23 +646,266 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   req.resume_token = hello.resume_token();
   req.routes.assign(hello.routes().begin(), hello.routes().end());
   req.remote = st.remote;
-  st.registered = true;
-  self->send(st.router, register_atom::value, std::move(req));
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
   st.reads.pause(self, st.hdl);
+  if (!ctx.auth && ctx.cfg.token.empty()) {
+    send_register(self, std::move(req));
+    return;
+  }
+  st.hello_at = steady::now();
+  if (auto wait = ctx.throttle.blocked_for(st.peer_ip, st.hello_at); wait.count() > 0) {
+    bump(ctx.stats.auth_throttled);
+    fail(self, codes::auth_throttled,
+         fmt::format("too many failed logins from {}; try again in {}", st.peer_ip,
+                     format_duration(std::chrono::ceil<std::chrono::seconds>(wait))));
+    return;
+  }
+  if (!ctx.auth) { // one shared token
+    if (auto r = check_shared_token(hello, ctx.cfg)) {
+      st.pending = std::move(req);
+      refuse_login(self, r->code, std::move(r->text));
+    } else {
+      send_register(self, std::move(req));
+    }
+    return;
+  }
+  req.identity = hello.identity().empty() ? hello.agent_name() : hello.identity();
+  if (req.identity.empty()) {
+    st.pending = std::move(req);
+    refuse_login(self, codes::auth_failed,
+                 "this server requires an identity and its token in Hello");
+    return;
+  }
+  st.pending = std::move(req);
+  auto addr = caf::actor_cast<caf::actor_addr>(self);
+  auto queued = ctx.auth->submit(
+    st.pending->identity, hello.token(),
+    [addr](authenticator::outcome res, std::shared_ptr<const identity> id) {
+      if (auto session = caf::actor_cast<caf::actor>(addr))
+        caf::anon_send(session, auth_atom::value,
+                       auth_result{res == authenticator::outcome::accepted, std::move(id)});
+    });
+  if (!queued)
+    fail(self, codes::server_busy,
+         "too many logins are waiting to be checked; try again in a moment");
 }
 
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
 /// flood of bad frames costs a bounded number of Notices); the rest are
 /// counted and summarised once per second (notices_suppressed). `seq` is the
-/// frame's client_seq, if any, for the summary.
-void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t seq) {
+/// frame's client_seq, if any, for the summary. False if it was suppressed.
+bool write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t seq) {
   auto& st = self->state;
-  if (st.notices.allow(notice_limiter::clock::now()))
+  if (st.notices.allow(notice_limiter::clock::now())) {
     write_optional_frame(self, notice);
-  else if (st.notices.suppress(seq))
+    return true;
+  }
+  if (st.notices.suppress(seq))
     schedule(self, notice_limiter::window, flush_notices_atom::value);
+  return false;
+}
+
+// -- rate limits and quarantine (limits.*, rate_limits.hpp) ----------------------
+
+/// The principal whose rate limits and quarantine this session shares with
+/// its other connections: the authenticated identity, else the peer's IP
+/// address without the port, so that a new connection (a new port) does not
+/// escape a quarantine. Computed here only.
+std::string principal_of(session_ptr self) {
+  auto& st = self->state;
+  return st.ident ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
+}
+
+/// The rate limits of this session's principal: the server-wide [limits]
+/// keys, with the identity's own rates from the credentials file where it
+/// sets them (a burst of one second's worth; for bytes at least
+/// limits.max-frame-bytes). A principal takes the settings of its newest
+/// session.
+rate_limit_settings limits_for(session_ptr self) {
+  auto& st = self->state;
+  auto s = st.ctx->limit_defaults;
+  if (!st.ident)
+    return s;
+  auto& own = st.ident->limits;
+  if (own.messages_per_second > 0) {
+    s.messages_per_second = static_cast<double>(own.messages_per_second);
+    s.messages_burst = s.messages_per_second;
+  }
+  if (own.bytes_per_second > 0) {
+    s.bytes_per_second = static_cast<double>(own.bytes_per_second);
+    s.bytes_burst = std::max(s.bytes_per_second, static_cast<double>(st.ctx->cfg.max_frame_bytes));
+  }
+  return s;
+}
+
+/// Closes the session because its principal is quarantined for `left`
+/// more: ERROR Notice `quarantined` with the time left (retry_after_ms).
+void close_quarantined(session_ptr self, std::chrono::milliseconds left) {
+  if (machine(self).phase() >= phase::closing)
+    return;
+  auto f = make_notice(v1::Notice::ERROR, codes::quarantined,
+                       fmt::format("{} is quarantined for another {} after repeated rate limit "
+                                   "breaches (limits.quarantine-after); connections are refused "
+                                   "until then",
+                                   principal_of(self), format_duration(left)));
+  f.mutable_notice()->set_retry_after_ms(static_cast<uint64_t>(left.count()));
+  begin_close(self, f, machine(self).refusal_grace(close_grace(self)));
+}
+
+/// A valid Hello: the session joins its principal (ctx.principals), or is
+/// refused with the time left if the principal is quarantined.
+bool admit_principal(session_ptr self) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto a = ctx.principals.admit(principal_of(self), limits_for(self), st.id, steady::now());
+  if (a.entry == nullptr) {
+    bump(ctx.stats.quarantine_refused);
+    ctx.log_session->info("session refused {} code=quarantined principal={} left_ms={}", who(self),
+                          logfmt_value(principal_of(self)), a.quarantine_left.count());
+    close_quarantined(self, a.quarantine_left);
+    return false;
+  }
+  st.principal = a.entry;
+  st.rate_limited = a.entry->settings.limited();
+  return true;
+}
+
+/// This session's envelope started its principal's quarantine: every
+/// session of the principal is closed, the others through the listener
+/// (which knows them by id).
+void start_quarantine(session_ptr self, std::chrono::milliseconds left) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  bump(ctx.stats.quarantines);
+  ctx.log_session->warn("principal quarantined principal={} for_ms={} sessions={} {}",
+                        logfmt_value(principal_of(self)), left.count(),
+                        st.principal->sessions.size(), who(self));
+  for (auto sid : st.principal->sessions)
+    if (sid != st.id)
+      self->send(st.listener, quarantine_atom::value, sid, static_cast<int64_t>(left.count()));
+  close_quarantined(self, left);
+}
+
+/// Takes one envelope from the principal's buckets. False: over a limit or
+/// quarantined, so it is not relayed; counted, traced, and the sender gets a
+/// rate_limited Notice (rate-limited itself) with retry_after_ms.
+bool within_rate(session_ptr self, const envelope_view& view) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto d = ctx.principals.take(*st.principal, view.envelope.size(), steady::now());
+  if (d.what == rate_decision::verdict::pass)
+    return true;
+  bump(ctx.stats.rate_limited);
+  if (d.what == rate_decision::verdict::quarantined) {
+    if (d.quarantine_started)
+      start_quarantine(self, d.retry_after);
+    else
+      close_quarantined(self, d.retry_after);
+    return false;
+  }
+  auto& lim = st.principal->settings;
+  bool messages = d.limit == limit_kind::messages;
+  if (d.breach)
+    ctx.log_session->warn("rate limit exceeded {} principal={} limit={} retry_after_ms={} "
+                          "breaches={}",
+                          who(self), logfmt_value(principal_of(self)),
+                          messages ? "limits.messages-per-second" : "limits.bytes-per-second",
+                          d.retry_after.count(), st.principal->breaches);
+  auto text
+    = messages
+        ? fmt::format("{} is over its rate limit of {} messages per second (burst {}, "
+                      "limits.messages-per-second); the message was not relayed; retry after {} ms",
+                      principal_of(self), lim.messages_per_second, lim.messages_burst,
+                      d.retry_after.count())
+        : fmt::format("{} is over its rate limit of {} per second (burst {}, "
+                      "limits.bytes-per-second); the message ({} bytes) was not relayed; retry "
+                      "after {} ms",
+                      principal_of(self), format_size(static_cast<uint64_t>(lim.bytes_per_second)),
+                      format_size(static_cast<uint64_t>(lim.bytes_burst)), view.envelope.size(),
+                      d.retry_after.count());
+  auto f = make_notice(v1::Notice::WARNING, codes::rate_limited, std::move(text), view.client_seq,
+                       0, view.request_id);
+  f.mutable_notice()->set_retry_after_ms(static_cast<uint64_t>(d.retry_after.count()));
+  if (!write_limited_notice(self, f, view.client_seq)) {
+    ++st.rate_limited_untraced; // in the summary record (flush_notices)
+    return false;
+  }
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::undeliverable;
+    ev.sender = st.agent;
+    ev.recipient = view.recipient;
+    ev.route = view.route;
+    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    ev.sent_ns = view.sent_ns;
+    ev.relayed_ns = unix_nanos();
+    ev.trace_id = view.trace_id.substr(0, 32);
+    ev.reason = std::string{codes::rate_limited};
+    ctx.trace->push(std::move(ev));
+  }
+  return false;
+}
+
+/// Checks an envelope against the identity's rights (publish on its route,
+/// or send to its recipient). A denied one gets a Notice naming the action
+/// and the route or recipient, and a `rejected` trace record; the session
+/// goes on. A reply (`in_reply_to`) to a recipient outside the `send` right
+/// passes with `needs_grant`: the router relays it if the recipient sent
+/// this agent that request.
+bool permitted(session_ptr self, const envelope_view& view, bool& needs_grant) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto& r = *st.acl;
+  bool direct = !view.recipient.empty();
+  if (direct ? r.may_send(view.recipient) : r.may_publish(view.route))
+    return true;
+  if (direct && view.in_reply_to != 0) {
+    needs_grant = true;
+    return true;
+  }
+  bump(ctx.stats.permission_denied);
+  auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
+  auto text
+    = direct ? fmt::format("identity '{}' may not send direct messages to '{}' (right: send); "
+                           "the message was not relayed",
+                           st.ident->name, view.recipient)
+      : view.route.empty()
+        ? fmt::format("identity '{}' may not broadcast without a route (that needs the right to "
+                      "publish on every route, '>'); the message was not relayed",
+                      st.ident->name)
+        : fmt::format("identity '{}' may not publish on route '{}' (right: publish); the message "
+                      "was not relayed",
+                      st.ident->name, view.route);
+  write_limited_notice(self,
+                       make_notice(v1::Notice::WARNING, codes::permission_denied, std::move(text),
+                                   view.client_seq, id, view.request_id),
+                       view.client_seq);
+  if (ctx.trace) {
+    trace_event ev;
+    ev.what = trace_event::kind::rejected;
+    ev.message_id = id;
+    ev.sender = st.agent;
+    ev.recipient = std::string{view.recipient};
+    ev.route = std::string{view.route.substr(0, proto::max_route_length)};
+    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    ev.sent_ns = view.sent_ns;
+    ev.relayed_ns = unix_nanos();
+    ev.trace_id = std::string{view.trace_id.substr(0, 32)};
+    ev.reason = std::string{drop_reason::permission_denied};
+    ctx.trace->push(std::move(ev));
+  }
+  return false;
+}
+
+/// The Notice text for subscriptions an identity may not have.
+std::string denied_subscription(session_ptr self, const std::vector<std::string>& routes) {
+  auto& st = self->state;
+  std::string list;
+  for (auto& r : routes)
+    list += fmt::format("{}'{}'", list.empty() ? "" : ", ", r);
+  return fmt::format("identity '{}' may not subscribe to {} (right: subscribe); not subscribed",
+                     st.ident->name, list);
 }
 
 /// Queues one envelope for the router: `view` holds its fields and bytes
@@ -569,6 +914,8 @@ void write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t se
 void relay_envelope(session_ptr self, const envelope_view& view) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
+  if (st.rate_limited && !within_rate(self, view))
+    return;
   if (auto r = check_addressing(view.recipient, view.route)) {
     bump(ctx.stats.rejected);
     write_limited_notice(self,
@@ -578,6 +925,9 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
                          view.client_seq);
     return;
   }
+  bool needs_grant = false;
+  if (st.acl != nullptr && !permitted(self, view, needs_grant))
+    return;
   auto id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
   auto now = unix_nanos();
   auto& frames = st.batch.frames;
@@ -595,6 +945,8 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   item.message_id = id;
   item.client_seq = view.client_seq;
   item.request_id = view.request_id;
+  item.in_reply_to = view.in_reply_to;
+  item.needs_grant = needs_grant;
   item.payload_bytes = static_cast<uint32_t>(view.payload.size());
   item.sent_ns = view.sent_ns;
   item.relayed_ns = now;
@@ -670,7 +1022,19 @@ void on_subscription(session_ptr self, bool subscribe,
   }
   // Keep the order of envelopes and subscription changes.
   dispatch_batch(self);
-  std::vector<std::string> xs(routes->begin(), routes->end());
+  std::vector<std::string> xs;
+  std::vector<std::string> denied;
+  for (auto& r : *routes)
+    (!subscribe || st.acl == nullptr || st.acl->may_subscribe(r) ? xs : denied).push_back(r);
+  if (!denied.empty()) {
+    bump(st.ctx->stats.permission_denied, denied.size());
+    write_limited_notice(
+      self,
+      make_notice(v1::Notice::WARNING, codes::permission_denied, denied_subscription(self, denied)),
+      0);
+  }
+  if (xs.empty())
+    return;
   if (subscribe)
     self->send(st.router, subscribe_atom::value, st.id, std::move(xs));
   else
@@ -1125,13 +1489,15 @@ namespace {
 
 caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                             caf::io::connection_handle hdl, caf::actor listener, caf::actor router,
-                            context_ptr ctx, uint64_t session_id) {
+                            context_ptr ctx, uint64_t session_id, std::string peer_ip,
+                            std::string refusal) {
   auto& st = self->state;
   st.ctx = ctx;
   st.hdl = hdl;
   st.listener = std::move(listener);
   st.router = std::move(router);
   st.id = session_id;
+  st.peer_ip = std::move(peer_ip);
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
   st.machine.emplace(ctx->cfg, steady::now());
   if (auto tls_ctx = ctx->tls_context()) // the context of this moment: reloads do not change it
@@ -1145,6 +1511,12 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
   self->ack_writes(hdl, true); // keeps the output ledger exact, see write_bytes()
   arm_wake(self);              // the handshake deadline
+  if (!refusal.empty()) {
+    // Over limits.max-connections-per-address: the listener counted and
+    // logs it (not one log line per connection of a flood).
+    begin_close(self, make_notice(v1::Notice::ERROR, codes::too_many_connections, refusal),
+                machine(self).refusal_grace(close_grace(self)));
+  }
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
     auto& st = self->state;
@@ -1153,6 +1525,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     st.lost.add(st.out.take_all());
     account_dropped(self, st.lost, drop_reason::shutdown);
     release_budget(self);
+    release_principal(self);
     self->quit(msg.reason);
   });
   return {
@@ -1213,20 +1586,46 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](flush_notices_atom) {
       auto& st = self->state;
       auto s = st.notices.take();
+      if (auto n = std::exchange(st.rate_limited_untraced, 0); n > 0 && st.ctx->trace) {
+        trace_event ev; // one record for the rate_limited Notices not sent
+        ev.what = trace_event::kind::undeliverable;
+        ev.sender = st.agent;
+        ev.count = static_cast<uint32_t>(n);
+        ev.relayed_ns = unix_nanos();
+        ev.reason = std::string{codes::rate_limited};
+        st.ctx->trace->push(std::move(ev));
+      }
       if (s.count == 0 || !machine(self).writes_messages())
         return;
       write_optional_frame(
         self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
                           fmt::format("{} more of your frames (client_seq {} to {}, 0 for "
-                                      "subscriptions) had an invalid recipient or route and "
-                                      "were ignored; their Notices were not sent (at most {} per "
-                                      "second are)",
+                                      "subscriptions) had an invalid recipient or route, or "
+                                      "went over a rate limit, and were ignored; their Notices "
+                                      "were not sent (at most {} per second are)",
                                       s.count, s.first_id, s.last_id,
                                       static_cast<int>(notice_limiter::per_second))));
+    },
+    [self](quarantine_atom, int64_t left_ms) {
+      // Another session of this principal started its quarantine.
+      close_quarantined(self, std::chrono::milliseconds{left_ms});
     },
     [self](budget_retry_atom) {
       self->state.budget_retry_armed = false;
       resume_input(self);
+    },
+    [self](auth_atom, auth_result& res) {
+      auto& st = self->state;
+      if (!st.pending || machine(self).phase() >= phase::closing)
+        return; // e.g. the handshake deadline passed while it was checked
+      if (res.accepted)
+        admit_identity(self, std::move(res.id));
+      else
+        refuse_login(self, codes::auth_failed, "the identity or its token is not valid");
+    },
+    [self](auth_fail_atom) {
+      auto& st = self->state;
+      fail(self, st.refusal_code, std::move(st.refusal_text));
     },
     [self](welcome_atom, const std::string& name, const std::string& resume_token) {
       auto& st = self->state;
@@ -1235,8 +1634,15 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       st.agent = name;
       self->send(st.listener, hello_atom::value, st.id); // admitted: no longer handshaking
       send_welcome(self, resume_token);
-      st.ctx->log_session->info("agent connected {} remote={} role={} sdk={}", who(self), st.remote,
-                                logfmt_value(st.role), logfmt_value(st.sdk));
+      st.ctx->log_session->info("agent connected {} remote={} role={} sdk={} identity={}",
+                                who(self), st.remote, logfmt_value(st.role), logfmt_value(st.sdk),
+                                logfmt_value(st.ident ? st.ident->name : std::string{}));
+      if (!st.denied_routes.empty()) {
+        bump(st.ctx->stats.permission_denied, st.denied_routes.size());
+        write_optional_frame(self, make_notice(v1::Notice::WARNING, codes::permission_denied,
+                                               denied_subscription(self, st.denied_routes)));
+        st.denied_routes.clear();
+      }
       // Admitted: frames that arrived behind the Hello, then read on. (This
       // also arms the heartbeat and idle deadlines.)
       take_input(self);
@@ -1340,9 +1746,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
 
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id) {
+                        uint64_t session_id, std::string peer_ip, std::string refusal) {
   return listener_broker->fork(session_actor, hdl, std::move(listener), std::move(router),
-                               std::move(ctx), session_id);
+                               std::move(ctx), session_id, std::move(peer_ip), std::move(refusal));
 }
 
 } // namespace convoke::server::internal

@@ -98,7 +98,7 @@ input_action session_machine::on_frame(std::string_view body) {
     if (frame_.kind_case() != v1::Frame::kHello)
       return refuse(codes::hello_required, "the first frame on a connection must be Hello");
     if (auto r = check_hello(frame_.hello(), cfg_))
-      return refuse(r->code, std::move(r->text), r->code != codes::auth_failed);
+      return refuse(r->code, std::move(r->text));
     phase_ = session_phase::awaiting_registration;
     return input_action::register_agent;
   }

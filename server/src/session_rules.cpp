@@ -29,6 +29,10 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
                                hello.routes_size(), cfg.max_routes)};
   if (auto r = check_routes(hello.routes()))
     return r;
+  return std::nullopt;
+}
+
+std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_config& cfg) {
   if (!cfg.token.empty() && !crypto::equal_constant_time(cfg.token, hello.token()))
     return refusal{codes::auth_failed, hello.token().empty()
                                          ? "this server requires a token in Hello"
@@ -48,7 +52,7 @@ std::optional<refusal> check_addressing(std::string_view recipient, std::string_
 
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes) {
   for (auto& r : routes)
-    if (auto ok = proto::check_route(r); !ok)
+    if (auto ok = proto::check_route_pattern(r); !ok)
       return refusal{codes::invalid_route, std::move(ok.error().text)};
   return std::nullopt;
 }

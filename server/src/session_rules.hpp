@@ -18,14 +18,20 @@ struct refusal {
   std::string text;
 };
 
-/// Checks a Hello (version, name, role, routes, token).
+/// Checks a Hello (version, name, role, routes). Not the token: the
+/// session answers failed logins late (auth.failed-login-delay).
 std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& cfg);
 
+/// Checks the shared secret (auth.token), in constant time.
+std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_config& cfg);
+
 /// Checks the addressing of an envelope sent by an agent (recipient and
-/// route syntax; empty means none).
+/// route syntax; empty means none). The route must be concrete: a pattern
+/// is refused with `invalid_route`.
 std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route);
 
-/// Checks the routes of a Subscribe/Unsubscribe.
+/// Checks the routes of a Hello, Subscribe or Unsubscribe: concrete routes
+/// or patterns ("weather.*.paris", "weather.>").
 std::optional<refusal> check_routes(const google::protobuf::RepeatedPtrField<std::string>& routes);
 
 /// Builds a Notice frame.

@@ -23,6 +23,8 @@ const char* kind_name(trace_event::kind k) {
     return "undeliverable";
   case trace_event::kind::dropped:
     return "dropped";
+  case trace_event::kind::rejected:
+    return "rejected";
   }
   return "event";
 }
@@ -61,7 +63,7 @@ std::string format_trace_text(const trace_event& ev) {
     if (!ev.recipients.empty())
       fmt::format_to(it, " to={}{}", ev.recipients, ev.count > 8 ? ",..." : "");
   }
-  if (ev.what == trace_event::kind::undeliverable)
+  if (ev.what == trace_event::kind::undeliverable || ev.what == trace_event::kind::rejected)
     fmt::format_to(it, " reason={}", ev.reason);
   fmt::format_to(it, " bytes={}", ev.payload_bytes);
   if (ev.sent_ns > 0)
@@ -129,7 +131,7 @@ std::string format_trace_json(const trace_event& ev) {
     }
     out += "]";
   }
-  if (ev.what == trace_event::kind::undeliverable)
+  if (ev.what == trace_event::kind::undeliverable || ev.what == trace_event::kind::rejected)
     field("reason", ev.reason);
   number("bytes", ev.payload_bytes);
   number("sent_unix_nanos", ev.sent_ns);

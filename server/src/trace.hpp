@@ -31,10 +31,14 @@ inline constexpr std::string_view slow_consumer = "slow_consumer";
 inline constexpr std::string_view shutdown = "shutdown";
 /// Still queued when the receiver's connection closed or was given up.
 inline constexpr std::string_view connection_closed = "connection_closed";
+/// The sender's or the receiver's rights forbid it (`rejected` records).
+inline constexpr std::string_view permission_denied = "permission_denied";
 } // namespace drop_reason
 
 struct trace_event {
-  enum class kind : uint8_t { relay, undeliverable, dropped };
+  /// `rejected`: refused by policy (the sender's rights), never relayed;
+  /// `reason` says why.
+  enum class kind : uint8_t { relay, undeliverable, dropped, rejected };
   kind what = kind::relay;
   /// Relayed message id; for `dropped`, the first id of the dropped range.
   uint64_t message_id = 0;

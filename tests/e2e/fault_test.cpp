@@ -469,8 +469,11 @@ TEST(Fault, AFloodOfFiveThousandConnectionsIsServedAndReleased) {
     GTEST_SKIP() << "needs 5200 descriptors per process; the hard limit here is " << limit;
   // Every connection is admitted however slow the server is here (a
   // sanitizer build): eviction of waiting handshakes has its own test.
+  // All from one address: above limits.max-connections-per-address (1024),
+  // which has its own test (ServerLimits.AClientWithThousandsOfConnections...).
   server_process srv{{"--trace.enabled", "false", "--timeouts.handshake", "20s",
-                      "--limits.max-handshakes", "10000"}};
+                      "--limits.max-handshakes", "10000", "--limits.max-connections-per-address",
+                      "0"}};
   auto fds_before = open_fds(srv.proc->pid());
   auto rss_before = rss_kib(srv.proc->pid());
   constexpr int n = 5000;

@@ -103,6 +103,56 @@ TEST(ClientAgent, BroadcastDirectAndRoutes) {
   EXPECT_EQ(rt.wait(), 0);
 }
 
+TEST(ClientAgent, PatternRouteHandlersTakeMatchingDeliveriesExactHandlersFirst) {
+  test_server srv;
+  event_log la, lb;
+  lambda_agent a{"alice", &la};
+  lambda_agent b{"bob", &lb};
+  b.on_setup = [&] {
+    b.on_route("weather.*.paris", [&](const message& m) { lb.add("paris:" + m.payload); });
+    b.on_route("weather.>", [&](const message& m) { lb.add("weather:" + m.payload); });
+    b.on_route("weather.eu.paris", [&](const message& m) { lb.add("exact:" + m.payload); });
+  };
+  runtime rt;
+  rt.start(b, local_options(srv.port()));
+  ASSERT_TRUE(lb.wait_for("connect"));
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(la.wait_for("connect"));
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.publish("weather.eu.paris", "1"));
+    EXPECT_FALSE(a.publish("weather.us.paris", "2"));
+    EXPECT_FALSE(a.publish("weather.us.nyc", "3"));
+    EXPECT_FALSE(a.publish("news.today", "4"));
+    EXPECT_EQ(a.publish("weather.*", "5"), errc::invalid_argument); // a pattern: not sent
+    EXPECT_FALSE(a.send_to("bob", "sentinel"));
+  }));
+  ASSERT_TRUE(lb.wait_for("message:sentinel")); // in order: everything before it is in
+  auto ev = lb.snapshot();
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "exact:1"), 1) << testing::PrintToString(ev);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "paris:2"), 1) << testing::PrintToString(ev);
+  EXPECT_EQ(std::count(ev.begin(), ev.end(), "weather:3"), 1) << testing::PrintToString(ev);
+  for (auto& x : ev) // each delivery went to one handler only, news to none
+    for (auto* not_expected : {"weather:1", "paris:1", "weather:2", "message:1", "message:2",
+                               "message:3", "message:4", "weather:4", "message:5", "weather:5"})
+      EXPECT_NE(x, not_expected);
+  // Without its pattern handler (and subscription), "weather.us.paris" goes
+  // to the next matching pattern.
+  ASSERT_TRUE(b.post([&] {
+    b.unsubscribe("weather.*.paris");
+    lb.add("unsubscribed");
+  }));
+  ASSERT_TRUE(lb.wait_for("unsubscribed"));
+  ASSERT_TRUE(a.post([&] {
+    EXPECT_FALSE(a.publish("weather.us.paris", "6"));
+    EXPECT_FALSE(a.send_to("bob", "sentinel 2"));
+  }));
+  ASSERT_TRUE(lb.wait_for("message:sentinel 2"));
+  EXPECT_EQ(lb.count("weather:6"), 1u) << testing::PrintToString(lb.snapshot());
+  EXPECT_EQ(lb.count("paris:6"), 0u);
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+}
+
 TEST(ClientAgent, SendingWhileNotConnectedIsAnError) {
   lambda_agent a{"lonely"};
   std::error_code before;
@@ -1206,4 +1256,48 @@ TEST(ClientAgent, NoHandlerRunsAfterTeardown) {
   sender.join();
   EXPECT_EQ(after.load(), 0) << "on_message ran after teardown";
   EXPECT_TRUE(closed.load());
+}
+
+TEST(ClientAgent, AQuarantinedAgentReconnectsOnlyOnceTheServerSaysItMay) {
+  // Reconnecting sooner would only be refused again: the SDK waits for the
+  // retry_after of the quarantined Notice, not its own (200 ms) backoff.
+  test_server srv{[](auto& cfg) {
+    cfg.messages_per_second = 1;
+    cfg.messages_burst = 1;
+    cfg.quarantine_after = 1; // the first refused message
+    cfg.quarantine_for = 2s;
+  }};
+  event_log log;
+  lambda_agent a{"flooder", &log};
+  std::atomic<int64_t> retry_after_ms{-1};
+  std::atomic<int64_t> retry_in_ms{-1};
+  std::atomic<int> connects{0};
+  a.on_connected = [&](const session_info&) {
+    if (connects++ > 0) {
+      a.stop();
+      return;
+    }
+    a.broadcast("within the limit");
+    a.broadcast("over it: quarantined");
+  };
+  a.on_note = [&](const notice& n) {
+    if (n.code == "quarantined")
+      retry_after_ms = n.retry_after.count();
+  };
+  a.on_disconnected = [&](const disconnect_info& d) {
+    if (d.code == "quarantined")
+      retry_in_ms = d.retry_in.count();
+  };
+  runtime rt;
+  auto t0 = std::chrono::steady_clock::now();
+  rt.start(a, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("reconnect", 10s)) << testing::PrintToString(log.snapshot());
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(rt.wait_for(10s).has_value());
+  EXPECT_EQ(retry_after_ms.load(), 2000);
+  EXPECT_GE(retry_in_ms.load(), 2000) << "the SDK's own backoff is 200 ms at most";
+  EXPECT_GE(waited, 2s);
+  EXPECT_EQ(log.count("disconnect:quarantined"), 1u)
+    << "it tried again while quarantined: " << testing::PrintToString(log.snapshot());
+  EXPECT_EQ(srv.stats().quarantine_refused, 0u);
 }

@@ -214,6 +214,48 @@ TEST(ServerRelay, SubscribeAndUnsubscribeAtRuntime) {
   EXPECT_EQ(e->payload(), "chatter again");
 }
 
+TEST(ServerRelay, PatternSubscriptionsOverRealSockets) {
+  test_server srv;
+  auto pub = join(srv.port(), "pub", {"unused"});
+  auto wx = join(srv.port(), "wx", {"weather.>"});
+  auto news = join(srv.port(), "news", {"news.>"});
+  auto paris = join(srv.port(), "paris");
+  v1::Frame s; // at runtime; two patterns that both match "weather.eu.paris"
+  s.mutable_subscribe()->add_routes("weather.*.paris");
+  s.mutable_subscribe()->add_routes("weather.eu.*");
+  ASSERT_TRUE(paris.send(s));
+  ASSERT_TRUE(paris.ping());
+  ASSERT_TRUE(pub.send_envelope("", "forecast", "weather.eu.paris"));
+  // A pattern is not a route to publish on: refused, and the session goes on.
+  ASSERT_TRUE(pub.send_envelope("", "refused", "weather.*", 9));
+  auto n = pub.read_kind(v1::Frame::kNotice);
+  ASSERT_TRUE(n.has_value());
+  EXPECT_EQ(n->notice().code(), "invalid_route");
+  EXPECT_EQ(n->notice().severity(), v1::Notice::WARNING);
+  EXPECT_EQ(n->notice().client_seq(), 9u);
+  EXPECT_NE(n->notice().text().find("pattern"), std::string::npos) << n->notice().text();
+  ASSERT_TRUE(pub.ping());
+  ASSERT_TRUE(pub.send_envelope("", "second", "weather.us.paris"));
+  ASSERT_TRUE(pub.send_envelope("", "headline", "news.eu"));
+  // Messages from one sender arrive in order: the first envelope each one
+  // reads shows what it did not get before it.
+  for (auto* rx : {&wx, &paris}) {
+    auto e = rx->read_envelope();
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->payload(), "forecast");
+    EXPECT_EQ(e->route(), "weather.eu.paris");
+    e = rx->read_envelope(); // once, though both of paris' patterns match
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->payload(), "second"); // not "refused"
+  }
+  auto e = news.read_envelope();
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->payload(), "headline"); // not "forecast"
+  EXPECT_EQ(srv.stats().messages_in, 3u);
+  EXPECT_EQ(srv.stats().deliveries, 5u);
+  EXPECT_EQ(srv.stats().rejected, 1u);
+}
+
 TEST(ServerRelay, TooManyRoutesIsRefused) {
   test_server srv{[](auto& cfg) { cfg.max_routes = 2; }};
   raw_client c{srv.port()};

@@ -1,6 +1,8 @@
 #include "raw_client.hpp"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,6 +34,27 @@ raw_client raw_client::with_receive_buffer(uint16_t port, int bytes) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(c.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
     throw std::runtime_error("connect failed");
+  return c;
+}
+
+raw_client raw_client::from_address(uint16_t port, const std::string& source) {
+  raw_client c;
+  c.fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (c.fd_ < 0)
+    throw std::runtime_error("socket failed");
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, source.c_str(), &from.sin_addr) != 1
+      || ::bind(c.fd_, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0)
+    throw std::runtime_error("cannot bind to " + source);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(c.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+    throw std::runtime_error("connect failed");
+  int one = 1;
+  ::setsockopt(c.fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return c;
 }
 

@@ -22,6 +22,10 @@ public:
   /// Connects to 127.0.0.1:port with SO_RCVBUF set *before* connecting, so
   /// that the TCP window really is that small (a client that reads slowly).
   static raw_client with_receive_buffer(uint16_t port, int bytes);
+
+  /// Connects to 127.0.0.1:port from `source` (another loopback address,
+  /// e.g. "127.0.0.2"): the server sees another peer address.
+  static raw_client from_address(uint16_t port, const std::string& source);
   ~raw_client();
   raw_client(raw_client&& other) noexcept;
   raw_client& operator=(raw_client&& other) noexcept;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "convoke/server/config.hpp"
+#include "test_certs.hpp"
 
 using namespace convoke;
 using namespace convoke::server;
@@ -147,6 +148,21 @@ TEST(Config, CrossFieldRules) {
   EXPECT_NE(o.err.find("flow.output-high-water (1MiB) must be at least"), std::string::npos);
 }
 
+TEST(Config, ABytesBurstTooSmallForTheLargestFrameIsAnError) {
+  // The largest message could never pass the bucket.
+  auto o = run({"--limits.bytes-per-second", "64KiB", "--limits.bytes-burst", "512KiB"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("limits.bytes-burst (512KiB) must be at least limits.max-frame-bytes"),
+            std::string::npos)
+    << o.err;
+  o = run({"--limits.bytes-per-second", "64KiB"}); // burst 0: the rule makes it big enough
+  EXPECT_FALSE(o.res.exit) << o.err;
+  o = run({"--limits.bytes-burst", "512KiB"}); // no bytes limit: the burst does not matter
+  EXPECT_FALSE(o.res.exit) << o.err;
+  o = run({"--limits.quarantine-for", "0"});
+  EXPECT_EQ(o.res.exit_code, 78) << "a quarantine of no time";
+}
+
 TEST(Config, UnknownFlagIsAUsageError) {
   auto o = run({"--listen.prot", "1"});
   EXPECT_EQ(o.res.exit_code, 2);
@@ -180,7 +196,7 @@ TEST(Config, CheckAndDumpConfig) {
   EXPECT_NE(o.out.find("configuration OK"), std::string::npos);
   o = run({"--check-config", "--listen.port", "-1"});
   EXPECT_EQ(o.res.exit_code, 78);
-  o = run({"--dump-config", "--auth.token", "hunter2", "-p", "9"});
+  o = run({"--dump-config", "-p", "9"}, {{"CONVOKE_AUTH_TOKEN", "hunter2"}});
   EXPECT_EQ(o.res.exit_code, 0);
   EXPECT_NE(o.out.find("port = 9"), std::string::npos);
   EXPECT_EQ(o.out.find("hunter2"), std::string::npos) << "token must be redacted";
@@ -324,6 +340,11 @@ TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
   EXPECT_EQ(unusable.res.exit_code, 78);
   EXPECT_NE(unusable.err.find("[tls]: certificate file '" + not_pem.path + "'"), std::string::npos)
     << unusable.err;
+  // TLS is what a non-loopback address needs besides authentication.
+  test::test_certs certs;
+  auto open = run({"--check-config", "--listen.host", "0.0.0.0", "--allow-anonymous",
+                   "--tls.cert", certs.server.cert, "--tls.key", certs.server.key});
+  EXPECT_EQ(open.res.exit_code, 0) << open.err;
   auto dumped = run({"--tls.cert", "/x.pem", "--tls.key", "/x.key", "--tls.client-ca", "/ca.pem",
                      "--tls.verify-clients", "optional"});
   EXPECT_EQ(dumped.cfg.tls_cert, "/x.pem");
@@ -333,4 +354,74 @@ TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
                     "\"/ca.pem\"\nverify-clients = \"optional\"\n"),
             std::string::npos)
     << dump_config(dumped.cfg);
+}
+
+TEST(Config, TokensAreNeverTakenFromTheCommandLine) {
+  auto o = run({"--check-config", "--auth.token", "hunter2"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("--auth.token: secrets are not taken from the command line"),
+            std::string::npos)
+    << o.err;
+  EXPECT_NE(o.err.find("auth.token-file"), std::string::npos) << "says what to do instead";
+  EXPECT_EQ(o.err.find("hunter2"), std::string::npos) << "never echoed";
+}
+
+TEST(Config, TheTokenFileGivesTheSharedTokenWhichDumpConfigRedacts) {
+  temp_file f{"s3cret-from-a-file\n"};
+  auto o = run({"--dump-config", "--auth.token-file", f.path});
+  EXPECT_EQ(o.res.exit_code, 0) << o.err;
+  EXPECT_EQ(o.cfg.token, "s3cret-from-a-file");
+  EXPECT_EQ(o.out.find("s3cret"), std::string::npos);
+  temp_file empty{""};
+  o = run({"--check-config", "--auth.token-file", empty.path});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("the first line is empty"), std::string::npos) << o.err;
+  o = run({"--check-config", "--auth.token-file", "/nonexistent/token"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("'/nonexistent/token' cannot be read"), std::string::npos) << o.err;
+}
+
+TEST(Config, ANonLoopbackAddressNeedsAuthenticationAndTlsOrAnExplicitOptOut) {
+  auto o = run({"--check-config", "--listen.host", "0.0.0.0"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("is not a loopback address and agents are not authenticated"),
+            std::string::npos)
+    << o.err;
+  EXPECT_NE(o.err.find("--allow-anonymous"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("--allow-plaintext"), std::string::npos) << o.err;
+  o = run({"--check-config", "--listen.host", "0.0.0.0", "--allow-anonymous"});
+  EXPECT_EQ(o.res.exit_code, 78) << "TLS is still missing";
+  EXPECT_EQ(o.err.find("not authenticated"), std::string::npos) << o.err;
+  o = run({"--check-config", "--listen.host", "0.0.0.0", "--allow-anonymous", "--allow-plaintext"});
+  EXPECT_EQ(o.res.exit_code, 0) << o.err;
+  for (auto host : {"127.0.0.1", "127.1.2.3", "::1", "localhost"})
+    EXPECT_EQ(run({"--check-config", "--listen.host", host}).res.exit_code, 0) << host;
+  EXPECT_TRUE(is_loopback_host("127.0.0.1"));
+  EXPECT_FALSE(is_loopback_host("::"));
+  EXPECT_FALSE(is_loopback_host("10.0.0.1"));
+  EXPECT_FALSE(is_loopback_host("example.com"));
+}
+
+TEST(Config, AMalformedCredentialsFileIsRefusedWithFileAndLine) {
+  temp_file f{"[identity.alice]\n"
+              "token-hash = \"plaintext-token\"\n"
+              "publish = [\"a..b\"]\n"
+              "colour = \"blue\"\n"};
+  auto o = run({"--check-config", "--auth.credentials", f.path});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find(f.path + ":2: identity.alice.token-hash must be an argon2id hash"),
+            std::string::npos)
+    << o.err;
+  EXPECT_NE(o.err.find(f.path + ":3: identity.alice.publish: 'a..b' has an empty token"),
+            std::string::npos)
+    << o.err;
+  EXPECT_NE(o.err.find(f.path + ":4: unknown key 'colour' in identity.alice"), std::string::npos)
+    << o.err;
+  temp_file syntax{"[identity.alice\n"};
+  o = run({"--check-config", "--auth.credentials", syntax.path});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find(syntax.path + ":1:"), std::string::npos) << o.err;
+  o = run({"--check-config", "--auth.credentials", f.path}, {{"CONVOKE_AUTH_TOKEN", "x"}});
+  EXPECT_NE(o.err.find("auth.token and auth.credentials exclude each other"), std::string::npos)
+    << o.err;
 }

@@ -127,6 +127,19 @@ TEST(LinkMachine, ReconnectDelaysGrowAndTheAttemptLimitEndsTheRun) {
   EXPECT_LT(delays[0], delays[2]);
 }
 
+TEST(LinkMachine, AServersRetryAfterDelaysTheReconnect) {
+  // A quarantine (or rate limit) says how long: reconnecting sooner would
+  // only be refused again.
+  link_machine m{options(), 7};
+  m.connect();
+  auto end = m.disconnect("quarantined", "quarantined for another 42s", 42s);
+  ASSERT_TRUE(end.info.will_reconnect) << "not fatal: it ends";
+  EXPECT_EQ(end.info.retry_in, 42s);
+  m.connect();
+  end = m.disconnect("too_many_connections", "50 open", 1ms);
+  EXPECT_GE(end.info.retry_in, 50ms) << "never sooner than the backoff";
+}
+
 TEST(LinkMachine, AWelcomeResetsTheAttemptCount) {
   link_machine m{options(), 1};
   m.connect();

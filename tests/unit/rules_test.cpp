@@ -45,6 +45,57 @@ TEST(Rules, Routes) {
   EXPECT_NE(r.error().text.find("tab\\x09here"), std::string::npos) << r.error().text;
 }
 
+TEST(Rules, PublishedRoutesAreConcreteTokenLists) {
+  EXPECT_TRUE(proto::check_route("weather.eu.paris"));
+  EXPECT_TRUE(proto::check_route("weather/report")); // flat: one token
+  EXPECT_TRUE(proto::check_route("a*b.c>"));         // '*' and '>' inside a token are characters
+  for (auto bad : {".a", "a.", "a..b", "."})
+    EXPECT_EQ(code_of(proto::check_route(bad)), proto::errc::route_empty_token) << bad;
+  for (auto bad : {"*", ">", "a.*", "a.>", "*.b", "a.*.c"})
+    EXPECT_EQ(code_of(proto::check_route(bad)), proto::errc::route_is_pattern) << bad;
+  auto r = proto::check_route("a.*");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().text, "route 'a.*' is a pattern; patterns are only for subscriptions");
+  EXPECT_EQ(code_of(proto::check_route("a b.c")), proto::errc::route_invalid_character);
+}
+
+TEST(Rules, SubscriptionsMayBePatterns) {
+  for (auto ok : {"weather.eu.paris", "weather/report", "*", ">", "weather.*.paris", "weather.>",
+                  "*.*", "*.>"})
+    EXPECT_TRUE(proto::check_route_pattern(ok)) << ok;
+  EXPECT_EQ(code_of(proto::check_route_pattern(">.a")), proto::errc::route_tail_not_last);
+  EXPECT_EQ(code_of(proto::check_route_pattern("a.>.>")), proto::errc::route_tail_not_last);
+  EXPECT_EQ(code_of(proto::check_route_pattern("a..*")), proto::errc::route_empty_token);
+  EXPECT_EQ(code_of(proto::check_route_pattern("a.*.")), proto::errc::route_empty_token);
+  EXPECT_EQ(code_of(proto::check_route_pattern("")), proto::errc::route_empty);
+  EXPECT_EQ(code_of(proto::check_route_pattern(std::string(129, '*'))),
+            proto::errc::route_too_long);
+  EXPECT_EQ(proto::to_string(proto::errc::route_is_pattern), "route_is_pattern");
+}
+
+TEST(Rules, EnvelopesNeedConcreteRoutesSubscriptionsMayUsePatterns) {
+  server::server_config cfg;
+  EXPECT_FALSE(server::check_addressing("", "weather.eu.paris"));
+  auto r = server::check_addressing("", "weather.*");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, "invalid_route");
+  EXPECT_NE(r->text.find("pattern"), std::string::npos) << r->text;
+  EXPECT_EQ(server::check_addressing("", "weather..eu")->code, "invalid_route");
+  v1::Hello h;
+  h.set_protocol_version(proto::protocol_version);
+  h.set_agent_name("alice");
+  h.add_routes("weather.>");
+  h.add_routes("weather.*.paris");
+  EXPECT_FALSE(server::check_hello(h, cfg));
+  h.add_routes("weather.>.paris");
+  EXPECT_EQ(server::check_hello(h, cfg)->code, "invalid_route");
+  google::protobuf::RepeatedPtrField<std::string> subs;
+  *subs.Add() = "news.>";
+  EXPECT_FALSE(server::check_routes(subs));
+  *subs.Add() = "news.";
+  EXPECT_EQ(server::check_routes(subs)->code, "invalid_route");
+}
+
 TEST(Rules, ErrorCodesHaveACategoryNamesAndMessages) {
   std::error_code ec = proto::errc::route_too_long;
   EXPECT_STREQ(ec.category().name(), "convoke.proto");
@@ -71,9 +122,10 @@ TEST(Rules, HelloChecks) {
   EXPECT_EQ(server::check_hello(h, cfg)->code, "invalid_route");
   h.clear_routes();
   cfg.token = "secret";
-  EXPECT_EQ(server::check_hello(h, cfg)->code, "auth_failed");
+  EXPECT_FALSE(server::check_hello(h, cfg)) << "the token is the session's to check, later";
+  EXPECT_EQ(server::check_shared_token(h, cfg)->code, "auth_failed");
   h.set_token("secret");
-  EXPECT_FALSE(server::check_hello(h, cfg));
+  EXPECT_FALSE(server::check_shared_token(h, cfg));
 }
 
 TEST(SecureRandom, SecretsCompareByContentAndLength) {

@@ -175,13 +175,12 @@ TEST_F(SessionMachine, InvalidHelloIsRefused) {
   EXPECT_TRUE(m.refusal().protocol_error);
 }
 
-TEST_F(SessionMachine, WrongTokenIsRefusedButNotAProtocolError) {
+TEST_F(SessionMachine, TheTokenIsLeftToTheSessionWhichAnswersFailuresLate) {
   cfg.token = "secret";
   auto f = hello();
   f.mutable_hello()->set_token("guess");
-  EXPECT_EQ(feed(bytes(f), t0), actions{input_action::refuse});
-  EXPECT_EQ(m.refusal().code, codes::auth_failed);
-  EXPECT_FALSE(m.refusal().protocol_error);
+  EXPECT_EQ(feed(bytes(f) + bytes(envelope("r")), t0), actions{input_action::register_agent});
+  EXPECT_EQ(m.phase(), session_phase::awaiting_registration) << "nothing more is taken";
 }
 
 TEST_F(SessionMachine, SecondHelloIsRefused) {

@@ -128,7 +128,9 @@ public:
   /// Sends to every other agent (subject to their route subscriptions).
   std::error_code broadcast(std::string_view payload, const send_options& opts = {});
 
-  /// Broadcasts on a route.
+  /// Broadcasts on a route, which must be concrete: a pattern
+  /// ("weather.*") or an empty token ("a..b") is `errc::invalid_argument`
+  /// and nothing is sent.
   std::error_code publish(std::string_view route, std::string_view payload,
                           const send_options& opts = {});
 
@@ -151,13 +153,18 @@ public:
 
   // -- routes -----------------------------------------------------------------
 
-  /// Receive broadcasts on `route`. With at least one subscription, an agent
-  /// gets only broadcasts on its routes (plus direct messages).
+  /// Receive broadcasts on `route`, a route or a pattern ("weather.*.paris":
+  /// "*" is one token; "weather.>": ">" as the last token is one or more).
+  /// With at least one subscription, an agent gets only broadcasts on its
+  /// routes (plus direct messages).
   void subscribe(const std::string& route);
   void unsubscribe(const std::string& route);
 
   /// Subscribes to `route` and routes its messages to `handler` instead of
-  /// `on_message`. May be called before the agent starts.
+  /// `on_message`. May be called before the agent starts. For a pattern, the
+  /// handler gets the deliveries whose route it matches; a delivery goes to
+  /// one handler: the exact route's if there is one, else the first
+  /// registered pattern that matches.
   void on_route(const std::string& route, message_handler handler);
 
   // -- tasks ------------------------------------------------------------------

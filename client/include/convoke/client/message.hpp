@@ -67,6 +67,9 @@ struct notice {
   uint64_t client_seq = 0;
   uint64_t message_id = 0;
   uint64_t request_id = 0;
+  /// When to try again (`rate_limited`, `quarantined`); 0 if not said. After
+  /// a refusal that says it, the SDK reconnects no sooner than this.
+  std::chrono::milliseconds retry_after{0};
 };
 
 /// Facts about the current session, passed to `agent::on_connect`.

@@ -31,7 +31,11 @@ struct client_options {
   uint16_t port = 7420;
   /// Role label shown in server logs and traces.
   std::string role;
-  /// Shared secret, if the server requires one.
+  /// Identity to authenticate as, when the server has a credentials file;
+  /// empty means the identity named like the agent.
+  std::string identity;
+  /// The identity's token, or the server's shared secret. Programs should
+  /// read it from a file or the environment (`read_token`), never argv.
   std::string token;
   /// Bound on the TCP connect and on the wait for Welcome.
   std::chrono::milliseconds connect_timeout{5000};
@@ -59,6 +63,12 @@ struct client_options {
   /// address); empty: `host`. Also sent as SNI when it is a DNS name.
   std::string tls_server_name;
 };
+
+/// Reads a token: the first line of `file` if given, else the environment
+/// variable `env_var`; "" if neither is set. Throws std::runtime_error if the
+/// file cannot be read or is empty (a token file that is not there is an
+/// error, not "no token").
+std::string read_token(const std::string& file, const char* env_var = "CONVOKE_TOKEN");
 
 /// Parses "host:port" (also ":port", "port", "[v6]:port"), optionally with
 /// a scheme: "tls://host:port" turns TLS on, "tcp://host:port" or none

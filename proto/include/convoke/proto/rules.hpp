@@ -28,6 +28,13 @@ enum class errc : uint8_t {
   route_too_long,
   /// The route has a space, control or non-ASCII character.
   route_invalid_character,
+  /// The route has an empty token (leading, trailing or double '.').
+  route_empty_token,
+  /// A published route has a "*" or ">" token: patterns are only for
+  /// subscriptions.
+  route_is_pattern,
+  /// A subscription pattern has ">" before its last token.
+  route_tail_not_last,
 };
 
 /// The "convoke.proto" error category.
@@ -55,10 +62,18 @@ inline constexpr size_t max_role_length = 64;
 /// nothing when the name is valid.
 expected<> check_agent_name(std::string_view name);
 
-/// Checks that `route` is a valid route (1-128 printable ASCII characters,
-/// no spaces). The error has a `route_*` code and a sentence. Allocates
+/// Checks that `route` is a valid concrete route, the kind an Envelope is
+/// published on: 1-128 printable ASCII characters, no spaces, tokens
+/// separated by '.' none of which is empty or exactly "*" or ">" (see
+/// subject.hpp). The error has a `route_*` code and a sentence. Allocates
 /// nothing when the route is valid.
 expected<> check_route(std::string_view route);
+
+/// Checks that `route` is a valid subscription: a concrete route, or a
+/// pattern where a "*" token matches one token and a ">" token, only as the
+/// last token, matches one or more. Same errors as `check_route`, plus
+/// `route_tail_not_last`. Allocates nothing when the route is valid.
+expected<> check_route_pattern(std::string_view route);
 
 /// Renders arbitrary bytes for a log line: printable ASCII kept, the rest
 /// escaped as \xNN, cut after `max` input bytes with a "..." marker.
@@ -80,6 +95,7 @@ inline constexpr std::string_view invalid_name = "invalid_name";
 inline constexpr std::string_view invalid_route = "invalid_route";
 inline constexpr std::string_view name_taken = "name_taken";
 inline constexpr std::string_view auth_failed = "auth_failed";
+inline constexpr std::string_view auth_throttled = "auth_throttled";
 inline constexpr std::string_view too_many_routes = "too_many_routes";
 inline constexpr std::string_view server_full = "server_full";
 inline constexpr std::string_view server_busy = "server_busy";
@@ -89,12 +105,17 @@ inline constexpr std::string_view slow_consumer = "slow_consumer";
 /// Plaintext sent to a TLS port; this Notice is the only plaintext frame
 /// such a port sends.
 inline constexpr std::string_view tls_required = "tls_required";
+inline constexpr std::string_view quarantined = "quarantined";
+inline constexpr std::string_view too_many_connections = "too_many_connections";
 // Per-message problems (WARNING severity, connection kept).
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";
 inline constexpr std::string_view message_too_large = "message_too_large";
 inline constexpr std::string_view messages_dropped = "messages_dropped";
 inline constexpr std::string_view notices_suppressed = "notices_suppressed";
+// An identity's rights forbid the action (WARNING; ERROR for a name in Hello).
+inline constexpr std::string_view permission_denied = "permission_denied";
+inline constexpr std::string_view rate_limited = "rate_limited";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";

@@ -39,6 +39,9 @@ struct server_config {
   std::string host = "127.0.0.1";
   uint16_t port = 7420;
   std::string port_file;
+  /// Allows a non-loopback listen.host without TLS (secure by default:
+  /// refused otherwise).
+  bool allow_plaintext = false;
   // [limits]
   uint32_t max_frame_bytes = 1u << 20;
   uint32_t max_agents = 10000;
@@ -56,8 +59,37 @@ struct server_config {
   uint64_t input_window = 1ull << 20;
   // [limits] (continued)
   uint64_t max_buffered_bytes = 512ull << 20;
+  /// Open connections per peer IP address (0 = unlimited).
+  uint32_t max_connections_per_address = 1024;
+  /// Rate limits per principal (0 = unlimited); a burst of 0 means one
+  /// second's worth (bytes: at least max_frame_bytes).
+  uint32_t messages_per_second = 0;
+  uint32_t messages_burst = 0;
+  uint64_t bytes_per_second = 0;
+  uint64_t bytes_burst = 0;
+  /// Breaches (at most one a second) within quarantine_window that
+  /// quarantine a principal for quarantine_for (0 = never).
+  uint32_t quarantine_after = 10;
+  std::chrono::milliseconds quarantine_window{60000};
+  std::chrono::milliseconds quarantine_for{300000};
+  /// Principals without a connection that are remembered (rate limit state,
+  /// quarantine); beyond it the least recently active are forgotten.
+  uint32_t max_idle_principals = 16384;
   // [auth]
+  /// Shared secret (one for every agent). Never from the command line: from
+  /// auth.token-file, the environment or the config file.
   std::string token;
+  std::string token_file;
+  /// Credentials file: identities with token hashes, rights and limits.
+  std::string credentials;
+  /// Allows a non-loopback listen.host without authentication.
+  bool allow_anonymous = false;
+  /// A failed login is answered this long after its Hello.
+  std::chrono::milliseconds failed_login_delay{1000};
+  /// Failed logins from one address within failed_login_window after which
+  /// that address is refused until the window ends.
+  uint32_t failed_login_limit = 10;
+  std::chrono::milliseconds failed_login_window{60000};
   // [log]
   std::string log_level = "info";
   logging::format log_format = logging::format::text;
@@ -93,6 +125,14 @@ struct server_config {
 /// every problem of a file in one run.
 std::vector<error> validate(const server_config& cfg);
 
+/// True if `host` names a loopback address (127.0.0.0/8, ::1, localhost):
+/// only those may be bound without authentication and TLS.
+bool is_loopback_host(const std::string& host);
+
+/// Reads auth.token-file into `cfg.token` (`errc::bad_config_file` naming
+/// the file and why, or an empty file).
+expected<> load_token_file(server_config& cfg);
+
 /// Checks that the output files (log, trace, port file) can be written
 /// without creating directories (`errc::unwritable_file`), that
 /// `listen.host` resolves (`errc::resolve_failed`) and that the [tls] files
@@ -119,6 +159,10 @@ struct cli_result {
 cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
                               std::ostream& out, std::ostream& err,
                               const env_lookup& env = process_env());
+
+/// `convoke-server credentials add|remove|list FILE ...` (argv starts at
+/// "credentials"): manages a credentials file; returns the exit code.
+int credentials_command(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
 
 /// Applies one key ("listen.port") from text. Errors: `errc::unknown_key`
 /// ("unknown key 'x'") or `errc::invalid_value` ("'soon' is not a duration

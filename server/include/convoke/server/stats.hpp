@@ -50,6 +50,27 @@ struct server_stats {
   /// Connections closed (server_busy) to make room under
   /// limits.max-handshakes.
   uint64_t handshakes_evicted = 0;
+  /// Logins refused: unknown identity or wrong token (auth.credentials),
+  /// or a wrong shared token (auth.token).
+  uint64_t auth_failures = 0;
+  /// Logins refused at once because their address failed too often
+  /// (auth.failed-login-limit).
+  uint64_t auth_throttled = 0;
+  /// Actions an identity's rights refused (publish, subscribe, send,
+  /// receive, agent name).
+  uint64_t permission_denied = 0;
+  /// Envelopes not relayed because their principal was over
+  /// limits.messages-per-second or limits.bytes-per-second, or quarantined.
+  uint64_t rate_limited = 0;
+  /// Principals quarantined (limits.quarantine-after breaches).
+  uint64_t quarantines = 0;
+  /// Hellos refused because their principal was quarantined.
+  uint64_t quarantine_refused = 0;
+  /// Connections refused by limits.max-connections-per-address.
+  uint64_t too_many_connections = 0;
+  /// Principals forgotten before their state was stale, over
+  /// limits.max-idle-principals.
+  uint64_t principals_evicted = 0;
   /// Connections closed for TLS: failed handshakes (untrusted or expired
   /// client certificates, garbage), handshakes not finished within
   /// timeouts.handshake (also in `timeouts`), plaintext sent to a TLS port,
