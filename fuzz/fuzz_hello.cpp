@@ -6,21 +6,14 @@
 // that, a Hello body that conforms to the schema. check_hello runs with the
 // default configuration and with a token and max_routes = 2. Checks: an
 // accepted Hello has the current protocol version, a valid or empty name, a role of at
-<<<<<<< HEAD
 // most 64 bytes, valid routes within the limit; check_shared_token accepts
-// exactly the configured token (or anything when none is set). Then slices of the raw input (cut at
-// the position byte 0 gives) go through the rules, which are checked against their definition (1-64
-// bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without spaces; a refusal has a code of
-// the proto category and a sentence) and against check_addressing.
-=======
-// most 64 bytes, valid routes within the limit, and the token when one is
-// required. Then slices of the raw input (cut at the position byte 0 gives)
-// go through the rules, which are checked against their definition
-// (1-64 bytes of [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without
-// spaces, in non-empty '.'-separated tokens, "*" and a last ">" only in
-// subscription patterns; a refusal has a code of the proto category and a
-// sentence) and against check_addressing.
->>>>>>> routes
+// exactly the configured token (or anything when none is set). Then slices
+// of the raw input (cut at the position byte 0 gives) go through the rules,
+// which are checked against their definition (1-64 bytes of
+// [A-Za-z0-9._:@-]; 1-128 bytes of printable ASCII without spaces, in
+// non-empty '.'-separated tokens, "*" and a last ">" only in subscription
+// patterns; a refusal has a code of the proto category and a sentence) and
+// against check_addressing.
 
 #include <cstdint>
 #include <string>
@@ -96,14 +89,8 @@ void check(const v1::Hello& hello, const server::server_config& cfg) {
   FUZZ_CHECK(hello.agent_name().empty() || name_ok(hello.agent_name()));
   FUZZ_CHECK(hello.role().size() <= proto::max_role_length);
   FUZZ_CHECK(static_cast<uint32_t>(hello.routes_size()) <= cfg.max_routes);
-<<<<<<< HEAD
-  for (auto& r : hello.routes())
-    FUZZ_CHECK(proto::check_route(r).has_value() && route_ok(r));
-=======
   for (auto& r : hello.routes()) // subscriptions: patterns allowed
     FUZZ_CHECK(proto::check_route_pattern(r).has_value() && pattern_ok(r));
-  FUZZ_CHECK(cfg.token.empty() || hello.token() == cfg.token);
->>>>>>> routes
 }
 
 void check_rules(std::string_view a, std::string_view b) {

@@ -444,10 +444,10 @@ std::vector<error> validate(const server_config& cfg) {
                           "'convoke-server credentials add FILE NAME'), or opt out with "
                           "--allow-anonymous if anyone who can reach the port may connect",
                           cfg.host));
-    if (!cfg.allow_plaintext && !cfg.tls_enabled())
+    if (!cfg.tls_enabled() && !cfg.allow_plaintext)
       problem(errc::invalid_config,
               fmt::format("listen.host '{}' is not a loopback address and TLS is off: "
-                          "configure TLS, or opt out with --allow-plaintext if the network "
+                          "set tls.cert and tls.key, or opt out with --allow-plaintext if the network "
                           "is trusted (tokens and messages cross it readable)",
                           cfg.host));
   }

@@ -226,6 +226,22 @@ expected<std::string> server::reload_tls() {
   return what;
 }
 
+expected<size_t> server::reload_credentials() {
+  auto& ctx = *impl_->ctx;
+  if (!ctx.auth)
+    return fail(errc::invalid_config, "auth.credentials is not set: nothing to reload");
+  auto store = credential_store::load(ctx.cfg.credentials);
+  if (!store) {
+    std::string text;
+    for (auto& e : store.error())
+      text += (text.empty() ? "" : "; ") + e.text;
+    return fail(errc::invalid_config, std::move(text));
+  }
+  auto n = (*store)->size();
+  ctx.auth->replace(std::move(*store));
+  return n;
+}
+
 server_stats server::stats() const {
   return impl_->ctx->snapshot();
 }
@@ -315,6 +331,17 @@ int run(server_config cfg) {
         log->error("received SIGHUP; tls reload failed, keeping the previous certificate "
                    "reason={}",
                    logfmt_value(r.error().message()));
+      // The identities too: new logins use them, connected agents keep
+      // the rights they logged in with.
+      if (!srv.config().credentials.empty()) {
+        if (auto n = srv.reload_credentials(); n)
+          log->info("received SIGHUP; credentials reloaded for new logins file={} identities={}",
+                    logfmt_value(srv.config().credentials), *n);
+        else
+          log->error("received SIGHUP; credentials reload failed, keeping the previous "
+                     "identities reason={}",
+                     logfmt_value(n.error().message()));
+      }
     }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);

@@ -671,6 +671,21 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
     return;
   }
   req.identity = hello.identity().empty() ? hello.agent_name() : hello.identity();
+  if (hello.token().empty() && !st.tls_peer_name.empty()) {
+    // Mutual TLS: a client certificate verified against tls.client-ca names
+    // the identity; it is the proof, so there is no token to check.
+    auto id = ctx.auth->store()->find(st.tls_peer_name);
+    st.pending = std::move(req);
+    st.pending->identity = st.tls_peer_name;
+    if (!id || (!hello.identity().empty() && hello.identity() != st.tls_peer_name)) {
+      refuse_login(self, codes::auth_failed, "the identity or its token is not valid");
+      return;
+    }
+    ctx.log_session->info("authenticated by client certificate {} identity={}", who(self),
+                          logfmt_value(id->name));
+    admit_identity(self, std::move(id));
+    return;
+  }
   if (req.identity.empty()) {
     st.pending = std::move(req);
     refuse_login(self, codes::auth_failed,

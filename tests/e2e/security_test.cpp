@@ -9,6 +9,10 @@
 #include "convoke/proto/codec.hpp"
 #include "raw_client.hpp"
 #include "server_process.hpp"
+#include "test_certs.hpp"
+
+#include <fstream>
+#include <map>
 
 using namespace convoke;
 using namespace convoke::test;
@@ -31,20 +35,6 @@ std::string add_identity(const std::string& file, const std::string& name,
   return token;
 }
 
-v1::Frame login(raw_client& c, const std::string& name, const std::string& identity,
-                const std::string& token, std::vector<std::string> routes = {}) {
-  v1::Frame f;
-  auto h = f.mutable_hello();
-  h->set_protocol_version(proto::protocol_version);
-  h->set_agent_name(name);
-  h->set_identity(identity);
-  h->set_token(token);
-  for (auto& r : routes)
-    h->add_routes(r);
-  EXPECT_TRUE(c.send(f));
-  return c.read(10s).value_or(v1::Frame{});
-}
-
 /// The next Notice (skipping heartbeats); its code and text.
 std::string next_notice(raw_client& c) {
   auto n = c.read_kind(v1::Frame::kNotice, 5s);
@@ -59,8 +49,8 @@ struct secured {
 
   secured() {
     alice = add_identity(creds, "alice", {"--publish", "tasks.>", "--send", "worker,mute,bob"});
-    worker = add_identity(creds, "worker",
-                          {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
+    worker
+      = add_identity(creds, "worker", {"--publish", "", "--subscribe", "tasks.*", "--send", ""});
     mute = add_identity(creds, "mute", {"--no-receive"});
     srv = std::make_unique<server_process>(
       std::vector<std::string>{"--auth.credentials", creds, "--auth.failed-login-delay", "0s"});
@@ -73,11 +63,11 @@ TEST(Security, EveryRightIsEnforcedAndADeniedActionLeavesTheSessionWorking) {
   secured s;
   auto port = s.srv->port;
   raw_client alice{port}, worker{port}, mute{port};
-  ASSERT_TRUE(login(alice, "", "alice", s.alice).has_welcome());
-  auto w = login(worker, "worker", "", s.worker); // identity named like the agent
+  ASSERT_TRUE(alice.login("", "alice", s.alice).has_welcome());
+  auto w = worker.login("worker", "", s.worker); // identity named like the agent
   ASSERT_TRUE(w.has_welcome()) << w.ShortDebugString();
   EXPECT_EQ(w.welcome().agent_name(), "worker");
-  ASSERT_TRUE(login(mute, "mute", "mute", s.mute).has_welcome());
+  ASSERT_TRUE(mute.login("mute", "mute", s.mute).has_welcome());
 
   // publish: allowed on tasks.>, denied elsewhere and without a route.
   ASSERT_TRUE(alice.send_envelope("", "job 1", "tasks.a", 1));
@@ -150,8 +140,8 @@ TEST(Security, AnAgentMayReplyOnceToEachRequestItReceivedWhateverItsSendRight) {
   secured s;
   auto port = s.srv->port;
   raw_client alice{port}, worker{port};
-  ASSERT_TRUE(login(alice, "alice", "alice", s.alice).has_welcome());
-  ASSERT_TRUE(login(worker, "worker", "worker", s.worker).has_welcome());
+  ASSERT_TRUE(alice.login("alice", "alice", s.alice).has_welcome());
+  ASSERT_TRUE(worker.login("worker", "worker", s.worker).has_welcome());
   auto envelope = [](const std::string& to, const std::string& payload, uint64_t request_id,
                      uint64_t in_reply_to, uint64_t seq) {
     v1::Frame f;
@@ -189,23 +179,23 @@ TEST(Security, LoginsAreCheckedAndFailuresSayLittleToTheGuesser) {
   secured s;
   auto port = s.srv->port;
   raw_client c{port};
-  auto r = login(c, "alice", "alice", std::string(64, '0'));
+  auto r = c.login("alice", "alice", std::string(64, '0'));
   ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
   EXPECT_EQ(r.notice().code(), "auth_failed");
   auto wrong_token_text = r.notice().text();
   raw_client c2{port};
-  r = login(c2, "nobody", "nobody", s.alice);
+  r = c2.login("nobody", "nobody", s.alice);
   EXPECT_EQ(r.notice().code(), "auth_failed");
   EXPECT_EQ(r.notice().text(), wrong_token_text) << "an unknown identity looks the same";
   raw_client c3{port};
-  r = login(c3, "short", "alice", "abc");
+  r = c3.login("short", "alice", "abc");
   EXPECT_EQ(r.notice().code(), "auth_failed") << "a token of the wrong length";
   raw_client c4{port};
-  r = login(c4, "bad\x01name", "alice", s.alice);
+  r = c4.login("bad\x01name", "alice", s.alice);
   EXPECT_EQ(r.notice().code(), "invalid_name") << "a control character in the name";
   // A right token for a name the identity may not use.
   raw_client c5{port};
-  r = login(c5, "mute", "alice", s.alice);
+  r = c5.login("mute", "alice", s.alice);
   ASSERT_TRUE(r.has_notice());
   EXPECT_EQ(r.notice().code(), "permission_denied");
   EXPECT_NE(r.notice().text().find("may not use the agent name 'mute'"), std::string::npos);
@@ -257,4 +247,57 @@ TEST(Security, ANonLoopbackServerRefusesToStartWithoutAuthAndTls) {
   ASSERT_TRUE(ok.wait_output("listening", 10s)) << ok.err();
   ok.signal(SIGTERM);
   EXPECT_EQ(ok.wait(10s), 0);
+}
+
+TEST(Security, AVerifiedClientCertificateNamesTheIdentityAndSighupReloadsIdentities) {
+  test_certs certs; // the client certificate's CN is agent-a
+  temp_dir dir;
+  auto creds = dir.file("credentials.toml");
+  add_identity(creds, "agent-a", {"--publish", "tasks.>"});
+  auto alice = add_identity(creds, "alice");
+  server_process srv{{"--tls.cert", certs.server.cert, "--tls.key", certs.server.key,
+                      "--tls.client-ca", certs.ca, "--tls.verify-clients", "optional",
+                      "--auth.credentials", creds, "--auth.failed-login-delay", "0s"}};
+  auto url = "tls://127.0.0.1:" + std::to_string(srv.port);
+  auto cli = [&](std::vector<std::string> args, bool client_cert,
+                 std::map<std::string, std::string> env = {}) {
+    std::vector<std::string> argv{binary("convoke")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--server", url, "--tls-ca", certs.ca});
+    if (client_cert)
+      argv.insert(argv.end(), {"--tls-cert", certs.client.cert, "--tls-key", certs.client.key});
+    return std::make_unique<process>(argv, std::string{}, env);
+  };
+  auto listen
+    = cli({"listen", "-n", "alice", "--json", "-c", "1"}, false, {{"CONVOKE_TOKEN", alice}});
+  ASSERT_TRUE(listen->wait_output("\"event\":\"connected\"", 10s)) << listen->err();
+  // No token: the certificate is the proof, and its rights apply.
+  auto denied = cli({"send", "-n", "agent-a", "--route", "secret", "x"}, true);
+  EXPECT_EQ(denied->wait(10s), 1);
+  EXPECT_NE(denied->err().find("permission_denied"), std::string::npos) << denied->err();
+  auto sent = cli({"send", "-n", "agent-a", "--route", "tasks.1", "by certificate"}, true);
+  EXPECT_EQ(sent->wait(10s), 0) << sent->err();
+  ASSERT_EQ(listen->wait(10s), 0) << listen->err();
+  EXPECT_NE(listen->out().find("by certificate"), std::string::npos) << listen->out();
+  EXPECT_TRUE(srv.proc->wait_output("authenticated by client certificate", 5s));
+  // Without a certificate and without a token, agent-a is nobody.
+  auto nobody = cli({"send", "-n", "agent-a", "--route", "tasks.1", "x"}, false);
+  EXPECT_EQ(nobody->wait(10s), 1);
+  EXPECT_NE(nobody->err().find("auth_failed"), std::string::npos) << nobody->err();
+
+  // SIGHUP: a new identity can log in; a broken file keeps the old ones.
+  auto carol = add_identity(creds, "carol");
+  srv.proc->signal(SIGHUP);
+  ASSERT_TRUE(srv.proc->wait_output("credentials reloaded for new logins", 10s)) << srv.proc->err();
+  auto by_carol
+    = cli({"send", "-n", "carol", "--route", "x", "hi"}, false, {{"CONVOKE_TOKEN", carol}});
+  EXPECT_EQ(by_carol->wait(10s), 0) << by_carol->err();
+  std::ofstream{creds, std::ios::app} << "[identity.broken\n";
+  srv.proc->signal(SIGHUP);
+  ASSERT_TRUE(srv.proc->wait_output("credentials reload failed", 10s)) << srv.proc->err();
+  auto still
+    = cli({"send", "-n", "carol", "--route", "x", "hi"}, false, {{"CONVOKE_TOKEN", carol}});
+  EXPECT_EQ(still->wait(10s), 0) << "the old identities stay: " << still->err();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
 }

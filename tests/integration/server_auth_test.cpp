@@ -18,18 +18,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-v1::Frame login(raw_client& c, const std::string& name, const std::string& token,
-                const std::string& identity = {}) {
-  v1::Frame f;
-  auto h = f.mutable_hello();
-  h->set_protocol_version(proto::protocol_version);
-  h->set_agent_name(name);
-  h->set_identity(identity);
-  h->set_token(token);
-  EXPECT_TRUE(c.send(f));
-  return c.read(10s).value_or(v1::Frame{});
-}
-
 struct credentials_file {
   temp_dir dir;
   std::string path = dir.file("credentials.toml");
@@ -62,7 +50,7 @@ TEST(ServerAuth, AFailedLoginIsAnsweredOnlyAfterTheConfiguredDelay) {
   }};
   raw_client c{srv.port()};
   auto start = std::chrono::steady_clock::now();
-  auto r = login(c, "alice", std::string(64, 'f'));
+  auto r = c.login("alice", {}, std::string(64, 'f'));
   auto took = std::chrono::steady_clock::now() - start;
   ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
   EXPECT_EQ(r.notice().code(), "auth_failed");
@@ -70,7 +58,7 @@ TEST(ServerAuth, AFailedLoginIsAnsweredOnlyAfterTheConfiguredDelay) {
   EXPECT_TRUE(c.wait_closed(2s));
   // The right token is welcomed (and costs no delay).
   raw_client ok{srv.port()};
-  EXPECT_TRUE(login(ok, "alice", creds.token).has_welcome());
+  EXPECT_TRUE(ok.login("alice", {}, creds.token).has_welcome());
   EXPECT_EQ(srv.stats().auth_failures, 1u);
 }
 
@@ -84,10 +72,10 @@ TEST(ServerAuth, AnAddressThatFailsTooOftenIsRefusedEvenWithTheRightToken) {
   }};
   for (int i = 0; i < 3; ++i) {
     raw_client c{srv.port()};
-    EXPECT_EQ(login(c, "alice", std::string(64, 'f')).notice().code(), "auth_failed");
+    EXPECT_EQ(c.login("alice", {}, std::string(64, 'f')).notice().code(), "auth_failed");
   }
   raw_client c{srv.port()};
-  auto r = login(c, "alice", creds.token);
+  auto r = c.login("alice", {}, creds.token);
   ASSERT_TRUE(r.has_notice()) << r.ShortDebugString();
   EXPECT_EQ(r.notice().code(), "auth_throttled");
   EXPECT_NE(r.notice().text().find("too many failed logins from 127.0.0.1; try again in"),
@@ -104,10 +92,10 @@ TEST(ServerAuth, TheSharedTokenIsCheckedAndAWrongOneIsDelayedToo) {
   }};
   raw_client bad{srv.port()};
   auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(login(bad, "x", "guess").notice().code(), "auth_failed");
+  EXPECT_EQ(bad.login("x", {}, "guess").notice().code(), "auth_failed");
   EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms);
   raw_client good{srv.port()};
-  EXPECT_TRUE(login(good, "x", "a-shared-secret-of-some-length").has_welcome());
+  EXPECT_TRUE(good.login("x", {}, "a-shared-secret-of-some-length").has_welcome());
 }
 
 TEST(ServerAuth, RateLimitsFollowTheIdentityNotTheAddress) {
@@ -119,9 +107,9 @@ TEST(ServerAuth, RateLimitsFollowTheIdentityNotTheAddress) {
   // Two connections of "slow" share its 5 messages a second; "alice", from
   // the same address, has no limit.
   raw_client slow1{srv.port()}, slow2{srv.port()}, alice{srv.port()};
-  ASSERT_TRUE(login(slow1, "slow", creds.slow_token).has_welcome());
-  ASSERT_TRUE(login(slow2, "slow.2", creds.slow_token, "slow").has_welcome());
-  ASSERT_TRUE(login(alice, "alice", creds.token).has_welcome());
+  ASSERT_TRUE(slow1.login("slow", {}, creds.slow_token).has_welcome());
+  ASSERT_TRUE(slow2.login("slow.2", "slow", creds.slow_token).has_welcome());
+  ASSERT_TRUE(alice.login("alice", {}, creds.token).has_welcome());
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(slow1.send_envelope("alice", "s1", "", static_cast<uint64_t>(i + 1)));
     ASSERT_TRUE(slow2.send_envelope("alice", "s2", "", static_cast<uint64_t>(i + 1)));

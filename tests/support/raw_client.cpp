@@ -106,9 +106,27 @@ v1::Frame raw_client::hello(const std::string& name, std::vector<std::string> ro
   h->set_resume_token(resume_token);
   for (auto& r : routes)
     h->add_routes(r);
-  send(f);
+  return handshake(f, 3s);
+}
+
+v1::Frame raw_client::login(const std::string& name, const std::string& identity,
+                            const std::string& token, std::vector<std::string> routes) {
+  v1::Frame f;
+  auto h = f.mutable_hello();
+  h->set_protocol_version(proto::protocol_version);
+  h->set_agent_name(name);
+  h->set_sdk_name("raw-test");
+  h->set_identity(identity);
+  h->set_token(token);
+  for (auto& r : routes)
+    h->add_routes(r);
+  return handshake(f, 15s);
+}
+
+v1::Frame raw_client::handshake(const v1::Frame& hello, std::chrono::milliseconds timeout) {
+  send(hello);
   for (;;) {
-    auto r = read(3s);
+    auto r = read(timeout);
     if (!r)
       return {};
     if (r->has_welcome() || r->has_notice() || r->has_goodbye())

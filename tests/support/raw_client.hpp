@@ -46,6 +46,12 @@ public:
   v1::Frame hello(const std::string& name, std::vector<std::string> routes = {},
                   const std::string& resume_token = {});
 
+  /// Sends Hello as `identity` (empty: the identity named like the agent)
+  /// with `token`, and returns the answer; waits longer than hello(), since
+  /// a token check takes an argon2id hash (slow under sanitizers).
+  v1::Frame login(const std::string& name, const std::string& identity, const std::string& token,
+                  std::vector<std::string> routes = {});
+
   /// Sends an envelope (broadcast when `to` is empty).
   bool send_envelope(const std::string& to, const std::string& payload,
                      const std::string& route = {}, uint64_t client_seq = 0);
@@ -79,6 +85,8 @@ public:
   void close();
 
 private:
+  /// Sends `hello` and returns the first Welcome, Notice or Goodbye.
+  v1::Frame handshake(const v1::Frame& hello, std::chrono::milliseconds timeout);
   bool fill(std::chrono::steady_clock::time_point deadline);
 
   int fd_ = -1;

@@ -9,7 +9,6 @@
 #include <sstream>
 
 #include "convoke/server/config.hpp"
-#include "test_certs.hpp"
 
 using namespace convoke;
 using namespace convoke::server;
@@ -323,39 +322,6 @@ TEST(Config, ServerErrorCodesHaveACategoryNamesAndMessages) {
   }
 }
 
-TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
-  // Keys that mean nothing without tls.cert, and a verification without CA.
-  auto alone = run({"--tls.verify-clients", "require", "--check-config"});
-  EXPECT_EQ(alone.res.exit_code, 78);
-  EXPECT_NE(alone.err.find("need tls.cert"), std::string::npos) << alone.err;
-  EXPECT_NE(alone.err.find("needs tls.client-ca"), std::string::npos) << alone.err;
-  auto bad = run({"--tls.verify-clients", "sometimes"});
-  EXPECT_EQ(bad.res.exit_code, 78);
-  EXPECT_NE(bad.err.find("off, optional or require"), std::string::npos) << bad.err;
-  // The files are loaded by --check-config: a certificate that is not PEM
-  // is found before the run, with the file's name.
-  temp_file not_pem{"not a certificate\n"};
-  auto unusable = run({"--tls.cert", not_pem.path, "--tls.key", not_pem.path, "--check-config"},
-                      {{"CONVOKE_TLS_VERIFY_CLIENTS", "off"}});
-  EXPECT_EQ(unusable.res.exit_code, 78);
-  EXPECT_NE(unusable.err.find("[tls]: certificate file '" + not_pem.path + "'"), std::string::npos)
-    << unusable.err;
-  // TLS is what a non-loopback address needs besides authentication.
-  test::test_certs certs;
-  auto open = run({"--check-config", "--listen.host", "0.0.0.0", "--allow-anonymous",
-                   "--tls.cert", certs.server.cert, "--tls.key", certs.server.key});
-  EXPECT_EQ(open.res.exit_code, 0) << open.err;
-  auto dumped = run({"--tls.cert", "/x.pem", "--tls.key", "/x.key", "--tls.client-ca", "/ca.pem",
-                     "--tls.verify-clients", "optional"});
-  EXPECT_EQ(dumped.cfg.tls_cert, "/x.pem");
-  EXPECT_EQ(dumped.cfg.tls_verify_clients, tls::client_verification::optional);
-  EXPECT_NE(dump_config(dumped.cfg)
-              .find("[tls]\ncert = \"/x.pem\"\nkey = \"/x.key\"\nclient-ca = "
-                    "\"/ca.pem\"\nverify-clients = \"optional\"\n"),
-            std::string::npos)
-    << dump_config(dumped.cfg);
-}
-
 TEST(Config, TokensAreNeverTakenFromTheCommandLine) {
   auto o = run({"--check-config", "--auth.token", "hunter2"});
   EXPECT_EQ(o.res.exit_code, 78);
@@ -424,4 +390,32 @@ TEST(Config, AMalformedCredentialsFileIsRefusedWithFileAndLine) {
   o = run({"--check-config", "--auth.credentials", f.path}, {{"CONVOKE_AUTH_TOKEN", "x"}});
   EXPECT_NE(o.err.find("auth.token and auth.credentials exclude each other"), std::string::npos)
     << o.err;
+}
+
+TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
+  // Keys that mean nothing without tls.cert, and a verification without CA.
+  auto alone = run({"--tls.verify-clients", "require", "--check-config"});
+  EXPECT_EQ(alone.res.exit_code, 78);
+  EXPECT_NE(alone.err.find("need tls.cert"), std::string::npos) << alone.err;
+  EXPECT_NE(alone.err.find("needs tls.client-ca"), std::string::npos) << alone.err;
+  auto bad = run({"--tls.verify-clients", "sometimes"});
+  EXPECT_EQ(bad.res.exit_code, 78);
+  EXPECT_NE(bad.err.find("off, optional or require"), std::string::npos) << bad.err;
+  // The files are loaded by --check-config: a certificate that is not PEM
+  // is found before the run, with the file's name.
+  temp_file not_pem{"not a certificate\n"};
+  auto unusable = run({"--tls.cert", not_pem.path, "--tls.key", not_pem.path, "--check-config"},
+                      {{"CONVOKE_TLS_VERIFY_CLIENTS", "off"}});
+  EXPECT_EQ(unusable.res.exit_code, 78);
+  EXPECT_NE(unusable.err.find("[tls]: certificate file '" + not_pem.path + "'"), std::string::npos)
+    << unusable.err;
+  auto dumped = run({"--tls.cert", "/x.pem", "--tls.key", "/x.key", "--tls.client-ca", "/ca.pem",
+                     "--tls.verify-clients", "optional"});
+  EXPECT_EQ(dumped.cfg.tls_cert, "/x.pem");
+  EXPECT_EQ(dumped.cfg.tls_verify_clients, tls::client_verification::optional);
+  EXPECT_NE(dump_config(dumped.cfg)
+              .find("[tls]\ncert = \"/x.pem\"\nkey = \"/x.key\"\nclient-ca = "
+                    "\"/ca.pem\"\nverify-clients = \"optional\"\n"),
+            std::string::npos)
+    << dump_config(dumped.cfg);
 }

@@ -102,11 +102,11 @@ inline constexpr std::string_view server_busy = "server_busy";
 inline constexpr std::string_view idle_timeout = "idle_timeout";
 inline constexpr std::string_view frame_timeout = "frame_timeout";
 inline constexpr std::string_view slow_consumer = "slow_consumer";
+inline constexpr std::string_view quarantined = "quarantined";
+inline constexpr std::string_view too_many_connections = "too_many_connections";
 /// Plaintext sent to a TLS port; this Notice is the only plaintext frame
 /// such a port sends.
 inline constexpr std::string_view tls_required = "tls_required";
-inline constexpr std::string_view quarantined = "quarantined";
-inline constexpr std::string_view too_many_connections = "too_many_connections";
 // Per-message problems (WARNING severity, connection kept).
 inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";

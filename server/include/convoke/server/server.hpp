@@ -59,6 +59,12 @@ public:
   /// Returns a description of the new certificate.
   expected<std::string> reload_tls();
 
+  /// Reads auth.credentials again: later logins use the new identities
+  /// (connected agents keep the rights they logged in with). A file with
+  /// problems keeps the old identities; the error lists every problem.
+  /// Returns the number of identities.
+  expected<size_t> reload_credentials();
+
   const server_config& config() const noexcept;
 
 private:
