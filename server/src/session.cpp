@@ -1491,9 +1491,10 @@ void tls_input(session_ptr self, const char* data, size_t size) {
   auto& plain = st.tls_in;
   plain.clear();
   auto ok = ch.feed(data, size, plain);
-  flush_tls(self); // handshake messages, or the alert that explains a failure
+  if (!ok)
+    bump(ctx.stats.tls_failures); // counted before the peer can see the alert
+  flush_tls(self);                // handshake messages, or the alert that explains a failure
   if (!ok) {
-    bump(ctx.stats.tls_failures);
     ctx.log_session->warn("tls failed {} {} code={} reason={}", who(self),
                           was_done ? "after_handshake" : "during_handshake",
                           tls::error_category().name(), logfmt_value(ok.error().text));
