@@ -224,6 +224,11 @@ credential_store::parse(std::string_view text, const std::string& origin) {
         } else if (field == "names") {
           id->names = string_list(v, field, l, true);
           names_given = true;
+          if (id->names.empty() && v.as_array() != nullptr && v.as_array()->empty())
+            problem(errc::invalid_value, l,
+                    fmt::format("identity.{}.names is empty: it could connect under no name "
+                                "(leave 'names' out for the identity's own name)",
+                                name));
         } else if (field == "publish") {
           id->rights.publish = string_list(v, field, l, false);
         } else if (field == "subscribe") {

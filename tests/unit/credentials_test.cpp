@@ -126,7 +126,10 @@ TEST(Credentials, EveryProblemOfAFileIsReportedWithItsLine) {
                                     "bytes-per-second = -1\n"        // 7
                                     "[identity.b]\n"                 // 8
                                     "publish = [\">\"]\n"            // 9
-                                    "[other]\n",                     // 10
+                                    "[other]\n"                      // 10
+                                    "[identity.c]\n"                 // 11
+                                    "token-hash = \"$argon2id$x\"\n" // 12
+                                    "names = []\n",                  // 13
                                     "creds.toml");
   ASSERT_FALSE(st);
   std::string all;
@@ -138,7 +141,8 @@ TEST(Credentials, EveryProblemOfAFileIsReportedWithItsLine) {
         "creds.toml:5: identity.a.observe must be",
         "creds.toml:6: identity.a.send: 'x.>.y': '>' may only be the last token",
         "creds.toml:7: identity.a.bytes-per-second must be a whole number",
-        "creds.toml:8: identity.b has no token-hash", "creds.toml:10: unknown key 'other'"})
+        "creds.toml:8: identity.b has no token-hash", "creds.toml:10: unknown key 'other'",
+        "creds.toml:13: identity.c.names is empty"})
     EXPECT_NE(all.find(expected), std::string::npos) << expected << "\nin:\n" << all;
 }
 
