@@ -445,11 +445,12 @@ std::vector<error> validate(const server_config& cfg) {
                           "--allow-anonymous if anyone who can reach the port may connect",
                           cfg.host));
     if (!cfg.tls_enabled() && !cfg.allow_plaintext)
-      problem(errc::invalid_config,
-              fmt::format("listen.host '{}' is not a loopback address and TLS is off: "
-                          "set tls.cert and tls.key, or opt out with --allow-plaintext if the network "
-                          "is trusted (tokens and messages cross it readable)",
-                          cfg.host));
+      problem(
+        errc::invalid_config,
+        fmt::format("listen.host '{}' is not a loopback address and TLS is off: "
+                    "set tls.cert and tls.key, or opt out with --allow-plaintext if the network "
+                    "is trusted (tokens and messages cross it readable)",
+                    cfg.host));
   }
   return errs;
 }

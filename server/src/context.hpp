@@ -14,8 +14,8 @@
 #include "authenticator.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
-#include "rate_limits.hpp"
 #include "convoke/tls/tls.hpp"
+#include "rate_limits.hpp"
 #include "trace.hpp"
 
 namespace convoke::server {

@@ -1203,12 +1203,16 @@ TEST(ClientAgent, AFrameAboveTheAnnouncedDeliveryLimitIsRefusedBeforeItsBodyArri
   proto::write_header(header, 10'000'000);
   ASSERT_TRUE(net::write_all(fd, header, sizeof header));
   ASSERT_TRUE(net::write_all(fd, "abc", 3)); // a body that never completes
-  // on_disconnect records the code, then the reason: wait for the reason.
+  // on_disconnected records the reason, then on_disconnect the code: wait
+  // for both.
   bool refused = log.wait(
     [](const std::vector<std::string>& ev) {
-      return std::any_of(ev.begin(), ev.end(), [](const std::string& e) {
-        return e.find("reason:") == 0 && e.find("frame_too_large") != std::string::npos;
-      });
+      return std::any_of(ev.begin(), ev.end(),
+                         [](const std::string& e) {
+                           return e.find("reason:") == 0
+                                  && e.find("frame_too_large") != std::string::npos;
+                         })
+             && std::find(ev.begin(), ev.end(), "disconnect:connection_lost") != ev.end();
     },
     5s);
   ::close(fd); // whatever happened, the run can end now
