@@ -15,8 +15,11 @@ sigset_t termination_set(bool with_reload) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  if (with_reload)
-    sigaddset(&set, SIGHUP);
+  if (with_reload) {
+    sigaddset(&set, SIGHUP);  // reload
+    sigaddset(&set, SIGUSR1); // reopen log and trace files
+    sigaddset(&set, SIGUSR2); // lame-duck mode
+  }
   return set;
 }
 
@@ -51,6 +54,10 @@ const char* signal_name(int signo) {
     return "SIGTERM";
   case SIGHUP:
     return "SIGHUP";
+  case SIGUSR1:
+    return "SIGUSR1";
+  case SIGUSR2:
+    return "SIGUSR2";
   default:
     return "signal";
   }

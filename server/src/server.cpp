@@ -294,6 +294,41 @@ bool write_port_file(const std::string& path, uint16_t port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+/// SIGHUP: reloads what can change while running; bad files leave the
+/// running configuration as it was.
+void on_reload(server& srv, const std::shared_ptr<spdlog::logger>& log) {
+  // New TLS files for new connections; existing ones keep theirs.
+  if (!srv.config().tls_enabled())
+    log->info("received SIGHUP; nothing to reload (TLS is off)");
+  else if (auto r = srv.reload_tls(); r)
+    log->info("received SIGHUP; tls reloaded for new connections {}", *r);
+  else
+    log->error("received SIGHUP; tls reload failed, keeping the previous certificate "
+               "reason={}",
+               logfmt_value(r.error().message()));
+  // The identities too: new logins use them, connected agents keep
+  // the rights they logged in with.
+  if (!srv.config().credentials.empty()) {
+    if (auto n = srv.reload_credentials(); n)
+      log->info("received SIGHUP; credentials reloaded for new logins file={} identities={}",
+                logfmt_value(srv.config().credentials), *n);
+    else
+      log->error("received SIGHUP; credentials reload failed, keeping the previous "
+                 "identities reason={}",
+                 logfmt_value(n.error().message()));
+  }
+}
+
+/// SIGUSR1: reopens the log and trace files (after logrotate moved them).
+void on_reopen(server&, const std::shared_ptr<spdlog::logger>& log) {
+  log->warn("received SIGUSR1; reopening files is not implemented yet");
+}
+
+/// SIGUSR2: lame-duck mode.
+void on_lame_duck(server&, const std::shared_ptr<spdlog::logger>& log) {
+  log->warn("received SIGUSR2; lame-duck mode is not implemented yet");
+}
+
 } // namespace
 
 int run(server_config cfg) {
@@ -320,28 +355,14 @@ int run(server_config cfg) {
   while (sig == 0) {
     sig = wait_termination_signal(std::chrono::seconds{1}, /*with_reload=*/true);
     if (sig == SIGHUP) {
-      // Reload: new TLS files for new connections; existing ones keep
-      // theirs. Bad files leave the running configuration as it was.
       sig = 0;
-      if (!srv.config().tls_enabled())
-        log->info("received SIGHUP; nothing to reload (TLS is off)");
-      else if (auto r = srv.reload_tls(); r)
-        log->info("received SIGHUP; tls reloaded for new connections {}", *r);
-      else
-        log->error("received SIGHUP; tls reload failed, keeping the previous certificate "
-                   "reason={}",
-                   logfmt_value(r.error().message()));
-      // The identities too: new logins use them, connected agents keep
-      // the rights they logged in with.
-      if (!srv.config().credentials.empty()) {
-        if (auto n = srv.reload_credentials(); n)
-          log->info("received SIGHUP; credentials reloaded for new logins file={} identities={}",
-                    logfmt_value(srv.config().credentials), *n);
-        else
-          log->error("received SIGHUP; credentials reload failed, keeping the previous "
-                     "identities reason={}",
-                     logfmt_value(n.error().message()));
-      }
+      on_reload(srv, log);
+    } else if (sig == SIGUSR1) {
+      sig = 0;
+      on_reopen(srv, log);
+    } else if (sig == SIGUSR2) {
+      sig = 0;
+      on_lame_duck(srv, log);
     }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);
