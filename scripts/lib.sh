@@ -11,13 +11,14 @@ PACKAGES=(
   libcaf-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libsodium-dev libexpected-dev
-  libssl-dev openssl
+  libssl-dev openssl libcpp-httplib-dev libsystemd-dev
 )
 # What only the tests need on top (scripts/test, scripts/sanitize,
 # scripts/fuzz call use_test_packages before install_missing): clang-14 and
 # its libFuzzer/sanitizer runtimes for fuzz/, and python3-protobuf, a second
-# protobuf implementation that decodes relayed frames in an interop test.
-TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf)
+# protobuf implementation that decodes relayed frames in an interop test,
+# and prometheus for promtool, which checks the /metrics exposition.
+TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf prometheus)
 use_test_packages() { PACKAGES+=("${TEST_PACKAGES[@]}"); }
 
 say() { printf 'convoke: %s\n' "$*" >&2; }
