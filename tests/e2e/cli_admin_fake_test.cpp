@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "process.hpp"
+#include "test_certs.hpp"
 #include "wait.hpp"
 
 using namespace convoke::test;
@@ -39,7 +40,13 @@ public:
   /// Each /connz: the producer's in_msgs grow by 50 and its uptime by 0.5 s.
   std::atomic<int> connz_calls{0};
 
-  fake_admin() {
+  /// With `tls`: HTTPS with that certificate.
+  explicit fake_admin(const cert_files* tls = nullptr)
+    : srv_(tls == nullptr
+             ? std::make_unique<httplib::Server>()
+             : std::make_unique<httplib::SSLServer>(tls->cert.c_str(), tls->key.c_str())),
+      https_(tls != nullptr) {
+    auto& srv_ = *this->srv_;
     srv_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
     });
@@ -100,18 +107,22 @@ public:
       res.set_content(page.dump(), "application/json");
     });
     port_ = srv_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread{[this] { srv_.listen_after_bind(); }};
+    thread_ = std::thread{[this] { this->srv_->listen_after_bind(); }};
     // stop() does nothing before the accept loop runs: wait for it.
-    eventually([this] { return srv_.is_running(); });
+    eventually([this] { return this->srv_->is_running(); });
   }
 
   ~fake_admin() {
-    srv_.stop();
+    srv_->stop();
     thread_.join();
   }
 
+  std::string url(bool https) const {
+    return fmt::format("{}://127.0.0.1:{}", https ? "https" : "http", port_);
+  }
+
   std::string url() const {
-    return fmt::format("http://127.0.0.1:{}", port_);
+    return url(https_);
   }
 
   std::vector<std::string> queries() {
@@ -129,7 +140,8 @@ private:
     return false;
   }
 
-  httplib::Server srv_;
+  std::unique_ptr<httplib::Server> srv_;
+  bool https_ = false;
   int port_ = 0;
   std::thread thread_;
   std::mutex mtx_;
@@ -284,4 +296,21 @@ TEST(CliAdminFake, TopQuitsCleanlyOnSigint) {
   ASSERT_TRUE(p.wait_output("producer", 10s, false)) << p.err();
   p.signal(SIGINT);
   EXPECT_EQ(p.wait(5s), 0) << p.err();
+}
+
+TEST(CliAdminFake, HttpsIsVerifiedAgainstTheGivenCa) {
+  test_certs certs;
+  fake_admin admin{&certs.server};
+  process ok{convoke_args({"server", "check", "--admin", admin.url(), "--tls-ca", certs.ca})};
+  EXPECT_EQ(ok.wait(10s), 0) << ok.out() << ok.err();
+  process wrong_ca{
+    convoke_args({"server", "check", "--admin", admin.url(), "--tls-ca", certs.other_ca})};
+  EXPECT_EQ(wrong_ca.wait(10s), 2) << wrong_ca.out();
+  EXPECT_NE(wrong_ca.out().find("certificate"), std::string::npos) << wrong_ca.out();
+  process plain{convoke_args({"server", "check", "--admin", admin.url(false), "--timeout", "2s"})};
+  EXPECT_EQ(plain.wait(10s), 2) << plain.out();
+  process ca_on_http{convoke_args({"agents", "--admin", admin.url(false), "--tls-ca", certs.ca})};
+  EXPECT_EQ(ca_on_http.wait(10s), 2);
+  EXPECT_NE(ca_on_http.err().find("--tls-ca needs an https:// --admin URL"), std::string::npos)
+    << ca_on_http.err();
 }
