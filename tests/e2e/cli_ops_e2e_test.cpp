@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -106,4 +107,108 @@ TEST(CliOps, ListenShowsDirectMessagesMarkedAsDirect) {
   EXPECT_EQ(direct, 1);
   srv.proc->signal(SIGTERM);
   EXPECT_EQ(srv.proc->wait(10s), 0);
+}
+
+// -- against a real server's admin listener ------------------------------------
+
+namespace {
+
+std::string admin_url(const server_process& srv) {
+  return "http://127.0.0.1:" + std::to_string(srv.admin_port);
+}
+
+/// Runs `convoke-server credentials add FILE NAME args...`; returns the
+/// token it printed.
+std::string add_identity(const std::string& file, const std::string& name,
+                         std::vector<std::string> args) {
+  std::vector<std::string> argv{binary("convoke-server"), "credentials", "add", file, name};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process p{argv};
+  EXPECT_EQ(p.wait(30s), 0) << p.err();
+  auto token = p.out();
+  while (!token.empty() && token.back() == '\n')
+    token.pop_back();
+  return token;
+}
+
+} // namespace
+
+TEST(CliOps, ServerCheckAgentsAndTopReadARealServer) {
+  server_process srv;
+  ASSERT_NE(srv.admin_port, 0);
+  auto admin = admin_url(srv);
+  process bob{{binary("convoke"), "listen", "-s", srv.address(), "-n", "bob"}};
+  process news{{binary("convoke"), "listen", "-s", srv.address(), "-n", "newsdesk", "-r", "news"}};
+  ASSERT_TRUE(bob.wait_output("connected: bob", 5s)) << bob.err();
+  ASSERT_TRUE(news.wait_output("connected: newsdesk", 5s)) << news.err();
+
+  process check{{binary("convoke"), "server", "check", "--admin", admin}};
+  ASSERT_EQ(check.wait(10s), 0) << check.out() << check.err();
+  EXPECT_EQ(
+    check.out().rfind(std::string{"OK: convoke "} + CONVOKE_VERSION + " ready agents=2 ", 0), 0u)
+    << check.out();
+  process too_few{{binary("convoke"), "server", "check", "--admin", admin, "--min-agents", "3"}};
+  EXPECT_EQ(too_few.wait(10s), 2) << too_few.out();
+
+  process agents{{binary("convoke"), "agents", "--admin", admin}};
+  ASSERT_EQ(agents.wait(10s), 0) << agents.err();
+  auto table = agents.out();
+  auto bob_row = table.substr(table.find("\nbob "));
+  bob_row = bob_row.substr(1, bob_row.find('\n', 1));
+  EXPECT_NE(bob_row.find("convoke-cpp/"), std::string::npos) << table;
+  EXPECT_NE(bob_row.find("(all)"), std::string::npos) << table;
+  EXPECT_NE(table.find("newsdesk"), std::string::npos) << table;
+  EXPECT_LT(table.find("\nbob "), table.find("\nnewsdesk ")) << "sorted by name";
+  process filtered{{binary("convoke"), "agents", "--admin", admin, "--name", "news", "--json"}};
+  ASSERT_EQ(filtered.wait(10s), 0) << filtered.err();
+  auto rows = json_lines(filtered.out());
+  ASSERT_EQ(rows.size(), 1u) << filtered.out();
+  EXPECT_EQ(rows[0]["name"], "newsdesk");
+  EXPECT_EQ(rows[0]["routes"], json::array({"news"}));
+
+  // Messages between two snapshots of top: newsdesk's in/out counts move.
+  process top{{binary("convoke"), "top", "--admin", admin, "--iterations", "2", "--interval",
+               "300ms", "--sort", "name"}};
+  process burst{{binary("convoke"), "send", "-s", srv.address(), "-n", "burst", "-r", "news"},
+                "1\n2\n3\n4\n5\n"};
+  ASSERT_EQ(burst.wait(10s), 0) << burst.err();
+  ASSERT_EQ(top.wait(10s), 0) << top.err();
+  auto screens = top.out();
+  EXPECT_EQ(screens.find('\x1b'), std::string::npos);
+  EXPECT_NE(screens.find(std::string{"convoke "} + CONVOKE_VERSION + " at " + admin),
+            std::string::npos)
+    << screens;
+  EXPECT_NE(screens.find("\nbob "), std::string::npos) << screens;
+  EXPECT_NE(screens.find("\nnewsdesk "), std::string::npos) << screens;
+  EXPECT_TRUE(news.wait_output("burst -> * [news]: 5", 5s)) << news.out();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+}
+
+TEST(CliOps, ServerCheckNeedsAnAdminIdentityWhenTheServerHasCredentials) {
+  temp_dir dir;
+  auto creds = dir.file("credentials.toml");
+  auto ops_token = add_identity(creds, "ops", {"--admin"});
+  auto agent_token = add_identity(creds, "worker", {"--all"});
+  server_process srv{{"--auth.credentials", creds, "--auth.failed-login-delay", "0s"}};
+  ASSERT_NE(srv.admin_port, 0);
+  auto admin = admin_url(srv);
+  std::ofstream{dir.file("ops.token")} << ops_token << "\n";
+  std::ofstream{dir.file("worker.token")} << agent_token << "\n";
+
+  process anonymous{{binary("convoke"), "server", "check", "--admin", admin}};
+  EXPECT_EQ(anonymous.wait(10s), 3) << anonymous.out();
+  EXPECT_NE(anonymous.out().find("answered 401"), std::string::npos) << anonymous.out();
+  process not_admin{{binary("convoke"), "server", "check", "--admin", admin, "--identity", "worker",
+                     "--token-file", dir.file("worker.token")}};
+  EXPECT_EQ(not_admin.wait(10s), 3) << not_admin.out();
+  EXPECT_NE(not_admin.out().find("answered 403"), std::string::npos) << not_admin.out();
+  process ops{{binary("convoke"), "server", "check", "--admin", admin, "--identity", "ops",
+               "--token-file", dir.file("ops.token")}};
+  EXPECT_EQ(ops.wait(10s), 0) << ops.out() << ops.err();
+  process listing{{binary("convoke"), "agents", "--admin", admin},
+                  {},
+                  {{"CONVOKE_IDENTITY", "ops"}, {"CONVOKE_TOKEN", ops_token}}};
+  EXPECT_EQ(listing.wait(10s), 0) << listing.err();
+  EXPECT_EQ(listing.out(), "no agents connected\n");
 }
