@@ -6,7 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <poll.h>
+#include <pty.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -313,4 +322,62 @@ TEST(CliAdminFake, HttpsIsVerifiedAgainstTheGivenCa) {
   EXPECT_EQ(ca_on_http.wait(10s), 2);
   EXPECT_NE(ca_on_http.err().find("--tls-ca needs an https:// --admin URL"), std::string::npos)
     << ca_on_http.err();
+}
+
+TEST(CliAdminFake, TopOnATerminalRedrawsAndQuitsOnQRestoringTheTerminal) {
+  fake_admin admin;
+  int master = -1;
+  winsize ws{};
+  ws.ws_row = 30;
+  ws.ws_col = 160;
+  auto bin = binary("convoke");
+  auto url = admin.url();
+  pid_t pid = ::forkpty(&master, nullptr, nullptr, &ws);
+  ASSERT_GE(pid, 0) << std::strerror(errno);
+  if (pid == 0) {
+    ::execl(bin.c_str(), bin.c_str(), "top", "--admin", url.c_str(), "--interval", "100ms",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::string out;
+  // Reads until `text` appears at or after `from`.
+  auto read_until
+    = [&](const std::string& text, std::chrono::milliseconds timeout, size_t from = 0) {
+        auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (out.find(text, from) == std::string::npos) {
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+          if (left.count() <= 0)
+            return false;
+          pollfd p{master, POLLIN, 0};
+          if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+            continue;
+          char buf[4096];
+          auto n = ::read(master, buf, sizeof buf);
+          if (n <= 0)
+            return false;
+          out.append(buf, static_cast<size_t>(n));
+        }
+        return true;
+      };
+  // Two screens, each drawn over the last.
+  ASSERT_TRUE(read_until("producer", 10s)) << out;
+  auto first = out.find("\x1b[H\x1b[2J");
+  ASSERT_NE(first, std::string::npos) << "the screen is cleared on a terminal";
+  ASSERT_TRUE(read_until("\x1b[H\x1b[2J", 10s, first + 1)) << out;
+  EXPECT_NE(out.find("\x1b[?25l"), std::string::npos) << "the cursor is hidden";
+  ASSERT_EQ(::write(master, "q", 1), 1);
+  int status = -1;
+  ASSERT_TRUE(eventually([&] {
+    read_until("\x1b[?25h", 50ms); // keep the pty drained
+    return ::waitpid(pid, &status, WNOHANG) == pid;
+  }))
+    << "top did not quit on q";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(out.find("\x1b[?25h"), std::string::npos) << "the cursor is shown again";
+  termios t{};
+  ASSERT_EQ(::tcgetattr(master, &t), 0) << std::strerror(errno); // the pty's (the child's) modes
+  EXPECT_NE(t.c_lflag & ECHO, 0u) << "echo is restored";
+  EXPECT_NE(t.c_lflag & ICANON, 0u) << "line input is restored";
+  ::close(master);
 }
