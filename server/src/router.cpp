@@ -560,9 +560,8 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       auto e = st.table.find(sid);
       if (e == nullptr)
         return;
-      auto session = e->handle;
+      self->send(e->handle, lame_bye_atom::value);
       forget(self, sid);
-      self->send(session, lame_bye_atom::value);
     },
     [self](barrier_atom, uint64_t tag) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);

@@ -180,7 +180,8 @@ void server::shutdown() {
   d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
   {
     std::lock_guard lock{d.accept_stop};
-    d.accept_loop->stop(); // no new connections from here on
+    if (d.accept_loop)
+      d.accept_loop->stop(); // no new connections from here on
   }
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
@@ -189,12 +190,14 @@ void server::shutdown() {
 void server::lame_duck() {
   auto& d = *impl_;
   auto& ctx = *d.ctx;
-  if (!d.sys || d.stopped || d.shutdown_requested.load() || ctx.lame_duck.exchange(true))
+  if (d.shutdown_requested.load())
     return;
-  {
-    std::lock_guard lock{d.accept_stop};
-    d.accept_loop->stop(); // the listening socket is closed: connects are refused
-  }
+  // Under the lock: wait() may be ending the server on another thread (the
+  // acceptor is null from then on).
+  std::lock_guard lock{d.accept_stop};
+  if (!d.accept_loop || ctx.lame_duck.exchange(true))
+    return;
+  d.accept_loop->stop(); // the listening socket is closed: connects are refused
   ctx.log_server->info("lame duck: stopped accepting; closing agents after grace={} "
                        "within duration={}",
                        format_duration(ctx.cfg.lame_duck_grace),
@@ -218,10 +221,13 @@ void server::wait() {
   // Its worker may be answering a login: let it finish while the actor
   // system it sends the answer to still exists.
   d.ctx->auth.reset();
-  d.accept_loop.reset();
-  d.stopped = true;
-  d.router = nullptr;
-  d.listener = nullptr;
+  {
+    std::lock_guard lock{d.accept_stop};
+    d.accept_loop.reset();
+    d.stopped = true;
+    d.router = nullptr;
+    d.listener = nullptr;
+  }
   if (d.ctx->trace)
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
