@@ -52,11 +52,13 @@ struct router_state {
   bool draining = false;
   bool goodbyes_sent = false;
   std::unordered_set<uint64_t> drained;
-  /// Lame-duck mode (server::lame_duck()): its schedule, the sessions asked
-  /// to close (and not yet forgotten), and the listener to tell once every
-  /// agent is gone.
+  /// Lame-duck mode (server::lame_duck()): its schedule, the sessions in the
+  /// order they will be asked to close (registered ones first, then those
+  /// that register meanwhile; ids that left are skipped), those asked (and
+  /// not yet forgotten), and the listener to tell once every agent is gone.
   struct lame_duck_run {
     lame_duck_plan plan;
+    std::deque<uint64_t> queue;
     std::unordered_set<uint64_t> asked;
     caf::actor listener;
     bool done = false;
@@ -140,6 +142,8 @@ void on_register(router_ptr self, register_request& req) {
   added.send_restricted = req.send_restricted;
   if (req.send_restricted)
     ++st.send_restricted;
+  if (st.lame)
+    st.lame->queue.push_back(req.session_id); // closed in turn, after those before it
   st.by_addr.emplace(session.address(), req.session_id);
   self->monitor(session);
   bump(st.ctx->stats.agents);
@@ -454,22 +458,20 @@ void lame_duck_tick(router_ptr self) {
   auto now = std::chrono::steady_clock::now();
   auto open = st.table.size() - std::min(st.table.size(), run.asked.size());
   auto n = run.plan.due(now, open);
-  if (n > 0) {
-    std::vector<entry_t*> picked;
-    picked.reserve(n);
-    st.table.for_each([&](entry_t& e) {
-      if (picked.size() < n && run.asked.count(e.session_id) == 0)
-        picked.push_back(&e);
-    });
-    for (auto* e : picked) {
-      auto hint = static_cast<uint64_t>(run.plan.reconnect_hint(crypto::random_u64()).count());
-      run.asked.insert(e->session_id);
-      --open;
-      st.ctx->log_router->info(
-        "lame duck closing agent={} session={} reconnect_after_ms={} still_open={}",
-        logfmt_value(e->name), e->session_id, hint, open);
-      self->send(e->handle, lame_duck_atom::value, hint);
-    }
+  while (n > 0 && !run.queue.empty()) {
+    auto sid = run.queue.front();
+    run.queue.pop_front();
+    auto e = st.table.find(sid);
+    if (e == nullptr || run.asked.count(sid) > 0)
+      continue; // it left on its own
+    --n;
+    --open;
+    run.asked.insert(sid);
+    auto hint = static_cast<uint64_t>(run.plan.reconnect_hint(crypto::random_u64()).count());
+    st.ctx->log_router->info(
+      "lame duck closing agent={} session={} reconnect_after_ms={} still_open={}",
+      logfmt_value(e->name), sid, hint, open);
+    self->send(e->handle, lame_duck_atom::value, hint);
   }
   maybe_finish_lame_duck(self);
   if (run.done)
@@ -541,8 +543,10 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
         router_state::lame_duck_run{lame_duck_plan{std::chrono::steady_clock::now(),
                                                    cfg.lame_duck_grace, cfg.lame_duck_duration},
                                     {},
+                                    {},
                                     std::move(listener),
                                     false});
+      st.table.for_each([&](entry_t& e) { st.lame->queue.push_back(e.session_id); });
       st.ctx->log_router->info("lame duck agents={} grace={} duration={}", st.table.size(),
                                format_duration(cfg.lame_duck_grace),
                                format_duration(cfg.lame_duck_duration));
