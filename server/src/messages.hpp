@@ -96,6 +96,8 @@ struct register_request {
   bool receive = true;
   /// Its `send` right is restricted: requests it receives grant it a reply.
   bool send_restricted = false;
+  /// The admin listener's view of the agent: the router keeps its routes.
+  session_info_ptr info;
 };
 
 /// The authenticator's answer to a session (from its worker thread).
@@ -148,6 +150,8 @@ struct relay_batch {
 /// receivers get the same bytes.
 struct delivery {
   std::vector<char> frames;
+  /// When the first message was stamped (unix ns), for the relay latency.
+  int64_t relayed_ns = 0;
   uint32_t count = 0;
   uint64_t first_id = 0;
   uint64_t last_id = 0;

@@ -73,6 +73,9 @@ struct router_state {
     uint64_t routes_refused = 0;
   };
   std::unordered_map<uint64_t, limited> limits;
+  /// The admin listener's view of each agent; the router keeps its routes
+  /// up to date there (/connz, /routez).
+  std::unordered_map<uint64_t, session_info_ptr> infos;
   /// Registered agents whose `send` right is restricted: only then do
   /// requests record reply grants.
   size_t send_restricted = 0;
@@ -88,6 +91,13 @@ using router_ptr = caf::io::stateful_broker<router_state>*;
 constexpr size_t resume_token_bytes = 32;
 
 void forget(router_ptr self, uint64_t sid);
+
+/// Copies an agent's subscriptions to its session_info (a subscription
+/// change is rare; this is not on the relay path).
+void publish_routes(router_state& st, const entry_t& e) {
+  if (auto i = st.infos.find(e.session_id); i != st.infos.end())
+    i->second->set_routes({e.routes.begin(), e.routes.end()});
+}
 
 void on_register(router_ptr self, register_request& req) {
   auto& st = self->state;
@@ -145,6 +155,10 @@ void on_register(router_ptr self, register_request& req) {
   if (st.lame)
     st.lame->queue.push_back(req.session_id); // closed in turn, after those before it
   st.by_addr.emplace(session.address(), req.session_id);
+  if (req.info) {
+    st.infos[req.session_id] = std::move(req.info);
+    publish_routes(st, added);
+  }
   self->monitor(session);
   bump(st.ctx->stats.agents);
   self->send(session, welcome_atom::value, req.name, token);
@@ -171,6 +185,7 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
     }
     st.table.subscribe(*e, r);
   }
+  publish_routes(st, *e);
   if (refused > 0) { // one Notice per Subscribe, however many routes it named
     auto& lim = st.limits[sid];
     if (!lim.limiter.allow(notice_limiter::clock::now())) {
@@ -331,6 +346,7 @@ void on_relay(router_ptr self, relay_batch& b) {
     if (st.targets.empty())
       return;
     delivery d;
+    d.relayed_ns = b.items.front().relayed_ns;
     d.frames = std::move(b.frames);
     d.count = static_cast<uint32_t>(b.items.size());
     d.first_id = b.items.front().message_id;
@@ -353,8 +369,10 @@ void on_relay(router_ptr self, relay_batch& b) {
     grant_replies(st, b, it);
     for (auto e : st.targets) {
       auto& d = per[e];
-      if (d.count == 0)
+      if (d.count == 0) {
         d.first_id = it.message_id;
+        d.relayed_ns = it.relayed_ns;
+      }
       d.frames.insert(d.frames.end(), b.frames.begin() + it.offset,
                       b.frames.begin() + it.offset + it.size);
       ++d.count;
@@ -486,6 +504,7 @@ void forget(router_ptr self, uint64_t sid) {
   auto& st = self->state;
   flush_suppressed(self, sid); // its trace record
   st.limits.erase(sid);
+  st.infos.erase(sid);
   auto e = st.table.find(sid);
   if (e == nullptr)
     return;

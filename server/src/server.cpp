@@ -1,6 +1,7 @@
 #include "convoke/server/server.hpp"
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "acceptor.hpp"
+#include "admin.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/net.hpp"
 #include "convoke/common/signals.hpp"
@@ -35,6 +37,8 @@ server_stats server_context::snapshot() const {
   s.connections_open = get(stats.connections_open);
   s.agents = get(stats.agents);
   s.messages_in = get(stats.messages_in);
+  s.bytes_in = get(stats.bytes_in);
+  s.bytes_out = get(stats.bytes_out);
   s.deliveries = get(stats.deliveries);
   s.undeliverable = get(stats.undeliverable);
   s.rejected = get(stats.rejected);
@@ -72,6 +76,7 @@ struct server::impl {
   caf::actor router;
   caf::actor listener;
   std::unique_ptr<acceptor> accept_loop;
+  std::unique_ptr<admin_server> admin;
   uint16_t port = 0;
   std::atomic<bool> shutdown_requested{false};
   /// shutdown() and lame_duck() may race from two threads; both stop the
@@ -149,6 +154,15 @@ expected<> server::start() {
     return fail(code, std::move(ls.error().text));
   }
   d.port = ls->port;
+  if (cfg.admin_enabled) {
+    auto a = admin_server::start(d.ctx, d.port);
+    if (!a) {
+      ::close(ls->fd);
+      d.sys.reset();
+      return tl::unexpected{std::move(a.error())};
+    }
+    d.admin = std::move(*a);
+  }
   d.router = internal::spawn_router(*d.sys, d.ctx);
   d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
   d.accept_loop = std::make_unique<acceptor>(ls->fd, ctx.log_server, ctx.stats.accept_errors);
@@ -161,11 +175,19 @@ expected<> server::start() {
   caf::logger::set_current_actor_system(nullptr);
   ctx.log_server->info("listening name={} host={} port={} version={}", logfmt_value(cfg.name),
                        cfg.host, d.port, CONVOKE_VERSION);
+  if (d.admin)
+    ctx.log_server->info("admin listening url={}://{}:{}/ endpoints=/healthz,/readyz,/varz,"
+                         "/connz,/routez,/metrics",
+                         cfg.admin_tls ? "https" : "http", cfg.admin_host, d.admin->port());
   return {};
 }
 
 uint16_t server::port() const noexcept {
   return impl_->port;
+}
+
+uint16_t server::admin_port() const noexcept {
+  return impl_->admin ? impl_->admin->port() : 0;
 }
 
 void server::shutdown() {
@@ -178,6 +200,7 @@ void server::shutdown() {
   auto margin = std::min<std::chrono::milliseconds>(drain / 5, std::chrono::milliseconds{500});
   auto deadline = std::chrono::steady_clock::now() + drain - margin;
   d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+  d.ctx->draining.store(true, std::memory_order_relaxed); // /readyz: 503
   {
     std::lock_guard lock{d.accept_stop};
     if (d.accept_loop)
@@ -197,6 +220,7 @@ void server::lame_duck() {
   std::lock_guard lock{d.accept_stop};
   if (!d.accept_loop || ctx.lame_duck.exchange(true))
     return;
+  ctx.draining.store(true, std::memory_order_relaxed); // /readyz: 503
   d.accept_loop->stop(); // the listening socket is closed: connects are refused
   ctx.log_server->info("lame duck: stopped accepting; closing agents after grace={} "
                        "within duration={}",
@@ -206,7 +230,7 @@ void server::lame_duck() {
 }
 
 bool server::draining() const noexcept {
-  return impl_->shutdown_requested.load() || impl_->ctx->lame_duck.load();
+  return impl_->ctx->draining.load(std::memory_order_relaxed);
 }
 
 bool server::lame_duck_finished() const noexcept {
@@ -218,6 +242,9 @@ void server::wait() {
   if (!d.sys || d.stopped)
     return;
   d.sys->await_all_actors_done();
+  // The admin listener reads the server's state until here (probes see
+  // "draining" during the drain).
+  d.admin.reset();
   // Its worker may be answering a login: let it finish while the actor
   // system it sends the answer to still exists.
   d.ctx->auth.reset();
@@ -383,6 +410,7 @@ int run(server_config cfg) {
   auto log = logging::get("server");
   auto drain = cfg.drain_timeout;
   auto port_file = cfg.port_file;
+  auto admin_port_file = cfg.admin_enabled ? cfg.admin_port_file : std::string{};
   server srv{std::move(cfg)};
   if (auto ok = srv.start(); !ok) {
     auto& code = ok.error().code;
@@ -391,6 +419,11 @@ int run(server_config cfg) {
                                                       : code.category().name());
     return 1;
   }
+  // The admin port first: a port file's presence tells scripts the server
+  // is up, so everything it serves must be up by then.
+  if (!admin_port_file.empty() && srv.admin_port() != 0
+      && !write_port_file(admin_port_file, srv.admin_port()))
+    log->error("cannot write port file path={}", logfmt_value(admin_port_file));
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
   int sig = 0;
@@ -458,6 +491,8 @@ int run(server_config cfg) {
   waiter.join();
   if (!port_file.empty())
     std::remove(port_file.c_str());
+  if (!admin_port_file.empty())
+    std::remove(admin_port_file.c_str());
   log->flush();
   return 0;
 }

@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <httplib.h>
+
 #include "convoke/common/net.hpp"
 #include "convoke/proto/rules.hpp"
 #include "raw_client.hpp"
@@ -33,6 +35,14 @@ bool can_connect(uint16_t port) {
     return false;
   ::close(*fd);
   return true;
+}
+
+/// The status of GET `path` on the admin listener (0: no answer).
+int admin_status(const server_process& srv, const std::string& path) {
+  httplib::Client c{"127.0.0.1", srv.admin_port};
+  c.set_read_timeout(5);
+  auto r = c.Get(path);
+  return r ? r->status : 0;
 }
 
 /// Reads one raw agent's frames on a thread until its Goodbye (or close).
@@ -63,7 +73,7 @@ struct watcher {
 std::unique_ptr<process> server_on(uint16_t port, const temp_dir& dir) {
   auto p = std::make_unique<process>(std::vector<std::string>{
     binary("convoke-server"), "--listen.port", std::to_string(port), "--listen.port-file",
-    dir.file("port2"), "--trace.file", dir.file("trace2.jsonl")});
+    dir.file("port2"), "--trace.file", dir.file("trace2.jsonl"), "--admin.port", "0"});
   if (!p->wait_output("listening", 10s))
     throw std::runtime_error("the second server did not start: " + p->err());
   return p;
@@ -86,9 +96,13 @@ TEST(LameDuckProcess, Sigusr2SendsAgentsAwayOneByOneAndExitsZero) {
                "--reconnect", "--json"}};
   ASSERT_TRUE(cli.wait_output("\"event\":\"connected\"", 5s)) << cli.err();
 
+  ASSERT_NE(srv.admin_port, 0);
+  EXPECT_EQ(admin_status(srv, "/readyz"), 200);
   auto started = steady::now();
   srv.proc->signal(SIGUSR2);
   ASSERT_TRUE(srv.proc->wait_output("lame duck: stopped accepting", 5s)) << srv.proc->err();
+  EXPECT_EQ(admin_status(srv, "/readyz"), 503) << "load balancers stop sending agents here";
+  EXPECT_EQ(admin_status(srv, "/healthz"), 200) << "alive all the same";
   // Within the grace: a message sent now is relayed before any close.
   ASSERT_TRUE(raw[0]->client.send_envelope("b", "sent before the close"));
   for (auto& w : raw)

@@ -117,6 +117,12 @@ struct server_config {
   std::string tls_key;
   std::string tls_client_ca;
   tls::client_verification tls_verify_clients = tls::client_verification::off;
+  // [admin] The admin HTTP listener (docs/operations.md).
+  bool admin_enabled = true;
+  std::string admin_host = "127.0.0.1";
+  uint16_t admin_port = 7421;
+  std::string admin_port_file;
+  bool admin_tls = false;
 
   bool tls_enabled() const noexcept {
     return !tls_cert.empty();
@@ -182,6 +188,17 @@ expected<> set_option(server_config& cfg, const std::string& key, const std::str
 /// syntax, a key outside a [section]), `errc::unknown_key`,
 /// `errc::invalid_value`. None if the file was applied completely.
 std::vector<error> load_file(server_config& cfg, const std::string& path);
+
+/// One key of the effective configuration: `value` is a TOML literal that
+/// is also valid JSON (a quoted string, a number or a boolean).
+struct config_entry {
+  std::string section;
+  std::string name;
+  std::string value;
+};
+
+/// Every key in `--help` order; the token is redacted ("<redacted>").
+std::vector<config_entry> config_entries(const server_config& cfg);
 
 /// The effective configuration as TOML (the token is redacted).
 std::string dump_config(const server_config& cfg);

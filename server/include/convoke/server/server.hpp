@@ -37,6 +37,9 @@ public:
   /// The bound TCP port (meaningful after a successful `start()`).
   uint16_t port() const noexcept;
 
+  /// The admin listener's port (0 if admin.enabled is false).
+  uint16_t admin_port() const noexcept;
+
   /// Starts the graceful shutdown: stop accepting, flush what was already
   /// read to its receivers, send Goodbye to every agent, close. Thread-safe
   /// and idempotent.
