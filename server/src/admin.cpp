@@ -90,7 +90,11 @@ constexpr size_t admin_backlog = 64;
 
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  res.set_content(body.dump() + "\n", "application/json");
+  // Names and routes are UTF-8 by the protocol's rules; should anything
+  // else slip through, it is replaced (U+FFFD) rather than failing the
+  // request (nlohmann's dump() throws on invalid UTF-8 by default).
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                  "application/json");
 }
 
 void send_error(httplib::Response& res, int status, const std::string& text) {
