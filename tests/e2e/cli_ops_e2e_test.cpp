@@ -212,3 +212,22 @@ TEST(CliOps, ServerCheckNeedsAnAdminIdentityWhenTheServerHasCredentials) {
   EXPECT_EQ(listing.wait(10s), 0) << listing.err();
   EXPECT_EQ(listing.out(), "no agents connected\n");
 }
+
+TEST(CliOps, ServerCheckWarnsWhileTheServerIsInLameDuckMode) {
+  // A long grace: the server stays up, draining, while the checks run.
+  server_process srv{{"--lame-duck.grace", "20s", "--lame-duck.duration", "60s"}};
+  ASSERT_NE(srv.admin_port, 0);
+  auto admin = admin_url(srv);
+  process before{{binary("convoke"), "server", "check", "--admin", admin}};
+  ASSERT_EQ(before.wait(10s), 0) << before.out();
+  srv.proc->signal(SIGUSR2);
+  ASSERT_TRUE(srv.proc->wait_output("entering lame-duck mode", 5s)) << srv.proc->err();
+  process warning{{binary("convoke"), "server", "check", "--admin", admin}};
+  EXPECT_EQ(warning.wait(10s), 1) << warning.out();
+  EXPECT_EQ(warning.out().rfind("WARNING: ", 0), 0u) << warning.out();
+  EXPECT_NE(warning.out().find(" draining "), std::string::npos) << warning.out();
+  process critical{{binary("convoke"), "server", "check", "--admin", admin, "--draining-critical"}};
+  EXPECT_EQ(critical.wait(10s), 2) << critical.out();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0);
+}
