@@ -59,6 +59,13 @@ TEST(ServerReload, NewSessionsTakeTheReloadedLimitsWhileRelayingGoesOn) {
       sent += 50;
     }
   }};
+  // A failed ASSERT below must not leave the threads running forever.
+  struct stopper {
+    std::atomic<bool>& flag;
+    ~stopper() {
+      flag = true;
+    }
+  } stop_on_exit{stop};
   ASSERT_TRUE(eventually([&] { return received > 2000; }, 10s));
 
   // Reloads from this thread while the relay runs, each published at once.
