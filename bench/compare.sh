@@ -23,6 +23,10 @@
 #   SCENARIOS=routes bench/compare.sh                  # 10 x 1000 subscriptions
 #   BASELINE_BIN=/path/to/old/convoke-server BASELINE_PROTOCOL=1 bench/compare.sh
 #   TLS=1 SCENARIOS=fanout bench/compare.sh              # TLS against NATS with TLS
+#   SCRAPE=1 SCENARIOS="fanout direct" bench/compare.sh  # with /metrics + /connz scraped
+# With SCRAPE=1 a configuration is added:
+#   scraped  convoke-server, tracing off, its admin endpoints /metrics and
+#            /connz read every SCRAPE_MS (100) ms by the generator
 #
 # Needs: a build (./scripts/test or ninja -C build) and nats-server
 # (apt-get install nats-server).
@@ -37,6 +41,8 @@ SCENARIOS=${SCENARIOS:-"fanout latency direct connections"}
 BASELINE_BIN=${BASELINE_BIN:-}
 BASELINE_PROTOCOL=${BASELINE_PROTOCOL:-2}
 TLS=${TLS:-0}
+SCRAPE=${SCRAPE:-0}
+SCRAPE_MS=${SCRAPE_MS:-100}
 [ -x "$BENCH" ] || { echo "build first: $BENCH is missing" >&2; exit 1; }
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] ||
   { echo "nats-server is missing: apt-get install nats-server" >&2; exit 1; }
@@ -45,10 +51,12 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 CONFIGS=(off on)
+[ "$SCRAPE" = 1 ] && CONFIGS+=(scraped)
 [ -n "$BASELINE_BIN" ] && CONFIGS+=(before)
 CONFIGS+=(nats)
 # Ratio columns: pairs of CONFIGS indexes, Convoke's then NATS's.
 RATIOS=("0 $((${#CONFIGS[@]} - 1))" "1 $((${#CONFIGS[@]} - 1))")
+[ "$SCRAPE" = 1 ] && RATIOS+=("2 0") # scraped / off
 if [ "$TLS" = 1 ]; then
   command -v openssl >/dev/null || { echo "TLS=1 needs the openssl CLI" >&2; exit 1; }
   CONFIGS=(off nats tls nats-tls)
@@ -73,6 +81,7 @@ run() {
     rm -f "$TMP"/trace*
     args+=(--server-arg=--trace.enabled --server-arg=true
       "--server-arg=--trace.file" "--server-arg=$TMP/trace.log") ;;
+  scraped) args+=(--scrape-ms "$SCRAPE_MS") ;;
   before) args+=(--server-bin "$BASELINE_BIN" --convoke-protocol "$BASELINE_PROTOCOL") ;;
   nats) args+=(--protocol nats) ;;
   tls) args+=(--tls-ca "$TMP/ca.crt" "--server-arg=--tls.cert" "--server-arg=$TMP/server.crt"
@@ -127,7 +136,8 @@ row() {
         printf " %.2fx |", r }')
     done
   else
-    ratios=" | |"
+    ratios=""
+    for _ in "${RATIOS[@]}"; do ratios+=" |"; done
   fi
   local line="| $label |"
   for cell in "${cells[@]}"; do line+=" $cell |"; done
@@ -136,9 +146,11 @@ row() {
 
 header="| scenario | Convoke, tracing off | Convoke, shipped defaults (tracing on) |"
 sep="|---|---|---|"
+[ "$SCRAPE" = 1 ] && { header+=" Convoke, tracing off, scraped every ${SCRAPE_MS} ms |"; sep+="---|"; }
 [ -n "$BASELINE_BIN" ] && { header+=" Convoke before |"; sep+="---|"; }
 header+=" NATS | off / NATS | on / NATS |"
 sep+="---|---|---|"
+[ "$SCRAPE" = 1 ] && { header+=" scraped / off |"; sep+="---|"; }
 if [ "$TLS" = 1 ]; then
   header="| scenario | Convoke | NATS | Convoke, TLS | NATS, TLS | Convoke / NATS | TLS: Convoke / NATS |"
   sep="|---|---|---|---|---|---|---|"

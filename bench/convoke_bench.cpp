@@ -49,6 +49,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <httplib.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -82,13 +83,59 @@ int64_t mono_ns() {
 
 // -- the server under test --------------------------------------------------------
 
+/// Reads the admin endpoints /metrics and /connz every `interval` while a
+/// scenario runs, as a monitoring system would (--scrape-ms): what does
+/// watching the server cost its relaying? Runs on the generator's CPU.
+class scraper {
+public:
+  scraper(uint16_t admin_port, std::chrono::milliseconds interval) {
+    thread_ = std::thread{[this, admin_port, interval] {
+      httplib::Client c{"127.0.0.1", admin_port};
+      c.set_read_timeout(5);
+      auto next = std::chrono::steady_clock::now();
+      while (!stop_) {
+        for (const char* path : {"/metrics", "/connz?limit=10000"}) {
+          auto start = std::chrono::steady_clock::now();
+          auto r = c.Get(path);
+          auto took = std::chrono::steady_clock::now() - start;
+          ++(r && r->status == 200 ? ok_ : failed_);
+          slowest_ = std::max(slowest_, took);
+          bytes_ += r ? r->body.size() : 0;
+        }
+        next += interval;
+        std::this_thread::sleep_until(next); // pacing, one scrape per interval
+      }
+    }};
+  }
+
+  ~scraper() {
+    stop_ = true;
+    thread_.join();
+    std::fprintf(
+      stderr, "scraper: %llu requests answered, %llu failed, slowest %.1f ms, %.0f KiB read\n",
+      static_cast<unsigned long long>(ok_.load()), static_cast<unsigned long long>(failed_.load()),
+      std::chrono::duration<double, std::milli>(slowest_).count(),
+      static_cast<double>(bytes_) / 1024);
+  }
+
+private:
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ok_{0};
+  std::atomic<uint64_t> failed_{0};
+  std::chrono::steady_clock::duration slowest_{};
+  uint64_t bytes_ = 0;
+};
+
 struct server_handle {
   pid_t pid = 0; // 0 when external and unknown
   std::string host = "127.0.0.1";
   uint16_t port = 0;
   bool owned = false;
+  std::unique_ptr<scraper> scrape;
 
   ~server_handle() {
+    scrape.reset();
     if (owned && pid > 0) {
       ::kill(pid, SIGTERM);
       int st = 0;
@@ -163,16 +210,22 @@ bool pin_to_cpu(int cpu) {
 /// `cpu` >= 0 pins the server to that CPU (taskset), so that server and
 /// generator never share one.
 std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::string& bin,
-                                            const std::vector<std::string>& extra, int cpu) {
+                                            const std::vector<std::string>& extra, int cpu,
+                                            int scrape_ms) {
   auto h = std::make_unique<server_handle>();
   h->owned = true;
   h->port = free_port();
+  uint16_t admin_port = 0;
   std::vector<std::string> argv{bin};
   if (proto == protocol_kind::convoke) {
     // All load comes from 127.0.0.1: no per-address limit (10000 agents).
     for (auto a : {"--listen.port", "PORT", "--trace.enabled", "false", "--log.level", "warn",
                    "--limits.max-connections-per-address", "0"})
       argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
+    if (scrape_ms > 0) {
+      admin_port = free_port();
+      argv.insert(argv.end(), {"--admin.port", std::to_string(admin_port)});
+    }
   } else {
     for (auto a : {"-a", "127.0.0.1", "-p", "PORT"})
       argv.emplace_back(std::string{a} == "PORT" ? std::to_string(h->port) : a);
@@ -197,6 +250,8 @@ std::unique_ptr<server_handle> start_server(protocol_kind proto, const std::stri
     auto c = net::tcp_connect(h->host, h->port, 200ms);
     if (c) {
       close(*c);
+      if (admin_port != 0)
+        h->scrape = std::make_unique<scraper>(admin_port, std::chrono::milliseconds{scrape_ms});
       return h;
     }
     int st = 0;
@@ -627,6 +682,7 @@ struct options {
   std::string samples;
   bool json = false;
   std::string tls_ca;
+  int scrape_ms = 0;
 };
 
 std::string proto_name(protocol_kind p) {
@@ -641,7 +697,7 @@ std::unique_ptr<server_handle> server_for(const options& o) {
     auto args = o.server_args;
     if (o.proto == protocol_kind::convoke && o.subscriptions > 0)
       args.insert(args.begin(), {"--limits.max-routes", std::to_string(o.subscriptions)});
-    return start_server(o.proto, bin, args, o.server_cpu);
+    return start_server(o.proto, bin, args, o.server_cpu, o.scrape_ms);
   }
   auto h = std::make_unique<server_handle>();
   auto hp = parse_host_port(o.server, "127.0.0.1", 7420);
@@ -1106,6 +1162,9 @@ int main(int argc, char** argv) {
                  "/usr/sbin/nats-server)");
   app.add_option("--server-arg", o.server_args, "Extra argument for a started server");
   app.add_option("--server-cpu", o.server_cpu, "Pin a started server to this CPU");
+  app.add_option("--scrape-ms", o.scrape_ms,
+                 "Read a started Convoke server's /metrics and /connz every this many ms "
+                 "while measuring (0: no scraping)");
   app.add_option("--bench-cpu", o.bench_cpu, "Pin the generator to this CPU");
   int wire = 2;
   app

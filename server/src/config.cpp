@@ -271,6 +271,15 @@ const std::vector<option_def>& options() {
                              "byte (bytes of an incomplete frame are not activity)."));
     t.push_back(duration_opt("timeouts", "drain", &server_config::drain_timeout, false,
                              "On shutdown, time allowed to flush Goodbye and pending data."));
+    t.push_back(duration_opt("lame-duck", "duration", &server_config::lame_duck_duration, false,
+                             "Lame-duck mode (SIGUSR2): the server stops accepting at once and "
+                             "closes its agents, each with Goodbye(lame_duck) and a jittered "
+                             "reconnect hint, spread evenly over this time (grace included), "
+                             "then exits 0."));
+    t.push_back(duration_opt("lame-duck", "grace", &server_config::lame_duck_grace, true,
+                             "Lame-duck mode: wait this long before the first close, so that "
+                             "load balancers see /readyz fail first. Shorter than "
+                             "lame-duck.duration."));
     t.push_back(size_opt("flow", "output-high-water", &server_config::output_high_water, 64 << 10,
                          1ull << 32,
                          "Unsent bytes queued for one agent above which it is a slow "
@@ -375,6 +384,18 @@ const std::vector<option_def>& options() {
                    return {};
                  },
                  copy_of(&server_config::tls_verify_clients)});
+    t.push_back(bool_opt("admin", "enabled", &server_config::admin_enabled,
+                         "Serve the admin HTTP endpoints (/healthz, /readyz, /varz, /connz, "
+                         "/routez, /metrics) on admin.host:admin.port."));
+    t.push_back(string_opt("admin", "host", &server_config::admin_host,
+                           "Address of the admin listener; beyond loopback it needs "
+                           "authentication (auth.*) and admin.tls, as listen.host does."));
+    t.push_back(int_opt<uint16_t>("admin", "port", &server_config::admin_port, 0, 65535,
+                                  "Admin TCP port; 0 picks a free port (see admin.port-file)."));
+    t.push_back(string_opt("admin", "port-file", &server_config::admin_port_file,
+                           "If set, the admin listener's port is written to this file."));
+    t.push_back(bool_opt("admin", "tls", &server_config::admin_tls,
+                         "Serve HTTPS with tls.cert and tls.key (read at start)."));
     return t;
   }();
   return table;
@@ -445,6 +466,12 @@ std::vector<error> validate(const server_config& cfg) {
             fmt::format("limits.bytes-burst ({}) must be at least limits.max-frame-bytes ({}): "
                         "a message of the largest size could never be relayed",
                         format_size(cfg.bytes_burst), format_size(cfg.max_frame_bytes)));
+  if (cfg.lame_duck_grace >= cfg.lame_duck_duration)
+    problem(errc::invalid_config,
+            fmt::format("lame-duck.grace ({}) must be shorter than lame-duck.duration ({}): the "
+                        "agents are closed after the grace, within the duration",
+                        format_duration(cfg.lame_duck_grace),
+                        format_duration(cfg.lame_duck_duration)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
   if (cfg.host.empty())
@@ -484,6 +511,33 @@ std::vector<error> validate(const server_config& cfg) {
                     "set tls.cert and tls.key, or opt out with --allow-plaintext if the network "
                     "is trusted (tokens and messages cross it readable)",
                     cfg.host));
+  }
+  if (cfg.admin_enabled) {
+    if (cfg.admin_tls && !cfg.tls_enabled())
+      problem(errc::invalid_config, "admin.tls needs tls.cert and tls.key");
+    if (cfg.admin_port != 0 && cfg.admin_port == cfg.port && cfg.port != 0)
+      problem(errc::invalid_config,
+              fmt::format("admin.port {} is listen.port too; give the admin listener its own "
+                          "port (or admin.enabled = false)",
+                          cfg.admin_port));
+    // The admin endpoints show every agent and address: the same rules as
+    // the relay's port beyond loopback.
+    if (!is_loopback_host(cfg.admin_host)) {
+      if (cfg.credentials.empty() && cfg.token.empty() && cfg.token_file.empty()
+          && !cfg.allow_anonymous)
+        problem(errc::invalid_config,
+                fmt::format("admin.host '{}' is not a loopback address and there is no "
+                            "authentication: set auth.credentials (an identity with admin = "
+                            "true logs in with HTTP Basic auth), or opt out with "
+                            "--allow-anonymous",
+                            cfg.admin_host));
+      if (!cfg.admin_tls && !cfg.allow_plaintext)
+        problem(errc::invalid_config,
+                fmt::format("admin.host '{}' is not a loopback address and admin.tls is off: "
+                            "set admin.tls = true (with tls.cert), or opt out with "
+                            "--allow-plaintext",
+                            cfg.admin_host));
+    }
   }
   return errs;
 }
@@ -566,6 +620,9 @@ std::vector<error> check_paths(const server_config& cfg) {
   if (!cfg.port_file.empty())
     if (auto ok = check_output_file("listen.port-file", cfg.port_file); !ok)
       errs.push_back(std::move(ok.error()));
+  if (cfg.admin_enabled && !cfg.admin_port_file.empty())
+    if (auto ok = check_output_file("admin.port-file", cfg.admin_port_file); !ok)
+      errs.push_back(std::move(ok.error()));
       // A host that does not resolve is a configuration error (78: systemd does
       // not restart), unlike a port that is taken at run time (1). Not in the
       // fuzz build: name resolution may wait on the network.
@@ -573,6 +630,10 @@ std::vector<error> check_paths(const server_config& cfg) {
   if (auto ok = net::check_resolvable(cfg.host); !ok)
     errs.push_back({make_error_code(errc::resolve_failed),
                     fmt::format("listen.host '{}': {}", cfg.host, ok.error().text)});
+  if (cfg.admin_enabled && cfg.admin_host != cfg.host)
+    if (auto ok = net::check_resolvable(cfg.admin_host); !ok)
+      errs.push_back({make_error_code(errc::resolve_failed),
+                      fmt::format("admin.host '{}': {}", cfg.admin_host, ok.error().text)});
 #endif
   // Loading the files is the only complete check (PEM syntax, key matching
   // the certificate).
@@ -632,18 +693,26 @@ std::vector<error> load_file(server_config& cfg, const std::string& path) {
   return errs;
 }
 
-std::string dump_config(const server_config& cfg) {
-  std::string out;
-  std::string section;
+std::vector<config_entry> config_entries(const server_config& cfg) {
+  std::vector<config_entry> out;
   for (auto& opt : options()) {
-    if (opt.section != section) {
-      section = opt.section;
-      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", section);
-    }
     auto value = opt.get(cfg);
     if (opt.key() == "auth.token" && !cfg.token.empty())
       value = "\"<redacted>\"";
-    out += fmt::format("{} = {}\n", opt.name, value);
+    out.push_back({opt.section, opt.name, std::move(value)});
+  }
+  return out;
+}
+
+std::string dump_config(const server_config& cfg) {
+  std::string out;
+  std::string section;
+  for (auto& e : config_entries(cfg)) {
+    if (e.section != section) {
+      section = e.section;
+      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", section);
+    }
+    out += fmt::format("{} = {}\n", e.name, e.value);
   }
   return out;
 }
@@ -907,7 +976,7 @@ reload_plan plan_reload(const server_config& running, const server_config& read)
     c.key = opt.key();
     c.old_value = shown_value(opt, running);
     c.new_value = shown_value(opt, read);
-    c.applied = reloadable(c.key) && !(tls_toggled && opt.section == "tls");
+    c.applied = reloadable(c.key) && !(tls_toggled && opt.section == "tls") && opt.copy;
     if (c.applied)
       opt.copy(plan.next, read);
     plan.changes.push_back(std::move(c));

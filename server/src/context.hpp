@@ -16,6 +16,7 @@
 #include "convoke/server/stats.hpp"
 #include "convoke/tls/tls.hpp"
 #include "rate_limits.hpp"
+#include "session_registry.hpp"
 #include "trace.hpp"
 
 namespace convoke::server {
@@ -25,6 +26,9 @@ struct counters {
   std::atomic<uint64_t> connections_open{0};
   std::atomic<uint64_t> agents{0};
   std::atomic<uint64_t> messages_in{0};
+  /// Bytes of the envelopes accepted, and of the deliveries written.
+  std::atomic<uint64_t> bytes_in{0};
+  std::atomic<uint64_t> bytes_out{0};
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> undeliverable{0};
   std::atomic<uint64_t> rejected{0};
@@ -72,6 +76,18 @@ struct server_context {
   /// Set by server::shutdown(): the steady-clock time (ns since the clock's
   /// epoch) by which every session must have closed; 0 while running.
   std::atomic<int64_t> close_deadline_ns{0};
+  /// Set by server::lame_duck() (SIGUSR2): the server stopped accepting and
+  /// closes its agents over lame-duck.duration. Never cleared; a shutdown
+  /// may follow (it then takes over: the normal fast drain).
+  std::atomic<bool> lame_duck{false};
+  /// Set by the router once lame duck has closed every agent (the server
+  /// then drains what is left and stops; run() returns 0).
+  std::atomic<bool> lame_duck_done{false};
+  /// Set when the server stops accepting (shutdown, lame duck): /readyz
+  /// then answers 503.
+  std::atomic<bool> draining{false};
+  /// Connected agents and the relay's histograms, for the admin listener.
+  session_registry registry;
   /// Steady-clock ns of the last "above limits.max-buffered-bytes" log line.
   std::atomic<int64_t> budget_logged_ns{0};
   /// Steady-clock ns of the last request to shed (see session.cpp).

@@ -1,13 +1,17 @@
 #include "convoke/server/server.hpp"
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "acceptor.hpp"
+#include "admin.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/net.hpp"
 #include "convoke/common/signals.hpp"
@@ -34,6 +38,8 @@ server_stats server_context::snapshot() const {
   s.connections_open = get(stats.connections_open);
   s.agents = get(stats.agents);
   s.messages_in = get(stats.messages_in);
+  s.bytes_in = get(stats.bytes_in);
+  s.bytes_out = get(stats.bytes_out);
   s.deliveries = get(stats.deliveries);
   s.undeliverable = get(stats.undeliverable);
   s.rejected = get(stats.rejected);
@@ -71,8 +77,12 @@ struct server::impl {
   caf::actor router;
   caf::actor listener;
   std::unique_ptr<acceptor> accept_loop;
+  std::unique_ptr<admin_server> admin;
   uint16_t port = 0;
   std::atomic<bool> shutdown_requested{false};
+  /// shutdown() and lame_duck() may race from two threads; both stop the
+  /// acceptor (joining its thread).
+  std::mutex accept_stop;
   bool stopped = false;
   /// alive_atom requests sent (relay_alive).
   uint64_t alive_asked = 0;
@@ -147,6 +157,15 @@ expected<> server::start() {
     return fail(code, std::move(ls.error().text));
   }
   d.port = ls->port;
+  if (cfg.admin_enabled) {
+    auto a = admin_server::start(d.ctx, d.port);
+    if (!a) {
+      ::close(ls->fd);
+      d.sys.reset();
+      return tl::unexpected{std::move(a.error())};
+    }
+    d.admin = std::move(*a);
+  }
   d.router = internal::spawn_router(*d.sys, d.ctx);
   d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
   d.accept_loop = std::make_unique<acceptor>(ls->fd, ctx.log_server, ctx.stats.accept_errors);
@@ -159,11 +178,19 @@ expected<> server::start() {
   caf::logger::set_current_actor_system(nullptr);
   ctx.log_server->info("listening name={} host={} port={} version={}", logfmt_value(cfg.name),
                        cfg.host, d.port, CONVOKE_VERSION);
+  if (d.admin)
+    ctx.log_server->info("admin listening url={}://{}:{}/ endpoints=/healthz,/readyz,/varz,"
+                         "/connz,/routez,/metrics",
+                         cfg.admin_tls ? "https" : "http", cfg.admin_host, d.admin->port());
   return {};
 }
 
 uint16_t server::port() const noexcept {
   return impl_->port;
+}
+
+uint16_t server::admin_port() const noexcept {
+  return impl_->admin ? impl_->admin->port() : 0;
 }
 
 void server::shutdown() {
@@ -176,9 +203,41 @@ void server::shutdown() {
   auto margin = std::min<std::chrono::milliseconds>(drain / 5, std::chrono::milliseconds{500});
   auto deadline = std::chrono::steady_clock::now() + drain - margin;
   d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
-  d.accept_loop->stop(); // no new connections from here on
+  d.ctx->draining.store(true, std::memory_order_relaxed); // /readyz: 503
+  {
+    std::lock_guard lock{d.accept_stop};
+    if (d.accept_loop)
+      d.accept_loop->stop(); // no new connections from here on
+  }
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
+}
+
+void server::lame_duck() {
+  auto& d = *impl_;
+  auto& ctx = *d.ctx;
+  if (d.shutdown_requested.load())
+    return;
+  // Under the lock: wait() may be ending the server on another thread (the
+  // acceptor is null from then on).
+  std::lock_guard lock{d.accept_stop};
+  if (!d.accept_loop || ctx.lame_duck.exchange(true))
+    return;
+  ctx.draining.store(true, std::memory_order_relaxed); // /readyz: 503
+  d.accept_loop->stop(); // the listening socket is closed: connects are refused
+  ctx.log_server->info("lame duck: stopped accepting; closing agents after grace={} "
+                       "within duration={}",
+                       format_duration(ctx.cfg.lame_duck_grace),
+                       format_duration(ctx.cfg.lame_duck_duration));
+  caf::anon_send(d.router, internal::lame_duck_atom::value, d.listener);
+}
+
+bool server::draining() const noexcept {
+  return impl_->ctx->draining.load(std::memory_order_relaxed);
+}
+
+bool server::lame_duck_finished() const noexcept {
+  return impl_->ctx->lame_duck_done.load();
 }
 
 void server::wait() {
@@ -186,13 +245,19 @@ void server::wait() {
   if (!d.sys || d.stopped)
     return;
   d.sys->await_all_actors_done();
+  // The admin listener reads the server's state until here (probes see
+  // "draining" during the drain).
+  d.admin.reset();
   // Its worker may be answering a login: let it finish while the actor
   // system it sends the answer to still exists.
   d.ctx->auth.reset();
-  d.accept_loop.reset();
-  d.stopped = true;
-  d.router = nullptr;
-  d.listener = nullptr;
+  {
+    std::lock_guard lock{d.accept_stop};
+    d.accept_loop.reset();
+    d.stopped = true;
+    d.router = nullptr;
+    d.listener = nullptr;
+  }
   if (d.ctx->trace)
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
@@ -427,9 +492,14 @@ void on_reopen(server& srv, const std::shared_ptr<spdlog::logger>& log) {
     log->info("tracing is off; no trace file to reopen");
 }
 
-/// SIGUSR2: lame-duck mode.
-void on_lame_duck(server&, const std::shared_ptr<spdlog::logger>& log) {
-  log->warn("received SIGUSR2; lame-duck mode is not implemented yet");
+/// SIGUSR2: lame-duck mode (see server::lame_duck()).
+void on_lame_duck(server& srv, const std::shared_ptr<spdlog::logger>& log) {
+  if (srv.draining()) {
+    log->info("received SIGUSR2; already {}", srv.lame_duck_finished() ? "stopping" : "draining");
+    return;
+  }
+  log->info("received SIGUSR2; entering lame-duck mode");
+  srv.lame_duck();
 }
 
 } // namespace
@@ -443,6 +513,7 @@ int run(server_config cfg, std::vector<std::string> args) {
   auto log = logging::get("server");
   auto drain = cfg.drain_timeout;
   auto port_file = cfg.port_file;
+  auto admin_port_file = cfg.admin_enabled ? cfg.admin_port_file : std::string{};
   server srv{std::move(cfg)};
   if (auto ok = srv.start(); !ok) {
     auto& code = ok.error().code;
@@ -451,6 +522,11 @@ int run(server_config cfg, std::vector<std::string> args) {
                                                       : code.category().name());
     return 1;
   }
+  // The admin port first: a port file's presence tells scripts the server
+  // is up, so everything it serves must be up by then.
+  if (!admin_port_file.empty() && srv.admin_port() != 0
+      && !write_port_file(admin_port_file, srv.admin_port()))
+    log->error("cannot write port file path={}", logfmt_value(admin_port_file));
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
   service::ready(fmt::format("listening on {}:{}", srv.config().host, srv.port()));
@@ -479,11 +555,24 @@ int run(server_config cfg, std::vector<std::string> args) {
     log->warn("cannot notify the service manager reason={}", logfmt_value(e));
   int sig = 0;
   memory_returner returner;
+  // Lame duck: the server stops on its own once every agent is gone; this
+  // deadline is a backstop (each close is bounded by timeouts.drain).
+  std::optional<std::chrono::steady_clock::time_point> lame_duck_deadline;
+  auto lame_duck_limit = srv.config().lame_duck_duration + drain;
   while (sig == 0) {
     ping_if_due(true);
-    sig = wait_termination_signal(
-      std::min<std::chrono::milliseconds>(std::chrono::seconds{1}, ping_every),
-      /*with_reload=*/true);
+    if (lame_duck_deadline) {
+      if (srv.lame_duck_finished())
+        break;
+      if (std::chrono::steady_clock::now() > *lame_duck_deadline) {
+        log->warn("lame duck did not finish within lame-duck.duration + timeouts.drain; "
+                  "draining");
+        break;
+      }
+    }
+    auto wait = lame_duck_deadline ? std::chrono::milliseconds{50} : std::chrono::seconds{1};
+    sig = wait_termination_signal(std::min<std::chrono::milliseconds>(wait, ping_every),
+                                  /*with_reload=*/true);
     if (sig == SIGHUP) {
       sig = 0;
       on_reload(srv, args, log);
@@ -493,6 +582,11 @@ int run(server_config cfg, std::vector<std::string> args) {
     } else if (sig == SIGUSR2) {
       sig = 0;
       on_lame_duck(srv, log);
+      if (!lame_duck_deadline) {
+        lame_duck_deadline = std::chrono::steady_clock::now() + lame_duck_limit;
+        // Lame duck ends in the exit: systemd may count it as stopping.
+        service::stopping("lame duck: closing the agents one by one");
+      }
     }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);
@@ -500,8 +594,10 @@ int run(server_config cfg, std::vector<std::string> args) {
     // WARNING up): lines reach it within a second.
     log->flush();
   }
-  log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
-  service::stopping(fmt::format("draining after {}", signal_name(sig)));
+  if (sig != 0)
+    log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
+  if (!lame_duck_deadline)
+    service::stopping(fmt::format("draining after {}", signal_name(sig)));
   srv.shutdown();
   std::atomic<bool> done{false};
   std::thread waiter{[&] {
@@ -535,6 +631,8 @@ int run(server_config cfg, std::vector<std::string> args) {
   waiter.join();
   if (!port_file.empty())
     std::remove(port_file.c_str());
+  if (!admin_port_file.empty())
+    std::remove(admin_port_file.c_str());
   log->flush();
   return 0;
 }

@@ -101,6 +101,9 @@ struct session_state {
   std::string agent;
   std::string role;
   std::string sdk;
+  /// What the admin listener shows of this agent (/connz): created with the
+  /// register request, published in ctx.registry at Welcome.
+  session_info_ptr info;
   relay_batch batch;
   std::vector<char> scratch;   // encoding single frames to write
   std::vector<char> reencoded; // slow path: an envelope re-encoded canonically
@@ -153,6 +156,8 @@ struct session_state {
   /// subjectAltName; tls.verify-clients optional or require), empty
   /// without one. The auth work will use it as the agent's identity.
   std::string tls_peer_name;
+  /// Lame duck: the reconnect hint of this session's Goodbye.
+  uint64_t reconnect_after_ms = 0;
 };
 
 namespace {
@@ -314,8 +319,11 @@ void account_dropped(session_ptr self, const message_range& msgs, std::string_vi
     return;
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  if (count)
+  if (count) {
     bump(ctx.stats.dropped, msgs.count);
+    if (st.info)
+      st.info->dropped.add(msgs.count);
+  }
   // An agent that leaves while messages are on their way to it is normal:
   // info. Drops the server decided on (slow consumer, shutdown): warn.
   ctx.log_session->log(reason == drop_reason::connection_closed ? spdlog::level::info
@@ -365,6 +373,8 @@ uint64_t held_bytes(const session_state& st) {
 void update_budget(session_ptr self) {
   auto& st = self->state;
   auto now = held_bytes(st);
+  if (st.info)
+    st.info->pending_bytes.set(st.out.pending());
   auto& total = st.ctx->stats.buffered_bytes;
   if (now > st.budget_share)
     total.fetch_add(now - st.budget_share, std::memory_order_relaxed);
@@ -435,6 +445,8 @@ void dispatch_batch(session_ptr self) {
   if (st.batch.items.empty() && st.batch.credit == 0)
     return;
   st.in_flight += st.batch.credit;
+  if (!st.batch.items.empty())
+    bump(st.ctx->stats.bytes_in, st.batch.frames.size());
   st.batch.session_id = st.id;
   st.batch.sender = st.agent;
   self->send(st.router, relay_atom::value, std::move(st.batch));
@@ -534,6 +546,16 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     output_flushed(self); // it all went out directly
 }
 
+/// Lame duck's Goodbye, with this session's reconnect hint.
+v1::Frame lame_duck_goodbye(session_ptr self) {
+  auto f = make_goodbye(codes::lame_duck,
+                        fmt::format("the server is going away (lame-duck mode); reconnect in "
+                                    "{} ms",
+                                    self->state.reconnect_after_ms));
+  f.mutable_goodbye()->set_reconnect_after_ms(self->state.reconnect_after_ms);
+  return f;
+}
+
 /// Protocol violation or refusal: ERROR Notice, then close.
 void fail(session_ptr self, std::string_view code, std::string text,
           std::atomic<uint64_t>* counter = nullptr) {
@@ -579,6 +601,7 @@ void send_register(session_ptr self, register_request req) {
   if (!admit_principal(self))
     return;
   st.registered = true;
+  req.info = st.info;
   self->send(st.router, register_atom::value, std::move(req));
 }
 
@@ -646,6 +669,13 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   st.role = hello.role();
   st.sdk = hello.sdk_name().empty() ? std::string{"unknown"}
                                     : hello.sdk_name() + "/" + hello.sdk_version();
+  st.info = std::make_shared<session_info>();
+  st.info->session = st.id;
+  st.info->address = st.remote;
+  st.info->role = hello.role();
+  st.info->sdk = hello.sdk_name();
+  st.info->sdk_version = hello.sdk_version();
+  st.info->tls = st.tls != nullptr;
   register_request req;
   req.session_id = st.id;
   req.name = hello.agent_name();
@@ -990,6 +1020,9 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   }
   st.batch.items.push_back(std::move(item));
   bump(ctx.stats.messages_in);
+  st.info->in_msgs.add();
+  st.info->in_bytes.add(view.envelope.size());
+  ctx.registry.message_bytes.observe(view.envelope.size());
 }
 
 /// Slow path: an envelope the fast scanner did not take (e.g. several
@@ -1381,6 +1414,7 @@ void slow_consumer(session_ptr self, bool for_budget) {
       offline.shrink_to_fit();
       st.dropping.add(given_up);
       bump(ctx.stats.dropped, given_up.count);
+      st.info->dropped.add(given_up.count);
     }
   }
   if (starting)
@@ -1436,11 +1470,18 @@ void deliver(session_ptr self, const delivery& d) {
     }
     st.dropping.add(msgs); // drop policy
     bump(st.ctx->stats.dropped, msgs.count);
+    st.info->dropped.add(msgs.count);
     return;
   }
   end_drop_episode(self);
   write_bytes(self, d.frames.data(), d.frames.size(), msgs);
   update_budget(self);
+  auto& ctx = *st.ctx;
+  bump(ctx.stats.bytes_out, d.frames.size());
+  st.info->out_msgs.add(d.count);
+  st.info->out_bytes.add(d.frames.size());
+  if (auto waited = unix_nanos() - d.relayed_ns; d.relayed_ns != 0)
+    ctx.registry.relay_latency_ns.observe(static_cast<uint64_t>(std::max<int64_t>(0, waited)));
 }
 
 /// Bytes from the peer (plaintext, decrypted if TLS); `read_size` is the
@@ -1448,8 +1489,11 @@ void deliver(session_ptr self, const delivery& d) {
 void take_bytes(session_ptr self, const char* data, size_t size, size_t read_size) {
   auto& st = self->state;
   auto& m = machine(self);
-  if (!m.on_bytes(data, size, steady::now()))
+  auto now = steady::now();
+  if (!m.on_bytes(data, size, now))
     return; // input after the decision to close is discarded
+  if (st.info)
+    st.info->touch(now);
   st.batch.credit += size;
   if (read_size == st.read_chunk && st.read_chunk < large_read_chunk && m.welcomed()) {
     // A busy sender: read in larger chunks from now on. Only once
@@ -1538,8 +1582,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
-  self->attach_functor([ctx](const caf::error&) {
+  self->attach_functor([ctx, session_id](const caf::error&) {
     ctx->stats.connections_open.fetch_sub(1, std::memory_order_relaxed);
+    ctx->registry.remove(session_id);
   });
   ctx->log_session->debug("connection accepted {} fd={}", who(self), socket_fd(self));
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
@@ -1668,6 +1713,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       if (!machine(self).on_welcome(steady::now()))
         return;
       st.agent = name;
+      st.info->name = name;
+      st.info->identity = st.ident ? st.ident->name : std::string{};
+      st.info->connected_since = std::chrono::system_clock::now();
+      st.info->touch(steady::now());
+      st.ctx->registry.add(st.info);                     // its fields are final from here on
       self->send(st.listener, hello_atom::value, st.id); // admitted: no longer handshaking
       send_welcome(self, resume_token);
       st.ctx->log_session->info("agent connected {} remote={} role={} sdk={} identity={}",
@@ -1764,6 +1814,31 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // Shutdown, phase 2: everything routed before this has been queued.
       begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
                   close_grace(self));
+    },
+    [self](lame_duck_atom, uint64_t reconnect_after_ms) {
+      // Lame duck, this session's turn: as the shutdown's drain, but for
+      // this session alone. Stop reading, hand what was read to the
+      // router, and let it confirm (lame_bye) once that is routed and the
+      // session is forgotten; then Goodbye(lame_duck), as in phase 2.
+      auto& st = self->state;
+      st.reconnect_after_ms = reconnect_after_ms;
+      switch (machine(self).on_drain(steady::now(), close_grace(self))) {
+      case drain_action::close:
+        begin_close(self, lame_duck_goodbye(self), close_grace(self));
+        break;
+      case drain_action::stop_reading:
+        dispatch_batch(self);
+        st.reads.pause(self, st.hdl);
+        self->send(st.router, lame_duck_atom::value, st.id);
+        break;
+      case drain_action::none:
+        break; // closing already (it leaves the router on its own)
+      }
+    },
+    [self](lame_bye_atom) {
+      auto& st = self->state;
+      st.registered = false; // the router already forgot this session
+      begin_close(self, lame_duck_goodbye(self), close_grace(self));
     },
     [self](evict_atom) {
       auto& st = self->state;

@@ -19,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "process.hpp"
@@ -344,6 +345,16 @@ TEST(Signals, SighupRotatesTheSharedTokenAndNeverLogsIt) {
   EXPECT_TRUE(new_token.login("c", "", "second-secret-5678").has_welcome());
   // The session that logged in before goes on.
   ASSERT_TRUE(a.ping());
+  // The admin API takes the token in force too: the old one is refused.
+  auto admin_status = [&](const std::string& token) {
+    httplib::Client c{"127.0.0.1", srv.admin_port};
+    c.set_read_timeout(5);
+    c.set_basic_auth("ops", token);
+    auto r = c.Get("/varz");
+    return r ? r->status : -1;
+  };
+  EXPECT_EQ(admin_status("first-secret-1234"), 401);
+  EXPECT_EQ(admin_status("second-secret-5678"), 200);
 
   srv.proc->signal(SIGTERM);
   EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();

@@ -85,6 +85,9 @@ process::process(std::vector<std::string> argv, std::string stdin_text,
     dup2(in, 0);
     dup2(out, 1);
     dup2(err, 2);
+    // Tests run in parallel: a convoke-server they start must not take the
+    // shipped admin port (7421). A flag (or this process's env) still wins.
+    setenv("CONVOKE_ADMIN_PORT", "0", 0);
     for (auto& [k, v] : env)
       setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> args;

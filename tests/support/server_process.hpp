@@ -29,9 +29,19 @@ struct server_process {
   explicit server_process(std::vector<std::string> extra = {},
                           std::vector<std::string> wrapper = {},
                           std::map<std::string, std::string> env = {}) {
-    std::vector<std::string> argv{binary("convoke-server"), "--listen.port",  "0",
-                                  "--listen.port-file",     dir.file("port"), "--trace.file",
-                                  dir.file("trace.jsonl"),  "--trace.format", "json"};
+    std::vector<std::string> argv{binary("convoke-server"),
+                                  "--listen.port",
+                                  "0",
+                                  "--listen.port-file",
+                                  dir.file("port"),
+                                  "--trace.file",
+                                  dir.file("trace.jsonl"),
+                                  "--trace.format",
+                                  "json",
+                                  "--admin.port",
+                                  "0",
+                                  "--admin.port-file",
+                                  dir.file("admin-port")};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.begin(), wrapper.begin(), wrapper.end());
     proc = std::make_unique<process>(argv, std::string{}, std::move(env));
@@ -44,7 +54,13 @@ struct server_process {
     }
     if (port == 0)
       throw std::runtime_error("server did not start: " + proc->err());
+    // Written before the relay's port file, when the admin listener is on.
+    if (auto text = read_file(dir.file("admin-port")); !text.empty())
+      admin_port = static_cast<uint16_t>(std::stoi(text));
   }
+
+  /// The admin listener's port (0 if it is off: --admin.enabled false).
+  uint16_t admin_port = 0;
 
   std::string address() const {
     return "127.0.0.1:" + std::to_string(port);

@@ -19,6 +19,7 @@ inline server::server_config test_config() {
   server::server_config cfg;
   cfg.host = "127.0.0.1";
   cfg.port = 0;
+  cfg.admin_port = 0; // the admin listener runs too, on a free port
   cfg.trace_enabled = false;
   cfg.drain_timeout = std::chrono::milliseconds{2000};
   return cfg;

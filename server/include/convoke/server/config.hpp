@@ -54,6 +54,14 @@ struct server_config {
   std::chrono::milliseconds idle_timeout{30000};
   std::chrono::milliseconds frame_timeout{15000};
   std::chrono::milliseconds drain_timeout{5000};
+  // [lame-duck] (SIGUSR2 or server::lame_duck(): stop accepting, close the
+  // agents one by one with Goodbye(lame_duck), exit)
+  /// The whole lame-duck phase: the closes are spread over it, after the
+  /// grace; the last agent is closed when it ends.
+  std::chrono::milliseconds lame_duck_duration{30000};
+  /// Wait this long before the first close, so that load balancers see
+  /// /readyz fail (server::draining()) and stop sending agents here.
+  std::chrono::milliseconds lame_duck_grace{5000};
   // [flow]
   uint64_t output_high_water = 8ull << 20;
   slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;
@@ -110,6 +118,12 @@ struct server_config {
   std::string tls_key;
   std::string tls_client_ca;
   tls::client_verification tls_verify_clients = tls::client_verification::off;
+  // [admin] The admin HTTP listener (docs/operations.md).
+  bool admin_enabled = true;
+  std::string admin_host = "127.0.0.1";
+  uint16_t admin_port = 7421;
+  std::string admin_port_file;
+  bool admin_tls = false;
 
   bool tls_enabled() const noexcept {
     return !tls_cert.empty();
@@ -217,6 +231,17 @@ expected<> set_option(server_config& cfg, const std::string& key, const std::str
 /// syntax, a key outside a [section]), `errc::unknown_key`,
 /// `errc::invalid_value`. None if the file was applied completely.
 std::vector<error> load_file(server_config& cfg, const std::string& path);
+
+/// One key of the effective configuration: `value` is a TOML literal that
+/// is also valid JSON (a quoted string, a number or a boolean).
+struct config_entry {
+  std::string section;
+  std::string name;
+  std::string value;
+};
+
+/// Every key in `--help` order; the token is redacted ("<redacted>").
+std::vector<config_entry> config_entries(const server_config& cfg);
 
 /// The effective configuration as TOML (the token is redacted).
 std::string dump_config(const server_config& cfg);

@@ -38,10 +38,35 @@ public:
   /// The bound TCP port (meaningful after a successful `start()`).
   uint16_t port() const noexcept;
 
+  /// The admin listener's port (0 if admin.enabled is false).
+  uint16_t admin_port() const noexcept;
+
   /// Starts the graceful shutdown: stop accepting, flush what was already
   /// read to its receivers, send Goodbye to every agent, close. Thread-safe
   /// and idempotent.
   void shutdown();
+
+  /// Lame-duck mode (as NATS has it; SIGUSR2 in `run()`): stops accepting
+  /// at once (the listening socket is closed), waits `lame-duck.grace`,
+  /// then closes the agents spread evenly over the rest of
+  /// `lame-duck.duration`. Each close is graceful like the shutdown's:
+  /// the agent's input read so far is routed and what was routed to it is
+  /// written, then `Goodbye(lame_duck)` with a jittered
+  /// `reconnect_after_ms`. Once every agent is gone the server stops on its
+  /// own (`wait()` returns, `lame_duck_finished()` is true). A `shutdown()`
+  /// meanwhile takes over with the normal fast drain. Thread-safe and
+  /// idempotent; ignored after `shutdown()`.
+  void lame_duck();
+
+  /// True from `lame_duck()` or `shutdown()` on: the server takes no new
+  /// connections and is sending its agents away. A readiness probe
+  /// (/readyz) reports "not ready" while it is true, so that load
+  /// balancers stop sending agents here. Thread-safe.
+  bool draining() const noexcept;
+
+  /// True once lame-duck mode has closed every agent (the server is then
+  /// stopping by itself). Thread-safe.
+  bool lame_duck_finished() const noexcept;
 
   /// Blocks until every actor of the server has stopped. Bounded by
   /// `timeouts.drain` once `shutdown()` was called.
@@ -100,10 +125,11 @@ private:
 
 /// The server program: configures logging, starts the server, writes the
 /// port file, tells systemd it is ready, waits for signals and returns the
-/// exit code after the drain (SIGINT/SIGTERM). SIGHUP reloads (the
-/// configuration from `args`, the command line it was parsed from, with
-/// the same file and environment; without `args` only the TLS and
-/// credentials files), SIGUSR1 reopens the log and trace files.
+/// exit code: after the drain (SIGINT/SIGTERM), or after lame duck (SIGUSR2,
+/// exit 0). SIGHUP reloads (the configuration from `args`, the command line
+/// it was parsed from, with the same file and environment; without `args`
+/// only the TLS and credentials files), SIGUSR1 reopens the log and trace
+/// files.
 int run(server_config cfg, std::vector<std::string> args = {});
 
 } // namespace convoke::server

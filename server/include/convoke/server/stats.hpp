@@ -16,6 +16,10 @@ struct server_stats {
   uint64_t agents = 0;
   /// Envelopes accepted from agents.
   uint64_t messages_in = 0;
+  /// Bytes of the envelopes accepted (frames as sent) and of the deliveries
+  /// written to agents.
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
   /// Envelope copies queued to agents (one broadcast to 10 agents counts 10).
   uint64_t deliveries = 0;
   /// Direct messages whose recipient was not connected.

@@ -1,0 +1,404 @@
+#include "admin.hpp"
+
+#include <sodium.h>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+
+#include "admin_views.hpp"
+#include "convoke/common/net.hpp"
+#include "convoke/common/secure_random.hpp"
+#include "convoke/common/text.hpp"
+#include "convoke/proto/codec.hpp"
+
+namespace convoke::server {
+
+namespace {
+
+/// httplib's task queue with a bounded backlog: its own pool queues without
+/// limit. When every worker is busy (slow clients hold them up to the read
+/// timeout) and the backlog is full, the accepting thread waits, so further
+/// connections wait in the kernel's listen queue instead of in memory.
+class bounded_pool final : public httplib::TaskQueue {
+public:
+  bounded_pool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
+    for (size_t i = 0; i < threads; ++i)
+      workers_.emplace_back([this] { work(); });
+  }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock lock{mutex_};
+    space_.wait(lock, [&] { return stopping_ || jobs_.size() < max_queued_; });
+    if (stopping_) {
+      // The job owns the connection's socket: run it (it closes it).
+      lock.unlock();
+      fn();
+      return;
+    }
+    jobs_.push_back(std::move(fn));
+    work_.notify_one();
+  }
+
+  void shutdown() override {
+    {
+      std::lock_guard lock{mutex_};
+      stopping_ = true;
+    }
+    work_.notify_all();
+    space_.notify_all();
+    for (auto& t : workers_)
+      t.join();
+  }
+
+private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock{mutex_};
+        work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty())
+          return; // stopping, and everything queued was served
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      space_.notify_one();
+      fn();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mutex_;
+  std::condition_variable work_;
+  std::condition_variable space_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+};
+
+/// Worker threads and queued connections of the admin listener: probes and
+/// a scraper or two need few; more requests wait in the kernel.
+constexpr size_t admin_threads = 4;
+constexpr size_t admin_backlog = 64;
+
+void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
+  res.status = status;
+  // Names and routes are UTF-8 by the protocol's rules; should anything
+  // else slip through, it is replaced (U+FFFD) rather than failing the
+  // request (nlohmann's dump() throws on invalid UTF-8 by default).
+  res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                  "application/json");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& text) {
+  send_json(res, status, {{"error", text}});
+}
+
+std::multimap<std::string, std::string> params_of(const httplib::Request& req) {
+  std::multimap<std::string, std::string> out;
+  for (auto& [k, v] : req.params)
+    out.emplace(k, v);
+  return out;
+}
+
+} // namespace
+
+struct admin_server::impl {
+  context_ptr ctx;
+  uint16_t relay_port = 0;
+  uint16_t port = 0;
+  std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+  std::unique_ptr<httplib::Server> http;
+  std::thread serve_thread;
+  std::atomic<bool> serve_ended{false};
+
+  // Rates: the sampler thread takes the totals once a second.
+  std::thread sampler;
+  std::mutex sample_mutex;
+  std::condition_variable sample_wake;
+  bool stopping = false;
+  admin::rates last_rates;
+
+  // Failed Basic-auth logins by address (the relay's throttle is its own).
+  std::mutex throttle_mutex;
+  login_throttle throttle{10, std::chrono::seconds{60}};
+
+  admin::server_facts facts() const {
+    auto& cfg = ctx->cfg;
+    return {cfg.name,
+            CONVOKE_VERSION,
+            proto::protocol_version,
+            cfg.host,
+            relay_port,
+            port,
+            started,
+            ctx->draining.load(std::memory_order_relaxed)};
+  }
+
+  void sample_loop() {
+    auto prev = ctx->snapshot();
+    auto prev_at = std::chrono::steady_clock::now();
+    std::unique_lock lock{sample_mutex};
+    while (!stopping) {
+      sample_wake.wait_for(lock, std::chrono::seconds{1}, [&] { return stopping; });
+      if (stopping)
+        return;
+      auto now = ctx->snapshot();
+      auto at = std::chrono::steady_clock::now();
+      double dt = std::chrono::duration<double>(at - prev_at).count();
+      if (dt <= 0)
+        continue;
+      auto per_second
+        = [&](uint64_t a, uint64_t b) { return b >= a ? static_cast<double>(b - a) / dt : 0.0; };
+      last_rates = {
+        per_second(prev.messages_in, now.messages_in), per_second(prev.deliveries, now.deliveries),
+        per_second(prev.bytes_in, now.bytes_in), per_second(prev.bytes_out, now.bytes_out)};
+      prev = now;
+      prev_at = at;
+    }
+  }
+
+  /// Decides whether `req` may see the admin data; answers it if not.
+  bool authorized(const httplib::Request& req, httplib::Response& res) {
+    // The configuration in force: a reload (SIGHUP) may have rotated the
+    // shared token, and the old one must stop working here too.
+    auto live = ctx->config();
+    auto& cfg = *live;
+    bool with_credentials = ctx->auth != nullptr;
+    if (!with_credentials && cfg.token.empty())
+      return true; // no authentication configured (loopback, or --allow-anonymous)
+    auto now = login_throttle::clock::now();
+    {
+      std::lock_guard lock{throttle_mutex};
+      if (auto wait = throttle.blocked_for(req.remote_addr, now); wait.count() > 0) {
+        res.set_header("Retry-After", std::to_string((wait.count() + 999) / 1000));
+        send_error(res, 429, "too many failed logins from this address; try again later");
+        return false;
+      }
+    }
+    // A request without credentials is the usual first step of a client
+    // (the 401 asks for them): only wrong credentials count as failures.
+    auto challenge = [&](const std::string& text, bool failed = true) {
+      if (failed) {
+        std::lock_guard lock{throttle_mutex};
+        throttle.failed(req.remote_addr, now);
+      }
+      res.set_header("WWW-Authenticate", "Basic realm=\"convoke\", charset=\"UTF-8\"");
+      send_error(res, 401, text);
+      return false;
+    };
+    auto header = req.get_header_value("Authorization");
+    constexpr std::string_view basic = "Basic ";
+    if (header.size() <= basic.size() || header.compare(0, basic.size(), basic) != 0)
+      return challenge("authentication required: HTTP Basic with an identity and its token", false);
+    auto encoded = header.substr(basic.size());
+    std::string decoded(encoded.size(), '\0');
+    size_t len = 0;
+    if (encoded.size() > 4096
+        || sodium_base642bin(reinterpret_cast<unsigned char*>(decoded.data()), decoded.size(),
+                             encoded.data(), encoded.size(), nullptr, &len, nullptr,
+                             sodium_base64_VARIANT_ORIGINAL)
+             != 0)
+      return challenge("the Authorization header is not valid Base64");
+    decoded.resize(len);
+    auto colon = decoded.find(':');
+    if (colon == std::string::npos)
+      return challenge("the Authorization header has no 'identity:token'");
+    auto user = decoded.substr(0, colon);
+    auto token = decoded.substr(colon + 1);
+    if (!with_credentials) {
+      if (!crypto::equal_constant_time(token, cfg.token))
+        return challenge("the token is not valid");
+      return true;
+    }
+    auto answer = std::make_shared<std::promise<std::shared_ptr<const identity>>>();
+    auto result = answer->get_future();
+    bool queued = ctx->auth->submit(user, token, [answer](authenticator::outcome o, auto id) {
+      answer->set_value(o == authenticator::outcome::accepted ? std::move(id) : nullptr);
+    });
+    if (!queued || result.wait_for(std::chrono::seconds{10}) != std::future_status::ready) {
+      res.set_header("Retry-After", "1");
+      send_error(res, 503, "the server is busy checking logins; try again");
+      return false;
+    }
+    auto id = result.get();
+    if (!id)
+      return challenge("the identity or its token is not valid");
+    {
+      std::lock_guard lock{throttle_mutex};
+      throttle.forgive(req.remote_addr); // a good login does not count
+    }
+    if (!id->rights.admin) {
+      send_error(res, 403, "identity '" + user + "' does not have the admin right");
+      return false;
+    }
+    return true;
+  }
+
+  void routes() {
+    auto& s = *http;
+    s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, {{"status", "ok"}});
+    });
+    s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      if (ctx->draining.load(std::memory_order_relaxed))
+        send_json(res, 503, {{"status", "draining"}});
+      else
+        send_json(res, 200, {{"status", "ready"}});
+    });
+    s.Get("/varz", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      admin::rates r;
+      {
+        std::lock_guard lock{sample_mutex};
+        r = last_rates;
+      }
+      send_json(res, 200,
+                admin::varz(facts(), *ctx->config(), ctx->snapshot(), r, admin::now_t::read()));
+    });
+    s.Get("/connz", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      auto q = admin::parse_connz_query(params_of(req));
+      if (!q) {
+        send_error(res, 400, q.error().text);
+        return;
+      }
+      send_json(res, 200, admin::connz(ctx->registry.list(), *q, admin::now_t::read()));
+    });
+    s.Get("/routez", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      if (!req.params.empty()) {
+        send_error(res, 400, "/routez takes no parameters");
+        return;
+      }
+      send_json(res, 200, admin::routez(ctx->registry.list()));
+    });
+    s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      res.set_content(
+        admin::metrics(facts(), ctx->snapshot(), ctx->registry, admin::read_process_facts()),
+        "text/plain; version=0.0.4; charset=utf-8");
+    });
+    // Everything else: 404 for an unknown path, 405 for another method on
+    // a known one; httplib answers malformed requests with 400 and
+    // oversized headers or URIs with 414/400 before any handler runs.
+    s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (res.status == 404 && !res.body.empty())
+        return;
+      static const std::vector<std::string> known{"/healthz", "/readyz", "/varz",
+                                                  "/connz",   "/routez", "/metrics"};
+      bool known_path = std::find(known.begin(), known.end(), req.path) != known.end();
+      if (res.status == 404 && known_path && req.method != "GET" && req.method != "HEAD") {
+        res.set_header("Allow", "GET, HEAD");
+        send_error(res, 405, "method " + req.method.substr(0, 16) + " is not allowed here");
+        return;
+      }
+      if (res.status == 404)
+        send_error(res, 404,
+                   "no such endpoint (try /healthz, /readyz, /varz, /connz, /routez, /metrics)");
+      else if (res.body.empty())
+        send_error(res, res.status,
+                   "the request could not be served (HTTP " + std::to_string(res.status) + ")");
+    });
+    s.set_exception_handler(
+      [this](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        ctx->log_server->error("admin request failed path={} reason={}",
+                               logfmt_value(req.path.substr(0, 64)), logfmt_value(what));
+        send_error(res, 500, "internal error");
+      });
+  }
+};
+
+expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uint16_t relay_port) {
+  auto d = std::make_unique<impl>();
+  d->ctx = std::move(ctx);
+  d->relay_port = relay_port;
+  auto& cfg = d->ctx->cfg;
+  d->throttle = login_throttle{cfg.failed_login_limit, cfg.failed_login_window};
+  if (cfg.admin_tls) {
+    auto s = std::make_unique<httplib::SSLServer>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
+    if (!s->is_valid())
+      return fail(errc::invalid_value,
+                  fmt::format("admin.tls: cannot load tls.cert '{}' and tls.key '{}'", cfg.tls_cert,
+                              cfg.tls_key));
+    d->http = std::move(s);
+  } else {
+    d->http = std::make_unique<httplib::Server>();
+  }
+  auto& s = *d->http;
+  s.new_task_queue = [] { return new bounded_pool(admin_threads, admin_backlog); };
+  // Slow or idle clients give their worker back within seconds.
+  s.set_read_timeout(5, 0);
+  s.set_write_timeout(5, 0);
+  s.set_keep_alive_timeout(5);
+  s.set_keep_alive_max_count(100);
+  s.set_payload_max_length(64 * 1024); // GET only: no body is needed
+  d->routes();
+  int port = cfg.admin_port;
+  if (port == 0)
+    port = s.bind_to_any_port(cfg.admin_host);
+  else if (!s.bind_to_port(cfg.admin_host, port))
+    port = -1;
+  if (port <= 0) {
+    // httplib keeps no reason: bind once more to learn it.
+    std::string why = "cannot bind";
+    if (auto probe = net::tcp_listen(cfg.admin_host, cfg.admin_port, 1); !probe)
+      why = probe.error().text;
+    else
+      ::close(probe->fd);
+    return fail(errc::bind_failed,
+                fmt::format("admin endpoints ({}:{}): {}", cfg.admin_host, cfg.admin_port, why));
+  }
+  d->port = static_cast<uint16_t>(port);
+  auto* raw = d.get();
+  d->serve_thread = std::thread{[raw] {
+    raw->http->listen_after_bind();
+    raw->serve_ended = true;
+  }};
+  // httplib's stop() does nothing until its loop runs: wait for the loop,
+  // so that a server stopped right after starting does not hang.
+  while (!d->http->is_running() && !d->serve_ended)
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  d->sampler = std::thread{[raw] { raw->sample_loop(); }};
+  return std::unique_ptr<admin_server>{new admin_server{std::move(d)}};
+}
+
+admin_server::admin_server(std::unique_ptr<impl> d) : impl_(std::move(d)) {}
+
+admin_server::~admin_server() {
+  auto& d = *impl_;
+  d.http->stop();
+  if (d.serve_thread.joinable())
+    d.serve_thread.join();
+  {
+    std::lock_guard lock{d.sample_mutex};
+    d.stopping = true;
+  }
+  d.sample_wake.notify_all();
+  if (d.sampler.joinable())
+    d.sampler.join();
+}
+
+uint16_t admin_server::port() const noexcept {
+  return impl_->port;
+}
+
+} // namespace convoke::server
