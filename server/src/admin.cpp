@@ -167,7 +167,10 @@ struct admin_server::impl {
 
   /// Decides whether `req` may see the admin data; answers it if not.
   bool authorized(const httplib::Request& req, httplib::Response& res) {
-    auto& cfg = ctx->cfg;
+    // The configuration in force: a reload (SIGHUP) may have rotated the
+    // shared token, and the old one must stop working here too.
+    auto live = ctx->config();
+    auto& cfg = *live;
     bool with_credentials = ctx->auth != nullptr;
     if (!with_credentials && cfg.token.empty())
       return true; // no authentication configured (loopback, or --allow-anonymous)
@@ -258,7 +261,8 @@ struct admin_server::impl {
         std::lock_guard lock{sample_mutex};
         r = last_rates;
       }
-      send_json(res, 200, admin::varz(facts(), ctx->cfg, ctx->snapshot(), r, admin::now_t::read()));
+      send_json(res, 200,
+                admin::varz(facts(), *ctx->config(), ctx->snapshot(), r, admin::now_t::read()));
     });
     s.Get("/connz", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res))
