@@ -19,6 +19,7 @@
 
 #include "credentials.hpp"
 #include "process.hpp"
+#include "raw_client.hpp"
 #include "test_server.hpp"
 #include "wait.hpp"
 
@@ -253,4 +254,46 @@ TEST(AdminReview, ShutdownIsBoundedWhileSlowClientsTrickleBytes) {
   slow.stop(); // lets the stopper finish either way
   stopper.join();
   EXPECT_TRUE(in_time) << "server::wait() still waiting 6 s after shutdown() (drain 2 s)";
+}
+
+// HOLDS (run it under ThreadSanitizer, build-tsan): the admin threads read
+// session_info and the registry while agents join, subscribe, send and
+// leave on the relay thread.
+TEST(AdminReview, ScrapingWhileAgentsComeGoAndSendIsRaceFree) {
+  test_server srv;
+  auto port = srv.get().admin_port();
+  std::atomic<bool> done{false};
+  std::atomic<int> answers{0};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> scrapers;
+  for (std::string path : {"/connz?sort=idle&order=desc", "/routez", "/metrics", "/varz"})
+    scrapers.emplace_back([&, path] {
+      httplib::Client c{"127.0.0.1", port};
+      c.set_read_timeout(10);
+      while (!done) {
+        auto r = c.Get(path);
+        if (!r || r->status != 200)
+          ++bad;
+        ++answers;
+      }
+    });
+  raw_client sink{srv.port()};
+  ASSERT_TRUE(sink.hello("sink", {"news"}).has_welcome());
+  for (int round = 0; round < 20; ++round) {
+    raw_client a{srv.port()};
+    ASSERT_TRUE(a.hello("churn-" + std::to_string(round)).has_welcome());
+    v1::Frame sub;
+    sub.mutable_subscribe()->add_routes("topic." + std::to_string(round));
+    ASSERT_TRUE(a.send(sub));
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE(a.send_envelope({}, "m", "news"));
+    for (int i = 0; i < 5; ++i)
+      ASSERT_TRUE(sink.read_delivery()) << round << " " << i;
+    a.close();
+  }
+  ASSERT_TRUE(eventually([&] { return answers.load() >= 40; }, 20s));
+  done = true;
+  for (auto& t : scrapers)
+    t.join();
+  EXPECT_EQ(bad.load(), 0);
 }
