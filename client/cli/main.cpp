@@ -146,7 +146,11 @@ public:
       failed_ = true;
       stop(1);
     }
-    if (d.code == "shutdown" || d.code == "replaced" || d.code == "client_exit")
+    if (d.code == "lame_duck" && d.will_reconnect)
+      out_.event("goodbye", d.code,
+                 fmt::format("{}; reconnecting in {} ms", d.reason, d.retry_in.count()));
+    else if (d.code == "shutdown" || d.code == "replaced" || d.code == "client_exit"
+             || d.code == "lame_duck")
       out_.event("goodbye", d.code, d.reason);
     else
       out_.event("disconnected", d.code, d.reason);

@@ -207,6 +207,7 @@ void agent_core::connect() {
   auto g = link.connect();
   goodbye_code.clear();
   goodbye_reason.clear();
+  goodbye_hint = std::chrono::milliseconds{0};
   refusal.reset();
   splitter = proto::frame_splitter{max_inbound_frame};
   // A fresh counter: a closing old connection must not touch the new one's.
@@ -242,7 +243,7 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
     return;
   }
   if (!goodbye_code.empty())
-    handle_disconnect(goodbye_code, goodbye_reason);
+    handle_disconnect(goodbye_code, goodbye_reason, std::chrono::milliseconds{0}, goodbye_hint);
   else if (refusal)
     handle_disconnect(refusal->code, refusal->text, refusal->retry_after); // e.g. quarantined
   else
@@ -250,12 +251,13 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
 }
 
 void agent_core::handle_disconnect(std::string code, std::string reason,
-                                   std::chrono::milliseconds at_least) {
+                                   std::chrono::milliseconds at_least,
+                                   std::chrono::milliseconds hint) {
   if (conn) {
     self->send_exit(conn, caf::exit_reason::user_shutdown);
     conn = nullptr;
   }
-  auto end = link.disconnect(code, reason, at_least);
+  auto end = link.disconnect(code, reason, at_least, hint);
   auto& info = end.info;
   if (end.was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
@@ -470,9 +472,13 @@ void agent_core::handle_frame(v1::Frame& f) {
   case v1::Frame::kGoodbye:
     goodbye_code = f.goodbye().code();
     goodbye_reason = f.goodbye().reason();
+    // At most a day (link_machine::max_hint): the value is the server's.
+    goodbye_hint = std::chrono::milliseconds{static_cast<int64_t>(std::min<uint64_t>(
+      f.goodbye().reconnect_after_ms(), static_cast<uint64_t>(link_machine::max_hint.count())))};
     log->log(goodbye_code == codes::client_exit ? spdlog::level::debug : spdlog::level::info,
-             "goodbye from server agent={} code={} reason={}", logfmt_value(user->name()),
-             goodbye_code, logfmt_value(goodbye_reason));
+             "goodbye from server agent={} code={} reason={} reconnect_after_ms={}",
+             logfmt_value(user->name()), goodbye_code, logfmt_value(goodbye_reason),
+             goodbye_hint.count());
     break;
   default:
     log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));

@@ -113,7 +113,8 @@ struct agent_core {
   bool had_session = false;
   std::string goodbye_code; // from the server, for the current connection
   std::string goodbye_reason;
-  std::optional<notice> refusal; // ERROR notice for the current connection
+  std::chrono::milliseconds goodbye_hint{0}; // its reconnect_after_ms
+  std::optional<notice> refusal;             // ERROR notice for the current connection
   proto::frame_splitter splitter{max_inbound_frame};
   v1::Frame frame;
 
@@ -161,7 +162,8 @@ struct agent_core {
   void on_frames(uint64_t g, const std::vector<char>& bytes);
   void on_disconnected(uint64_t g, const std::string& reason);
   void handle_disconnect(std::string code, std::string reason,
-                         std::chrono::milliseconds at_least = std::chrono::milliseconds{0});
+                         std::chrono::milliseconds at_least = std::chrono::milliseconds{0},
+                         std::chrono::milliseconds hint = std::chrono::milliseconds{0});
   /// Stops the agent: no reconnect from now on; `stop_now` follows as a
   /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);

@@ -63,7 +63,8 @@ link_machine::watchdog_result link_machine::watchdog(uint64_t gen, time_point no
 }
 
 link_machine::ended link_machine::disconnect(const std::string& code, const std::string& reason,
-                                             std::chrono::milliseconds at_least) {
+                                             std::chrono::milliseconds at_least,
+                                             std::chrono::milliseconds hint) {
   ended e;
   e.was_connected = state_ == state::connected;
   state_ = stopping_ ? state::stopped : state::idle;
@@ -73,15 +74,21 @@ link_machine::ended link_machine::disconnect(const std::string& code, const std:
   e.info.code = code;
   e.info.reason = reason;
   e.info.attempt = attempt_;
+  e.info.reconnect_hint = std::clamp(hint, std::chrono::milliseconds{0}, max_hint);
   e.info.will_reconnect = !stopping_ && !fatal(code) && rp.enabled
                           && (rp.max_attempts == 0 || attempt_ <= rp.max_attempts);
   if (e.info.will_reconnect) {
-    e.info.retry_in = std::max(backoff_delay(rp, attempt_, rng_), at_least);
+    // The server's hint spreads the reconnects of the agents it sends away
+    // (lame duck): it replaces the backoff, not only bounds it.
+    e.info.retry_in = e.info.reconnect_hint.count() > 0
+                        ? std::max(e.info.reconnect_hint, at_least)
+                        : std::max(backoff_delay(rp, attempt_, rng_), at_least);
   } else if (!stopping_) {
     // Without a session to come, the agent is done. An orderly end by the
     // server (Goodbye) is a normal exit; anything else is a failure.
     e.give_up = true;
-    e.exit_code = code == codes::shutdown || code == codes::client_exit ? 0 : 1;
+    e.exit_code
+      = code == codes::shutdown || code == codes::client_exit || code == codes::lame_duck ? 0 : 1;
   }
   return e;
 }

@@ -103,8 +103,15 @@ public:
   /// The connection (or attempt) ended with `code`. Decides about the next
   /// attempt, no sooner than `at_least` (the server's retry_after, e.g. of a
   /// quarantine); the generation moves on, so its late messages are stale.
+  /// A server's reconnect `hint` (Goodbye's reconnect_after_ms, lame duck)
+  /// replaces the backoff: the next attempt comes after exactly the hint
+  /// (at most `max_hint`), if reconnecting is enabled at all.
   ended disconnect(const std::string& code, const std::string& reason,
-                   std::chrono::milliseconds at_least = std::chrono::milliseconds{0});
+                   std::chrono::milliseconds at_least = std::chrono::milliseconds{0},
+                   std::chrono::milliseconds hint = std::chrono::milliseconds{0});
+
+  /// The longest reconnect hint taken from a server (a day, as retry_after).
+  static constexpr std::chrono::milliseconds max_hint{86'400'000};
 
   /// The agent stops: no reconnect from now on. A session stays open for
   /// teardown(), which may still send.

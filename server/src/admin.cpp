@@ -92,8 +92,9 @@ constexpr size_t admin_backlog = 64;
 
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
-  // Invalid UTF-8 in a string (which no source should produce) becomes
-  // U+FFFD instead of an exception that would turn the answer into a 500.
+  // Names and routes are UTF-8 by the protocol's rules; should anything
+  // else slip through, it is replaced (U+FFFD) rather than failing the
+  // request (nlohmann's dump() throws on invalid UTF-8 by default).
   res.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
                   "application/json");
 }

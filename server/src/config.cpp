@@ -242,6 +242,15 @@ const std::vector<option_def>& options() {
                              "byte (bytes of an incomplete frame are not activity)."));
     t.push_back(duration_opt("timeouts", "drain", &server_config::drain_timeout, false,
                              "On shutdown, time allowed to flush Goodbye and pending data."));
+    t.push_back(duration_opt("lame-duck", "duration", &server_config::lame_duck_duration, false,
+                             "Lame-duck mode (SIGUSR2): the server stops accepting at once and "
+                             "closes its agents, each with Goodbye(lame_duck) and a jittered "
+                             "reconnect hint, spread evenly over this time (grace included), "
+                             "then exits 0."));
+    t.push_back(duration_opt("lame-duck", "grace", &server_config::lame_duck_grace, true,
+                             "Lame-duck mode: wait this long before the first close, so that "
+                             "load balancers see /readyz fail first. Shorter than "
+                             "lame-duck.duration."));
     t.push_back(size_opt("flow", "output-high-water", &server_config::output_high_water, 64 << 10,
                          1ull << 32,
                          "Unsent bytes queued for one agent above which it is a slow "
@@ -425,6 +434,12 @@ std::vector<error> validate(const server_config& cfg) {
             fmt::format("limits.bytes-burst ({}) must be at least limits.max-frame-bytes ({}): "
                         "a message of the largest size could never be relayed",
                         format_size(cfg.bytes_burst), format_size(cfg.max_frame_bytes)));
+  if (cfg.lame_duck_grace >= cfg.lame_duck_duration)
+    problem(errc::invalid_config,
+            fmt::format("lame-duck.grace ({}) must be shorter than lame-duck.duration ({}): the "
+                        "agents are closed after the grace, within the duration",
+                        format_duration(cfg.lame_duck_grace),
+                        format_duration(cfg.lame_duck_duration)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
   else if (!proto::wire::valid_utf8(cfg.name))

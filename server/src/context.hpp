@@ -73,6 +73,13 @@ struct server_context {
   /// Set by server::shutdown(): the steady-clock time (ns since the clock's
   /// epoch) by which every session must have closed; 0 while running.
   std::atomic<int64_t> close_deadline_ns{0};
+  /// Set by server::lame_duck() (SIGUSR2): the server stopped accepting and
+  /// closes its agents over lame-duck.duration. Never cleared; a shutdown
+  /// may follow (it then takes over: the normal fast drain).
+  std::atomic<bool> lame_duck{false};
+  /// Set by the router once lame duck has closed every agent (the server
+  /// then drains what is left and stops; run() returns 0).
+  std::atomic<bool> lame_duck_done{false};
   /// Set when the server stops accepting (shutdown, lame duck): /readyz
   /// then answers 503.
   std::atomic<bool> draining{false};

@@ -61,6 +61,16 @@ using flush_notices_atom = caf::atom_constant<caf::atom("flushnote")>;
 /// limits.max-buffered-bytes; readers with a backlog give it up.
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
 using drain_deadline_atom = caf::atom_constant<caf::atom("draindl")>;
+/// Lame-duck mode. server -> router: (lame_duck_atom, listener) starts it;
+/// router -> session: (lame_duck_atom, reconnect hint ms) asks it to close;
+/// session -> router: (lame_duck_atom, session id) once it stopped reading
+/// and everything it read is in the router's mailbox.
+using lame_duck_atom = caf::atom_constant<caf::atom("lameduck")>;
+/// The router's lame-duck timer.
+using lame_tick_atom = caf::atom_constant<caf::atom("lametick")>;
+/// router -> session: forgotten; everything routed to it was sent before
+/// this: say Goodbye(lame_duck) and close.
+using lame_bye_atom = caf::atom_constant<caf::atom("lamebye")>;
 /// authenticator -> session: the answer for its Hello's identity and token.
 using auth_atom = caf::atom_constant<caf::atom("auth")>;
 /// A failed login's delayed answer is due.

@@ -25,6 +25,7 @@
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
 #include "convoke/v1/wire.pb.h"
+#include "lame_duck.hpp"
 #include "messages.hpp"
 #include "notice_limiter.hpp"
 #include "routing_table.hpp"
@@ -51,6 +52,18 @@ struct router_state {
   bool draining = false;
   bool goodbyes_sent = false;
   std::unordered_set<uint64_t> drained;
+  /// Lame-duck mode (server::lame_duck()): its schedule, the sessions in the
+  /// order they will be asked to close (registered ones first, then those
+  /// that register meanwhile; ids that left are skipped), those asked (and
+  /// not yet forgotten), and the listener to tell once every agent is gone.
+  struct lame_duck_run {
+    lame_duck_plan plan;
+    std::deque<uint64_t> queue;
+    std::unordered_set<uint64_t> asked;
+    caf::actor listener;
+    bool done = false;
+  };
+  std::optional<lame_duck_run> lame;
   /// Rate limits of unknown_recipient Notices and trace records, by sender
   /// session, with a recipient named in the summary.
   struct limited {
@@ -139,6 +152,8 @@ void on_register(router_ptr self, register_request& req) {
   added.send_restricted = req.send_restricted;
   if (req.send_restricted)
     ++st.send_restricted;
+  if (st.lame)
+    st.lame->queue.push_back(req.session_id); // closed in turn, after those before it
   st.by_addr.emplace(session.address(), req.session_id);
   if (req.info) {
     st.infos[req.session_id] = std::move(req.info);
@@ -438,6 +453,52 @@ void flush_suppressed(router_ptr self, uint64_t sid) {
   self->send(e->handle, notice_atom::value, std::move(n));
 }
 
+/// Lame duck is over once the closing window has begun and no agent is
+/// left: the listener drains what remains (connections still handshaking)
+/// and the server stops.
+void maybe_finish_lame_duck(router_ptr self) {
+  auto& st = self->state;
+  if (!st.lame || st.lame->done || st.draining || st.table.size() != 0
+      || std::chrono::steady_clock::now() < st.lame->plan.closing_begins())
+    return;
+  st.lame->done = true;
+  st.ctx->lame_duck_done.store(true, std::memory_order_relaxed);
+  st.ctx->log_router->info("lame duck complete: every agent is gone; stopping");
+  self->send(st.lame->listener, drain_atom::value);
+}
+
+/// Lame-duck timer: asks the agents that are due to close.
+void lame_duck_tick(router_ptr self) {
+  auto& st = self->state;
+  if (!st.lame || st.lame->done || st.draining)
+    return; // a shutdown took over (its drain closes everybody)
+  auto& run = *st.lame;
+  auto now = std::chrono::steady_clock::now();
+  auto open = st.table.size() - std::min(st.table.size(), run.asked.size());
+  auto n = run.plan.due(now, open);
+  while (n > 0 && !run.queue.empty()) {
+    auto sid = run.queue.front();
+    run.queue.pop_front();
+    auto e = st.table.find(sid);
+    if (e == nullptr || run.asked.count(sid) > 0)
+      continue; // it left on its own
+    --n;
+    --open;
+    run.asked.insert(sid);
+    auto hint = static_cast<uint64_t>(run.plan.reconnect_hint(crypto::random_u64()).count());
+    st.ctx->log_router->info(
+      "lame duck closing agent={} session={} reconnect_after_ms={} still_open={}",
+      logfmt_value(e->name), sid, hint, open);
+    self->send(e->handle, lame_duck_atom::value, hint);
+  }
+  maybe_finish_lame_duck(self);
+  if (run.done)
+    return;
+  auto next = run.plan.next_check(now, open);
+  self->delayed_send(self, std::chrono::duration_cast<std::chrono::microseconds>(next - now),
+                     lame_tick_atom::value);
+}
+
 /// Removes a session from the registry (it left or died).
 void forget(router_ptr self, uint64_t sid) {
   auto& st = self->state;
@@ -454,7 +515,10 @@ void forget(router_ptr self, uint64_t sid) {
   st.table.remove(sid);
   st.drained.erase(sid);
   st.ctx->stats.agents.fetch_sub(1, std::memory_order_relaxed);
+  if (st.lame)
+    st.lame->asked.erase(sid);
   maybe_finish_drain(self);
+  maybe_finish_lame_duck(self);
 }
 
 caf::behavior router_actor(router_ptr self, context_ptr ctx) {
@@ -488,6 +552,39 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       st.ctx->log_router->info("draining agents={}", st.table.size());
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
       maybe_finish_drain(self);
+    },
+    [self](lame_duck_atom, caf::actor& listener) {
+      auto& st = self->state;
+      if (st.draining || st.lame)
+        return;
+      auto& cfg = st.ctx->cfg;
+      st.lame.emplace(
+        router_state::lame_duck_run{lame_duck_plan{std::chrono::steady_clock::now(),
+                                                   cfg.lame_duck_grace, cfg.lame_duck_duration},
+                                    {},
+                                    {},
+                                    std::move(listener),
+                                    false});
+      st.table.for_each([&](entry_t& e) { st.lame->queue.push_back(e.session_id); });
+      st.ctx->log_router->info("lame duck agents={} grace={} duration={}", st.table.size(),
+                               format_duration(cfg.lame_duck_grace),
+                               format_duration(cfg.lame_duck_duration));
+      lame_duck_tick(self);
+    },
+    [self](lame_tick_atom) { lame_duck_tick(self); },
+    [self](lame_duck_atom, uint64_t sid) {
+      // The session stopped reading and everything it read was routed
+      // (it is ahead of this in the mailbox). Forget it, so nothing more
+      // is routed to it, and let it say Goodbye: everything routed to it
+      // so far is in its mailbox ahead of lame_bye.
+      auto& st = self->state;
+      if (st.draining)
+        return; // the shutdown's Goodbye comes instead
+      auto e = st.table.find(sid);
+      if (e == nullptr)
+        return;
+      self->send(e->handle, lame_bye_atom::value);
+      forget(self, sid);
     },
     [self](barrier_atom, uint64_t tag) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);

@@ -6,6 +6,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "acceptor.hpp"
@@ -77,6 +79,9 @@ struct server::impl {
   std::unique_ptr<admin_server> admin;
   uint16_t port = 0;
   std::atomic<bool> shutdown_requested{false};
+  /// shutdown() and lame_duck() may race from two threads; both stop the
+  /// acceptor (joining its thread).
+  std::mutex accept_stop;
   bool stopped = false;
 };
 
@@ -196,9 +201,40 @@ void server::shutdown() {
   auto deadline = std::chrono::steady_clock::now() + drain - margin;
   d.ctx->close_deadline_ns.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
   d.ctx->draining.store(true, std::memory_order_relaxed); // /readyz: 503
-  d.accept_loop->stop();                                  // no new connections from here on
+  {
+    std::lock_guard lock{d.accept_stop};
+    if (d.accept_loop)
+      d.accept_loop->stop(); // no new connections from here on
+  }
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
+}
+
+void server::lame_duck() {
+  auto& d = *impl_;
+  auto& ctx = *d.ctx;
+  if (d.shutdown_requested.load())
+    return;
+  // Under the lock: wait() may be ending the server on another thread (the
+  // acceptor is null from then on).
+  std::lock_guard lock{d.accept_stop};
+  if (!d.accept_loop || ctx.lame_duck.exchange(true))
+    return;
+  ctx.draining.store(true, std::memory_order_relaxed); // /readyz: 503
+  d.accept_loop->stop(); // the listening socket is closed: connects are refused
+  ctx.log_server->info("lame duck: stopped accepting; closing agents after grace={} "
+                       "within duration={}",
+                       format_duration(ctx.cfg.lame_duck_grace),
+                       format_duration(ctx.cfg.lame_duck_duration));
+  caf::anon_send(d.router, internal::lame_duck_atom::value, d.listener);
+}
+
+bool server::draining() const noexcept {
+  return impl_->ctx->draining.load(std::memory_order_relaxed);
+}
+
+bool server::lame_duck_finished() const noexcept {
+  return impl_->ctx->lame_duck_done.load();
 }
 
 void server::wait() {
@@ -212,10 +248,13 @@ void server::wait() {
   // Its worker may be answering a login: let it finish while the actor
   // system it sends the answer to still exists.
   d.ctx->auth.reset();
-  d.accept_loop.reset();
-  d.stopped = true;
-  d.router = nullptr;
-  d.listener = nullptr;
+  {
+    std::lock_guard lock{d.accept_stop};
+    d.accept_loop.reset();
+    d.stopped = true;
+    d.router = nullptr;
+    d.listener = nullptr;
+  }
   if (d.ctx->trace)
     d.ctx->trace->stop();
   auto s = d.ctx->snapshot();
@@ -350,9 +389,14 @@ void on_reopen(server&, const std::shared_ptr<spdlog::logger>& log) {
   log->warn("received SIGUSR1; reopening files is not implemented yet");
 }
 
-/// SIGUSR2: lame-duck mode.
-void on_lame_duck(server&, const std::shared_ptr<spdlog::logger>& log) {
-  log->warn("received SIGUSR2; lame-duck mode is not implemented yet");
+/// SIGUSR2: lame-duck mode (see server::lame_duck()).
+void on_lame_duck(server& srv, const std::shared_ptr<spdlog::logger>& log) {
+  if (srv.draining()) {
+    log->info("received SIGUSR2; already {}", srv.lame_duck_finished() ? "stopping" : "draining");
+    return;
+  }
+  log->info("received SIGUSR2; entering lame-duck mode");
+  srv.lame_duck();
 }
 
 } // namespace
@@ -384,8 +428,22 @@ int run(server_config cfg) {
     log->error("cannot write port file path={}", logfmt_value(port_file));
   int sig = 0;
   memory_returner returner;
+  // Lame duck: the server stops on its own once every agent is gone; this
+  // deadline is a backstop (each close is bounded by timeouts.drain).
+  std::optional<std::chrono::steady_clock::time_point> lame_duck_deadline;
+  auto lame_duck_limit = srv.config().lame_duck_duration + drain;
   while (sig == 0) {
-    sig = wait_termination_signal(std::chrono::seconds{1}, /*with_reload=*/true);
+    if (lame_duck_deadline) {
+      if (srv.lame_duck_finished())
+        break;
+      if (std::chrono::steady_clock::now() > *lame_duck_deadline) {
+        log->warn("lame duck did not finish within lame-duck.duration + timeouts.drain; "
+                  "draining");
+        break;
+      }
+    }
+    auto wait = lame_duck_deadline ? std::chrono::milliseconds{50} : std::chrono::seconds{1};
+    sig = wait_termination_signal(wait, /*with_reload=*/true);
     if (sig == SIGHUP) {
       sig = 0;
       on_reload(srv, log);
@@ -395,11 +453,14 @@ int run(server_config cfg) {
     } else if (sig == SIGUSR2) {
       sig = 0;
       on_lame_duck(srv, log);
+      if (!lame_duck_deadline)
+        lame_duck_deadline = std::chrono::steady_clock::now() + lame_duck_limit;
     }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);
   }
-  log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
+  if (sig != 0)
+    log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
   srv.shutdown();
   std::atomic<bool> done{false};
   std::thread waiter{[&] {

@@ -153,6 +153,8 @@ struct session_state {
   /// subjectAltName; tls.verify-clients optional or require), empty
   /// without one. The auth work will use it as the agent's identity.
   std::string tls_peer_name;
+  /// Lame duck: the reconnect hint of this session's Goodbye.
+  uint64_t reconnect_after_ms = 0;
 };
 
 namespace {
@@ -539,6 +541,16 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   arm_wake(self); // the close's deadline
   if (st.out.pending() == 0)
     output_flushed(self); // it all went out directly
+}
+
+/// Lame duck's Goodbye, with this session's reconnect hint.
+v1::Frame lame_duck_goodbye(session_ptr self) {
+  auto f = make_goodbye(codes::lame_duck,
+                        fmt::format("the server is going away (lame-duck mode); reconnect in "
+                                    "{} ms",
+                                    self->state.reconnect_after_ms));
+  f.mutable_goodbye()->set_reconnect_after_ms(self->state.reconnect_after_ms);
+  return f;
 }
 
 /// Protocol violation or refusal: ERROR Notice, then close.
@@ -1798,6 +1810,31 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // Shutdown, phase 2: everything routed before this has been queued.
       begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
                   close_grace(self));
+    },
+    [self](lame_duck_atom, uint64_t reconnect_after_ms) {
+      // Lame duck, this session's turn: as the shutdown's drain, but for
+      // this session alone. Stop reading, hand what was read to the
+      // router, and let it confirm (lame_bye) once that is routed and the
+      // session is forgotten; then Goodbye(lame_duck), as in phase 2.
+      auto& st = self->state;
+      st.reconnect_after_ms = reconnect_after_ms;
+      switch (machine(self).on_drain(steady::now(), close_grace(self))) {
+      case drain_action::close:
+        begin_close(self, lame_duck_goodbye(self), close_grace(self));
+        break;
+      case drain_action::stop_reading:
+        dispatch_batch(self);
+        st.reads.pause(self, st.hdl);
+        self->send(st.router, lame_duck_atom::value, st.id);
+        break;
+      case drain_action::none:
+        break; // closing already (it leaves the router on its own)
+      }
+    },
+    [self](lame_bye_atom) {
+      auto& st = self->state;
+      st.registered = false; // the router already forgot this session
+      begin_close(self, lame_duck_goodbye(self), close_grace(self));
     },
     [self](evict_atom) {
       auto& st = self->state;

@@ -15,6 +15,7 @@
 #include "credentials.hpp"
 #include "process.hpp"
 #include "raw_client.hpp"
+#include "test_certs.hpp"
 #include "test_server.hpp"
 #include "wait.hpp"
 
@@ -311,4 +312,28 @@ TEST(Admin, ATakenAdminPortFailsTheStartWithTheReason) {
 TEST(Admin, CanBeTurnedOff) {
   test_server srv{[&](auto& cfg) { cfg.admin_enabled = false; }};
   EXPECT_EQ(srv.get().admin_port(), 0);
+}
+
+TEST(Admin, WithAdminTlsTheEndpointsAreHttpsOnly) {
+  test_certs certs;
+  test_server srv{[&](auto& cfg) {
+    cfg.tls_cert = certs.server.cert;
+    cfg.tls_key = certs.server.key;
+    cfg.admin_tls = true;
+  }};
+  httplib::SSLClient s{"127.0.0.1", srv.get().admin_port()};
+  s.set_ca_cert_path(certs.ca.c_str());
+  s.enable_server_certificate_verification(true);
+  auto r = s.Get("/healthz");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  // A client that does not trust the server's CA is refused by TLS.
+  httplib::SSLClient untrusting{"127.0.0.1", srv.get().admin_port()};
+  untrusting.set_ca_cert_path(certs.other_ca.c_str());
+  untrusting.enable_server_certificate_verification(true);
+  EXPECT_FALSE(untrusting.Get("/healthz"));
+  // Plain HTTP gets no answer.
+  auto c = admin_client(srv);
+  auto plain = c.Get("/healthz");
+  EXPECT_TRUE(!plain || plain->status != 200);
 }

@@ -419,3 +419,33 @@ TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
             std::string::npos)
     << dump_config(dumped.cfg);
 }
+
+TEST(Config, TheAdminListenerFollowsTheRelaysRulesBeyondLoopback) {
+  auto texts = [](const server_config& cfg) {
+    std::string all;
+    for (auto& e : validate(cfg))
+      all += e.text + "\n";
+    return all;
+  };
+  server_config cfg;
+  EXPECT_EQ(texts(cfg), "");
+  cfg.admin_host = "0.0.0.0";
+  auto t = texts(cfg);
+  EXPECT_NE(t.find("admin.host '0.0.0.0' is not a loopback address and there is no "
+                   "authentication"),
+            std::string::npos)
+    << t;
+  EXPECT_NE(t.find("admin.tls is off"), std::string::npos) << t;
+  cfg.allow_anonymous = true;
+  cfg.allow_plaintext = true;
+  EXPECT_EQ(texts(cfg), "");
+  cfg.admin_enabled = false;
+  cfg.allow_anonymous = cfg.allow_plaintext = false;
+  EXPECT_EQ(texts(cfg), "") << "a listener that is off needs nothing";
+  server_config tls;
+  tls.admin_tls = true;
+  EXPECT_NE(texts(tls).find("admin.tls needs tls.cert"), std::string::npos);
+  server_config same;
+  same.admin_port = same.port;
+  EXPECT_NE(texts(same).find("admin.port 7420 is listen.port too"), std::string::npos);
+}

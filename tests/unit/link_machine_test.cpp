@@ -204,3 +204,55 @@ TEST(LinkMachine, StoppingWhileConnectingEndsAtOnceAndRefusesALateSocket) {
   EXPECT_FALSE(end.info.will_reconnect);
   EXPECT_FALSE(end.give_up) << "already stopping: no second stop";
 }
+
+TEST(LinkMachine, ALameDuckHintReplacesTheBackoff) {
+  // The backoff alone would wait 100 ms (+/- jitter) after a session: the
+  // server's hint is taken exactly, even when it is longer than max_delay.
+  for (auto hint : {30ms, 1700ms, 4000ms}) {
+    auto m = established();
+    auto end = m.disconnect(std::string{proto::codes::lame_duck}, "going away", 0ms, hint);
+    EXPECT_TRUE(end.was_connected);
+    EXPECT_TRUE(end.info.will_reconnect);
+    EXPECT_EQ(end.info.retry_in, hint);
+    EXPECT_EQ(end.info.reconnect_hint, hint) << "on_disconnect sees the hint";
+    EXPECT_EQ(end.info.attempt, 1);
+    EXPECT_TRUE(m.reconnect_due(m.generation()));
+  }
+}
+
+TEST(LinkMachine, WithoutAHintTheBackoffApplies) {
+  auto m = established();
+  auto end = m.disconnect(std::string{proto::codes::shutdown}, "server stopping");
+  EXPECT_EQ(end.info.reconnect_hint, 0ms);
+  EXPECT_GE(end.info.retry_in, 50ms);
+  EXPECT_LE(end.info.retry_in, 150ms) << "initial_delay 100 ms with jitter";
+}
+
+TEST(LinkMachine, AHintIsCappedAndNeverShortensARetryAfter) {
+  auto m = established();
+  auto end = m.disconnect(std::string{proto::codes::lame_duck}, "going away", 0ms,
+                          std::chrono::hours{24 * 365});
+  EXPECT_EQ(end.info.retry_in, link_machine::max_hint) << "a hostile hint is capped at a day";
+  auto m2 = established();
+  auto end2 = m2.disconnect(std::string{proto::codes::lame_duck}, "going away", 2s, 500ms);
+  EXPECT_EQ(end2.info.retry_in, 2s);
+}
+
+TEST(LinkMachine, ALameDuckGoodbyeWithoutReconnectIsAnOrderlyExit) {
+  auto o = options();
+  o.reconnect.enabled = false;
+  auto m = established(o);
+  auto end = m.disconnect(std::string{proto::codes::lame_duck}, "going away", 0ms, 700ms);
+  EXPECT_FALSE(end.info.will_reconnect) << "the hint does not turn reconnecting on";
+  EXPECT_EQ(end.info.reconnect_hint, 700ms);
+  EXPECT_TRUE(end.give_up);
+  EXPECT_EQ(end.exit_code, 0);
+}
+
+TEST(LinkMachine, AHintDoesNotOverrideAStop) {
+  auto m = established();
+  m.begin_stop();
+  auto end = m.disconnect(std::string{proto::codes::lame_duck}, "going away", 0ms, 300ms);
+  EXPECT_FALSE(end.info.will_reconnect);
+  EXPECT_FALSE(m.reconnect_due(m.generation()));
+}

@@ -101,6 +101,11 @@ struct disconnect_info {
   std::chrono::milliseconds retry_in{0};
   /// Consecutive failed attempts so far (0 after a session that worked).
   int attempt = 0;
+  /// The server's reconnect hint (its Goodbye's `reconnect_after_ms`, e.g.
+  /// with code "lame_duck": the server is going away and spreads the
+  /// reconnects of its agents); 0 = none. With a hint, `retry_in` is the
+  /// hint instead of the reconnect policy's backoff.
+  std::chrono::milliseconds reconnect_hint{0};
 };
 
 /// An exception or failure in agent code, passed to `agent::on_error`.

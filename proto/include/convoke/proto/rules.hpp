@@ -120,6 +120,9 @@ inline constexpr std::string_view rate_limited = "rate_limited";
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";
 inline constexpr std::string_view replaced = "replaced";
+/// The server is in lame-duck mode (going away): the Goodbye carries
+/// `reconnect_after_ms`.
+inline constexpr std::string_view lame_duck = "lame_duck";
 } // namespace codes
 
 } // namespace convoke::proto

@@ -53,6 +53,14 @@ struct server_config {
   std::chrono::milliseconds idle_timeout{30000};
   std::chrono::milliseconds frame_timeout{15000};
   std::chrono::milliseconds drain_timeout{5000};
+  // [lame-duck] (SIGUSR2 or server::lame_duck(): stop accepting, close the
+  // agents one by one with Goodbye(lame_duck), exit)
+  /// The whole lame-duck phase: the closes are spread over it, after the
+  /// grace; the last agent is closed when it ends.
+  std::chrono::milliseconds lame_duck_duration{30000};
+  /// Wait this long before the first close, so that load balancers see
+  /// /readyz fail (server::draining()) and stop sending agents here.
+  std::chrono::milliseconds lame_duck_grace{5000};
   // [flow]
   uint64_t output_high_water = 8ull << 20;
   slow_consumer_policy slow_consumer = slow_consumer_policy::disconnect;

@@ -45,6 +45,28 @@ public:
   /// and idempotent.
   void shutdown();
 
+  /// Lame-duck mode (as NATS has it; SIGUSR2 in `run()`): stops accepting
+  /// at once (the listening socket is closed), waits `lame-duck.grace`,
+  /// then closes the agents spread evenly over the rest of
+  /// `lame-duck.duration`. Each close is graceful like the shutdown's:
+  /// the agent's input read so far is routed and what was routed to it is
+  /// written, then `Goodbye(lame_duck)` with a jittered
+  /// `reconnect_after_ms`. Once every agent is gone the server stops on its
+  /// own (`wait()` returns, `lame_duck_finished()` is true). A `shutdown()`
+  /// meanwhile takes over with the normal fast drain. Thread-safe and
+  /// idempotent; ignored after `shutdown()`.
+  void lame_duck();
+
+  /// True from `lame_duck()` or `shutdown()` on: the server takes no new
+  /// connections and is sending its agents away. A readiness probe
+  /// (/readyz) reports "not ready" while it is true, so that load
+  /// balancers stop sending agents here. Thread-safe.
+  bool draining() const noexcept;
+
+  /// True once lame-duck mode has closed every agent (the server is then
+  /// stopping by itself). Thread-safe.
+  bool lame_duck_finished() const noexcept;
+
   /// Blocks until every actor of the server has stopped. Bounded by
   /// `timeouts.drain` once `shutdown()` was called.
   void wait();
@@ -76,7 +98,8 @@ private:
 };
 
 /// The server program: configures logging, starts the server, writes the
-/// port file, waits for SIGINT/SIGTERM, drains and returns the exit code.
+/// port file, waits for SIGINT/SIGTERM (drain) or SIGUSR2 (lame duck, then
+/// exit 0), and returns the exit code.
 int run(server_config cfg);
 
 } // namespace convoke::server
