@@ -24,6 +24,7 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
+#include "convoke/proto/wire_format.hpp"
 #include "credentials.hpp"
 
 namespace convoke::server {
@@ -474,6 +475,10 @@ std::vector<error> validate(const server_config& cfg) {
                         format_duration(cfg.lame_duck_duration)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
+  else if (!proto::wire::valid_utf8(cfg.name))
+    // It goes into every Welcome (a string clients parse strictly), /varz
+    // and a /metrics label.
+    problem(errc::invalid_value, "server.name must be valid UTF-8");
   if (cfg.host.empty())
     problem(errc::invalid_value, "listen.host must not be empty");
   if (cfg.trace_enabled && cfg.trace_file.empty())
