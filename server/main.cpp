@@ -1,6 +1,7 @@
 // convoke-server: command line -> configuration -> run.
 #include <iostream>
 #include <string_view>
+#include <vector>
 
 #include "convoke/server/config.hpp"
 #include "convoke/server/server.hpp"
@@ -12,5 +13,6 @@ int main(int argc, char** argv) {
   auto res = convoke::server::parse_command_line(argc, argv, cfg, std::cout, std::cerr);
   if (res.exit)
     return res.exit_code;
-  return convoke::server::run(std::move(cfg));
+  // SIGHUP reads the configuration again from the same command line.
+  return convoke::server::run(std::move(cfg), std::vector<std::string>(argv, argv + argc));
 }

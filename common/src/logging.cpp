@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include <spdlog/pattern_formatter.h>
@@ -18,9 +19,80 @@ namespace {
 
 constexpr const char* text_pattern = "%Y-%m-%dT%H:%M:%S.%fZ %^%-5l%$ %-8n %v";
 
+/// A rotating log file that can be opened again by its path (SIGUSR1, after
+/// logrotate renamed it): the records go to a file of the original name
+/// from the next one on, and the old file is flushed and closed. Wraps
+/// spdlog's rotating sink (single-threaded: this sink's mutex guards it)
+/// and replaces it on reopen.
+class reopenable_file_sink final : public spdlog::sinks::sink {
+public:
+  reopenable_file_sink(std::string path, uint64_t max_bytes, uint32_t max_files)
+    : path_(std::move(path)), max_bytes_(max_bytes), max_files_(max_files),
+      formatter_(std::make_unique<spdlog::pattern_formatter>()), file_(open_file()) {}
+
+  void log(const spdlog::details::log_msg& msg) override {
+    std::lock_guard guard{mtx_};
+    file_->log(msg);
+  }
+
+  void flush() override {
+    std::lock_guard guard{mtx_};
+    file_->flush();
+  }
+
+  void set_pattern(const std::string& pattern) override {
+    set_formatter(std::make_unique<spdlog::pattern_formatter>(pattern));
+  }
+
+  void set_formatter(std::unique_ptr<spdlog::formatter> f) override {
+    std::lock_guard guard{mtx_};
+    file_->set_formatter(f->clone());
+    formatter_ = std::move(f);
+  }
+
+  /// Opens the path again; on an error the current file stays in use.
+  /// Throws spdlog_ex (errno set) like the constructor.
+  void reopen() {
+    auto next = open_file(); // outside the lock: logging goes on meanwhile
+    std::shared_ptr<spdlog::sinks::rotating_file_sink_st> old;
+    {
+      std::lock_guard guard{mtx_};
+      next->set_formatter(formatter_->clone());
+      old = std::exchange(file_, std::move(next));
+      old->flush();
+    }
+    // `old` closes its file here, after its last record.
+  }
+
+  const std::string& path() const noexcept {
+    return path_;
+  }
+
+private:
+  std::shared_ptr<spdlog::sinks::rotating_file_sink_st> open_file() const {
+    return std::make_shared<spdlog::sinks::rotating_file_sink_st>(path_, max_bytes_, max_files_);
+  }
+
+  std::string path_;
+  uint64_t max_bytes_;
+  uint32_t max_files_;
+  std::mutex mtx_;
+  std::unique_ptr<spdlog::formatter> formatter_;
+  std::shared_ptr<spdlog::sinks::rotating_file_sink_st> file_;
+};
+
+/// The error of a failed open of the log file.
+error open_error(const std::string& path, const spdlog::spdlog_ex& ex, int err) {
+  auto code = err != 0 ? std::error_code{err, std::system_category()}
+                       : std::make_error_code(std::errc::io_error);
+  return {code, "cannot open log file '" + path + "': " + ex.what()};
+}
+
 struct shared_state {
   std::mutex mtx;
   spdlog::sink_ptr sink;
+  /// The sink when logging to a file (null: standard error).
+  std::shared_ptr<reopenable_file_sink> file;
   format fmt = format::text;
   spdlog::level::level_enum level = spdlog::level::info;
 
@@ -197,26 +269,25 @@ expected<> configure(const options& opts) {
   if (!lvl)
     return fail(std::errc::invalid_argument, "unknown log level '" + opts.level + "'");
   spdlog::sink_ptr sink;
+  std::shared_ptr<reopenable_file_sink> file;
   if (opts.file.empty()) {
     sink = default_sink();
   } else {
     errno = 0;
     try {
-      sink = std::make_shared<spdlog::sinks::rotating_file_sink_mt>(opts.file, opts.max_file_bytes,
-                                                                    opts.max_files);
+      file = std::make_shared<reopenable_file_sink>(opts.file, opts.max_file_bytes, opts.max_files);
+      sink = file;
     } catch (const spdlog::spdlog_ex& ex) {
       // spdlog puts the errno of its failed fopen() into the text only;
       // errno still holds it (the unwinding in between does no I/O).
-      auto err = errno;
-      auto code = err != 0 ? std::error_code{err, std::system_category()}
-                           : std::make_error_code(std::errc::io_error);
-      return fail(code, "cannot open log file '" + opts.file + "': " + ex.what());
+      return tl::unexpected{open_error(opts.file, ex, errno)};
     }
   }
   sink->set_formatter(make_formatter(opts.fmt));
   auto& st = state();
   std::lock_guard guard{st.mtx};
   st.sink = sink;
+  st.file = file;
   st.fmt = opts.fmt;
   st.level = *lvl;
   spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& lg) {
@@ -225,6 +296,44 @@ expected<> configure(const options& opts) {
     lg->set_level(*lvl);
   });
   return {};
+}
+
+expected<> set_level(std::string_view level) {
+  auto lvl = parse_level(level);
+  if (!lvl)
+    return fail(std::errc::invalid_argument, "unknown log level '" + std::string{level} + "'");
+  auto& st = state();
+  std::lock_guard guard{st.mtx};
+  st.level = *lvl;
+  // A logger's level is an atomic: other threads keep logging meanwhile.
+  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& lg) { lg->set_level(*lvl); });
+  return {};
+}
+
+void set_format(format f) {
+  auto& st = state();
+  std::lock_guard guard{st.mtx};
+  st.fmt = f;
+  if (st.sink)
+    st.sink->set_formatter(make_formatter(f)); // under the sink's own lock
+}
+
+expected<bool> reopen() {
+  std::shared_ptr<reopenable_file_sink> file;
+  {
+    auto& st = state();
+    std::lock_guard guard{st.mtx};
+    file = st.file;
+  }
+  if (!file)
+    return false;
+  errno = 0;
+  try {
+    file->reopen();
+  } catch (const spdlog::spdlog_ex& ex) {
+    return tl::unexpected{open_error(file->path(), ex, errno)};
+  }
+  return true;
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& name) {

@@ -65,6 +65,9 @@ harness::harness(std::string name, std::string description, int argc, char** arg
     convoke::server::server_config cfg;
     cfg.port = 0;
     cfg.trace_enabled = false;
+    // The admin listener's default port (7421) is fixed: examples run in
+    // parallel (ctest -j) and beside a real server must not need it.
+    cfg.admin_enabled = false;
     if (tweak)
       tweak(cfg);
     d.embedded = std::make_unique<convoke::server::server>(cfg);

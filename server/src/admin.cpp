@@ -1,6 +1,8 @@
 #include "admin.hpp"
 
 #include <sodium.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include <condition_variable>
 #include <deque>
@@ -167,7 +169,10 @@ struct admin_server::impl {
 
   /// Decides whether `req` may see the admin data; answers it if not.
   bool authorized(const httplib::Request& req, httplib::Response& res) {
-    auto& cfg = ctx->cfg;
+    // The configuration in force: a reload (SIGHUP) may have rotated the
+    // shared token, and the old one must stop working here too.
+    auto live = ctx->config();
+    auto& cfg = *live;
     bool with_credentials = ctx->auth != nullptr;
     if (!with_credentials && cfg.token.empty())
       return true; // no authentication configured (loopback, or --allow-anonymous)
@@ -193,7 +198,9 @@ struct admin_server::impl {
     };
     auto header = req.get_header_value("Authorization");
     constexpr std::string_view basic = "Basic ";
-    if (header.size() <= basic.size() || header.compare(0, basic.size(), basic) != 0)
+    // The scheme is case-insensitive (RFC 7235 2.1).
+    if (header.size() <= basic.size()
+        || ::strncasecmp(header.c_str(), basic.data(), basic.size()) != 0)
       return challenge("authentication required: HTTP Basic with an identity and its token", false);
     auto encoded = header.substr(basic.size());
     std::string decoded(encoded.size(), '\0');
@@ -226,12 +233,12 @@ struct admin_server::impl {
       return false;
     }
     auto id = result.get();
+    // A good login takes nothing back from the throttle: failures are
+    // counted here only when refused (unlike the relay, which counts them
+    // up front and forgives an accepted one), so forgiving would let anyone
+    // with one valid token alternate it with guesses for ever.
     if (!id)
       return challenge("the identity or its token is not valid");
-    {
-      std::lock_guard lock{throttle_mutex};
-      throttle.forgive(req.remote_addr); // a good login does not count
-    }
     if (!id->rights.admin) {
       send_error(res, 403, "identity '" + user + "' does not have the admin right");
       return false;
@@ -258,7 +265,8 @@ struct admin_server::impl {
         std::lock_guard lock{sample_mutex};
         r = last_rates;
       }
-      send_json(res, 200, admin::varz(facts(), ctx->cfg, ctx->snapshot(), r, admin::now_t::read()));
+      send_json(res, 200,
+                admin::varz(facts(), *ctx->config(), ctx->snapshot(), r, admin::now_t::read()));
     });
     s.Get("/connz", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res))
@@ -340,6 +348,13 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
     d->http = std::make_unique<httplib::Server>();
   }
   auto& s = *d->http;
+  // httplib's default options set SO_REUSEPORT: a second server (an old
+  // instance still running) would bind the same port without an error and
+  // the kernel would share the connections between the two.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   s.new_task_queue = [] { return new bounded_pool(admin_threads, admin_backlog); };
   // Slow or idle clients give their worker back within seconds.
   s.set_read_timeout(5, 0);

@@ -148,8 +148,11 @@ nlohmann::json connz(std::vector<session_info_ptr> agents, const connz_query& q,
       n = a->dropped.get();
       break;
     case key::idle: // longest idle = earliest activity
-      n = static_cast<uint64_t>(now.steady.time_since_epoch().count()
-                                - a->last_activity_ns.load(std::memory_order_relaxed));
+      // Input read after `now` (the relay runs on) is idle 0, not -1 ns
+      // wrapped to the largest idle time.
+      n = static_cast<uint64_t>(
+        std::max<int64_t>(0, now.steady.time_since_epoch().count()
+                               - a->last_activity_ns.load(std::memory_order_relaxed)));
       break;
     case key::uptime:
       n = static_cast<uint64_t>(std::max<int64_t>(0, (now.wall - a->connected_since).count()));

@@ -115,6 +115,12 @@ public:
     // nop
   }
 
+  /// New limits (a reload); the failures counted so far stay.
+  void set_limits(uint32_t limit, std::chrono::milliseconds window) noexcept {
+    limit_ = limit;
+    window_ = window;
+  }
+
   /// Zero if `address` may try now, else how long it must wait.
   std::chrono::milliseconds blocked_for(const std::string& address, clock::time_point now);
 

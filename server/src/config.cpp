@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 #include <ostream>
+#include <set>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
+#include "convoke/proto/wire_format.hpp"
 #include "credentials.hpp"
 
 namespace convoke::server {
@@ -46,6 +48,9 @@ struct option_def {
   /// Parses text into the config; an `errc::invalid_value` error (leaving
   /// the config unchanged) if the text is not a valid value.
   std::function<expected<>(server_config&, const std::string&)> set;
+  /// Copies the value from the second config into the first (a reload
+  /// applies a key this way).
+  std::function<void(server_config&, const server_config&)> copy;
 
   std::string key() const {
     return section + "." + name;
@@ -55,24 +60,34 @@ struct option_def {
 template <class T>
 using member = T server_config::*;
 
+template <class T>
+std::function<void(server_config&, const server_config&)> copy_of(member<T> m) {
+  return [m](server_config& to, const server_config& from) { to.*m = from.*m; };
+}
+
 /// The error of a setter: `text` says what is wrong with the value.
 tl::unexpected<error> invalid(std::string text) {
   return fail(errc::invalid_value, std::move(text));
 }
 
 option_def string_opt(std::string sec, std::string name, member<std::string> m, std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return json_string(c.*m); },
           [m](server_config& c, const std::string& v) -> expected<> {
             c.*m = v;
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 template <class Int>
 option_def int_opt(std::string sec, std::string name, member<Int> m, uint64_t lo, uint64_t hi,
                    std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return std::to_string(c.*m); },
           [m, lo, hi](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v); // plain integers; unit suffixes are tolerated
@@ -82,12 +97,15 @@ option_def int_opt(std::string sec, std::string name, member<Int> m, uint64_t lo
               return invalid(fmt::format("{} is outside the allowed range {}..{}", *n, lo, hi));
             c.*m = static_cast<Int>(*n);
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 option_def size_opt(std::string sec, std::string name, member<uint64_t> m, uint64_t lo, uint64_t hi,
                     std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return json_string(format_size(c.*m)); },
           [m, lo, hi](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v);
@@ -98,11 +116,14 @@ option_def size_opt(std::string sec, std::string name, member<uint64_t> m, uint6
                                          format_size(lo), format_size(hi)));
             c.*m = *n;
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 option_def frame_size_opt(std::string help) {
-  return {"limits", "max-frame-bytes", std::move(help),
+  return {"limits",
+          "max-frame-bytes",
+          std::move(help),
           [](const server_config& c) { return json_string(format_size(c.max_frame_bytes)); },
           [](server_config& c, const std::string& v) -> expected<> {
             auto n = parse_size(v);
@@ -112,12 +133,15 @@ option_def frame_size_opt(std::string help) {
               return invalid(fmt::format("{} is outside the allowed range 1KiB..64MiB", v));
             c.max_frame_bytes = static_cast<uint32_t>(*n);
             return {};
-          }};
+          },
+          copy_of(&server_config::max_frame_bytes)};
 }
 
 option_def duration_opt(std::string sec, std::string name, member<std::chrono::milliseconds> m,
                         bool zero_ok, std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return json_string(format_duration(c.*m)); },
           [m, zero_ok](server_config& c, const std::string& v) -> expected<> {
             auto d = parse_duration(v);
@@ -133,11 +157,14 @@ option_def duration_opt(std::string sec, std::string name, member<std::chrono::m
                             format_duration(std::chrono::milliseconds{max_duration_ms})));
             c.*m = *d;
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 option_def bool_opt(std::string sec, std::string name, member<bool> m, std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return std::string{c.*m ? "true" : "false"}; },
           [m](server_config& c, const std::string& v) -> expected<> {
             auto b = parse_bool(v);
@@ -145,12 +172,15 @@ option_def bool_opt(std::string sec, std::string name, member<bool> m, std::stri
               return invalid(fmt::format("'{}' is not a boolean (true or false)", v));
             c.*m = *b;
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 option_def format_opt(std::string sec, std::string name, member<logging::format> m,
                       std::string help) {
-  return {std::move(sec), std::move(name), std::move(help),
+  return {std::move(sec),
+          std::move(name),
+          std::move(help),
           [m](const server_config& c) { return json_string(logging::to_string(c.*m)); },
           [m](server_config& c, const std::string& v) -> expected<> {
             auto f = logging::parse_format(v);
@@ -158,7 +188,8 @@ option_def format_opt(std::string sec, std::string name, member<logging::format>
               return invalid(fmt::format("'{}' is not a format (text or json)", v));
             c.*m = *f;
             return {};
-          }};
+          },
+          copy_of(m)};
 }
 
 const std::vector<option_def>& options() {
@@ -269,7 +300,8 @@ const std::vector<option_def>& options() {
                    else
                      return invalid(fmt::format("'{}' is not a policy (disconnect or drop)", v));
                    return {};
-                 }});
+                 },
+                 copy_of(&server_config::slow_consumer)});
     t.push_back(size_opt("flow", "input-window", &server_config::input_window, 64 << 10, 1ull << 30,
                          "Bytes read from one agent that may wait in the router; the "
                          "server stops reading that agent beyond it (TCP backpressure)."));
@@ -302,7 +334,8 @@ const std::vector<option_def>& options() {
                      return invalid(fmt::format("'{}' is not a log level", v));
                    c.log_level = v;
                    return {};
-                 }});
+                 },
+                 copy_of(&server_config::log_level)});
     t.push_back(format_opt("log", "format", &server_config::log_format,
                            "Log format: text (human) or json (one object per line)."));
     t.push_back(string_opt("log", "file", &server_config::log_file,
@@ -350,7 +383,8 @@ const std::vector<option_def>& options() {
                      return invalid(fmt::format(
                        "'{}' is not a client verification (off, optional or require)", v));
                    return {};
-                 }});
+                 },
+                 copy_of(&server_config::tls_verify_clients)});
     t.push_back(bool_opt("admin", "enabled", &server_config::admin_enabled,
                          "Serve the admin HTTP endpoints (/healthz, /readyz, /varz, /connz, "
                          "/routez, /metrics) on admin.host:admin.port."));
@@ -441,6 +475,10 @@ std::vector<error> validate(const server_config& cfg) {
                         format_duration(cfg.lame_duck_duration)));
   if (cfg.name.empty())
     problem(errc::invalid_value, "server.name must not be empty");
+  else if (!proto::wire::valid_utf8(cfg.name))
+    // It goes into every Welcome (a string clients parse strictly), /varz
+    // and a /metrics label.
+    problem(errc::invalid_value, "server.name must be valid UTF-8");
   if (cfg.host.empty())
     problem(errc::invalid_value, "listen.host must not be empty");
   if (cfg.trace_enabled && cfg.trace_file.empty())
@@ -694,6 +732,8 @@ std::string sample_config() {
                     "# (--section.key value). Check a file with: convoke-server --config FILE "
                     "--check-config\n"
                     "# Durations take a unit (500ms, 5s, 2m); sizes may (65536, 64KiB, 8MiB).\n"
+                    "# SIGHUP reads this file again and applies the keys that can change while\n"
+                    "# running (docs/signals.md lists them); the others need a restart.\n"
                     "# This file is generated by sample_config() and checked by a unit test.\n";
   std::string section;
   for (auto& opt : options()) {
@@ -706,106 +746,126 @@ std::string sample_config() {
   return out;
 }
 
-cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
-                              std::ostream& out, std::ostream& err, const env_lookup& env) {
+namespace {
+
+/// The command line of convoke-server and how it combines with the other
+/// sources: used at start (parse_command_line) and on SIGHUP (reread_config).
+struct cli_parser {
   CLI::App app{"convoke-server: the Convoke agent messaging server.\n\n"
                "Configuration precedence: defaults < --config file < CONVOKE_* "
                "environment < flags.",
                "convoke-server"};
-  app.get_formatter()->column_width(36);
   std::string config_path;
   bool check = false;
   bool dump = false;
   bool version = false;
-  app.add_option("-c,--config", config_path,
-                 "TOML configuration file (see deploy/config/convoke-server.toml) "
-                 "[env: CONVOKE_CONFIG]");
-  app.add_flag("--check-config", check,
-               "Validate the configuration, print the result and exit (0 = valid, "
-               "78 = invalid).");
-  app.add_flag("--dump-config", dump, "Print the effective configuration as TOML and exit.");
-  app.add_flag("--version", version, "Print the version and exit.");
   bool allow_anonymous = false;
   bool allow_plaintext = false;
-  app.add_flag("--allow-anonymous", allow_anonymous,
-               "Same as --auth.allow-anonymous true: accept unauthenticated agents on a "
-               "non-loopback address.");
-  app.add_flag("--allow-plaintext", allow_plaintext,
-               "Same as --listen.allow-plaintext true: accept a non-loopback address "
-               "without TLS.");
   bool sample = false;
-  app.add_flag("--print-sample-config", sample,
-               "Print a commented configuration file with every key at its default.");
   std::map<std::string, std::string> given;
   std::vector<std::pair<const option_def*, CLI::Option*>> flags;
-  for (auto& opt : options()) {
-    auto flag = "--" + opt.key();
-    if (opt.key() == "listen.port")
-      flag = "-p," + flag;
-    auto o = app.add_option(flag, given[opt.key()], describe(opt))
-               ->group(opt.section)
-               ->type_name("")
-               ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast); // later flags win
-    flags.emplace_back(&opt, o);
+
+  cli_parser() {
+    app.get_formatter()->column_width(36);
+    app.add_option("-c,--config", config_path,
+                   "TOML configuration file (see deploy/config/convoke-server.toml) "
+                   "[env: CONVOKE_CONFIG]");
+    app.add_flag("--check-config", check,
+                 "Validate the configuration, print the result and exit (0 = valid, "
+                 "78 = invalid).");
+    app.add_flag("--dump-config", dump, "Print the effective configuration as TOML and exit.");
+    app.add_flag("--version", version, "Print the version and exit.");
+    app.add_flag("--allow-anonymous", allow_anonymous,
+                 "Same as --auth.allow-anonymous true: accept unauthenticated agents on a "
+                 "non-loopback address.");
+    app.add_flag("--allow-plaintext", allow_plaintext,
+                 "Same as --listen.allow-plaintext true: accept a non-loopback address "
+                 "without TLS.");
+    app.add_flag("--print-sample-config", sample,
+                 "Print a commented configuration file with every key at its default.");
+    for (auto& opt : options()) {
+      auto flag = "--" + opt.key();
+      if (opt.key() == "listen.port")
+        flag = "-p," + flag;
+      auto o = app.add_option(flag, given[opt.key()], describe(opt))
+                 ->group(opt.section)
+                 ->type_name("")
+                 ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast); // later flags win
+      flags.emplace_back(&opt, o);
+    }
   }
+
+  /// After app.parse(): the config file, the environment and the flags, in
+  /// that order, then the token file and validate(). Every problem.
+  std::vector<error> apply(server_config& cfg, const env_lookup& env) {
+    std::vector<error> errs;
+    if (config_path.empty())
+      if (auto p = env("CONVOKE_CONFIG"))
+        config_path = *p;
+    if (!config_path.empty())
+      errs = load_file(cfg, config_path);
+    // Every problem is reported with where the value came from.
+    auto from = [&](error e, const std::string& source) {
+      e.text = fmt::format("{}: {}", source, e.text);
+      errs.push_back(std::move(e));
+    };
+    for (auto& opt : options()) {
+      auto name = env_name(opt.key());
+      if (auto v = env(name))
+        if (auto ok = opt.set(cfg, *v); !ok)
+          from(std::move(ok.error()), "environment " + name);
+    }
+    for (auto& [opt, o] : flags) {
+      if (o->count() == 0)
+        continue;
+      if (opt->key() == "auth.token") {
+        // Every user of the machine can read a command line (ps, /proc).
+        errs.push_back({make_error_code(errc::invalid_value),
+                        "--auth.token: secrets are not taken from the command line, where "
+                        "every user can read them (ps); use auth.token-file or the "
+                        "environment variable CONVOKE_AUTH_TOKEN"});
+        continue;
+      }
+      if (auto ok = opt->set(cfg, given[opt->key()]); !ok)
+        from(std::move(ok.error()), "--" + opt->key());
+    }
+    if (allow_anonymous)
+      cfg.allow_anonymous = true;
+    if (allow_plaintext)
+      cfg.allow_plaintext = true;
+    if (errs.empty())
+      if (auto ok = load_token_file(cfg); !ok)
+        errs.push_back(std::move(ok.error()));
+    if (errs.empty())
+      errs = validate(cfg);
+    return errs;
+  }
+};
+
+} // namespace
+
+cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
+                              std::ostream& out, std::ostream& err, const env_lookup& env) {
+  cli_parser cli;
   try {
-    app.parse(argc, argv);
+    cli.app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
-    out << app.help();
+    out << cli.app.help();
     return {true, 0};
   } catch (const CLI::ParseError& ex) {
     err << "convoke-server: " << ex.what() << "\nRun 'convoke-server --help' for usage.\n";
     return {true, exit_usage_error};
   }
-  if (sample) {
+  if (cli.sample) {
     out << sample_config();
     return {true, 0};
   }
-  if (version) {
+  if (cli.version) {
     out << "convoke-server " << CONVOKE_VERSION << " (protocol " << proto::protocol_version
         << ")\n";
     return {true, 0};
   }
-  std::vector<error> errs;
-  if (config_path.empty())
-    if (auto p = env("CONVOKE_CONFIG"))
-      config_path = *p;
-  if (!config_path.empty())
-    errs = load_file(cfg, config_path);
-  // Every problem is reported with where the value came from.
-  auto from = [&](error e, const std::string& source) {
-    e.text = fmt::format("{}: {}", source, e.text);
-    errs.push_back(std::move(e));
-  };
-  for (auto& opt : options()) {
-    auto name = env_name(opt.key());
-    if (auto v = env(name))
-      if (auto ok = opt.set(cfg, *v); !ok)
-        from(std::move(ok.error()), "environment " + name);
-  }
-  for (auto& [opt, o] : flags) {
-    if (o->count() == 0)
-      continue;
-    if (opt->key() == "auth.token") {
-      // Every user of the machine can read a command line (ps, /proc).
-      errs.push_back({make_error_code(errc::invalid_value),
-                      "--auth.token: secrets are not taken from the command line, where "
-                      "every user can read them (ps); use auth.token-file or the "
-                      "environment variable CONVOKE_AUTH_TOKEN"});
-      continue;
-    }
-    if (auto ok = opt->set(cfg, given[opt->key()]); !ok)
-      from(std::move(ok.error()), "--" + opt->key());
-  }
-  if (allow_anonymous)
-    cfg.allow_anonymous = true;
-  if (allow_plaintext)
-    cfg.allow_plaintext = true;
-  if (errs.empty())
-    if (auto ok = load_token_file(cfg); !ok)
-      errs.push_back(std::move(ok.error()));
-  if (errs.empty())
-    errs = validate(cfg);
+  auto errs = cli.apply(cfg, env);
   if (errs.empty() && !cfg.credentials.empty())
     if (auto st = credential_store::load(cfg.credentials); !st)
       errs = std::move(st.error());
@@ -817,16 +877,123 @@ cli_result parse_command_line(int argc, const char* const* argv, server_config& 
       err << "  " << e.message() << "\n";
     return {true, exit_config_error};
   }
-  if (check) {
-    out << "configuration OK" << (config_path.empty() ? std::string{} : " (" + config_path + ")")
-        << "\n";
+  if (cli.check) {
+    out << "configuration OK"
+        << (cli.config_path.empty() ? std::string{} : " (" + cli.config_path + ")") << "\n";
     return {true, 0};
   }
-  if (dump) {
+  if (cli.dump) {
     out << dump_config(cfg);
     return {true, 0};
   }
   return {};
+}
+
+std::vector<error> reread_config(const std::vector<std::string>& args, server_config& cfg,
+                                 const env_lookup& env) {
+  cli_parser cli;
+  std::vector<const char*> argv;
+  for (auto& a : args)
+    argv.push_back(a.c_str());
+  try {
+    cli.app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError& ex) {
+    return {{make_error_code(errc::invalid_value), fmt::format("command line: {}", ex.what())}};
+  }
+  return cli.apply(cfg, env);
+}
+
+namespace {
+
+/// The keys a SIGHUP applies (docs/signals.md has the table and says when
+/// each takes effect); every other key keeps its running value until a
+/// restart. tls.* are applied unless TLS is turned on or off.
+const std::set<std::string, std::less<>>& reloadable_keys() {
+  static const std::set<std::string, std::less<>> keys{
+    // at once
+    "log.level",
+    "log.format",
+    // at the next connection or registration
+    "limits.max-agents",
+    "limits.max-handshakes",
+    "limits.max-connections-per-address",
+    "limits.max-idle-principals",
+    "auth.failed-login-limit",
+    "auth.failed-login-window",
+    // for sessions that start afterwards
+    "limits.max-frame-bytes",
+    "limits.messages-per-second",
+    "limits.messages-burst",
+    "limits.bytes-per-second",
+    "limits.bytes-burst",
+    "limits.quarantine-after",
+    "limits.quarantine-window",
+    "limits.quarantine-for",
+    "timeouts.handshake",
+    "timeouts.heartbeat-interval",
+    "timeouts.idle",
+    "timeouts.frame",
+    "flow.output-high-water",
+    "flow.slow-consumer",
+    "flow.input-window",
+    "auth.token",
+    "auth.token-file",
+    "auth.failed-login-delay",
+    "trace.payload-bytes",
+    // for connections that start afterwards (with the TLS files' reload)
+    "tls.cert",
+    "tls.key",
+    "tls.client-ca",
+    "tls.verify-clients",
+  };
+  return keys;
+}
+
+std::string shown_value(const option_def& opt, const server_config& cfg) {
+  if (opt.key() == "auth.token")
+    return cfg.token.empty() ? "\"\"" : "\"<redacted>\"";
+  return opt.get(cfg);
+}
+
+} // namespace
+
+bool reloadable(std::string_view key) {
+  return reloadable_keys().count(key) > 0;
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> out;
+  for (auto& opt : options())
+    out.push_back(opt.key());
+  return out;
+}
+
+reload_plan plan_reload(const server_config& running, const server_config& read) {
+  reload_plan plan;
+  plan.next = running;
+  // Turning TLS on or off changes what every connection must speak.
+  bool tls_toggled = running.tls_enabled() != read.tls_enabled();
+  for (auto& opt : options()) {
+    auto before = opt.get(running);
+    if (before == opt.get(read))
+      continue;
+    config_change c;
+    c.key = opt.key();
+    c.old_value = shown_value(opt, running);
+    c.new_value = shown_value(opt, read);
+    c.applied = reloadable(c.key) && !(tls_toggled && opt.section == "tls") && opt.copy;
+    if (c.applied)
+      opt.copy(plan.next, read);
+    plan.changes.push_back(std::move(c));
+  }
+  // Applied keys may not fit the running values of the others (auth.token
+  // next to an auth.credentials that needs a restart, tls.key without the
+  // tls.cert of a running plaintext server...).
+  for (auto& e : validate(plan.next)) {
+    e.text = "with the running values of the keys that need a restart: " + e.text;
+    plan.errors.push_back(std::move(e));
+  }
+  return plan;
 }
 
 } // namespace convoke::server

@@ -66,6 +66,9 @@ inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
 }
 
 struct server_context {
+  /// The configuration the server started with. Keys that a reload
+  /// (SIGHUP) may change must be read from config() instead: a session
+  /// keeps the snapshot it started with (session_state::cfg).
   server_config cfg;
   counters stats;
   /// Next relayed message id (ids start at 1; 0 means "none" on the wire).
@@ -89,15 +92,17 @@ struct server_context {
   std::atomic<int64_t> budget_logged_ns{0};
   /// Steady-clock ns of the last request to shed (see session.cpp).
   std::atomic<int64_t> shed_requested_ns{0};
+  /// alive_atom messages the router handled (the watchdog's evidence that
+  /// the relay thread runs).
+  std::atomic<uint64_t> relay_answers{0};
   /// Checks identities' tokens; null without auth.credentials.
   std::unique_ptr<authenticator> auth;
   /// Failed logins by address. Multiplexer thread only (sessions).
   login_throttle throttle{10, std::chrono::seconds{60}};
-  /// Rate limits and quarantine by principal, and their server-wide
-  /// defaults ([limits]). Not atomic: only brokers use them, and all of
-  /// them run on CAF's one multiplexer thread (see rate_limits.hpp).
+  /// Rate limits and quarantine by principal (the server-wide defaults are
+  /// in each session's config). Not atomic: only brokers use them, and all
+  /// of them run on CAF's one multiplexer thread (see rate_limits.hpp).
   rate_limits principals;
-  rate_limit_settings limit_defaults;
   /// principals.evicted(), for snapshot() from other threads.
   std::atomic<uint64_t> principals_evicted{0};
   /// Null when tracing is disabled.
@@ -117,11 +122,47 @@ struct server_context {
     tls = std::move(c);
   }
 
+  /// The configuration in force: the start's, then each reload's. New
+  /// sessions take it once (never per message: it costs a mutex).
+  std::shared_ptr<const server_config> config() const {
+    std::lock_guard lock{config_mutex};
+    return live;
+  }
+
+  /// Publishes a reloaded configuration (main thread). The multiplexer's
+  /// own state follows at the next connection (sync_multiplexer_state).
+  void publish(std::shared_ptr<const server_config> next) {
+    std::lock_guard lock{config_mutex};
+    live = std::move(next);
+    config_generation.fetch_add(1, std::memory_order_release);
+  }
+
+  /// Multiplexer thread (the listener, at each new connection): applies a
+  /// published configuration to the state that only that thread touches
+  /// (failed-login throttle, idle principals); one atomic load otherwise.
+  void sync_multiplexer_state() {
+    if (config_generation.load(std::memory_order_acquire) == applied_generation)
+      return;
+    std::shared_ptr<const server_config> c;
+    {
+      std::lock_guard lock{config_mutex};
+      c = live;
+      applied_generation = config_generation.load(std::memory_order_relaxed);
+    }
+    throttle.set_limits(c->failed_login_limit, c->failed_login_window);
+    principals.set_max_idle(c->max_idle_principals);
+  }
+
   server_stats snapshot() const;
 
 private:
   mutable std::mutex tls_mutex;
   tls::context_ptr tls;
+  mutable std::mutex config_mutex;
+  std::shared_ptr<const server_config> live = std::make_shared<const server_config>();
+  std::atomic<uint64_t> config_generation{0};
+  /// The generation the multiplexer's state follows (that thread only).
+  uint64_t applied_generation = 0;
 };
 
 using context_ptr = std::shared_ptr<server_context>;

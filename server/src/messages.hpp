@@ -84,6 +84,10 @@ using auth_fail_atom = caf::atom_constant<caf::atom("authfail")>;
 /// (quarantine_atom, ms left).
 using quarantine_atom = caf::atom_constant<caf::atom("quarantin")>;
 
+/// server (watchdog) -> router: a sign of life of the relay thread; the
+/// router counts it in server_context::relay_answers.
+using alive_atom = caf::atom_constant<caf::atom("alive")>;
+
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
   uint64_t session_id = 0;

@@ -114,11 +114,10 @@ void on_register(router_ptr self, register_request& req) {
   }
   // Agents (past Hello) are counted here; connections still handshaking
   // have their own cap (limits.max-handshakes) in the listener.
-  if (st.table.size() >= st.ctx->cfg.max_agents
-      && (req.name.empty() || !st.table.find_name(req.name))) {
+  auto max_agents = st.ctx->config()->max_agents; // reloadable (SIGHUP)
+  if (st.table.size() >= max_agents && (req.name.empty() || !st.table.find_name(req.name))) {
     refuse(codes::server_full,
-           fmt::format("the server is at its limit of {} agents (limits.max-agents)",
-                       st.ctx->cfg.max_agents));
+           fmt::format("the server is at its limit of {} agents (limits.max-agents)", max_agents));
     return;
   }
   if (req.name.empty()) {
@@ -609,6 +608,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->send(caf::actor_cast<caf::actor>(self->current_sender()), barrier_atom::value, tag);
     },
     [self](stop_atom) { self->quit(); },
+    [self](alive_atom) { bump(self->state.ctx->relay_answers); },
     [self](flush_notices_atom, uint64_t sid) { flush_suppressed(self, sid); },
     [self](shed_atom) {
       self->state.table.for_each([&](entry_t& e) { self->send(e.handle, shed_atom::value); });
@@ -737,11 +737,10 @@ void arm_timers(listener_ptr self) {
 /// limits.max-connections-per-address. Over it: the refusal's text (the
 /// session says it in a too_many_connections Notice and closes), counted,
 /// and a warning at most every 10 s.
-std::string admit_address(listener_ptr self, const std::string& address,
+std::string admit_address(listener_ptr self, const std::string& address, uint32_t limit,
                           std::chrono::steady_clock::time_point now) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  auto limit = ctx.cfg.max_connections_per_address;
   if (st.per_address.admit(address, limit))
     return {};
   bump(ctx.stats.too_many_connections);
@@ -784,11 +783,15 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
         return;
       }
       auto now = std::chrono::steady_clock::now();
+      // The limits in force (a reload may have changed them), and the
+      // multiplexer's own state brought up to date with them.
+      auto live = st.ctx->config();
+      st.ctx->sync_multiplexer_state();
       auto address = peer_address(fd);
-      auto refusal = admit_address(self, address, now);
+      auto refusal = admit_address(self, address, live->max_connections_per_address, now);
       auto hdl = self->add_scribe(fd);
       bool admitted = refusal.empty();
-      if (admitted && st.handshaking.size() >= st.ctx->cfg.max_handshakes)
+      if (admitted && st.handshaking.size() >= live->max_handshakes)
         evict_oldest_handshake(self, now);
       auto sid = st.next_session_id++;
       auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid,

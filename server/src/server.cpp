@@ -18,6 +18,7 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "messages.hpp"
+#include "service_notify.hpp"
 
 namespace convoke::server {
 
@@ -83,6 +84,8 @@ struct server::impl {
   /// acceptor (joining its thread).
   std::mutex accept_stop;
   bool stopped = false;
+  /// alive_atom requests sent (relay_alive).
+  uint64_t alive_asked = 0;
 };
 
 server::server(server_config cfg) : impl_(std::make_unique<impl>()) {
@@ -104,7 +107,7 @@ expected<> server::start() {
     return fail(errc::already_started, "server already started");
   if (auto errs = validate(cfg); !errs.empty())
     return fail(errs.front().code, "invalid configuration: " + errs.front().text);
-  ctx.limit_defaults = rate_limit_settings::from_config(cfg);
+  ctx.publish(std::make_shared<const server_config>(cfg));
   ctx.principals.set_max_idle(cfg.max_idle_principals);
   ctx.log_server = logging::get("server");
   ctx.log_session = logging::get("session");
@@ -281,9 +284,10 @@ void server::flush_traces(std::chrono::milliseconds limit) {
 
 expected<std::string> server::reload_tls() {
   auto& ctx = *impl_->ctx;
-  if (!ctx.cfg.tls_enabled())
+  auto live = ctx.config(); // a reload may have named other files
+  if (!live->tls_enabled())
     return fail(errc::invalid_config, "TLS is off (tls.cert is not set): nothing to reload");
-  auto c = tls::context::server(ctx.cfg.tls_settings());
+  auto c = tls::context::server(live->tls_settings());
   if (!c)
     return tl::unexpected{std::move(c.error())};
   auto what = (*c)->description();
@@ -311,8 +315,40 @@ server_stats server::stats() const {
   return impl_->ctx->snapshot();
 }
 
+server::reload_result server::reload_config(const server_config& read) {
+  auto& ctx = *impl_->ctx;
+  auto plan = plan_reload(*ctx.config(), read);
+  if (plan.errors.empty())
+    ctx.publish(std::make_shared<const server_config>(std::move(plan.next)));
+  return {std::move(plan.changes), std::move(plan.errors)};
+}
+
+bool server::reopen_trace() {
+  auto& t = impl_->ctx->trace;
+  if (!t)
+    return false;
+  t->reopen();
+  return true;
+}
+
+bool server::relay_alive() {
+  auto& d = *impl_;
+  if (!d.router)
+    return false;
+  bool answered = d.ctx->relay_answers.load(std::memory_order_relaxed) >= d.alive_asked;
+  if (answered) {
+    ++d.alive_asked;
+    caf::anon_send(d.router, internal::alive_atom::value);
+  }
+  return answered;
+}
+
 const server_config& server::config() const noexcept {
   return impl_->ctx->cfg;
+}
+
+std::shared_ptr<const server_config> server::current_config() const {
+  return impl_->ctx->config();
 }
 
 namespace {
@@ -359,12 +395,68 @@ bool write_port_file(const std::string& path, uint16_t port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-/// SIGHUP: reloads what can change while running; bad files leave the
-/// running configuration as it was.
-void on_reload(server& srv, const std::shared_ptr<spdlog::logger>& log) {
+/// Logs every problem of a reload that was refused.
+void log_reload_refused(const std::shared_ptr<spdlog::logger>& log,
+                        const std::vector<error>& problems) {
+  log->error("config reload failed, keeping the running configuration problems={}",
+             problems.size());
+  for (auto& e : problems)
+    log->error("config reload problem reason={}", logfmt_value(e.message()));
+}
+
+/// The configuration part of SIGHUP: read the same sources again, apply
+/// what can change, log each change and what needs a restart.
+void reload_configuration(server& srv, const std::vector<std::string>& args,
+                          const std::shared_ptr<spdlog::logger>& log) {
+  server_config read;
+  if (auto errs = reread_config(args, read); !errs.empty()) {
+    log_reload_refused(log, errs);
+    return;
+  }
+  auto before = srv.current_config();
+  auto r = srv.reload_config(read);
+  if (!r.errors.empty()) {
+    log_reload_refused(log, r.errors);
+    return;
+  }
+  std::string restart;
+  size_t applied = 0;
+  for (auto& c : r.changes) {
+    if (!c.applied) {
+      restart += (restart.empty() ? "" : ",") + c.key;
+      continue;
+    }
+    ++applied;
+    // The values are TOML literals (strings quoted as in logfmt); the
+    // token is never shown.
+    log->info("config reloaded key={} old={} new={}", c.key, c.old_value, c.new_value);
+  }
+  if (!restart.empty())
+    log->warn("config changed but needs a restart; running values kept keys={}", restart);
+  log->info("config reload done changed={} applied={} need_restart={}", r.changes.size(), applied,
+            r.changes.size() - applied);
+  // Logging last: the lines above still obey the old level.
+  auto now = srv.current_config();
+  if (now->log_format != before->log_format)
+    logging::set_format(now->log_format);
+  if (now->log_level != before->log_level)
+    if (auto ok = logging::set_level(now->log_level); !ok) // validated: cannot fail
+      log->error("cannot set log level reason={}", logfmt_value(ok.error().message()));
+}
+
+/// SIGHUP: reloads what can change while running: the configuration (with
+/// `args`), then the TLS and credentials files. Whatever is invalid keeps
+/// its running state.
+void on_reload(server& srv, const std::vector<std::string>& args,
+               const std::shared_ptr<spdlog::logger>& log) {
+  service::reloading();
+  log->info("received SIGHUP; reloading");
+  if (!args.empty())
+    reload_configuration(srv, args, log);
+  auto live = srv.current_config();
   // New TLS files for new connections; existing ones keep theirs.
-  if (!srv.config().tls_enabled())
-    log->info("received SIGHUP; nothing to reload (TLS is off)");
+  if (!live->tls_enabled())
+    log->info("received SIGHUP; nothing to reload for TLS (TLS is off)");
   else if (auto r = srv.reload_tls(); r)
     log->info("received SIGHUP; tls reloaded for new connections {}", *r);
   else
@@ -373,20 +465,31 @@ void on_reload(server& srv, const std::shared_ptr<spdlog::logger>& log) {
                logfmt_value(r.error().message()));
   // The identities too: new logins use them, connected agents keep
   // the rights they logged in with.
-  if (!srv.config().credentials.empty()) {
+  if (!live->credentials.empty()) {
     if (auto n = srv.reload_credentials(); n)
       log->info("received SIGHUP; credentials reloaded for new logins file={} identities={}",
-                logfmt_value(srv.config().credentials), *n);
+                logfmt_value(live->credentials), *n);
     else
       log->error("received SIGHUP; credentials reload failed, keeping the previous "
                  "identities reason={}",
                  logfmt_value(n.error().message()));
   }
+  service::ready(fmt::format("listening on {}:{}; reloaded", live->host, srv.port()));
 }
 
-/// SIGUSR1: reopens the log and trace files (after logrotate moved them).
-void on_reopen(server&, const std::shared_ptr<spdlog::logger>& log) {
-  log->warn("received SIGUSR1; reopening files is not implemented yet");
+/// SIGUSR1: reopens the log and trace files by their paths (after
+/// logrotate renamed them).
+void on_reopen(server& srv, const std::shared_ptr<spdlog::logger>& log) {
+  log->info("received SIGUSR1; reopening the log and trace files");
+  if (auto r = logging::reopen(); !r)
+    log->error("cannot reopen the log file, still writing to the old one reason={}",
+               logfmt_value(r.error().message()));
+  else if (*r)
+    log->info("log file reopened file={}", logfmt_value(srv.config().log_file));
+  // The trace writer reopens on its own thread, between two batches, and
+  // logs the outcome.
+  if (!srv.reopen_trace())
+    log->info("tracing is off; no trace file to reopen");
 }
 
 /// SIGUSR2: lame-duck mode (see server::lame_duck()).
@@ -401,7 +504,7 @@ void on_lame_duck(server& srv, const std::shared_ptr<spdlog::logger>& log) {
 
 } // namespace
 
-int run(server_config cfg) {
+int run(server_config cfg, std::vector<std::string> args) {
   block_termination_signals(/*with_reload=*/true);
   if (auto ok = logging::configure({cfg.log_level, cfg.log_format, cfg.log_file}); !ok) {
     std::fprintf(stderr, "convoke-server: %s\n", ok.error().message().c_str());
@@ -426,6 +529,30 @@ int run(server_config cfg) {
     log->error("cannot write port file path={}", logfmt_value(admin_port_file));
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
+  service::ready(fmt::format("listening on {}:{}", srv.config().host, srv.port()));
+  // systemd's watchdog (WatchdogSec=): a ping every half interval, sent
+  // only while the relay thread answers (a stuck relay gets restarted).
+  auto watchdog = service::watchdog_interval();
+  auto ping_every = std::chrono::milliseconds::max();
+  if (watchdog) {
+    ping_every = std::max(std::chrono::milliseconds{1},
+                          std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog / 2));
+    log->info("systemd watchdog on interval={} ping_every={}",
+              format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog)),
+              format_duration(ping_every));
+  }
+  auto next_ping = std::chrono::steady_clock::now();
+  auto ping_if_due = [&](bool need_relay) {
+    if (!watchdog || std::chrono::steady_clock::now() < next_ping)
+      return;
+    next_ping = std::chrono::steady_clock::now() + ping_every;
+    if (!need_relay || srv.relay_alive())
+      service::watchdog_ping();
+    else
+      log->warn("relay thread did not answer the watchdog; not pinging systemd");
+  };
+  if (auto e = service::last_error(); !e.empty())
+    log->warn("cannot notify the service manager reason={}", logfmt_value(e));
   int sig = 0;
   memory_returner returner;
   // Lame duck: the server stops on its own once every agent is gone; this
@@ -433,6 +560,7 @@ int run(server_config cfg) {
   std::optional<std::chrono::steady_clock::time_point> lame_duck_deadline;
   auto lame_duck_limit = srv.config().lame_duck_duration + drain;
   while (sig == 0) {
+    ping_if_due(true);
     if (lame_duck_deadline) {
       if (srv.lame_duck_finished())
         break;
@@ -443,24 +571,33 @@ int run(server_config cfg) {
       }
     }
     auto wait = lame_duck_deadline ? std::chrono::milliseconds{50} : std::chrono::seconds{1};
-    sig = wait_termination_signal(wait, /*with_reload=*/true);
+    sig = wait_termination_signal(std::min<std::chrono::milliseconds>(wait, ping_every),
+                                  /*with_reload=*/true);
     if (sig == SIGHUP) {
       sig = 0;
-      on_reload(srv, log);
+      on_reload(srv, args, log);
     } else if (sig == SIGUSR1) {
       sig = 0;
       on_reopen(srv, log);
     } else if (sig == SIGUSR2) {
       sig = 0;
       on_lame_duck(srv, log);
-      if (!lame_duck_deadline)
+      if (!lame_duck_deadline) {
         lame_duck_deadline = std::chrono::steady_clock::now() + lame_duck_limit;
+        // Lame duck ends in the exit: systemd may count it as stopping.
+        service::stopping("lame duck: closing the agents one by one");
+      }
     }
     auto now = srv.stats();
     returner.check(now.connections_open, now.released_bytes);
+    // A log file is written through a buffer (flushed at once only from
+    // WARNING up): lines reach it within a second.
+    log->flush();
   }
   if (sig != 0)
     log->info("received {}; draining drain_timeout={}", signal_name(sig), format_duration(drain));
+  if (!lame_duck_deadline)
+    service::stopping(fmt::format("draining after {}", signal_name(sig)));
   srv.shutdown();
   std::atomic<bool> done{false};
   std::thread waiter{[&] {
@@ -469,6 +606,9 @@ int run(server_config cfg) {
   }};
   auto deadline = std::chrono::steady_clock::now() + drain + std::chrono::seconds{2};
   while (!done) {
+    // The drain is bounded (below), so the watchdog is fed without asking
+    // the relay, which is stopping.
+    ping_if_due(false);
     // A second Ctrl-C (SIGINT) means "now"; a SIGTERM during the drain (a
     // supervisor repeating itself) changes nothing, the drain is bounded.
     if (auto again = wait_termination_signal(std::chrono::milliseconds{50}, true);

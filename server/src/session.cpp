@@ -63,6 +63,9 @@ struct session_state {
   static inline const char* name = "convoke.session";
 
   context_ptr ctx;
+  /// The configuration when the session started (a reload does not change
+  /// it); the machine refers to it, so it is declared before the machine.
+  std::shared_ptr<const server_config> cfg;
   caf::io::connection_handle hdl;
   caf::actor listener;
   caf::actor router;
@@ -571,7 +574,7 @@ void fail(session_ptr self, std::string_view code, std::string text,
 
 void send_welcome(session_ptr self, const std::string& resume_token) {
   auto& st = self->state;
-  auto& cfg = st.ctx->cfg;
+  auto& cfg = *st.cfg;
   v1::Frame f;
   auto w = f.mutable_welcome();
   w->set_protocol_version(proto::protocol_version);
@@ -614,7 +617,7 @@ void refuse_login(session_ptr self, std::string_view code, std::string text) {
   ctx.log_session->warn("login failed {} identity={} code={} reason={}", who(self),
                         logfmt_value(st.pending ? st.pending->identity : std::string{}), code,
                         logfmt_value(text));
-  auto due = st.hello_at + ctx.cfg.failed_login_delay;
+  auto due = st.hello_at + st.cfg->failed_login_delay;
   if (due <= steady::now()) {
     fail(self, code, std::move(text));
     return;
@@ -684,7 +687,7 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   // Read no further until the router answers: an agent that is not yet
   // admitted cannot make the server buffer its input.
   st.reads.pause(self, st.hdl);
-  if (!ctx.auth && ctx.cfg.token.empty()) {
+  if (!ctx.auth && st.cfg->token.empty()) {
     send_register(self, std::move(req));
     return;
   }
@@ -697,7 +700,7 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
     return;
   }
   if (!ctx.auth) { // one shared token
-    if (auto r = check_shared_token(hello, ctx.cfg)) {
+    if (auto r = check_shared_token(hello, *st.cfg)) {
       st.pending = std::move(req);
       refuse_login(self, r->code, std::move(r->text));
     } else {
@@ -783,7 +786,7 @@ std::string principal_of(session_ptr self) {
 /// session.
 rate_limit_settings limits_for(session_ptr self) {
   auto& st = self->state;
-  auto s = st.ctx->limit_defaults;
+  auto s = rate_limit_settings::from_config(*st.cfg);
   if (!st.ident)
     return s;
   auto& own = st.ident->limits;
@@ -793,7 +796,7 @@ rate_limit_settings limits_for(session_ptr self) {
   }
   if (own.bytes_per_second > 0) {
     s.bytes_per_second = static_cast<double>(own.bytes_per_second);
-    s.bytes_burst = std::max(s.bytes_per_second, static_cast<double>(st.ctx->cfg.max_frame_bytes));
+    s.bytes_burst = std::max(s.bytes_per_second, static_cast<double>(st.cfg->max_frame_bytes));
   }
   return s;
 }
@@ -1011,7 +1014,7 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   item.relayed_ns = now;
   if (ctx.trace) {
     item.trace_id = view.trace_id.substr(0, 32); // W3C ids are 16 bytes; never copy more
-    if (auto cap = ctx.cfg.trace_payload_bytes; cap > 0) {
+    if (auto cap = st.cfg->trace_payload_bytes; cap > 0) {
       item.payload_excerpt = view.payload.substr(0, cap);
       item.payload_truncated = view.payload.size() > cap;
     }
@@ -1048,7 +1051,7 @@ void relay_parsed_envelope(session_ptr self) {
   // The canonical encoding can be larger than what was sent (protobuf writes
   // both key and value of every map entry): past the frame limit it would
   // reach receivers above the max_delivery_bytes they were promised.
-  if (body.size() > st.ctx->cfg.max_frame_bytes) {
+  if (body.size() > st.cfg->max_frame_bytes) {
     bump(st.ctx->stats.rejected);
     auto& env = frame.envelope();
     write_limited_notice(
@@ -1056,7 +1059,7 @@ void relay_parsed_envelope(session_ptr self) {
       make_notice(v1::Notice::WARNING, proto::codes::message_too_large,
                   fmt::format("the envelope takes {} bytes written canonically, more than "
                               "limits.max-frame-bytes ({}); the message was not relayed",
-                              body.size(), st.ctx->cfg.max_frame_bytes),
+                              body.size(), st.cfg->max_frame_bytes),
                   env.client_seq(), 0, env.request_id()),
       env.client_seq());
     trim(st.reencoded);
@@ -1245,7 +1248,7 @@ void check_input_window(session_ptr self) {
     return;
   // Only the router backlog counts toward the window: a partial frame in the
   // splitter is bounded by limits.max-frame-bytes (and timeouts.frame).
-  bool window_full = st.in_flight > ctx.cfg.input_window;
+  bool window_full = st.in_flight > st.cfg->input_window;
   bool over = !window_full && over_budget(ctx);
   if (over)
     request_shed(self); // readers with a backlog give theirs up
@@ -1272,7 +1275,7 @@ void resume_input(session_ptr self) {
   auto& st = self->state;
   if (!st.reads.paused() || !machine(self).takes_input())
     return;
-  if (st.in_flight > st.ctx->cfg.input_window / 2)
+  if (st.in_flight > st.cfg->input_window / 2)
     return; // the router's credit resumes it
   if (st.budget_paused && over_budget(*st.ctx)) {
     if (!st.budget_retry_armed) { // check again shortly
@@ -1327,11 +1330,11 @@ void on_wake(session_ptr self) {
       // The Notice cannot be sent without the handshake: FIN only.
       bump(ctx.stats.tls_failures);
       ctx.log_session->info("tls handshake timeout {} handshake_timeout={}", who(self),
-                            format_duration(ctx.cfg.handshake_timeout));
+                            format_duration(st.cfg->handshake_timeout));
     }
     fail(self, codes::handshake_timeout,
          fmt::format("no Hello within {} (timeouts.handshake)",
-                     format_duration(ctx.cfg.handshake_timeout)));
+                     format_duration(st.cfg->handshake_timeout)));
     break;
   case expiry::frame:
     if (st.budget_paused) {
@@ -1342,7 +1345,7 @@ void on_wake(session_ptr self) {
                        "and could not take the rest of your {}-byte frame within {}; retry "
                        "later",
                        format_size(ctx.cfg.max_buffered_bytes), m.buffered(),
-                       format_duration(ctx.cfg.frame_timeout)));
+                       format_duration(st.cfg->frame_timeout)));
       break;
     }
     bump(ctx.stats.timeouts);
@@ -1350,7 +1353,7 @@ void on_wake(session_ptr self) {
          fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
                      "frames must arrive within {} (timeouts.frame)",
                      format_duration(t.elapsed), m.buffered(),
-                     format_duration(ctx.cfg.frame_timeout)));
+                     format_duration(st.cfg->frame_timeout)));
     break;
   case expiry::idle:
     bump(ctx.stats.timeouts);
@@ -1359,7 +1362,7 @@ void on_wake(session_ptr self) {
                 make_notice(v1::Notice::ERROR, codes::idle_timeout,
                             fmt::format("nothing received for {} (timeouts.idle); "
                                         "answer heartbeats to stay connected",
-                                        format_duration(ctx.cfg.idle_timeout))),
+                                        format_duration(st.cfg->idle_timeout))),
                 close_grace(self));
     break;
   case expiry::close: {
@@ -1452,21 +1455,21 @@ void slow_consumer(session_ptr self, bool for_budget) {
   auto pending = st.out.pending();
   auto why = !for_budget
                ? fmt::format("{} bytes are waiting for you (flow.output-high-water is {})", pending,
-                             format_size(ctx.cfg.output_high_water))
+                             format_size(st.cfg->output_high_water))
                : fmt::format("{} bytes are waiting for you while the server is at its memory "
                              "limit (limits.max-buffered-bytes is {})",
                              pending, format_size(ctx.cfg.max_buffered_bytes));
   if (for_budget) {
     bump(ctx.stats.budget_exceeded);
-    log_over_budget(self, ctx.cfg.slow_consumer == slow_consumer_policy::disconnect
+    log_over_budget(self, st.cfg->slow_consumer == slow_consumer_policy::disconnect
                             ? "disconnect_slow_consumer"
                             : "drop_for_slow_consumer");
   }
-  if (ctx.cfg.slow_consumer == slow_consumer_policy::disconnect) {
+  if (st.cfg->slow_consumer == slow_consumer_policy::disconnect) {
     bump(ctx.stats.slow_consumers);
     st.lost_reason = drop_reason::slow_consumer;
     ctx.log_session->warn("slow consumer disconnected {} pending_bytes={} high_water={}{}",
-                          who(self), pending, ctx.cfg.output_high_water,
+                          who(self), pending, st.cfg->output_high_water,
                           for_budget ? " reason=max-buffered-bytes" : "");
     discard_backlog(self);
     begin_close(
@@ -1484,7 +1487,7 @@ void slow_consumer(session_ptr self, bool for_budget) {
   st.drop_episode = true;
   if (starting)
     ctx.log_session->warn("slow consumer: dropping messages {} pending_bytes={} high_water={}{}",
-                          who(self), pending, ctx.cfg.output_high_water,
+                          who(self), pending, st.cfg->output_high_water,
                           for_budget ? " reason=max-buffered-bytes" : "");
   if (for_budget && !st.tls) { // (ciphertext cannot be cut, see discard_backlog)
     auto& offline = self->wr_buf(st.hdl);
@@ -1517,11 +1520,11 @@ bool output_full(session_ptr self) {
   auto pending = st.out.pending();
   if (st.drop_episode) {
     // Hysteresis: an episode lasts until the backlog is under half the mark.
-    if (pending > ctx.cfg.output_high_water / 2)
+    if (pending > st.cfg->output_high_water / 2)
       return true;
     end_drop_episode(self);
   }
-  bool over_mark = pending >= ctx.cfg.output_high_water;
+  bool over_mark = pending >= st.cfg->output_high_water;
   bool budget = !over_mark && over_budget(ctx);
   bool behind = budget && pending >= budget_backlog_floor;
   if (budget && !behind)
@@ -1656,7 +1659,8 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.id = session_id;
   st.peer_ip = std::move(peer_ip);
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
-  st.machine.emplace(ctx->cfg, steady::now());
+  st.cfg = ctx->config(); // reloads (SIGHUP) apply to sessions that start later
+  st.machine.emplace(*st.cfg, steady::now());
   if (auto tls_ctx = ctx->tls_context()) // the context of this moment: reloads do not change it
     st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
   bump(ctx->stats.connections_total);
@@ -1724,7 +1728,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       // Caught up after a drop episode: say what was missed, now, not with
       // the next delivery (which may never come).
       if (st.drop_episode && machine(self).phase() < phase::closing
-          && st.out.pending() <= st.ctx->cfg.output_high_water / 2)
+          && st.out.pending() <= st.cfg->output_high_water / 2)
         end_drop_episode(self);
       update_budget(self);
     },
@@ -1862,7 +1866,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         fail(self, codes::server_busy,
              fmt::format("too many connections are waiting to be admitted "
                          "(limits.max-handshakes is {}); this one waited longest",
-                         st.ctx->cfg.max_handshakes));
+                         st.ctx->config()->max_handshakes));
         [[fallthrough]];
       case busy_action::finish:
         finish(self); // the Notice went out at once or not at all

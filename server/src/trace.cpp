@@ -6,6 +6,8 @@
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
+#include <utility>
+
 #include "convoke/common/text.hpp"
 #include "convoke/server/error.hpp"
 
@@ -230,6 +232,39 @@ bool trace_writer::flush(std::chrono::milliseconds limit) {
   return passed_.wait_for(guard, limit, [&] { return passes_ >= target || stopping_; });
 }
 
+void trace_writer::reopen() {
+  {
+    std::lock_guard guard{mtx_};
+    reopen_requested_ = true;
+  }
+  cv_.notify_one();
+}
+
+void trace_writer::reopen_now() {
+  auto log = logging::get("trace");
+  if (opts_.file == "-") {
+    log->info("trace goes to standard output; nothing to reopen");
+    return;
+  }
+  if (sink_) {
+    try {
+      sink_->flush();
+    } catch (const std::exception& ex) {
+      log->warn("cannot flush the old trace file file={} error={}", logfmt_value(opts_.file),
+                logfmt_value(ex.what()));
+    }
+  }
+  auto sink = make_sink(opts_);
+  if (!sink) {
+    log->error("cannot reopen the trace file, still writing to the old one file={} error={}",
+               logfmt_value(opts_.file), logfmt_value(sink.error().text));
+    return;
+  }
+  sink_ = std::move(*sink); // the old file is closed here
+  reopened_.fetch_add(1, std::memory_order_relaxed);
+  log->info("trace file reopened file={}", logfmt_value(opts_.file));
+}
+
 void trace_writer::write_batch(const std::vector<trace_event>& batch) {
   // The file can fail under us (directory removed, disk full, descriptor
   // limit at rotation): the records are then dropped and counted, it is
@@ -285,6 +320,7 @@ void trace_writer::run() {
   batch.reserve(1024);
   for (;;) {
     bool last = false;
+    bool reopen = false;
     {
       std::unique_lock guard{mtx_};
       // Mark the previous pass done (its records are written).
@@ -292,15 +328,20 @@ void trace_writer::run() {
       passed_.notify_all();
       auto seen = flush_requested_;
       cv_.wait_for(guard, std::chrono::milliseconds{25}, [&] {
-        return stopping_ || queue_.size() >= bulk_size || flush_requested_ != seen;
+        return stopping_ || queue_.size() >= bulk_size || flush_requested_ != seen
+               || reopen_requested_;
       });
       batch.swap(queue_);
       queued_bytes_ = 0;
       last = stopping_;
+      reopen = std::exchange(reopen_requested_, false);
     }
+    // The records queued before a reopen request go to the old file.
     if (!batch.empty())
       write_batch(batch);
     batch.clear();
+    if (reopen)
+      reopen_now();
     if (last)
       return;
   }

@@ -99,6 +99,19 @@ public:
   /// Writes everything queued, then stops the thread. Idempotent.
   void stop();
 
+  /// Asks the writer thread to open the file again by its path (SIGUSR1,
+  /// after logrotate renamed it). It does so between two batches: the
+  /// records queued before the request go to the old file, which is then
+  /// flushed and closed, and the later ones to the new file; no record is
+  /// cut or lost. The outcome is logged ("trace file reopened" or why not;
+  /// on an error the old file stays in use). Nothing for standard output.
+  void reopen();
+
+  /// Reopens done so far (for waiting on one in tests).
+  uint64_t reopened() const noexcept {
+    return reopened_.load(std::memory_order_relaxed);
+  }
+
   /// Asks the writer to write what is queued now and waits until it did, at
   /// most `limit` (false on timeout, e.g. a blocked output).
   bool flush(std::chrono::milliseconds limit);
@@ -115,6 +128,7 @@ private:
   trace_writer(options opts, spdlog::sink_ptr sink);
   void run();
   void write_batch(const std::vector<trace_event>& batch);
+  void reopen_now();
   void fail(const std::string& why, size_t lost, std::chrono::steady_clock::time_point now);
 
   options opts_;
@@ -124,12 +138,14 @@ private:
   std::vector<trace_event> queue_;
   uint64_t queued_bytes_ = 0;
   bool stopping_ = false;
+  bool reopen_requested_ = false;
   /// Incremented by flush() requests / by the writer after each pass.
   uint64_t flush_requested_ = 0;
   uint64_t passes_ = 0;
   std::condition_variable passed_;
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> reopened_{0};
   std::thread thread_;
   // Writer thread only: when the destination last failed / was last logged.
   std::chrono::steady_clock::time_point failed_at_{};

@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Checks the shipped systemd unit with systemd-analyze, pointing it at the
-# built binary (the unit names /usr/local/bin/convoke-server).
+# Checks the generated systemd unit: it must name the paths `cmake --install`
+# uses (the program in BINDIR, the configuration in SYSCONFDIR/convoke) and
+# pass systemd-analyze verify, run against the built binary.
+# Usage: verify_unit.sh UNIT BINDIR BUILT_BINARY SYSCONFDIR
 set -euo pipefail
 unit_src=$1
-bin=$2
+bindir=$2
+bin=$3
+sysconfdir=$4
+config="$sysconfdir/convoke/convoke-server.toml"
+for want in "ExecStart=$bindir/convoke-server --config $config" \
+  "ExecStartPre=$bindir/convoke-server --config $config --check-config" \
+  "Type=notify" "ExecReload=/bin/kill -HUP \$MAINPID" "WatchdogSec="; do
+  if ! grep -qF -- "$want" "$unit_src"; then
+    echo "the unit lacks: $want"
+    exit 1
+  fi
+done
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-sed "s|/usr/local/bin/convoke-server|$bin|g" "$unit_src" >"$dir/convoke-server.service"
+sed "s|$bindir/convoke-server|$bin|g" "$unit_src" >"$dir/convoke-server.service"
 out=$(systemd-analyze verify "$dir/convoke-server.service" 2>&1 || true)
 # Only complaints about this unit count (not about the host's other units).
 problems=$(grep "convoke-server.service" <<<"$out" || true)

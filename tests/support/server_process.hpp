@@ -4,6 +4,7 @@
 // from its port file), JSON traces in a temporary directory.
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -23,9 +24,11 @@ struct server_process {
   uint16_t port = 0;
 
   /// `extra`: more flags; `wrapper`: a command to run the server under
-  /// (e.g. {"prlimit", "--nofile=64:64", "--"}), which must exec it.
+  /// (e.g. {"prlimit", "--nofile=64:64", "--"}), which must exec it; `env`:
+  /// variables added to its environment.
   explicit server_process(std::vector<std::string> extra = {},
-                          std::vector<std::string> wrapper = {}) {
+                          std::vector<std::string> wrapper = {},
+                          std::map<std::string, std::string> env = {}) {
     std::vector<std::string> argv{binary("convoke-server"),
                                   "--listen.port",
                                   "0",
@@ -41,7 +44,7 @@ struct server_process {
                                   dir.file("admin-port")};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.insert(argv.begin(), wrapper.begin(), wrapper.end());
-    proc = std::make_unique<process>(argv);
+    proc = std::make_unique<process>(argv, std::string{}, std::move(env));
     for (int i = 0; i < 500 && port == 0 && proc->running(); ++i) {
       auto text = read_file(dir.file("port"));
       if (!text.empty())

@@ -53,6 +53,21 @@ struct options {
 /// 'path': ...").
 expected<> configure(const options& opts);
 
+/// Changes the minimum level of every Convoke logger (and of those created
+/// later) while others log: `std::errc::invalid_argument` for an unknown
+/// level, which changes nothing.
+expected<> set_level(std::string_view level);
+
+/// Changes the format of the shared sink while others log.
+void set_format(format f);
+
+/// Opens the log file again by its path (after logrotate renamed it): the
+/// next record goes to a new file of that name, the old one is flushed and
+/// closed; nothing is lost or cut. False when logging to standard error
+/// (nothing to reopen). An error (the errno of the failed open, "cannot
+/// open log file 'path': ...") keeps the current file.
+expected<bool> reopen();
+
 /// Returns the named logger, creating it on first use.
 std::shared_ptr<spdlog::logger> get(const std::string& name);
 

@@ -14,6 +14,7 @@
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "convoke/common/error.hpp"
@@ -173,6 +174,48 @@ struct cli_result {
 cli_result parse_command_line(int argc, const char* const* argv, server_config& cfg,
                               std::ostream& out, std::ostream& err,
                               const env_lookup& env = process_env());
+
+/// Reads the configuration again from the sources `parse_command_line`
+/// used (`args` is its argv: the file named by --config or CONVOKE_CONFIG,
+/// the environment, the flags, which still win), then the token file and
+/// `validate()`; for SIGHUP. Does not load the credentials or TLS files
+/// (the reload does that on its own) or check the output files (their keys
+/// need a restart). Every problem, none if `cfg` is complete.
+std::vector<error> reread_config(const std::vector<std::string>& args, server_config& cfg,
+                                 const env_lookup& env = process_env());
+
+/// Whether a changed key takes effect on SIGHUP ("log.level"); the others
+/// need a restart. docs/signals.md says when each one applies.
+bool reloadable(std::string_view key);
+
+/// Every configuration key ("section.name"), in the order of --help.
+std::vector<std::string> config_keys();
+
+/// One key whose value differs between the running configuration and the
+/// one read on SIGHUP.
+struct config_change {
+  std::string key;
+  /// Values as TOML literals; auth.token is shown as "<redacted>".
+  std::string old_value;
+  std::string new_value;
+  /// Applied; false: the key needs a restart and keeps its running value.
+  bool applied = false;
+};
+
+/// What a reload would do.
+struct reload_plan {
+  /// The configuration to run with: the running one plus the applied keys.
+  server_config next;
+  /// Every changed key, in the order of --help.
+  std::vector<config_change> changes;
+  /// `validate()` problems of `next` (applied keys that do not fit the
+  /// running values of keys needing a restart); if any, nothing may change.
+  std::vector<error> errors;
+};
+
+/// Compares the running configuration with a (valid) one read on SIGHUP.
+/// Turning TLS on or off (tls.cert set or cleared) needs a restart.
+reload_plan plan_reload(const server_config& running, const server_config& read);
 
 /// `convoke-server credentials add|remove|list FILE ...` (argv starts at
 /// "credentials"): manages a credentials file; returns the exit code.

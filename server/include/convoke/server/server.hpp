@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "convoke/common/error.hpp"
 #include "convoke/server/config.hpp"
@@ -90,7 +91,32 @@ public:
   /// Returns the number of identities.
   expected<size_t> reload_credentials();
 
+  /// Applies a configuration read again (SIGHUP, `reread_config`): the
+  /// keys that can change while running (`reloadable`, docs/signals.md)
+  /// are published for what starts from now on (sessions, logins,
+  /// connections); the others keep their running values until a restart.
+  /// Logging is the caller's (log.level, log.format: `logging::set_level`).
+  /// If the result has errors, nothing changed. Thread-safe.
+  struct reload_result {
+    std::vector<config_change> changes;
+    std::vector<error> errors;
+  };
+  reload_result reload_config(const server_config& read);
+
+  /// Opens the trace file again by its path (SIGUSR1); see
+  /// `trace_writer::reopen`. False if tracing is off.
+  bool reopen_trace();
+
+  /// The watchdog's question to the relay (multiplexer) thread: true if it
+  /// answered the previous call's request, then asks again. The first call
+  /// is true.
+  bool relay_alive();
+
+  /// The configuration the server started with.
   const server_config& config() const noexcept;
+
+  /// The configuration in force now (the start's, or the last reload's).
+  std::shared_ptr<const server_config> current_config() const;
 
 private:
   struct impl;
@@ -98,8 +124,12 @@ private:
 };
 
 /// The server program: configures logging, starts the server, writes the
-/// port file, waits for SIGINT/SIGTERM (drain) or SIGUSR2 (lame duck, then
-/// exit 0), and returns the exit code.
-int run(server_config cfg);
+/// port file, tells systemd it is ready, waits for signals and returns the
+/// exit code: after the drain (SIGINT/SIGTERM), or after lame duck (SIGUSR2,
+/// exit 0). SIGHUP reloads (the configuration from `args`, the command line
+/// it was parsed from, with the same file and environment; without `args`
+/// only the TLS and credentials files), SIGUSR1 reopens the log and trace
+/// files.
+int run(server_config cfg, std::vector<std::string> args = {});
 
 } // namespace convoke::server
