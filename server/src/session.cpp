@@ -1171,7 +1171,10 @@ void write_agent_list(session_ptr self, uint64_t request_id, std::vector<std::st
   v1::Frame f;
   auto& list = *f.mutable_agent_list();
   list.set_request_id(request_id);
-  size_t room = st.ctx->cfg.max_frame_bytes > 64 ? st.ctx->cfg.max_frame_bytes - 64 : 0;
+  // The limit this agent was promised in its Welcome (its session's
+  // configuration snapshot; a reload does not change it).
+  auto limit = st.cfg->max_frame_bytes;
+  size_t room = limit > 64 ? limit - 64 : 0;
   size_t size = 0;
   for (auto& n : names) {
     size += 2 + n.size(); // tag, length (names are < 128 bytes), bytes
