@@ -19,76 +19,21 @@
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/proto/codec.hpp"
+#include "http_front.hpp"
 
 namespace convoke::server {
 
 namespace {
 
-/// httplib's task queue with a bounded backlog: its own pool queues without
-/// limit. When every worker is busy (slow clients hold them up to the read
-/// timeout) and the backlog is full, the accepting thread waits, so further
-/// connections wait in the kernel's listen queue instead of in memory.
-class bounded_pool final : public httplib::TaskQueue {
+/// httplib's request handling without its connection handling: the
+/// connections are http_front's (deadlines per request, see http_front.hpp).
+class dispatcher final : public httplib::Server {
 public:
-  bounded_pool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
-    for (size_t i = 0; i < threads; ++i)
-      workers_.emplace_back([this] { work(); });
+  void serve(httplib::Stream& s) {
+    bool closed = false;
+    process_request(s, /*close_connection=*/true, closed, nullptr);
   }
-
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock lock{mutex_};
-    space_.wait(lock, [&] { return stopping_ || jobs_.size() < max_queued_; });
-    if (stopping_) {
-      // The job owns the connection's socket: run it (it closes it).
-      lock.unlock();
-      fn();
-      return;
-    }
-    jobs_.push_back(std::move(fn));
-    work_.notify_one();
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard lock{mutex_};
-      stopping_ = true;
-    }
-    work_.notify_all();
-    space_.notify_all();
-    for (auto& t : workers_)
-      t.join();
-  }
-
-private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock lock{mutex_};
-        work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty())
-          return; // stopping, and everything queued was served
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      space_.notify_one();
-      fn();
-    }
-  }
-
-  const size_t max_queued_;
-  std::mutex mutex_;
-  std::condition_variable work_;
-  std::condition_variable space_;
-  std::deque<std::function<void()>> jobs_;
-  std::vector<std::thread> workers_;
-  bool stopping_ = false;
 };
-
-/// Worker threads and queued connections of the admin listener: probes and
-/// a scraper or two need few; more requests wait in the kernel.
-constexpr size_t admin_threads = 4;
-constexpr size_t admin_backlog = 64;
 
 void send_json(httplib::Response& res, int status, const nlohmann::json& body) {
   res.status = status;
@@ -117,9 +62,8 @@ struct admin_server::impl {
   uint16_t relay_port = 0;
   uint16_t port = 0;
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
-  std::unique_ptr<httplib::Server> http;
-  std::thread serve_thread;
-  std::atomic<bool> serve_ended{false};
+  std::unique_ptr<dispatcher> http;
+  std::unique_ptr<http_front> front;
 
   // Rates: the sampler thread takes the totals once a second.
   std::thread sampler;
@@ -337,57 +281,40 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
   d->relay_port = relay_port;
   auto& cfg = d->ctx->cfg;
   d->throttle = login_throttle{cfg.failed_login_limit, cfg.failed_login_window};
+  tls::context_ptr tls_ctx;
   if (cfg.admin_tls) {
-    auto s = std::make_unique<httplib::SSLServer>(cfg.tls_cert.c_str(), cfg.tls_key.c_str());
-    if (!s->is_valid())
-      return fail(errc::invalid_value,
-                  fmt::format("admin.tls: cannot load tls.cert '{}' and tls.key '{}'", cfg.tls_cert,
-                              cfg.tls_key));
-    d->http = std::move(s);
-  } else {
-    d->http = std::make_unique<httplib::Server>();
+    // The server's certificate; clients of the admin endpoints are not
+    // asked for certificates (they log in with Basic auth).
+    auto c = tls::context::server({cfg.tls_cert, cfg.tls_key, {}, tls::client_verification::off});
+    if (!c)
+      return fail(errc::invalid_value, "admin.tls: " + c.error().text);
+    tls_ctx = std::move(*c);
   }
-  auto& s = *d->http;
-  // httplib's default options set SO_REUSEPORT: a second server (an old
-  // instance still running) would bind the same port without an error and
-  // the kernel would share the connections between the two.
-  s.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  s.new_task_queue = [] { return new bounded_pool(admin_threads, admin_backlog); };
-  // Slow or idle clients give their worker back within seconds.
-  s.set_read_timeout(5, 0);
-  s.set_write_timeout(5, 0);
-  s.set_keep_alive_timeout(5);
-  s.set_keep_alive_max_count(100);
-  s.set_payload_max_length(64 * 1024); // GET only: no body is needed
+  d->http = std::make_unique<dispatcher>();
+  d->http->set_payload_max_length(64 * 1024); // GET only: no body is needed
   d->routes();
-  int port = cfg.admin_port;
-  if (port == 0)
-    port = s.bind_to_any_port(cfg.admin_host);
-  else if (!s.bind_to_port(cfg.admin_host, port))
-    port = -1;
-  if (port <= 0) {
-    // httplib keeps no reason: bind once more to learn it.
-    std::string why = "cannot bind";
-    if (auto probe = net::tcp_listen(cfg.admin_host, cfg.admin_port, 1); !probe)
-      why = probe.error().text;
-    else
-      ::close(probe->fd);
-    return fail(errc::bind_failed,
-                fmt::format("admin endpoints ({}:{}): {}", cfg.admin_host, cfg.admin_port, why));
-  }
-  d->port = static_cast<uint16_t>(port);
+  auto ls = net::tcp_listen(cfg.admin_host, cfg.admin_port, 1024);
+  if (!ls)
+    return fail(errc::bind_failed, fmt::format("admin endpoints ({}:{}): {}", cfg.admin_host,
+                                               cfg.admin_port, ls.error().text));
+  d->port = ls->port;
   auto* raw = d.get();
-  d->serve_thread = std::thread{[raw] {
-    raw->http->listen_after_bind();
-    raw->serve_ended = true;
-  }};
-  // httplib's stop() does nothing until its loop runs: wait for the loop,
-  // so that a server stopped right after starting does not hang.
-  while (!d->http->is_running() && !d->serve_ended)
-    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  http_front::options fo;
+  fo.listen_fd = ls->fd;
+  fo.tls = std::move(tls_ctx);
+  fo.deadline = cfg.admin_request_timeout;
+  d->front = std::make_unique<http_front>(
+    fo, [raw](httplib::Stream& s) { raw->http->serve(s); },
+    [raw](std::string_view path) -> std::optional<http_front::quick_answer> {
+      // Probes are answered by the I/O thread: never behind slow requests.
+      if (path == "/healthz")
+        return http_front::quick_answer{200, "{\"status\":\"ok\"}\n"};
+      if (path == "/readyz")
+        return raw->ctx->draining.load(std::memory_order_relaxed)
+                 ? http_front::quick_answer{503, "{\"status\":\"draining\"}\n"}
+                 : http_front::quick_answer{200, "{\"status\":\"ready\"}\n"};
+      return std::nullopt;
+    });
   d->sampler = std::thread{[raw] { raw->sample_loop(); }};
   return std::unique_ptr<admin_server>{new admin_server{std::move(d)}};
 }
@@ -396,9 +323,7 @@ admin_server::admin_server(std::unique_ptr<impl> d) : impl_(std::move(d)) {}
 
 admin_server::~admin_server() {
   auto& d = *impl_;
-  d.http->stop();
-  if (d.serve_thread.joinable())
-    d.serve_thread.join();
+  d.front.reset(); // no requests from here on
   {
     std::lock_guard lock{d.sample_mutex};
     d.stopping = true;

@@ -397,6 +397,10 @@ const std::vector<option_def>& options() {
                            "If set, the admin listener's port is written to this file."));
     t.push_back(bool_opt("admin", "tls", &server_config::admin_tls,
                          "Serve HTTPS with tls.cert and tls.key (read at start)."));
+    t.push_back(duration_opt("admin", "request-timeout", &server_config::admin_request_timeout,
+                             false,
+                             "A request must arrive completely within this time of the "
+                             "connection (else 408 and close), and be answered within it."));
     return t;
   }();
   return table;

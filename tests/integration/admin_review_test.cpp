@@ -211,9 +211,9 @@ TEST(AdminReview, TheBasicSchemeIsCaseInsensitive) {
   EXPECT_EQ(r->status, 200) << r->body;
 }
 
-// OPEN. Four workers serve the admin port, and httplib's 5 s read timeout
-// applies to each read, not to a request: four connections that send a
-// header byte every 500 ms hold every worker for as long as they like
+// FIXED (http_front: heads are read by one I/O thread with a deadline). Four workers serve the
+// admin port, and httplib's 5 s read timeout applies to each read, not to a request: four
+// connections that send a header byte every 500 ms hold every worker for as long as they like
 // (httplib 0.11 has no limit on the number of header lines). /healthz and
 // /readyz then go unanswered: a liveness probe restarts a healthy relay.
 TEST(AdminReview, ProbesAreAnsweredWhileSlowClientsTrickleBytes) {
@@ -233,10 +233,10 @@ TEST(AdminReview, ProbesAreAnsweredWhileSlowClientsTrickleBytes) {
   EXPECT_LT(took, 6s);
 }
 
-// OPEN. The same slow clients keep server::wait() from returning: it
-// destroys the admin listener, whose destructor joins workers that are
-// still reading the trickled requests. The drain timeout (2 s here) does
-// not bound the shutdown; systemd ends such a server with SIGKILL.
+// FIXED (http_front: heads are read by one I/O thread with a deadline). The same slow clients keep
+// server::wait() from returning: it destroys the admin listener, whose destructor joins workers
+// that are still reading the trickled requests. The drain timeout (2 s here) does not bound the
+// shutdown; systemd ends such a server with SIGKILL.
 TEST(AdminReview, ShutdownIsBoundedWhileSlowClientsTrickleBytes) {
   auto srv = std::make_unique<test_server>();
   tricklers slow{srv->get().admin_port(), 1, 500ms};

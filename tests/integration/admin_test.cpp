@@ -337,3 +337,54 @@ TEST(Admin, WithAdminTlsTheEndpointsAreHttpsOnly) {
   auto plain = c.Get("/healthz");
   EXPECT_TRUE(!plain || plain->status != 200);
 }
+
+TEST(Admin, ARequestThatDoesNotArriveInTimeIsAnswered408AndClosed) {
+  test_server srv{[&](auto& cfg) { cfg.admin_request_timeout = 300ms; }};
+  int fd = connect_to(srv.get().admin_port());
+  ASSERT_GE(fd, 0);
+  std::string partial = "GET /varz HTTP/1.1\r\nHost: x\r\n"; // never finished
+  ASSERT_GT(::write(fd, partial.data(), partial.size()), 0);
+  auto start = std::chrono::steady_clock::now();
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) // until the server closes
+    got.append(buf, static_cast<size_t>(n));
+  auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_EQ(got.rfind("HTTP/1.1 408 Request Timeout", 0), 0u) << got;
+  EXPECT_LT(took, 3s);
+  // Heads larger than 16 KiB get 431.
+  fd = connect_to(srv.get().admin_port());
+  std::string big = "GET /varz HTTP/1.1\r\nX-Big: " + std::string(20000, 'a');
+  ASSERT_GT(::write(fd, big.data(), big.size()), 0);
+  got.clear();
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    got.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  EXPECT_EQ(got.rfind("HTTP/1.1 431", 0), 0u) << got;
+}
+
+TEST(Admin, ProbesAndRequestsAreAnsweredWhileHundredsOfClientsStall) {
+  test_server srv;
+  // Hundreds of connections that never finish their request: they wait in
+  // the I/O thread (the oldest give way beyond 256), never in a worker.
+  std::vector<int> slow;
+  for (int i = 0; i < 300; ++i) {
+    int fd = connect_to(srv.get().admin_port());
+    ASSERT_GE(fd, 0);
+    ASSERT_GT(::write(fd, "GET /varz HTTP/1.1\r\n", 20), 0);
+    slow.push_back(fd);
+  }
+  auto c = admin_client(srv);
+  for (std::string path : {"/healthz", "/readyz", "/varz"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r) << path << ": " << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 200) << path;
+  }
+  auto head = c.Head("/healthz");
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_TRUE(head->body.empty());
+  for (int fd : slow)
+    ::close(fd);
+}

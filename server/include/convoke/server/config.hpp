@@ -124,6 +124,7 @@ struct server_config {
   uint16_t admin_port = 7421;
   std::string admin_port_file;
   bool admin_tls = false;
+  std::chrono::milliseconds admin_request_timeout{5000};
 
   bool tls_enabled() const noexcept {
     return !tls_cert.empty();
