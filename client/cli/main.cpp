@@ -3,11 +3,16 @@
 //   convoke send   [--to AGENT | --route ROUTE] [MESSAGE...]   (stdin lines if none)
 //   convoke listen [--route ROUTE]... [--json] [--count N]
 //   convoke chat                                               (interactive)
+//   convoke server check | agents | top                        (operators, admin API)
+//   convoke --version
 //
 // Common options: --server [tls://]host:port (env CONVOKE_SERVER), --name,
 // --token (env CONVOKE_TOKEN), --reconnect, --tls-ca, --tls-cert, --tls-key,
 // --tls-server-name. Exit codes: 0 success (including an
 // orderly server shutdown), 1 connection or protocol failure, 2 usage.
+// The operator commands talk HTTP to the admin listener (--admin, env
+// CONVOKE_ADMIN); `server check` exits like a Nagios plugin (0 OK,
+// 1 WARNING, 2 CRITICAL, 3 UNKNOWN). docs/cli-ops.md has the details.
 
 #include <unistd.h>
 
@@ -22,10 +27,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "admin_commands.hpp"
 #include "convoke/client.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/signals.hpp"
 #include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
+#include "convoke/proto/codec.hpp"
 
 namespace {
 
@@ -58,6 +66,8 @@ struct printer {
       };
       field("from", m.sender);
       field("to", m.recipient.empty() ? "*" : m.recipient);
+      if (!m.recipient.empty())
+        out += ",\"direct\":true";
       if (!m.route.empty())
         field("route", m.route);
       if (!m.content_type.empty())
@@ -70,8 +80,10 @@ struct printer {
       std::cout << out << std::endl;
       return;
     }
-    std::cout << fmt::format("{} {} -> {}{}: {}", time_of(m.relayed_unix_nanos), m.sender,
+    // A direct message (sent to this agent by name) is marked "(direct)".
+    std::cout << fmt::format("{} {} -> {}{}{}: {}", time_of(m.relayed_unix_nanos), m.sender,
                              m.recipient.empty() ? "*" : m.recipient,
+                             m.recipient.empty() ? "" : " (direct)",
                              m.route.empty() ? "" : " [" + m.route + "]", m.payload)
               << std::endl;
   }
@@ -188,8 +200,9 @@ private:
       pending_.pop_front();
       --backlog;
     }
-    // End of input: leave once everything typed or piped in has been sent.
-    if (input_done_ && pending_.empty())
+    // End of input: leave once everything typed or piped in has been sent
+    // (and every /who has its answer).
+    if (input_done_ && pending_.empty() && listing_ == 0)
       stop(failed_ ? 1 : 0);
   }
 
@@ -201,7 +214,12 @@ private:
         return publish(route, line);
       return broadcast(line);
     }
-    // Chat: "/to NAME text", "/route R text", "/sub R", "/unsub R", "/quit".
+    // Chat: "/to NAME text", "/route R text", "/sub R", "/unsub R", "/who [PREFIX]",
+    // "/quit"; "//text" broadcasts "/text"; any other "/word" is an error.
+    if (line.rfind("//", 0) == 0)
+      return broadcast(std::string_view{line}.substr(1));
+    if (line.empty() || line.front() != '/')
+      return broadcast(line);
     auto word_end = line.find(' ');
     auto cmd = line.substr(0, word_end);
     auto rest = word_end == std::string::npos ? std::string{} : line.substr(word_end + 1);
@@ -231,13 +249,44 @@ private:
       stop(0);
       return {};
     }
+    if (cmd == "/who") {
+      who(rest);
+      return {};
+    }
     if (cmd == "/help") {
       out_.event("help", "commands",
                  "text = broadcast, /to NAME text, /route ROUTE text, /sub ROUTE, "
-                 "/unsub ROUTE, /quit");
+                 "/unsub ROUTE, /who [PREFIX], /quit; //text sends \"/text\"");
       return {};
     }
-    return broadcast(line);
+    out_.event("error", "unknown_command",
+               fmt::format("{} is not a command (/help lists them; //text sends a line "
+                           "starting with '/'); nothing was sent",
+                           cmd));
+    return {};
+  }
+
+  /// /who: the connected agents (one page, sorted), as the server lets
+  /// this agent see them.
+  void who(const std::string& prefix) {
+    ++listing_;
+    list_agents(prefix).then([this, prefix](expected<agent_list> r) {
+      --listing_;
+      if (!r) {
+        out_.event("error", "who_failed", r.error().message());
+      } else {
+        std::string names;
+        for (auto& n : r->names)
+          names += (names.empty() ? "" : ", ") + n;
+        auto n = r->names.size();
+        out_.event("who",
+                   fmt::format("{} agent{}{}{}", n, n == 1 ? "" : "s",
+                               prefix.empty() ? "" : " named " + prefix + "*",
+                               r->truncated ? " (more: /who PREFIX narrows the list)" : ""),
+                   names);
+      }
+      flush(); // end of input may have waited for this answer
+    });
   }
 
   printer& out_;
@@ -247,6 +296,8 @@ private:
   bool failed_ = false;
   bool retry_scheduled_ = false;
   task<void> retry_;
+  /// /who requests waiting for their answer.
+  int listing_ = 0;
 };
 
 /// Reads stdin lines on a plain thread and posts them to the agent. The
@@ -270,8 +321,11 @@ void feed_stdin(const std::shared_ptr<cli_agent>& a) {
 } // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"convoke: send and receive Convoke messages from the command line"};
+  CLI::App app{"convoke: send and receive Convoke messages from the command line, and watch a "
+               "server (server check, agents, top)"};
   app.require_subcommand(1);
+  app.set_version_flag(
+    "--version", fmt::format("convoke {} (protocol {})", CONVOKE_VERSION, proto::protocol_version));
   std::string server = "127.0.0.1:7420";
   if (auto env = std::getenv("CONVOKE_SERVER"))
     server = env;
@@ -330,13 +384,153 @@ int main(int argc, char** argv) {
   auto chat_cmd = app.add_subcommand("chat", "Interactive: type to broadcast, /help for more");
   add_common(chat_cmd);
 
+  // -- operator commands (HTTP to the admin listener) -------------------------------
+  std::string admin_url = "http://127.0.0.1:" + std::to_string(cli::default_admin_port);
+  if (auto env = std::getenv("CONVOKE_ADMIN"))
+    admin_url = env;
+  std::string timeout_text = "5s";
+  auto add_admin = [&](CLI::App* cmd) {
+    cmd
+      ->add_option("--admin", admin_url,
+                   "Admin listener, http://host:port or https://host:port [env: CONVOKE_ADMIN]")
+      ->capture_default_str();
+    cmd->add_option("--identity", identity,
+                    "Identity with admin = true to authenticate as (HTTP Basic user) "
+                    "[env: CONVOKE_IDENTITY]");
+    cmd->add_option("--token-file", token_file,
+                    "File whose first line is the identity's token (or the server's shared "
+                    "token); else the environment variable CONVOKE_TOKEN");
+    cmd->add_option("--token", token_on_argv)->group("");
+    cmd->add_option("--tls-ca", tls_ca,
+                    "PEM CA file the admin listener's certificate must chain to (https:// "
+                    "URLs; default: the system's CAs)");
+    cmd->add_option("--timeout", timeout_text, "Time limit to connect and for each answer")
+      ->capture_default_str();
+  };
+  auto server_cmd = app.add_subcommand("server", "Ask a running server (admin listener)");
+  server_cmd->require_subcommand(1);
+  auto check_cmd = server_cmd->add_subcommand(
+    "check", "Health for scripts and monitoring: one line; exit 0 OK, 1 WARNING, 2 CRITICAL, "
+             "3 UNKNOWN");
+  add_admin(check_cmd);
+  cli::check_thresholds thresholds;
+  uint64_t conn_warn = 0;
+  uint64_t conn_crit = 0;
+  uint64_t min_agents = 0;
+  auto conn_warn_opt = check_cmd->add_option("--max-connections", conn_warn,
+                                             "WARNING at or above this many connections");
+  auto conn_crit_opt = check_cmd->add_option("--max-connections-critical", conn_crit,
+                                             "CRITICAL at or above this many connections");
+  auto min_agents_opt
+    = check_cmd->add_option("--min-agents", min_agents, "CRITICAL when fewer agents are connected");
+  check_cmd->add_flag("--draining-critical", thresholds.draining_critical,
+                      "A draining server (shutdown, lame duck) is CRITICAL, not WARNING");
+
+  auto agents_cmd = app.add_subcommand("agents", "List the connected agents (admin /connz)");
+  add_admin(agents_cmd);
+  cli::agents_args agents_a;
+  std::vector<std::string> connz_keys(cli::connz_sort_keys().begin(), cli::connz_sort_keys().end());
+  agents_cmd->add_option("--name", agents_a.name, "Only agents whose name contains this");
+  agents_cmd
+    ->add_option("--sort", agents_a.sort,
+                 "Sort key (name and session ascending, the others descending)")
+    ->check(CLI::IsMember(connz_keys))
+    ->capture_default_str();
+  agents_cmd->add_flag("--json", agents_a.json,
+                       "One JSON object per agent and line, as /connz describes it");
+
+  auto top_cmd
+    = app.add_subcommand("top", "Live table of the agents and their message rates (admin API)");
+  add_admin(top_cmd);
+  cli::top_args top_a;
+  std::string interval_text = "1s";
+  bool once = false;
+  std::vector<std::string> top_keys(cli::top_sort_keys().begin(), cli::top_sort_keys().end());
+  top_cmd
+    ->add_option("--sort", top_a.sort,
+                 "Sort key (name and session ascending, the others descending)")
+    ->check(CLI::IsMember(top_keys))
+    ->capture_default_str();
+  top_cmd->add_option("--name", top_a.name, "Only agents whose name contains this");
+  top_cmd->add_option("--interval", interval_text, "Time between two screens")
+    ->capture_default_str();
+  top_cmd->add_option("--iterations", top_a.iterations,
+                      "Show this many screens, then exit (default: until q or Ctrl-C)");
+  top_cmd->add_flag("--once", once, "One screen (rates over one interval), then exit");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
     app.exit(e);
-    return 2;
+    return check_cmd->parsed() ? 3 : 2; // Nagios: UNKNOWN for bad arguments
+  }
+
+  if (check_cmd->parsed() || agents_cmd->parsed() || top_cmd->parsed()) {
+    int usage = check_cmd->parsed() ? 3 : 2;
+    auto target = cli::parse_admin_url(admin_url);
+    if (!target) {
+      std::cerr << "convoke: --admin: " << target.error().text << "\n";
+      return usage;
+    }
+    auto timeout = parse_duration(timeout_text);
+    if (!timeout || timeout->count() == 0) {
+      std::cerr << "convoke: --timeout: '" << timeout_text
+                << "' is not a duration like 500ms or 5s\n";
+      return usage;
+    }
+    if (!token_on_argv.empty()) {
+      std::cerr << "convoke: --token: tokens are not taken from the command line, where every "
+                   "user can read them (ps); use --token-file FILE or CONVOKE_TOKEN\n";
+      return usage;
+    }
+    if (!tls_ca.empty() && !target->https) {
+      std::cerr << "convoke: --tls-ca needs an https:// --admin URL\n";
+      return usage;
+    }
+    cli::admin_options ao;
+    ao.target = *target;
+    ao.ca_file = tls_ca;
+    ao.timeout = *timeout;
+    ao.user = identity;
+    if (ao.user.empty())
+      if (auto env = std::getenv("CONVOKE_IDENTITY"))
+        ao.user = env;
+    try {
+      ao.password = read_token(token_file);
+    } catch (const std::exception& e) {
+      std::cerr << "convoke: " << e.what() << "\n";
+      return usage;
+    }
+    if (check_cmd->parsed()) {
+      if (conn_warn_opt->count() > 0)
+        thresholds.connections_warn = conn_warn;
+      if (conn_crit_opt->count() > 0)
+        thresholds.connections_critical = conn_crit;
+      if (min_agents_opt->count() > 0)
+        thresholds.agents_min = min_agents;
+      return cli::run_server_check(ao, thresholds);
+    }
+    if (agents_cmd->parsed())
+      return cli::run_agents(ao, agents_a);
+    auto interval = parse_duration(interval_text);
+    if (!interval || interval->count() < 100) {
+      std::cerr << "convoke: --interval: '" << interval_text
+                << "' is not a duration of at least 100ms\n";
+      return 2;
+    }
+    top_a.interval = *interval;
+    if (once)
+      top_a.iterations = 1;
+    if (top_a.iterations < 0) {
+      std::cerr << "convoke: --iterations must not be negative\n";
+      return 2;
+    }
+    block_termination_signals(); // top reads them from a signalfd
+    return cli::run_top(ao, top_a);
   }
 
   client_options opts;

@@ -80,6 +80,10 @@ void agent_core::fail_requests(errc code, const std::string& text) {
   requests.clear();
   for (auto& [id, req] : pending)
     registry().fail(*req.cell, error{make_error_code(code), text});
+  auto lists = std::move(list_requests);
+  list_requests.clear();
+  for (auto& [id, cell] : lists)
+    registry().fail(*cell, error{make_error_code(code), text});
 }
 
 // -- agent_core: tasks ----------------------------------------------------------
@@ -469,6 +473,9 @@ void agent_core::handle_frame(v1::Frame& f) {
   case v1::Frame::kNotice:
     handle_notice(f.notice());
     break;
+  case v1::Frame::kAgentList:
+    handle_agent_list(*f.mutable_agent_list());
+    break;
   case v1::Frame::kGoodbye:
     goodbye_code = f.goodbye().code();
     goodbye_reason = f.goodbye().reason();
@@ -599,9 +606,32 @@ void agent_core::handle_notice(const v1::Notice& n) {
       requests.erase(i);
       registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
     }
+  if (x.request_id != 0)
+    if (auto i = list_requests.find(x.request_id); i != list_requests.end()) {
+      auto cell = std::move(i->second);
+      list_requests.erase(i);
+      registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
+    }
   // Also after teardown(): a Notice is about what this agent sent (e.g. its
   // last message went nowhere), and the server sends it before its Goodbye.
   guarded("on_notice", [&] { user->on_notice(x); });
+}
+
+void agent_core::handle_agent_list(v1::AgentList& l) {
+  auto i = list_requests.find(l.request_id());
+  if (i == list_requests.end()) {
+    log->debug("agent list for no pending request agent={} request_id={}",
+               logfmt_value(user->name()), l.request_id());
+    return; // timed out or cancelled
+  }
+  auto cell = std::move(i->second);
+  list_requests.erase(i);
+  agent_list out;
+  out.names.reserve(static_cast<size_t>(l.agents_size()));
+  for (auto& n : *l.mutable_agents())
+    out.names.push_back(std::move(n));
+  out.truncated = l.truncated();
+  registry().succeed(*cell, std::move(out));
 }
 
 // -- child tasks (agent::spawn_task) -------------------------------------------
@@ -838,6 +868,16 @@ caf::behavior agent_actor(caf::stateful_actor<agent_core>* self, agent* user, cl
       st.registry().fail(*cell, error{make_error_code(errc::timeout),
                                       fmt::format("no reply within {} ms", timeout_ms)});
     },
+    [self](list_timeout_atom, uint64_t wire_id, int64_t timeout_ms) {
+      auto& st = self->state;
+      auto i = st.list_requests.find(wire_id);
+      if (i == st.list_requests.end())
+        return;
+      auto cell = std::move(i->second);
+      st.list_requests.erase(i);
+      st.registry().fail(*cell, error{make_error_code(errc::timeout),
+                                      fmt::format("no agent list within {} ms", timeout_ms)});
+    },
     [self](post_atom, const closure& c) { self->state.guarded("posted function", c.fn); },
     [self](stop_atom, int code) { self->state.stop(code); },
     [self](stop_now_atom) { self->state.stop_now(); },
@@ -984,6 +1024,44 @@ task<message> agent::request(std::string_view recipient, std::string_view payloa
   caf_support::delayed_self_send(c.self, timeout, detail::request_timeout_atom::value, wire_id,
                                  static_cast<int64_t>(timeout.count()));
   return task<message>{std::move(cell)};
+}
+
+task<agent_list> agent::list_agents(std::string_view prefix, const list_options& lo) {
+  auto cell = open_task<agent_list>(task_options{"list_agents"});
+  auto fail_now = [&](errc code, std::string text) {
+    tasks_->fail_later(*cell, error{make_error_code(code), std::move(text)});
+    return task<agent_list>{cell};
+  };
+  if (!core_)
+    return fail_now(errc::not_connected, "the agent is not running");
+  auto& c = *core_;
+  if (c.link.stopping())
+    return fail_now(errc::stopped, "the agent is stopping");
+  if (!c.link.connected())
+    return fail_now(errc::not_connected, "not connected to a server");
+  if (!session_.has_feature("list_agents"))
+    return fail_now(errc::unsupported,
+                    fmt::format("server {} {} does not list agents (no \"list_agents\" feature "
+                                "in its Welcome)",
+                                session_.server_name, session_.server_version));
+  uint64_t wire_id = 0;
+  do
+    wire_id = crypto::random_nonzero_u64();
+  while (c.requests.count(wire_id) > 0 || c.list_requests.count(wire_id) > 0);
+  v1::Frame f;
+  auto& req = *f.mutable_list_agents();
+  req.set_request_id(wire_id);
+  req.set_prefix(std::string{prefix});
+  req.set_after(lo.after);
+  req.set_limit(lo.limit);
+  if (!c.write(f))
+    return fail_now(errc::not_connected, "not connected to a server");
+  c.list_requests.emplace(wire_id, cell);
+  cell->on_cancel = [&c, wire_id] { c.list_requests.erase(wire_id); };
+  auto timeout = std::chrono::duration_cast<duration>(lo.timeout);
+  caf_support::delayed_self_send(c.self, timeout, detail::list_timeout_atom::value, wire_id,
+                                 static_cast<int64_t>(timeout.count()));
+  return task<agent_list>{std::move(cell)};
 }
 
 std::error_code agent::reply(const message& req, std::string_view payload,

@@ -147,6 +147,7 @@ session_info to_session(const v1::Welcome& w, bool reconnected) {
   s.max_frame_bytes = w.limits().max_frame_bytes();
   s.max_delivery_bytes = w.limits().max_delivery_bytes();
   s.reconnected = reconnected;
+  s.features.assign(w.features().begin(), w.features().end());
   return s;
 }
 

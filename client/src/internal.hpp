@@ -50,6 +50,7 @@ using task_tick_atom = caf::atom_constant<caf::atom("tasktick")>;
 using job_done_atom = caf::atom_constant<caf::atom("jobdone")>;
 using child_gone_atom = caf::atom_constant<caf::atom("childgone")>;
 using request_timeout_atom = caf::atom_constant<caf::atom("reqtimeout")>;
+using list_timeout_atom = caf::atom_constant<caf::atom("listtmout")>;
 using reconnect_atom = caf::atom_constant<caf::atom("reconnect")>;
 using handshake_timeout_atom = caf::atom_constant<caf::atom("hstimeout")>;
 using watchdog_atom = caf::atom_constant<caf::atom("watchdog")>;
@@ -132,6 +133,9 @@ struct agent_core {
   std::map<caf::actor_addr, task_id> children;
   /// Keyed by the request id on the wire (random, see agent::request).
   std::unordered_map<uint64_t, pending_request> requests;
+  /// ListAgents waiting for their AgentList, by request id (random, like
+  /// requests', and never one of theirs: a Notice names either kind).
+  std::unordered_map<uint64_t, std::shared_ptr<task_cell<agent_list>>> list_requests;
   /// True while on_connect() runs: tasks started there are session-scoped.
   bool in_on_connect = false;
   uint64_t next_seq = 1;
@@ -181,6 +185,7 @@ struct agent_core {
   void handle_welcome(const v1::Welcome& w);
   void handle_delivery(v1::Delivery& d);
   void handle_notice(const v1::Notice& n);
+  void handle_agent_list(v1::AgentList& l);
   bool write(const v1::Frame& f);
   std::error_code send_envelope(std::string_view recipient, std::string_view route,
                                 std::string_view payload, const send_options& opts,

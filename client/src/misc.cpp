@@ -27,6 +27,7 @@ const error_row rows[] = {
    "the message is larger than the server accepts"},
   {static_cast<int>(errc::cancelled), "cancelled", "cancelled"},
   {static_cast<int>(errc::failed), "failed", "the task failed"},
+  {static_cast<int>(errc::unsupported), "unsupported", "the server does not offer this"},
 };
 
 const table_category& category() noexcept {

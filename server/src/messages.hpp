@@ -29,6 +29,9 @@ using drained_atom = caf::atom_constant<caf::atom("drained")>;
 using leave_atom = caf::atom_constant<caf::atom("leave")>;
 /// Echoed by the router: everything the session sent before has been routed.
 using barrier_atom = caf::atom_constant<caf::atom("barrier")>;
+/// (list_atom, list_request): which agents are connected (ListAgents); the
+/// router answers (agent_list_atom, request id, names, truncated).
+using list_atom = caf::atom_constant<caf::atom("listagents")>;
 // router -> session
 using welcome_atom = caf::atom_constant<caf::atom("welcome")>;
 using refuse_atom = caf::atom_constant<caf::atom("refuse")>;
@@ -38,6 +41,7 @@ using notice_atom = caf::atom_constant<caf::atom("notice")>;
 using evict_atom = caf::atom_constant<caf::atom("evict")>;
 using goodbye_atom = caf::atom_constant<caf::atom("goodbye")>;
 using left_atom = caf::atom_constant<caf::atom("left")>;
+using agent_list_atom = caf::atom_constant<caf::atom("agentlist")>;
 // acceptor thread -> listener: a new connection's socket
 using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
 // session -> listener: the agent was admitted (Welcome); no longer handshaking
@@ -102,6 +106,17 @@ struct register_request {
   bool send_restricted = false;
   /// The admin listener's view of the agent: the router keeps its routes.
   session_info_ptr info;
+};
+
+/// A session's ListAgents, checked and capped.
+struct list_request {
+  uint64_t request_id = 0;
+  std::string prefix;
+  std::string after;
+  uint32_t limit = 0;
+  /// The asker's identity when its `send` right is restricted: only names
+  /// it may send to are listed. Null: every name.
+  std::shared_ptr<const identity> only_sendable;
 };
 
 /// The authenticator's answer to a session (from its worker thread).
@@ -195,3 +210,4 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::notice_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::auth_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::list_request)

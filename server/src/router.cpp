@@ -385,6 +385,24 @@ void on_relay(router_ptr self, relay_batch& b) {
   bump(ctx.stats.deliveries, deliveries);
 }
 
+/// Answers a session's ListAgents (after everything it sent before).
+void on_list(router_ptr self, const list_request& req) {
+  auto& st = self->state;
+  std::vector<std::string> names;
+  bool truncated = false;
+  if (req.only_sendable) {
+    auto& rights = req.only_sendable->rights;
+    truncated = st.table.list_names(
+      req.prefix, req.after, req.limit, [&](const entry_t& e) { return rights.may_send(e.name); },
+      names);
+  } else {
+    truncated = st.table.list_names(
+      req.prefix, req.after, req.limit, [](const entry_t&) { return true; }, names);
+  }
+  self->send(caf::actor_cast<caf::actor>(self->current_sender()), agent_list_atom::value,
+             req.request_id, std::move(names), truncated);
+}
+
 /// Shutdown phase 2, once every registered session has drained.
 void maybe_finish_drain(router_ptr self) {
   auto& st = self->state;
@@ -552,6 +570,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
       maybe_finish_drain(self);
     },
+    [self](list_atom, const list_request& req) { on_list(self, req); },
     [self](lame_duck_atom, caf::actor& listener) {
       auto& st = self->state;
       if (st.draining || st.lame)

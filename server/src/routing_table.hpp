@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -130,6 +131,7 @@ public:
     e->handle = std::move(handle);
     auto& ref = *e;
     names_.emplace(ref.name, &ref);
+    sorted_.emplace(ref.name, &ref);
     sessions_.emplace(sid, std::move(e));
     if (routes.empty() && !restricted)
       unsubscribed_.push_back(&ref);
@@ -148,6 +150,7 @@ public:
     for (auto& r : e.routes)
       drop(e, r);
     names_.erase(e.name);
+    sorted_.erase(e.name);
     sessions_.erase(i);
   }
 
@@ -209,6 +212,29 @@ public:
   /// Number of trie nodes below the root (0 without pattern subscriptions).
   size_t trie_nodes() const noexcept {
     return nodes_;
+  }
+
+  /// Appends to `out` the names (bytewise sorted) that start with `prefix`,
+  /// sort after `after`, and pass `visible(entry)`, at most `limit` of them.
+  /// Returns true if more names match beyond those (truncated). Costs
+  /// O(log n) plus the names looked at: with a restrictive `visible`, that
+  /// may be every name under the prefix.
+  template <class Visible>
+  bool list_names(std::string_view prefix, std::string_view after, size_t limit, Visible&& visible,
+                  std::vector<std::string>& out) const {
+    auto i
+      = after.empty() || after < prefix ? sorted_.lower_bound(prefix) : sorted_.upper_bound(after);
+    for (; i != sorted_.end(); ++i) {
+      auto& name = i->first;
+      if (name.compare(0, prefix.size(), prefix) != 0)
+        return false; // past the names with this prefix
+      if (!visible(*i->second))
+        continue;
+      if (out.size() >= limit)
+        return true;
+      out.push_back(name);
+    }
+    return false;
   }
 
   template <class F>
@@ -363,6 +389,8 @@ private:
 
   std::unordered_map<uint64_t, std::unique_ptr<entry>> sessions_;
   std::unordered_map<std::string, entry*, string_hash, std::equal_to<>> names_;
+  /// The same names in order, for listing (ListAgents) by prefix and page.
+  std::map<std::string, entry*, std::less<>> sorted_;
   /// Agents without any subscription and not restricted: they get every
   /// broadcast.
   std::vector<entry*> unsubscribed_;

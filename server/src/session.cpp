@@ -589,6 +589,7 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
   w->mutable_limits()->set_max_delivery_bytes(
     static_cast<uint32_t>(cfg.max_frame_bytes + delivery_overhead(proto::max_name_length)));
   w->set_resume_token(resume_token);
+  w->add_features("list_agents");
   write_frame(self, f);
 }
 
@@ -1105,6 +1106,88 @@ void on_subscription(session_ptr self, bool subscribe,
     self->send(st.router, unsubscribe_atom::value, st.id, std::move(xs));
 }
 
+/// Most names in one AgentList (a ListAgents may ask for fewer).
+constexpr uint32_t max_listed_agents = 1000;
+
+/// A ListAgents takes one message (and its bytes) from the principal's
+/// buckets, like an envelope. False: it is answered with a rate_limited
+/// Notice carrying its request_id instead (or the principal is quarantined).
+bool list_within_rate(session_ptr self, const v1::ListAgents& req) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto d = ctx.principals.take(*st.principal, req.ByteSizeLong(), steady::now());
+  if (d.what == rate_decision::verdict::pass)
+    return true;
+  bump(ctx.stats.rate_limited);
+  if (d.what == rate_decision::verdict::quarantined) {
+    if (d.quarantine_started)
+      start_quarantine(self, d.retry_after);
+    else
+      close_quarantined(self, d.retry_after);
+    return false;
+  }
+  auto f = make_notice(
+    v1::Notice::WARNING, codes::rate_limited,
+    fmt::format("{} is over its rate limit ({}); the ListAgents request was not answered; retry "
+                "after {} ms",
+                principal_of(self),
+                d.limit == limit_kind::messages ? "limits.messages-per-second"
+                                                : "limits.bytes-per-second",
+                d.retry_after.count()),
+    0, 0, req.request_id());
+  f.mutable_notice()->set_retry_after_ms(static_cast<uint64_t>(d.retry_after.count()));
+  if (!write_limited_notice(self, f, 0))
+    ++st.rate_limited_untraced;
+  return false;
+}
+
+/// ListAgents: the router answers after everything this agent sent before
+/// (its mailbox is FIFO per sender), so Notices about earlier frames come
+/// first. The limit is capped; a prefix or `after` longer than any name is
+/// cut to one byte more than a name can have, which lists the same names.
+void list_agents(session_ptr self, const v1::ListAgents& req) {
+  auto& st = self->state;
+  if (st.rate_limited && !list_within_rate(self, req))
+    return;
+  dispatch_batch(self);
+  list_request r;
+  r.request_id = req.request_id();
+  r.limit = req.limit() == 0 ? max_listed_agents : std::min(req.limit(), max_listed_agents);
+  r.prefix = req.prefix().substr(0, proto::max_name_length + 1);
+  r.after = req.after().substr(0, proto::max_name_length + 1);
+  if (st.acl != nullptr && !st.acl->sends_everywhere())
+    r.only_sendable = st.ident;
+  self->send(st.router, list_atom::value, std::move(r));
+}
+
+/// The router's answer to a ListAgents: an AgentList frame, cut (truncated)
+/// where it would exceed limits.max-frame-bytes, the size the agent was
+/// promised. Like Notices, it obeys the output high-water mark.
+void write_agent_list(session_ptr self, uint64_t request_id, std::vector<std::string>& names,
+                      bool truncated) {
+  auto& st = self->state;
+  if (!machine(self).writes_messages())
+    return;
+  v1::Frame f;
+  auto& list = *f.mutable_agent_list();
+  list.set_request_id(request_id);
+  // The limit this agent was promised in its Welcome (its session's
+  // configuration snapshot; a reload does not change it).
+  auto limit = st.cfg->max_frame_bytes;
+  size_t room = limit > 64 ? limit - 64 : 0;
+  size_t size = 0;
+  for (auto& n : names) {
+    size += 2 + n.size(); // tag, length (names are < 128 bytes), bytes
+    if (size > room) {
+      truncated = true;
+      break;
+    }
+    list.add_agents(std::move(n));
+  }
+  list.set_truncated(truncated);
+  write_optional_frame(self, f);
+}
+
 /// Performs what the buffered input asks for, frame by frame (see
 /// input_action), until the machine needs more bytes or takes no more.
 void take_input(session_ptr self) {
@@ -1135,6 +1218,9 @@ void take_input(session_ptr self) {
       break;
     case input_action::unsubscribe:
       on_subscription(self, false, m.frame().mutable_unsubscribe()->mutable_routes());
+      break;
+    case input_action::list_agents:
+      list_agents(self, m.frame().list_agents());
       break;
     case input_action::goodbye:
       // Relaying stopped. Acknowledge only once the router has handled what
@@ -1747,6 +1833,9 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](retrigger_atom) { self->state.reads.on_retrigger(self, self->state.hdl); },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
+    [self](agent_list_atom, uint64_t request_id, std::vector<std::string>& names, bool truncated) {
+      write_agent_list(self, request_id, names, truncated);
+    },
     [self](barrier_atom, uint64_t seq) {
       auto& m = machine(self);
       if (seq == 0) { // the agent's Goodbye

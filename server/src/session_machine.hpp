@@ -76,6 +76,9 @@ enum class input_action : uint8_t {
   /// `frame().subscribe()` / `frame().unsubscribe()`.
   subscribe,
   unsubscribe,
+  /// `frame().list_agents()`: ask the router which agents are connected
+  /// (after everything read before it) and answer with an AgentList.
+  list_agents,
   /// The agent says Goodbye (`frame().goodbye()`): phase draining;
   /// acknowledge once the router has handled everything read before it.
   goodbye,

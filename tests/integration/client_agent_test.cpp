@@ -1305,3 +1305,54 @@ TEST(ClientAgent, AQuarantinedAgentReconnectsOnlyOnceTheServerSaysItMay) {
     << "it tried again while quarantined: " << testing::PrintToString(log.snapshot());
   EXPECT_EQ(srv.stats().quarantine_refused, 0u);
 }
+
+TEST(ClientAgent, ListAgentsAnswersWithThePageOfConnectedNames) {
+  test_server srv;
+  event_log log;
+  lambda_agent bob{"bob"};
+  lambda_agent alice{"alice", &log};
+  auto record = [&](const std::string& what, const expected<agent_list>& r) {
+    if (!r) {
+      log.add(what + ":" + to_string(static_cast<errc>(r.error().code.value())));
+      return;
+    }
+    std::string s = what + ":";
+    for (auto& n : r->names)
+      s += n + ",";
+    log.add(s + (r->truncated ? "more" : "end"));
+  };
+  alice.on_setup = [&] {
+    // Not connected yet: fails (later, never inside the call).
+    alice.list_agents().then([&](expected<agent_list> r) { record("early", r); });
+  };
+  alice.on_connected = [&](const session_info& s) {
+    log.add(s.has_feature("list_agents") ? "feature" : "no-feature");
+    alice.list_agents().then([&](expected<agent_list> r) { record("all", r); });
+    list_options first;
+    first.limit = 1;
+    alice.list_agents("", first).then([&](expected<agent_list> r) {
+      record("page1", r);
+      if (!r)
+        return;
+      list_options next;
+      next.after = r->names.back();
+      next.limit = 1;
+      alice.list_agents("", next).then([&](expected<agent_list> r2) { record("page2", r2); });
+    });
+    alice.list_agents("b").then([&](expected<agent_list> r) { record("b", r); });
+  };
+  runtime rt;
+  event_log bob_log;
+  bob.on_connected = [&](const session_info&) { bob_log.add("connect"); };
+  rt.start(bob, local_options(srv.port()));
+  ASSERT_TRUE(bob_log.wait_for("connect"));
+  rt.start(alice, local_options(srv.port()));
+  ASSERT_TRUE(log.wait_for("page2:bob,end")) << testing::PrintToString(log.snapshot());
+  EXPECT_EQ(log.count("early:not_connected"), 1u);
+  EXPECT_EQ(log.count("feature"), 1u);
+  EXPECT_EQ(log.count("all:alice,bob,end"), 1u);
+  EXPECT_EQ(log.count("page1:alice,more"), 1u);
+  EXPECT_EQ(log.count("b:bob,end"), 1u);
+  rt.stop_all();
+  rt.wait_for(10s);
+}

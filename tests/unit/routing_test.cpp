@@ -280,3 +280,47 @@ TEST(Routing, RandomSubscriptionsAgreeWithPatternMatches) {
   EXPECT_EQ(t.trie_nodes(), 0u);
   EXPECT_EQ(t.pattern_count(), 0u);
 }
+
+TEST(Routing, ListNamesPagesInOrderByPrefixAndVisibility) {
+  table t;
+  uint64_t sid = 0;
+  for (auto n : {"carol", "team.b", "alice", "team.a", "bob", "team.c", "teamster"})
+    t.add(++sid, n, "", 0, {});
+  auto all = [](const table::entry&) { return true; };
+  std::vector<std::string> out;
+  EXPECT_FALSE(t.list_names("", "", 100, all, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"alice", "bob", "carol", "team.a", "team.b", "team.c",
+                                           "teamster"}));
+  // Pages of two under a prefix, each after the last name of the previous.
+  out.clear();
+  EXPECT_TRUE(t.list_names("team.", "", 2, all, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"team.a", "team.b"}));
+  out.clear();
+  EXPECT_FALSE(t.list_names("team.", "team.b", 2, all, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"team.c"}));
+  // Exactly the limit left: not truncated.
+  out.clear();
+  EXPECT_FALSE(t.list_names("team.", "", 3, all, out));
+  EXPECT_EQ(out.size(), 3u);
+  // `after` before the prefix starts at the prefix; after all of them: none.
+  out.clear();
+  EXPECT_FALSE(t.list_names("team.", "a", 10, all, out));
+  EXPECT_EQ(out.front(), "team.a");
+  out.clear();
+  EXPECT_FALSE(t.list_names("team.", "zzz", 10, all, out));
+  EXPECT_TRUE(out.empty());
+  // Invisible names are skipped and do not count toward the limit.
+  out.clear();
+  EXPECT_TRUE(t.list_names(
+    "", "", 2, [](const table::entry& e) { return e.name.rfind("team", 0) != 0; }, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"alice", "bob"}));
+  out.clear();
+  EXPECT_TRUE(t.list_names(
+    "", "", 1, [](const table::entry& e) { return e.name.size() == 6; }, out));
+  EXPECT_EQ(out, (std::vector<std::string>{"team.a"}));
+  // Removed agents leave the listing.
+  t.remove(4); // team.a
+  out.clear();
+  t.list_names("team", "", 10, all, out);
+  EXPECT_EQ(out, (std::vector<std::string>{"team.b", "team.c", "teamster"}));
+}

@@ -252,7 +252,10 @@ TEST_F(SessionMachine, ClassifiesWhatClientsSend) {
   sub.mutable_subscribe()->add_routes("news");
   v1::Frame unsub;
   unsub.mutable_unsubscribe()->add_routes("news");
-  auto data = bytes(ping(7)) + bytes(pong(3)) + bytes(sub) + bytes(unsub);
+  v1::Frame list;
+  list.mutable_list_agents()->set_request_id(9);
+  list.mutable_list_agents()->set_prefix("team.");
+  auto data = bytes(ping(7)) + bytes(pong(3)) + bytes(sub) + bytes(unsub) + bytes(list);
   ASSERT_TRUE(m.on_bytes(data.data(), data.size(), t0));
   ASSERT_EQ(m.next(), input_action::ping);
   EXPECT_EQ(m.ping_seq(), 7u);
@@ -260,6 +263,9 @@ TEST_F(SessionMachine, ClassifiesWhatClientsSend) {
   ASSERT_EQ(m.next(), input_action::subscribe);
   EXPECT_EQ(m.frame().subscribe().routes(0), "news");
   EXPECT_EQ(m.next(), input_action::unsubscribe);
+  ASSERT_EQ(m.next(), input_action::list_agents);
+  EXPECT_EQ(m.frame().list_agents().request_id(), 9u);
+  EXPECT_EQ(m.frame().list_agents().prefix(), "team.");
   EXPECT_EQ(m.next(), input_action::none);
 }
 
@@ -270,6 +276,22 @@ TEST_F(SessionMachine, ServerFramesFromAClientAreRefused) {
   EXPECT_EQ(feed(bytes(f), t0), actions{input_action::refuse});
   EXPECT_EQ(m.refusal().code, codes::unexpected_frame);
   EXPECT_NE(m.refusal().text.find("welcome"), std::string::npos);
+}
+
+TEST_F(SessionMachine, AnAgentListFromAClientIsRefused) {
+  establish(t0);
+  v1::Frame answer;
+  answer.mutable_agent_list()->add_agents("x");
+  EXPECT_EQ(feed(bytes(answer), t0), actions{input_action::refuse});
+  EXPECT_EQ(m.refusal().code, codes::unexpected_frame);
+  EXPECT_NE(m.refusal().text.find("agent_list"), std::string::npos) << m.refusal().text;
+}
+
+TEST_F(SessionMachine, ListAgentsBeforeWelcomeIsRefused) {
+  v1::Frame list;
+  list.mutable_list_agents()->set_request_id(1);
+  EXPECT_EQ(feed(bytes(list), t0), actions{input_action::refuse});
+  EXPECT_EQ(m.refusal().code, codes::hello_required);
 }
 
 TEST_F(SessionMachine, UndecodableAndEmptyFramesAreRefused) {

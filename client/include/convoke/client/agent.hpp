@@ -147,6 +147,16 @@ public:
   task<message> request(std::string_view recipient, std::string_view payload, duration timeout,
                         const send_options& opts = {});
 
+  /// Asks the server which agents are connected: the names starting with
+  /// `prefix`, sorted, one page at a time (`list_options::after`). An
+  /// identity whose `send` right is restricted sees only the names it may
+  /// send to. The server answers in the order of what the agent sent. The
+  /// task fails with `unsupported` (the server does not list agents: see
+  /// `session_info::features`; nothing is sent), `not_connected`, `timeout`,
+  /// `connection_lost`, `stopped`, or `refused` (e.g. over a rate limit:
+  /// each listing counts like a message).
+  task<agent_list> list_agents(std::string_view prefix = {}, const list_options& opts = {});
+
   /// Answers a request (a message with `is_request()`), keeping its trace id.
   std::error_code reply(const message& request, std::string_view payload,
                         const send_options& opts = {});

@@ -32,6 +32,9 @@ enum class errc {
   cancelled,
   /// The task's code threw; the text is the exception's `what()`.
   failed,
+  /// The server does not offer this (an older server; see
+  /// `session_info::features`).
+  unsupported,
 };
 
 /// The "convoke" error category.

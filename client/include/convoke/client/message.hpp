@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "convoke/common/error.hpp"
 
@@ -88,6 +90,32 @@ struct session_info {
   uint32_t max_delivery_bytes = 0;
   /// True if this session replaces an earlier one of this agent.
   bool reconnected = false;
+  /// Optional requests the server answers ("list_agents").
+  std::vector<std::string> features;
+
+  bool has_feature(std::string_view name) const noexcept {
+    for (auto& f : features)
+      if (f == name)
+        return true;
+    return false;
+  }
+};
+
+/// One page of connected agents' names (`agent::list_agents`).
+struct agent_list {
+  /// Sorted bytewise.
+  std::vector<std::string> names;
+  /// More names match: ask again with `list_options::after` = names.back().
+  bool truncated = false;
+};
+
+/// Paging and timeout of `agent::list_agents`.
+struct list_options {
+  /// Only names sorted after this one (the last name of the previous page).
+  std::string after;
+  /// At most this many names (0: the server's cap, 1000).
+  uint32_t limit = 0;
+  std::chrono::milliseconds timeout{10000};
 };
 
 /// Why a session ended, passed to `agent::on_disconnect`.
