@@ -170,8 +170,9 @@ TEST(AdminReview, GoodLoginsDoNotWipeOutFailedGuesses) {
       ASSERT_EQ(guess, 401);
       auto good = status_as(port, "alice", creds.alice_token); // a good login, no admin right
       throttled = good == 429;                                 // (the limit reached: 429 too)
-      if (!throttled)
+      if (!throttled) {
         ASSERT_EQ(good, 403);
+      }
     }
   }
   EXPECT_TRUE(throttled) << guesses << " wrong guesses and no 429";

@@ -192,8 +192,9 @@ TEST(Admin, BadRequestsGetHttpErrorsWithAReason) {
   // A header larger than the server takes.
   httplib::Headers big{{"X-Big", std::string(64 * 1024, 'a')}};
   r = c.Get("/healthz", big);
-  if (r) // or the server closed the connection without an answer
+  if (r) { // or the server closed the connection without an answer
     EXPECT_GE(r->status, 400);
+  }
   // Garbage that is not HTTP.
   int fd = connect_to(srv.get().admin_port());
   ASSERT_GE(fd, 0);

@@ -89,8 +89,9 @@ TEST(ServerLimits, AFloodingAgentIsRateLimitedWhileAnotherAgentsTrafficFlows) {
     auto e = sink.read_envelope();
     ASSERT_TRUE(e.has_value()) << "message " << i << " missing";
     (e->sender() == "flood" ? from_flood : from_calm)++;
-    if (e->sender() == "flood")
+    if (e->sender() == "flood") {
       EXPECT_LE(e->client_seq(), 10u) << "only the burst is relayed";
+    }
   }
   EXPECT_EQ(from_flood, 10);
   EXPECT_EQ(from_calm, 5);
