@@ -202,8 +202,9 @@ TEST(Admin, BadRequestsGetHttpErrorsWithAReason) {
   ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
   char buf[256];
   auto n = ::read(fd, buf, sizeof buf); // an answer (400) or a close, never a hang
-  if (n > 0)
+  if (n > 0) {
     EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 400", 0), 0u);
+  }
   ::close(fd);
   EXPECT_EQ(get_json(srv, "/healthz")["status"], "ok");
 }
