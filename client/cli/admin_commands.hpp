@@ -1,7 +1,7 @@
 #pragma once
 
 // The operator commands of the `convoke` CLI, on the admin listener:
-// `server check`, `agents` and `top` (docs/cli-ops.md).
+// `server check`, `agents` and `top` (docs/operations.md).
 
 #include <chrono>
 #include <string>

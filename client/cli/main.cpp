@@ -12,7 +12,7 @@
 // orderly server shutdown), 1 connection or protocol failure, 2 usage.
 // The operator commands talk HTTP to the admin listener (--admin, env
 // CONVOKE_ADMIN); `server check` exits like a Nagios plugin (0 OK,
-// 1 WARNING, 2 CRITICAL, 3 UNKNOWN). docs/cli-ops.md has the details.
+// 1 WARNING, 2 CRITICAL, 3 UNKNOWN). docs/operations.md has the details.
 
 #include <unistd.h>
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // The operator commands of the `convoke` CLI (`server check`, `agents`,
-// `top`): the admin API's JSON (docs/admin-api in docs/cli-ops.md) turned
+// `top`): the admin API's JSON (docs/operations.md) turned
 // into rows, rates, checks and tables. Free of CAF and of HTTP, so unit tests
 // drive it with JSON text; admin_client.hpp does the requests.
 
@@ -148,7 +148,7 @@ struct check_result {
   std::string line;
 };
 
-/// Decides the check from the three answers (see docs/cli-ops.md).
+/// Decides the check from the three answers (see docs/operations.md).
 check_result evaluate_check(std::string_view url, const http_answer& healthz,
                             const http_answer& readyz, const http_answer& varz,
                             const check_thresholds& t);
