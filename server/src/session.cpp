@@ -849,13 +849,13 @@ void start_quarantine(session_ptr self, std::chrono::milliseconds left) {
   close_quarantined(self, left);
 }
 
-/// Takes one envelope from the principal's buckets. False: over a limit or
-/// quarantined, so it is not relayed; counted, traced, and the sender gets a
-/// rate_limited Notice (rate-limited itself) with retry_after_ms.
-bool within_rate(session_ptr self, const envelope_view& view) {
+/// Takes one message of `bytes` from the principal's buckets: true if it is
+/// within the limits. Otherwise it is counted, `d` says which limit, and a
+/// quarantine (which ends the session) is already acted upon.
+bool take_rate(session_ptr self, size_t bytes, rate_decision& d) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  auto d = ctx.principals.take(*st.principal, view.envelope.size(), steady::now());
+  d = ctx.principals.take(*st.principal, bytes, steady::now());
   if (d.what == rate_decision::verdict::pass)
     return true;
   bump(ctx.stats.rate_limited);
@@ -864,8 +864,21 @@ bool within_rate(session_ptr self, const envelope_view& view) {
       start_quarantine(self, d.retry_after);
     else
       close_quarantined(self, d.retry_after);
-    return false;
   }
+  return false;
+}
+
+/// Takes one envelope from the principal's buckets. False: over a limit or
+/// quarantined, so it is not relayed; counted, traced, and the sender gets a
+/// rate_limited Notice (rate-limited itself) with retry_after_ms.
+bool within_rate(session_ptr self, const envelope_view& view) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  rate_decision d;
+  if (take_rate(self, view.envelope.size(), d))
+    return true;
+  if (d.what == rate_decision::verdict::quarantined)
+    return false;
   auto& lim = st.principal->settings;
   bool messages = d.limit == limit_kind::messages;
   if (d.breach)
@@ -1114,18 +1127,11 @@ constexpr uint32_t max_listed_agents = 1000;
 /// Notice carrying its request_id instead (or the principal is quarantined).
 bool list_within_rate(session_ptr self, const v1::ListAgents& req) {
   auto& st = self->state;
-  auto& ctx = *st.ctx;
-  auto d = ctx.principals.take(*st.principal, req.ByteSizeLong(), steady::now());
-  if (d.what == rate_decision::verdict::pass)
+  rate_decision d;
+  if (take_rate(self, req.ByteSizeLong(), d))
     return true;
-  bump(ctx.stats.rate_limited);
-  if (d.what == rate_decision::verdict::quarantined) {
-    if (d.quarantine_started)
-      start_quarantine(self, d.retry_after);
-    else
-      close_quarantined(self, d.retry_after);
+  if (d.what == rate_decision::verdict::quarantined)
     return false;
-  }
   auto f = make_notice(
     v1::Notice::WARNING, codes::rate_limited,
     fmt::format("{} is over its rate limit ({}); the ListAgents request was not answered; retry "

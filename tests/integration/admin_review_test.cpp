@@ -17,6 +17,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "admin_support.hpp"
 #include "credentials.hpp"
 #include "process.hpp"
 #include "raw_client.hpp"
@@ -29,44 +30,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
-
-int connect_to(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-struct review_credentials {
-  temp_dir dir;
-  std::string path = dir.file("credentials.toml");
-  std::string ops_token = server::generate_token();
-  std::string alice_token = server::generate_token();
-
-  review_credentials() {
-    std::ofstream out{path};
-    server::identity ops;
-    ops.name = "ops";
-    ops.names = {"ops"};
-    ops.rights = server::rights::all();
-    ops.rights.admin = true;
-    ops.token_hash = server::hash_token(ops_token).value();
-    out << server::format_identity(ops) << "\n";
-    server::identity alice;
-    alice.name = "alice";
-    alice.names = {"alice"};
-    alice.rights = server::rights::all();
-    alice.rights.admin = false;
-    alice.token_hash = server::hash_token(alice_token).value();
-    out << server::format_identity(alice);
-  }
-};
 
 int status_as(uint16_t port, const std::string& user, const std::string& token,
               const std::string& path = "/varz") {
@@ -155,7 +118,7 @@ TEST(AdminReview, ASecondServerCannotBindATakenAdminPort) {
 // there). Anyone with the token of any identity (no admin right needed)
 // could alternate one guess and one good login and guess forever.
 TEST(AdminReview, GoodLoginsDoNotWipeOutFailedGuesses) {
-  review_credentials creds;
+  admin_credentials creds;
   test_server srv{[&](auto& cfg) {
     cfg.credentials = creds.path;
     cfg.failed_login_limit = 3;
