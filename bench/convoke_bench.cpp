@@ -94,7 +94,7 @@ public:
       c.set_read_timeout(5);
       auto next = std::chrono::steady_clock::now();
       while (!stop_) {
-        for (const char* path : {"/metrics", "/connz?limit=10000"}) {
+        for (const char* path : {"/metrics", "/connz?limit=1000"}) {
           auto start = std::chrono::steady_clock::now();
           auto r = c.Get(path);
           auto took = std::chrono::steady_clock::now() - start;

@@ -40,7 +40,9 @@ struct connz_query {
   /// Only agents whose name contains it (empty: all).
   std::string name;
 
-  static constexpr size_t max_limit = 10000;
+  /// Rows per answer: bounds what one request builds (each row holds up to
+  /// limits.max-routes routes) at about 1000 x 256 routes.
+  static constexpr size_t max_limit = 1000;
 };
 
 /// Parses the query parameters of /connz; unknown parameters, unknown sort
