@@ -209,6 +209,16 @@ struct http_front::impl {
 
   // I/O thread only.
   std::unordered_map<int, connection> conns;
+  /// accept() failed for lack of resources: the listening socket is not
+  /// watched until then.
+  std::optional<clock::time_point> accept_paused_until;
+
+  void watch(int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+  }
 
   void close_conn(int fd) {
     ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
@@ -234,8 +244,16 @@ struct http_front::impl {
   void accept_all() {
     for (;;) {
       int fd = ::accept4(opts.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0)
-        return; // EAGAIN, or out of descriptors: the next event retries
+      if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+          // Out of descriptors or memory: the pending connection stays and
+          // the (level-triggered) listening socket would wake us at once,
+          // forever. Stop watching it for a while instead of spinning.
+          ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, opts.listen_fd, nullptr);
+          accept_paused_until = clock::now() + std::chrono::milliseconds{100};
+        }
+        return;
+      }
       if (conns.size() >= opts.max_connections) {
         // The oldest connection still reading its head makes room: slow
         // clients evict each other, new ones get in.
@@ -351,7 +369,11 @@ struct http_front::impl {
     for (;;) {
       auto now = clock::now();
       expire(now);
-      int timeout = 250; // deadlines are checked at least this often
+      if (accept_paused_until && *accept_paused_until <= now) {
+        accept_paused_until.reset();
+        watch(opts.listen_fd);
+      }
+      int timeout = accept_paused_until ? 100 : 250; // deadlines are checked at least this often
       for (auto& [fd, c] : conns)
         timeout = std::min<int>(
           timeout,
@@ -417,12 +439,8 @@ http_front::http_front(options opts, serve_fn serve, quick_fn quick)
   // The listening socket must not block accept4 in the I/O loop.
   int one = 1;
   ::ioctl(d.opts.listen_fd, FIONBIO, &one);
-  for (int fd : {d.opts.listen_fd, d.wake_fd}) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    ::epoll_ctl(d.epoll_fd, EPOLL_CTL_ADD, fd, &ev);
-  }
+  d.watch(d.opts.listen_fd);
+  d.watch(d.wake_fd);
   for (size_t i = 0; i < d.opts.workers; ++i)
     d.workers.emplace_back([&d] { d.work_loop(); });
   d.io = std::thread{[&d] { d.io_loop(); }};

@@ -172,6 +172,46 @@ TEST(Fault, AtTheDescriptorLimitTheServerBacksOffLogsAndRecovers) {
   EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
 }
 
+TEST(Fault, AtTheDescriptorLimitTheAdminListenerBacksOffToo) {
+  // Its listening socket is level-triggered: an accept() that fails for
+  // lack of descriptors must not wake it again at once, forever.
+  server_process srv{{}, {"/usr/bin/prlimit", "--nofile=64:64", "--"}};
+  ASSERT_NE(srv.admin_port, 0);
+  std::vector<raw_client> stalled; // connected to the admin port, never a request
+  for (int i = 0; i < 100; ++i)
+    stalled.emplace_back(srv.admin_port);
+  ASSERT_TRUE(eventually([&] { return open_fds(srv.proc->pid()) >= 60; }))
+    << open_fds(srv.proc->pid());
+  auto cpu0 = cpu_seconds(srv.proc->pid());
+  auto t0 = clock_type::now();
+  ASSERT_FALSE(eventually([&] { return !srv.proc->running(); }, 1s));
+  auto busy = (cpu_seconds(srv.proc->pid()) - cpu0) / seconds_since(t0);
+  EXPECT_LT(busy, 0.2) << "the admin listener spins at the descriptor limit";
+  stalled.clear();
+  // Descriptors are back: the admin listener answers again, and agents too.
+  auto healthz = [&] {
+    raw_client probe{srv.admin_port}; // a plain TCP connection; HTTP by hand
+    if (!probe.send_bytes("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+      return std::string{};
+    std::string got;
+    char buf[256];
+    for (ssize_t n; (n = ::read(probe.fd(), buf, sizeof buf)) > 0;)
+      got.append(buf, static_cast<size_t>(n));
+    return got;
+  };
+  std::string answer;
+  ASSERT_TRUE(eventually([&] {
+    answer = healthz();
+    return answer.rfind("HTTP/1.1 200", 0) == 0;
+  }))
+    << answer;
+  raw_client late{srv.port};
+  auto w = late.hello("late");
+  EXPECT_TRUE(w.has_welcome()) << w.ShortDebugString();
+  srv.proc->signal(SIGTERM);
+  EXPECT_EQ(srv.proc->wait(10s), 0) << srv.proc->err();
+}
+
 TEST(Fault, SilentConnectionsDoNotLockAgentsOut) {
   // The audit: connections that never say Hello counted toward
   // limits.max-agents, so a few silent sockets locked real agents out.
