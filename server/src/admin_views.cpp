@@ -61,8 +61,9 @@ expected<connz_query> parse_connz_query(const std::multimap<std::string, std::st
   connz_query q;
   for (auto& [k, v] : params) {
     if (k == "sort") {
+      const std::string& wanted = v; // (clang 14 cannot capture a structured binding)
       auto it = std::find_if(sort_keys().begin(), sort_keys().end(),
-                             [&](auto& p) { return p.first == v; });
+                             [&](auto& p) { return p.first == wanted; });
       if (it == sort_keys().end()) {
         std::string known;
         for (auto& p : sort_keys())
