@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "convoke/common/text.hpp"
+
 namespace convoke::server::admin {
 
 namespace {
@@ -103,12 +105,8 @@ expected<connz_query> parse_connz_query(const std::multimap<std::string, std::st
 }
 
 std::string rfc3339(std::chrono::system_clock::time_point t) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  auto secs = static_cast<time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
+  return format_timestamp(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
 }
 
 nlohmann::json connz(std::vector<session_info_ptr> agents, const connz_query& q, now_t now) {

@@ -59,7 +59,8 @@ struct now_t {
   }
 };
 
-/// RFC 3339 UTC with milliseconds ("2026-11-30T12:00:00.000Z").
+/// RFC 3339 UTC with microseconds, as in logs and traces
+/// ("2026-11-30T12:00:00.123456Z"; common/text.hpp format_timestamp).
 std::string rfc3339(std::chrono::system_clock::time_point t);
 
 nlohmann::json connz(std::vector<session_info_ptr> agents, const connz_query& q, now_t now);
