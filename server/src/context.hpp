@@ -18,6 +18,7 @@
 #include "rate_limits.hpp"
 #include "session_registry.hpp"
 #include "trace.hpp"
+#include "trace_tap.hpp"
 
 namespace convoke::server {
 
@@ -107,6 +108,9 @@ struct server_context {
   std::atomic<uint64_t> principals_evicted{0};
   /// Null when tracing is disabled.
   std::unique_ptr<trace_writer> trace;
+  /// The live trace tap (Observe, the web view): always there, also with
+  /// tracing disabled. Its events come from the trace writer's thread.
+  std::shared_ptr<trace_tap> tap;
   std::shared_ptr<spdlog::logger> log_server;
   std::shared_ptr<spdlog::logger> log_session;
   std::shared_ptr<spdlog::logger> log_router;

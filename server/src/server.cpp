@@ -125,9 +125,18 @@ expected<> server::start() {
                          (*store)->size());
     ctx.auth = std::make_unique<authenticator>(std::move(*store));
   }
+  tap_limits tap_lim;
+  tap_lim.max_subscribers = cfg.trace_max_observers;
+  ctx.tap = std::make_shared<trace_tap>(tap_lim);
   if (cfg.trace_enabled) {
-    auto trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
-                                     cfg.trace_max_files, cfg.trace_queue});
+    trace_writer::options topts;
+    topts.file = cfg.trace_file;
+    topts.fmt = cfg.trace_format;
+    topts.max_file_bytes = cfg.trace_max_file_bytes;
+    topts.max_files = cfg.trace_max_files;
+    topts.queue = cfg.trace_queue;
+    topts.tap = ctx.tap;
+    auto trace = trace_writer::open(topts);
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);

@@ -303,6 +303,54 @@ void trace_writer::write_batch(const std::vector<trace_event>& batch) {
   }
 }
 
+// Interim adapter until the binary-record pipeline lands: the writer's
+// records as trace::event for the live tap. Only while tracing is enabled
+// (trace.enabled), since only then does the writer run.
+void trace_writer::publish_to_tap(const std::vector<trace_event>& batch) {
+  auto& tap = opts_.tap;
+  if (!tap || !tap->active())
+    return;
+  for (auto& r : batch) {
+    trace::event ev;
+    switch (r.what) {
+    case trace_event::kind::relay:
+      ev.what = trace::kind::relay;
+      break;
+    case trace_event::kind::undeliverable:
+      ev.what = trace::kind::undeliverable;
+      break;
+    case trace_event::kind::dropped:
+      ev.what = trace::kind::dropped;
+      break;
+    case trace_event::kind::rejected:
+      ev.what = trace::kind::rejected;
+      break;
+    }
+    ev.seq = ++tap_seq_;
+    ev.ts_ns = r.relayed_ns;
+    ev.message_id = r.message_id;
+    ev.last_message_id = r.last_message_id;
+    ev.sender = r.sender;
+    ev.recipient = r.recipient;
+    ev.route = r.route;
+    ev.count = r.count;
+    for (std::string_view rest = r.recipients; !rest.empty();) {
+      auto comma = rest.find(',');
+      ev.recipients.emplace_back(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    ev.payload_bytes = r.payload_bytes;
+    ev.sent_ns = r.sent_ns;
+    ev.accepted_ns = r.relayed_ns;
+    ev.trace_id = r.trace_id;
+    ev.payload = r.payload;
+    ev.payload_truncated = r.payload_truncated;
+    ev.reason = r.reason;
+    tap->publish(ev);
+  }
+  tap->end_pass();
+}
+
 void trace_writer::fail(const std::string& why, size_t lost,
                         std::chrono::steady_clock::time_point now) {
   dropped_.fetch_add(lost, std::memory_order_relaxed);
@@ -339,6 +387,8 @@ void trace_writer::run() {
     // The records queued before a reopen request go to the old file.
     if (!batch.empty())
       write_batch(batch);
+    // Also without records: batches held for a busy observer go out.
+    publish_to_tap(batch);
     batch.clear();
     if (reopen)
       reopen_now();

@@ -19,6 +19,7 @@
 
 #include "convoke/common/error.hpp"
 #include "convoke/common/logging.hpp"
+#include "trace_tap.hpp"
 
 namespace convoke::server {
 
@@ -82,6 +83,8 @@ public:
     uint32_t queue = 65536;
     /// Also bounds the queue by the bytes its records hold.
     uint64_t queue_bytes = 64ull << 20;
+    /// The live tap the writer publishes to (may be null).
+    std::shared_ptr<trace_tap> tap = nullptr;
   };
 
   /// Opens the destination and starts the writer thread. The error is
@@ -128,6 +131,7 @@ private:
   trace_writer(options opts, spdlog::sink_ptr sink);
   void run();
   void write_batch(const std::vector<trace_event>& batch);
+  void publish_to_tap(const std::vector<trace_event>& batch);
   void reopen_now();
   void fail(const std::string& why, size_t lost, std::chrono::steady_clock::time_point now);
 
@@ -150,6 +154,8 @@ private:
   // Writer thread only: when the destination last failed / was last logged.
   std::chrono::steady_clock::time_point failed_at_{};
   std::chrono::steady_clock::time_point logged_at_{};
+  /// Writer thread only: the sequence number of the last event published.
+  uint64_t tap_seq_ = 0;
 };
 
 } // namespace convoke::server
