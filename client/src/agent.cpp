@@ -1128,6 +1128,11 @@ task<void> agent::observe(observe_options oo, std::function<void(const trace::ev
                     "this agent observes already; cancel that observe task first");
   if (!on_event)
     return fail_now(errc::invalid_argument, "observe needs an on_event callback");
+  auto trace = detail::hex_to_bytes(oo.trace_id);
+  if (!oo.trace_id.empty() && trace.empty())
+    return fail_now(errc::invalid_argument,
+                    fmt::format("observe_options::trace_id '{}' is not hex",
+                                oo.trace_id.substr(0, 64)));
   uint64_t wire_id = 0;
   do
     wire_id = crypto::random_nonzero_u64();
@@ -1139,7 +1144,7 @@ task<void> agent::observe(observe_options oo, std::function<void(const trace::ev
     o.add_agents(a);
   for (auto& r : oo.routes)
     o.add_routes(r);
-  o.set_trace_id(oo.trace_id);
+  o.set_trace_id(std::move(trace));
   for (auto& e : oo.events)
     o.add_events(e);
   o.set_payload_bytes(oo.payload_bytes);

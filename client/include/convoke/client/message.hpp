@@ -129,7 +129,8 @@ struct observe_options {
   std::vector<std::string> agents;
   /// Routes or patterns ("weather.*", "tasks.>").
   std::vector<std::string> routes;
-  /// A trace id (raw bytes, 16 for W3C ids; `message::trace_id`).
+  /// A trace id as hex (32 characters, like `message::trace_id`; the
+  /// events' `trace_id` are raw bytes).
   std::string trace_id;
   /// Event kinds by name ("relay", "dropped", "undeliverable", "rejected",
   /// ...); empty: all but "audience" (audience definitions come anyway,
