@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -44,8 +45,9 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
   temp_dir dir;
   test_server srv{tracing(dir)};
   event_log log;
-  lambda_agent bob{"bob"}, carol{"carol"};
-  lambda_agent alice{"alice"};
+  event_log conn;
+  lambda_agent bob{"bob", &conn}, carol{"carol", &conn};
+  lambda_agent alice{"alice", &conn};
   lambda_agent watcher{"watcher", &log};
   std::string trace_id;
   task<void> by_agent;
@@ -67,6 +69,7 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
   runtime rt;
   for (auto* a : {&bob, &carol, &alice})
     rt.start(*a, local_options(srv.port()));
+  ASSERT_TRUE(conn.wait([](auto& xs) { return xs.size() >= 3; }));
   rt.start(watcher, local_options(srv.port()));
   ASSERT_TRUE(log.wait_for("started")) << testing::PrintToString(log.snapshot());
   EXPECT_EQ(log.count("feature"), 1u);
@@ -175,7 +178,8 @@ TEST(ClientObserve, PayloadsOnlyWithThePayloadRight) {
   for (auto level : {"metadata", "payload"}) {
     test_server srv{with(level)};
     event_log log;
-    lambda_agent sender{"sender"}, receiver{"receiver"}, watcher{"watcher"};
+    event_log conn;
+    lambda_agent sender{"sender", &conn}, receiver{"receiver", &conn}, watcher{"watcher"};
     watcher.on_connected = [&](const session_info&) {
       observe_options o;
       o.agents = {"receiver"};
@@ -189,6 +193,7 @@ TEST(ClientObserve, PayloadsOnlyWithThePayloadRight) {
     rt.start(receiver, local_options(srv.port()));
     rt.start(sender, local_options(srv.port()));
     rt.start(watcher, local_options(srv.port()));
+    ASSERT_TRUE(conn.wait([](auto& xs) { return xs.size() >= 2; }));
     ASSERT_TRUE(log.wait_for("started"));
     ASSERT_TRUE(sender.post([&] { sender.send_to("receiver", "secret stuff"); }));
     auto want = std::string{level} == "payload" ? "secret|12|true" : "|12|false";
@@ -215,7 +220,8 @@ TEST(ClientObserve, AnObserverThatFallsBehindIsToldWhatItMissedAndRelayingGoesOn
   std::atomic<uint64_t> missed{0};
   std::atomic<uint64_t> seen{0};
   event_log log;
-  lambda_agent watcher{"watcher"}, sender{"sender"}, receiver{"receiver"};
+  event_log conn;
+  lambda_agent watcher{"watcher"}, sender{"sender", &conn}, receiver{"receiver", &conn};
   std::atomic<int> received{0};
   receiver.on_msg = [&](const message&) { ++received; };
   watcher.on_connected = [&](const session_info&) {
@@ -237,6 +243,7 @@ TEST(ClientObserve, AnObserverThatFallsBehindIsToldWhatItMissedAndRelayingGoesOn
   rt.start(receiver, local_options(srv.port()));
   rt.start(sender, local_options(srv.port()));
   rt_watch.start(watcher, local_options(srv.port()));
+  ASSERT_TRUE(conn.wait([](auto& xs) { return std::count(xs.begin(), xs.end(), "connect") >= 2; }));
   ASSERT_TRUE(log.wait_for("started"));
   // 20000 messages of 500 bytes, in steps the receiver keeps up with: every
   // one arrives while the observer is stalled.
