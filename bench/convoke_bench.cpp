@@ -838,8 +838,8 @@ void print_observer(const options& o, const tap_observer* obs, double secs) {
   auto refused = obs->refusal();
   print(o,
         fmt::format("observer (every trace event): {} events ({:.0f} k/s), missed={}{}",
-                    obs->events(), static_cast<double>(obs->events()) / secs / 1e3,
-                    obs->missed(), refused.empty() ? "" : ", refused: " + refused),
+                    obs->events(), static_cast<double>(obs->events()) / secs / 1e3, obs->missed(),
+                    refused.empty() ? "" : ", refused: " + refused),
         fmt::format(R"({{"scenario":"observer","events":{},"events_per_s":{:.0f},"missed":{}}})",
                     obs->events(), static_cast<double>(obs->events()) / secs, obs->missed()));
 }

@@ -1130,9 +1130,8 @@ task<void> agent::observe(observe_options oo, std::function<void(const trace::ev
     return fail_now(errc::invalid_argument, "observe needs an on_event callback");
   auto trace = detail::hex_to_bytes(oo.trace_id);
   if (!oo.trace_id.empty() && trace.empty())
-    return fail_now(errc::invalid_argument,
-                    fmt::format("observe_options::trace_id '{}' is not hex",
-                                oo.trace_id.substr(0, 64)));
+    return fail_now(errc::invalid_argument, fmt::format("observe_options::trace_id '{}' is not hex",
+                                                        oo.trace_id.substr(0, 64)));
   uint64_t wire_id = 0;
   do
     wire_id = crypto::random_nonzero_u64();

@@ -7,8 +7,7 @@ namespace convoke::proto {
 namespace {
 
 constexpr std::array<std::string_view, 9> kind_names{
-  "relay", "undeliverable", "dropped", "rejected", "written",
-  "gap",   "joined",        "left",    "audience",
+  "relay", "undeliverable", "dropped", "rejected", "written", "gap", "joined", "left", "audience",
 };
 
 } // namespace

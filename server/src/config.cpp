@@ -370,8 +370,8 @@ const std::vector<option_def>& options() {
                    return {};
                  },
                  copy_of(&server_config::trace_anonymous_observe)});
-    t.push_back(int_opt<uint32_t>("trace", "max-observers", &server_config::trace_max_observers,
-                                  1, 100'000,
+    t.push_back(int_opt<uint32_t>("trace", "max-observers", &server_config::trace_max_observers, 1,
+                                  100'000,
                                   "Observers of the live trace tap at once (agents that sent "
                                   "Observe, the web view); more are refused "
                                   "(too_many_observers)."));

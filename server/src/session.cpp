@@ -1270,8 +1270,8 @@ void observe_refused(session_ptr self, uint64_t request_id, std::string_view cod
   auto& st = self->state;
   st.ctx->log_session->info("observe refused {} code={} reason={}", who(self), code,
                             logfmt_value(text));
-  write_optional_frame(
-    self, make_notice(v1::Notice::WARNING, code, std::move(text), 0, 0, request_id));
+  write_optional_frame(self,
+                       make_notice(v1::Notice::WARNING, code, std::move(text), 0, 0, request_id));
 }
 
 /// Observe: check the right and the filter, then (re)subscribe to the tap

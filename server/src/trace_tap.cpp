@@ -98,8 +98,8 @@ expected<tap_filter> parse_tap_filter(const tap_filter_spec& spec) {
     return bad_filter(fmt::format("too many event kinds in the filter: {}; at most {}",
                                   spec.events.size(), max_filter_events));
   if (spec.trace_id.size() > max_filter_trace_id)
-    return bad_filter(fmt::format("trace id is {} bytes; at most {}", spec.trace_id.size(),
-                                  max_filter_trace_id));
+    return bad_filter(
+      fmt::format("trace id is {} bytes; at most {}", spec.trace_id.size(), max_filter_trace_id));
   for (auto& a : spec.agents) {
     if (auto ok = proto::check_agent_name(a); !ok)
       return bad_filter(fmt::format("invalid agent name '{}' in the filter: {}",
@@ -143,9 +143,9 @@ expected<uint64_t> trace_tap::subscribe(tap_filter filter, std::shared_ptr<tap_s
   x->filter = std::move(filter);
   x->target = std::move(s);
   registered_.emplace(x->id, x->filter.payload_bytes);
-  payload_wanted_.store(std::max(payload_wanted_.load(std::memory_order_relaxed),
-                                 x->filter.payload_bytes),
-                        std::memory_order_relaxed);
+  payload_wanted_.store(
+    std::max(payload_wanted_.load(std::memory_order_relaxed), x->filter.payload_bytes),
+    std::memory_order_relaxed);
   auto id = x->id;
   added_.push_back(std::move(x));
   active_.store(true, std::memory_order_relaxed);

@@ -22,9 +22,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::function<void(server::server_config&)> tracing(const temp_dir& dir,
-                                                    std::function<void(server::server_config&)>
-                                                      more = {}) {
+std::function<void(server::server_config&)>
+tracing(const temp_dir& dir, std::function<void(server::server_config&)> more = {}) {
   return [&dir, more](server::server_config& cfg) {
     cfg.trace_enabled = true;
     cfg.trace_file = dir.file("trace.log");
@@ -60,8 +59,8 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
     by_agent = watcher.observe(
       o,
       [&](const trace::event& ev) {
-        log.add(fmt::format("ev:{}:{}->{}:{}:{}", proto::trace_kind_name(ev.what), ev.sender, ev.recipient,
-                            ev.route, ev.payload));
+        log.add(fmt::format("ev:{}:{}->{}:{}:{}", proto::trace_kind_name(ev.what), ev.sender,
+                            ev.recipient, ev.route, ev.payload));
       },
       [&](uint64_t missed) { log.add(fmt::format("missed:{}", missed)); });
     by_agent.then([&](expected<void> r) { log.add("ended:" + outcome(r)); });
@@ -96,7 +95,8 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
       if (x.rfind("ended:cancelled", 0) == 0)
         return true;
     return false;
-  })) << testing::PrintToString(log.snapshot());
+  }))
+    << testing::PrintToString(log.snapshot());
   for (auto& x : log.snapshot()) {
     EXPECT_EQ(x.find("carol"), std::string::npos) << x;
     EXPECT_EQ(x.find("misc"), std::string::npos) << x;
@@ -108,9 +108,7 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
     observe_options o;
     o.trace_id = std::string(32, '4');
     o.on_started = [&] { traced.add("started"); };
-    (void)watcher.observe(o, [&](const trace::event& ev) {
-      traced.add("ev:" + ev.recipient);
-    });
+    (void) watcher.observe(o, [&](const trace::event& ev) { traced.add("ev:" + ev.recipient); });
   }));
   ASSERT_TRUE(traced.wait_for("started"));
   ASSERT_TRUE(alice.post([&] {
@@ -185,7 +183,7 @@ TEST(ClientObserve, PayloadsOnlyWithThePayloadRight) {
       o.agents = {"receiver"};
       o.payload_bytes = 6;
       o.on_started = [&] { log.add("started"); };
-      (void)watcher.observe(o, [&](const trace::event& ev) {
+      (void) watcher.observe(o, [&](const trace::event& ev) {
         log.add(fmt::format("{}|{}|{}", ev.payload, ev.payload_bytes, ev.payload_truncated));
       });
     };
@@ -229,7 +227,7 @@ TEST(ClientObserve, AnObserverThatFallsBehindIsToldWhatItMissedAndRelayingGoesOn
     o.agents = {"receiver"};
     o.payload_bytes = 1000;
     o.on_started = [&] { log.add("started"); };
-    (void)watcher.observe(
+    (void) watcher.observe(
       o,
       [&](const trace::event&) {
         if (seen++ == 0) {

@@ -27,9 +27,8 @@ using namespace std::chrono_literals;
 namespace {
 
 /// A server that traces to a file (the tap is fed by the trace writer).
-std::function<void(server::server_config&)> tracing(const temp_dir& dir,
-                                                    std::function<void(server::server_config&)>
-                                                      more = {}) {
+std::function<void(server::server_config&)>
+tracing(const temp_dir& dir, std::function<void(server::server_config&)> more = {}) {
   return [&dir, more](server::server_config& cfg) {
     cfg.trace_enabled = true;
     cfg.trace_file = dir.file("trace.log");
@@ -150,9 +149,9 @@ TEST(ServerObserve, ObserversSeeRelayEventsFilteredByAgentRouteAndTrace) {
     EXPECT_EQ(ack->trace_events().request_id(), static_cast<uint64_t>(id));
     EXPECT_EQ(ack->trace_events().events_size(), 0);
   }
-  auto m1 = send_traced(alice, bob, "bob", "jobs.a", t1);   // agent, route
-  auto m2 = send_traced(alice, carol, "carol", "misc", t2); // trace
-  auto m3 = send_traced(carol, bob, "bob", "misc", t1);     // agent
+  auto m1 = send_traced(alice, bob, "bob", "jobs.a", t1);     // agent, route
+  auto m2 = send_traced(alice, carol, "carol", "misc", t2);   // trace
+  auto m3 = send_traced(carol, bob, "bob", "misc", t1);       // agent
   auto m4 = send_traced(alice, carol, "carol", "jobs.b", t1); // route
   ASSERT_TRUE(m1 && m2 && m3 && m4);
   collected a, r, t, e;
@@ -189,11 +188,12 @@ TEST(ServerObserve, ObserversSeeRelayEventsFilteredByAgentRouteAndTrace) {
   auto last = bob.read_delivery(5s);
   ASSERT_TRUE(last);
   collected after;
-  EXPECT_TRUE(collect(by_agent, 1, after,
-                      [&](auto& c) { return c.ids().count(last->message_id()) > 0; }));
+  EXPECT_TRUE(
+    collect(by_agent, 1, after, [&](auto& c) { return c.ids().count(last->message_id()) > 0; }));
   // `all` gets it not (what it still reads was queued before the stop).
   collected stale;
-  collect(all, 4, stale, [](auto&) { return false; }, 300ms);
+  collect(
+    all, 4, stale, [](auto&) { return false; }, 300ms);
   EXPECT_EQ(stale.ids().count(last->message_id()), 0u);
 }
 
@@ -233,10 +233,9 @@ TEST(ServerObserve, TheObserveRightDecidesWhoMayWatchAndWhoSeesPayloads) {
   auto path = dir.file("credentials.toml");
   auto token = server::generate_token();
   std::ofstream out{path};
-  for (auto [name, level] :
-       {std::pair{"blind", server::observe_level::none},
-        std::pair{"meta", server::observe_level::metadata},
-        std::pair{"full", server::observe_level::payload}}) {
+  for (auto [name, level] : {std::pair{"blind", server::observe_level::none},
+                             std::pair{"meta", server::observe_level::metadata},
+                             std::pair{"full", server::observe_level::payload}}) {
     server::identity id;
     id.name = name;
     id.names = {name};

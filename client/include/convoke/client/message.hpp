@@ -4,8 +4,8 @@
 /// Value types exchanged between the SDK and agent code.
 
 #include <chrono>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
