@@ -127,19 +127,26 @@ expected<> server::start() {
   }
   tap_limits tap_lim;
   tap_lim.max_subscribers = cfg.trace_max_observers;
-  ctx.tap = std::make_shared<trace_tap>(tap_lim);
-  if (cfg.trace_enabled) {
+  {
+    // Always there: without a trace file it records only while an agent
+    // observes (the live tap).
     trace_writer::options topts;
+    topts.to_file = cfg.trace_enabled;
     topts.file = cfg.trace_file;
     topts.fmt = cfg.trace_format;
     topts.max_file_bytes = cfg.trace_max_file_bytes;
     topts.max_files = cfg.trace_max_files;
-    topts.queue = cfg.trace_queue;
-    topts.tap = ctx.tap;
+    topts.buffer_bytes = cfg.trace_buffer_bytes;
     auto trace = trace_writer::open(topts);
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+    // The live tap: the writer hands it every event while someone observes.
+    ctx.tap = std::make_shared<trace_tap>(
+      tap_lim, [w = ctx.trace.get()](bool observed) { w->set_observed(observed); });
+    ctx.trace->set_consumer(ctx.tap.get());
+    ctx.log_server->info("trace boot={} file={}", ctx.trace->boot(),
+                         cfg.trace_enabled ? logfmt_value(cfg.trace_file) : std::string{"off"});
   }
   if (cfg.tls_enabled()) {
     auto c = tls::context::server(cfg.tls_settings());
@@ -334,7 +341,7 @@ server::reload_result server::reload_config(const server_config& read) {
 
 bool server::reopen_trace() {
   auto& t = impl_->ctx->trace;
-  if (!t)
+  if (!t || !impl_->ctx->cfg.trace_enabled)
     return false;
   t->reopen();
   return true;

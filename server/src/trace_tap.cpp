@@ -129,7 +129,8 @@ expected<tap_filter> parse_tap_filter(const tap_filter_spec& spec) {
 
 // -- trace_tap -------------------------------------------------------------------
 
-trace_tap::trace_tap(tap_limits limits) : limits_(limits) {}
+trace_tap::trace_tap(tap_limits limits, std::function<void(bool)> on_active)
+  : limits_(limits), on_active_(std::move(on_active)) {}
 
 trace_tap::~trace_tap() = default;
 
@@ -148,7 +149,8 @@ expected<uint64_t> trace_tap::subscribe(tap_filter filter, std::shared_ptr<tap_s
     std::memory_order_relaxed);
   auto id = x->id;
   added_.push_back(std::move(x));
-  active_.store(true, std::memory_order_relaxed);
+  if (!active_.exchange(true, std::memory_order_relaxed) && on_active_)
+    on_active_(true);
   changed_.store(true, std::memory_order_release);
   return id;
 }
@@ -169,8 +171,9 @@ void trace_tap::unsubscribe(uint64_t id) {
   for (auto& [_, bytes] : registered_)
     wanted = std::max(wanted, bytes);
   payload_wanted_.store(wanted, std::memory_order_relaxed);
-  active_.store(!registered_.empty(), std::memory_order_relaxed);
   changed_.store(true, std::memory_order_release);
+  if (registered_.empty() && active_.exchange(false, std::memory_order_relaxed) && on_active_)
+    on_active_(false);
 }
 
 size_t trace_tap::subscribers() const {

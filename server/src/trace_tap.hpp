@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,7 @@
 
 #include "convoke/common/error.hpp"
 #include "convoke/common/trace_event.hpp"
+#include "trace.hpp"
 
 namespace convoke::server {
 
@@ -112,9 +114,14 @@ struct tap_limits {
   size_t max_audiences = 4096;
 };
 
-class trace_tap {
+/// The writer's consumer (trace_writer::set_consumer): it calls publish()
+/// and end_pass() on its thread.
+class trace_tap final : public trace_consumer {
 public:
-  explicit trace_tap(tap_limits limits = {});
+  /// `on_active(bool)` is called (under the tap's lock, so in order) when
+  /// the first subscriber comes and when the last one goes: the server sets
+  /// the writer's `observed` flag with it.
+  explicit trace_tap(tap_limits limits = {}, std::function<void(bool)> on_active = {});
   ~trace_tap();
   trace_tap(const trace_tap&) = delete;
   trace_tap& operator=(const trace_tap&) = delete;
@@ -142,11 +149,11 @@ public:
   }
 
   /// Writer thread only: one decoded event (every kind, audience included).
-  void publish(const trace::event& ev);
+  void publish(const trace::event& ev) override;
 
   /// Writer thread only: after each batch of records; hands pending
   /// batches to the subscribers that are ready.
-  void end_pass();
+  void end_pass() override;
 
   /// Events dropped for all subscribers so far.
   uint64_t missed_total() const noexcept {
@@ -183,6 +190,7 @@ private:
   void remember_audience(const trace::event& ev);
 
   tap_limits limits_;
+  std::function<void(bool)> on_active_;
   // -- any thread, under mtx_ --
   mutable std::mutex mtx_;
   uint64_t next_id_ = 1;

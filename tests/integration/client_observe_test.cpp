@@ -68,7 +68,7 @@ TEST(ClientObserve, SeesRelaysFilteredByAgentRouteAndTraceUntilCancelled) {
   runtime rt;
   for (auto* a : {&bob, &carol, &alice})
     rt.start(*a, local_options(srv.port()));
-  ASSERT_TRUE(conn.wait([](auto& xs) { return xs.size() >= 3; }));
+  ASSERT_TRUE(conn.wait([](auto& xs) { return std::count(xs.begin(), xs.end(), "connect") >= 3; }));
   rt.start(watcher, local_options(srv.port()));
   ASSERT_TRUE(log.wait_for("started")) << testing::PrintToString(log.snapshot());
   EXPECT_EQ(log.count("feature"), 1u);
@@ -191,7 +191,8 @@ TEST(ClientObserve, PayloadsOnlyWithThePayloadRight) {
     rt.start(receiver, local_options(srv.port()));
     rt.start(sender, local_options(srv.port()));
     rt.start(watcher, local_options(srv.port()));
-    ASSERT_TRUE(conn.wait([](auto& xs) { return xs.size() >= 2; }));
+    ASSERT_TRUE(
+      conn.wait([](auto& xs) { return std::count(xs.begin(), xs.end(), "connect") >= 2; }));
     ASSERT_TRUE(log.wait_for("started"));
     ASSERT_TRUE(sender.post([&] { sender.send_to("receiver", "secret stuff"); }));
     auto want = std::string{level} == "payload" ? "secret|12|true" : "|12|false";
@@ -206,7 +207,8 @@ TEST(ClientObserve, AnObserverThatFallsBehindIsToldWhatItMissedAndRelayingGoesOn
   test_server srv{tracing(dir, [](server::server_config& cfg) {
     cfg.output_high_water = 1 << 20;
     cfg.max_frame_bytes = 64 << 10;
-    cfg.trace_payload_bytes = 1000; // big events: the observer falls behind sooner
+    cfg.trace_payload_bytes = 4000; // big events: the observer falls behind sooner
+    cfg.trace_anonymous_observe = "payload";
   })};
   // The watcher's agent code blocks in its first on_event until released:
   // its actor stops taking frames, the SDK stops reading, the server's
@@ -243,9 +245,10 @@ TEST(ClientObserve, AnObserverThatFallsBehindIsToldWhatItMissedAndRelayingGoesOn
   rt_watch.start(watcher, local_options(srv.port()));
   ASSERT_TRUE(conn.wait([](auto& xs) { return std::count(xs.begin(), xs.end(), "connect") >= 2; }));
   ASSERT_TRUE(log.wait_for("started"));
-  // 20000 messages of 500 bytes, in steps the receiver keeps up with: every
-  // one arrives while the observer is stalled.
-  std::string payload(500, 'p');
+  // 20000 messages of 4000 bytes (80 MB of trace events: more than any
+  // socket buffers hold), in steps the receiver keeps up with: every one
+  // arrives while the observer is stalled.
+  std::string payload(4000, 'p');
   constexpr int steps = 40, per_step = 500;
   for (int i = 0; i < steps; ++i) {
     ASSERT_TRUE(sender.post([&] {

@@ -14,8 +14,7 @@
 namespace convoke::proto {
 
 /// The wire name of a kind ("relay", "dropped", ...): the names of JSON trace
-/// lines. (Kept here until common's trace::to_string lands on main; both
-/// tables must agree.)
+/// lines (trace::to_string).
 std::string_view trace_kind_name(trace::kind k) noexcept;
 
 /// The kind called `name`; nullopt for an unknown name.
