@@ -141,6 +141,7 @@ expected<> server::start() {
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+    ctx.trace->set_file_payload_bytes(cfg.trace_payload_bytes);
     // The live tap: the writer hands it every event while someone observes.
     ctx.tap = std::make_shared<trace_tap>(
       tap_lim, [w = ctx.trace.get()](bool observed) { w->set_observed(observed); });
@@ -334,8 +335,11 @@ server_stats server::stats() const {
 server::reload_result server::reload_config(const server_config& read) {
   auto& ctx = *impl_->ctx;
   auto plan = plan_reload(*ctx.config(), read);
-  if (plan.errors.empty())
+  if (plan.errors.empty()) {
+    if (ctx.trace)
+      ctx.trace->set_file_payload_bytes(plan.next.trace_payload_bytes);
     ctx.publish(std::make_shared<const server_config>(std::move(plan.next)));
+  }
   return {std::move(plan.changes), std::move(plan.errors)};
 }
 

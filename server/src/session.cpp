@@ -1111,7 +1111,10 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
     trace_ids(view, ids);
     item.trace_id.assign(ids.trace_id); // W3C ids are 16 bytes; never more than 32
     item.span_id.assign(ids.span_id);
-    if (auto cap = st.cfg->trace_payload_bytes; cap > 0) {
+    // As much as the trace file quotes, or an observer asked for (and may
+    // see); the writer cuts the file's copy to trace.payload-bytes.
+    if (auto cap = std::max<uint64_t>(st.cfg->trace_payload_bytes, ctx.tap->payload_bytes_wanted());
+        cap > 0) {
       item.payload_excerpt = view.payload.substr(0, cap);
       item.payload_truncated = view.payload.size() > cap;
     }

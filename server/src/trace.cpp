@@ -318,7 +318,19 @@ void trace_writer::handle(trace::event& ev) {
     audiences_[ev.audience] = ev.recipients;
     defined_.insert(ev.audience);
   }
+  // Audience definitions go to the tap also while nobody observes, so that
+  // a later observer can be given the definition of an audience in use.
+  if (auto c = consumer_.load(std::memory_order_acquire);
+      c != nullptr
+      && (observed_.load(std::memory_order_relaxed) || ev.what == trace::kind::audience))
+    c->publish(ev);
   if (to_file_) {
+    // Payloads are recorded as far as an observer asked (and may see); the
+    // file quotes at most trace.payload-bytes of them.
+    if (auto cap = file_payload_bytes_.load(std::memory_order_relaxed); ev.payload.size() > cap) {
+      ev.payload.resize(cap);
+      ev.payload_truncated = true;
+    }
     if (ev.what == trace::kind::relay && ev.audience != 0 && defined_.count(ev.audience) == 0)
       if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
         // A new file since the definition: repeat it.
@@ -335,12 +347,6 @@ void trace_writer::handle(trace::event& ev) {
       }
     emit(ev);
   }
-  // Audience definitions go to the tap also while nobody observes, so that
-  // a later observer can be given the definition of an audience in use.
-  if (auto c = consumer_.load(std::memory_order_acquire);
-      c != nullptr
-      && (observed_.load(std::memory_order_relaxed) || ev.what == trace::kind::audience))
-    c->publish(ev);
 }
 
 size_t trace_writer::pass() {
