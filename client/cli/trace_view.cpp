@@ -574,7 +574,8 @@ void trace_stats::add(const trace::event& ev) {
     s.bytes_sent += ev.payload_bytes;
     auto& r = route(ev.route);
     ++r.messages;
-    r.deliveries += ev.count;
+    // A direct message has one receiver (count may be left out).
+    r.deliveries += ev.recipient.empty() ? ev.count : std::max<uint32_t>(ev.count, 1);
     r.bytes += ev.payload_bytes;
     if (!ev.recipient.empty())
       ++agent(ev.recipient).received;
