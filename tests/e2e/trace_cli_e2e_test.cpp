@@ -261,3 +261,24 @@ TEST(TraceCli, FollowSeesNewEventsAcrossRotationsUntilSigterm) {
   follow.signal(SIGTERM);
   EXPECT_EQ(follow.wait(10s), 0);
 }
+
+TEST(TraceCli, ATextTraceFileGivenByMistakeIsExplained) {
+  // The last --trace.format wins: this server writes text traces.
+  temp_dir dir;
+  auto text_file = dir.file("trace.log");
+  server_process srv{{"--trace.format", "text", "--trace.file", text_file}};
+  raw_client alice{srv.port};
+  raw_client bob{srv.port};
+  ASSERT_TRUE(alice.hello("alice").has_welcome());
+  ASSERT_TRUE(bob.hello("bob").has_welcome());
+  ASSERT_TRUE(alice.send_envelope("bob", "hi"));
+  ASSERT_TRUE(bob.read_envelope(5s));
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(text_file), "\n") >= 1; }, 10s));
+  process p{{binary("convoke"), "trace", "--file", text_file}};
+  EXPECT_EQ(p.wait(20s), 1) << "no line was an event";
+  EXPECT_NE(p.err().find(text_file + ":1: not JSON"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("(a text trace line? convoke trace reads trace.format = json files)"),
+            std::string::npos)
+    << p.err();
+  EXPECT_EQ(p.out(), "");
+}
