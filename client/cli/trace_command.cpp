@@ -64,7 +64,7 @@ int run_trace_list(const trace_list_args& args, std::ostream& out, std::ostream&
   for (auto& f : rotated_set(base))
     if (f != base)
       reader.read_file(f);
-  reader.follow(base, false, wait);
+  reader.follow(base, wait);
   out.flush();
   return finish(reader, err);
 }

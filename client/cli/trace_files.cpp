@@ -261,7 +261,7 @@ void trace_reader::read_all(const std::vector<std::string>& bases) {
   }
 }
 
-void trace_reader::follow(const std::string& base, bool from_end,
+void trace_reader::follow(const std::string& base,
                           const std::function<bool(std::chrono::milliseconds)>& wait,
                           std::chrono::milliseconds poll) {
   int fd = -1;
@@ -269,7 +269,6 @@ void trace_reader::follow(const std::string& base, bool from_end,
   dev_t dev = 0;
   off_t offset = 0;
   line_origin where{base, 0};
-  bool first = true;
   auto read_more = [&] {
     drain(fd, [&](std::string_view d) {
       offset += static_cast<off_t>(d.size());
@@ -288,20 +287,6 @@ void trace_reader::follow(const std::string& base, bool from_end,
         where = line_origin{base, 0};
         partial_.clear();
         skipping_ = false;
-        if (first && from_end) {
-          // Start after the last complete line: lines are counted from here.
-          offset = ::lseek(fd, 0, SEEK_END);
-          partial_.clear();
-          skipping_ = true; // the rest of a line being written
-          if (offset > 0) {
-            char c = 0;
-            if (::pread(fd, &c, 1, offset - 1) == 1 && c == '\n')
-              skipping_ = false;
-          } else {
-            skipping_ = false;
-          }
-        }
-        first = false;
       }
     }
     if (fd >= 0) {

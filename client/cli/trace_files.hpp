@@ -92,14 +92,13 @@ public:
   /// Reads the rotated sets of `bases` (oldest files first, each file once).
   void read_all(const std::vector<std::string>& bases);
 
-  /// Follows `base` like `tail -F`: reads what is there from `start`
-  /// (the end of the file when `from_end`), then waits for more lines,
+  /// Follows `base` like `tail -F`: reads what is there, then waits for
+  /// more lines,
   /// polling every `poll` (no busy loop), across rotations (the rest of the
   /// renamed file is read before the new one) and truncation. Returns when
   /// `wait` returns true (it is called between polls and sleeps up to its
   /// argument, e.g. for a termination signal).
-  void follow(const std::string& base, bool from_end,
-              const std::function<bool(std::chrono::milliseconds)>& wait,
+  void follow(const std::string& base, const std::function<bool(std::chrono::milliseconds)>& wait,
               std::chrono::milliseconds poll = std::chrono::milliseconds{200});
 
   uint64_t problems() const noexcept {

@@ -233,7 +233,7 @@ TEST(TraceFiles, FollowReadsAppendedLinesAcrossRotation) {
     });
   std::thread follower{[&] {
     reader.follow(
-      base, false,
+      base,
       [&](std::chrono::milliseconds d) {
         ++waits;
         std::this_thread::sleep_for(std::min(d, std::chrono::milliseconds{20}));
