@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(r.ev.has_value() != !r.error.empty());
   if (r.ev)
     FUZZ_CHECK(convoke::trace::kind_from_string(convoke::trace::to_string(r.ev->what)).has_value());
-  if (auto ts = convoke::parse_timestamp(line); ts && *ts < 253402300800'000'000'000) {
+  if (auto ts = convoke::parse_timestamp(line)) {
     auto again = convoke::parse_timestamp(convoke::format_timestamp(*ts));
     FUZZ_CHECK(again && *again / 1000 == *ts / 1000);
   }

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -217,7 +218,8 @@ std::optional<int64_t> parse_timestamp(std::string_view s) {
     return std::nullopt;
   int64_t days = std::chrono::sys_days{ymd}.time_since_epoch().count();
   int64_t secs = days * 86400 + *hour * 3600 + *minute * 60 + *second - offset_s;
-  if (secs < 0)
+  // Unix nanoseconds in an int64_t end in April 2262.
+  if (secs < 0 || secs >= std::numeric_limits<int64_t>::max() / 1'000'000'000)
     return std::nullopt;
   return secs * 1'000'000'000 + frac;
 }

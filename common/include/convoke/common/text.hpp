@@ -38,7 +38,7 @@ void append_timestamp(std::string& out, int64_t unix_nanos);
 /// Parses an RFC 3339 time ("2026-11-24T12:00:01.123456Z", any fraction of
 /// up to 9 digits, 'Z' or an offset like +01:00; 't', 'z' and a space for
 /// 'T' accepted) into unix nanoseconds; nullopt if it is not one (or out of
-/// range: years 1970..9999).
+/// range: 1970 to 2262, what unix nanoseconds in 64 bits hold).
 std::optional<int64_t> parse_timestamp(std::string_view text);
 
 } // namespace convoke
