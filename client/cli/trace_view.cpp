@@ -83,13 +83,15 @@ std::string render_line(const trace::event& ev) {
   if (ev.sent_ns > 0 && ev.accepted_ns >= ev.sent_ns)
     fmt::format_to(it, " ingress_us={}", (ev.accepted_ns - ev.sent_ns) / 1000);
   if (ev.what == trace::kind::written && ev.accepted_ns > 0 && ev.ts_ns >= ev.accepted_ns)
-    fmt::format_to(it, " after_us={}", (ev.ts_ns - ev.accepted_ns) / 1000);
+    fmt::format_to(it, " relay_us={}", (ev.ts_ns - ev.accepted_ns) / 1000);
   if (ev.request_id != 0)
     fmt::format_to(it, " request={}", ev.request_id);
   if (ev.in_reply_to != 0)
     fmt::format_to(it, " reply_to={}", ev.in_reply_to);
   if (!ev.trace_id.empty())
     fmt::format_to(it, " trace={}", to_hex(ev.trace_id));
+  if (!ev.span_id.empty())
+    fmt::format_to(it, " span={}", to_hex(ev.span_id));
   if (!ev.payload.empty() || ev.payload_truncated) {
     out += " payload=";
     append_json_string(out, ev.payload);

@@ -174,9 +174,7 @@ TEST(Hex, FromHex) {
   EXPECT_EQ(from_hex(""), std::string{});
 }
 
-// Round trip against the lead's format_json: enabled once
-// common/src/trace_event.cpp is on main (CONVOKE_HAVE_FORMAT_JSON).
-#ifdef CONVOKE_HAVE_FORMAT_JSON
+// Round trip: what the trace writer formats, parse_json reads back.
 TEST(TraceParse, RoundTripsFormatJson) {
   trace::event ev;
   ev.what = kind::relay;
@@ -248,6 +246,5 @@ TEST(TraceParse, RoundTripsFormatJson) {
     EXPECT_EQ(p.ev->boot, e.boot) << l;
   }
 }
-#endif
 
 } // namespace
