@@ -65,7 +65,10 @@ std::string render_line(const trace::event& ev) {
     fmt::format_to(it, " m={}..{}", ev.message_id, ev.last_message_id);
   else
     fmt::format_to(it, " m={}", ev.message_id);
-  fmt::format_to(it, " {} -> {}", logfmt_value(ev.sender),
+  // `written` records name the recipient only.
+  if (!ev.sender.empty() || ev.what != trace::kind::written)
+    fmt::format_to(it, " {}", logfmt_value(ev.sender));
+  fmt::format_to(it, " -> {}",
                  ev.recipient.empty() ? std::string{"*"} : logfmt_value(ev.recipient));
   if (!ev.route.empty())
     fmt::format_to(it, " route={}", logfmt_value(ev.route));

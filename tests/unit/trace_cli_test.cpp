@@ -62,8 +62,8 @@ std::string conversation_lines() {
                 + R"(","request_id":7)")
          + "\n";
   out += line("written", 3, 2,
-              R"("message_id":1,"from":"alice","to":"bob","accepted_unix_nanos":)"
-                + std::to_string(t0 + 1'000'000) + R"(,"trace_id":")" + trace_a + "\"")
+              R"("message_id":1,"to":"bob","accepted_unix_nanos":)" + std::to_string(t0 + 1'000'000)
+                + R"(,"trace_id":")" + trace_a + "\"")
          + "\n";
   out += line("relay", 4, 5,
               R"("message_id":2,"from":"bob","to":"alice","count":1,"bytes":3,)"
@@ -288,6 +288,16 @@ TEST(TraceCommand, ListExitCodes) {
     << out.str();
   auto listed = out.str();
   EXPECT_EQ(std::count(listed.begin(), listed.end(), '\n'), 1);
+
+  // A written record names its recipient only.
+  trace_list_args written;
+  written.files = {base};
+  written.filter.agents = {"bob"};
+  std::ostringstream wout, werr;
+  EXPECT_EQ(run_trace_list(written, wout, werr, {}), trace_exit::ok);
+  EXPECT_NE(wout.str().find(" written m=1 -> bob relay_us=1000 trace=" + trace_a),
+            std::string::npos)
+    << wout.str();
 
   args.json = true;
   std::ostringstream jout, jerr;
