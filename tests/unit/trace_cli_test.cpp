@@ -368,6 +368,35 @@ TEST(TraceView, ConversationArrows) {
   EXPECT_NE(text.find("reply to 7 after 4.000 ms"), std::string::npos) << text;
 }
 
+TEST(TraceView, RepliesWithoutTheTraceIdAreLinkedByRequestId) {
+  temp_dir dir;
+  auto base = dir.file("t.json");
+  std::string text;
+  text += line("relay", 1, 1,
+               R"("message_id":1,"from":"alice","to":"bob","count":1,"trace_id":")" + trace_a
+                 + R"(","request_id":7)")
+          + "\n";
+  // Another agent's request 7 (to carol) and its reply: not this conversation.
+  text
+    += line("relay", 2, 2, R"("message_id":2,"from":"dave","to":"carol","count":1,"request_id":7)")
+       + "\n";
+  text
+    += line("relay", 3, 3, R"("message_id":3,"from":"carol","to":"dave","in_reply_to":7)") + "\n";
+  // bob's reply: no trace id (not every agent copies it).
+  text += line("relay", 4, 4, R"("message_id":4,"from":"bob","to":"alice","in_reply_to":7)") + "\n";
+  text += line("dropped", 5, 5,
+               R"("message_id":4,"last_message_id":4,"to":"alice","count":1,"reason":"shutdown")")
+          + "\n";
+  write(base, text);
+  auto c = conversation_a(base);
+  EXPECT_EQ(c.agents, (std::vector<std::string>{"alice", "bob"}));
+  ASSERT_EQ(c.arrows.size(), 2u);
+  EXPECT_EQ(c.arrows[1].message_id, 4u);
+  EXPECT_EQ(c.arrows[1].reply_after_ns, 3'000'000);
+  EXPECT_EQ(c.arrows[1].what, trace::kind::dropped);
+  EXPECT_EQ(c.arrows[1].reason, "shutdown");
+}
+
 TEST(TraceView, MermaidParsesBack) {
   temp_dir dir;
   auto base = dir.file("t.json");
