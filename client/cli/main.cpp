@@ -474,15 +474,21 @@ int main(int argc, char** argv) {
   cli::trace_list_args trace_a;
   std::string trace_hex;
   std::string since_text;
-  trace_cmd->add_option("-f,--file", trace_a.files,
-                        "JSON trace file (its rotated files base.1.ext ... are read too, "
-                        "oldest first); repeatable. Without it: live from --server");
+  trace_cmd
+    ->add_option("-f,--file", trace_a.files,
+                 "JSON trace file (its rotated files base.1.ext ... are read too, "
+                 "oldest first); repeatable. Without it: live from --server")
+    ->allow_extra_args(false);
   trace_cmd->add_flag("--follow", trace_a.follow,
                       "Keep reading: new lines of the file (across rotations), or live events");
-  trace_cmd->add_option("-a,--agent", trace_a.filter.agents,
-                        "Only events of this agent (sender or recipient); repeatable");
-  trace_cmd->add_option("-r,--route", trace_a.filter.routes,
-                        "Only events on routes matching this pattern (a.*, a.>); repeatable");
+  trace_cmd
+    ->add_option("-a,--agent", trace_a.filter.agents,
+                 "Only events of this agent (sender or recipient); repeatable")
+    ->allow_extra_args(false);
+  trace_cmd
+    ->add_option("-r,--route", trace_a.filter.routes,
+                 "Only events on routes matching this pattern (a.*, a.>); repeatable")
+    ->allow_extra_args(false);
   trace_cmd->add_option("--trace", trace_hex, "Only events of this trace id (hex)");
   trace_cmd->add_option("--since", since_text,
                         "Only events since: a duration ago (5m, 2h) or an RFC 3339 time");
@@ -494,7 +500,8 @@ int main(int argc, char** argv) {
   std::string show_format = "text";
   show_cmd->add_option("trace-id", show_id, "Trace id (hex)")->required();
   show_cmd->add_option("-f,--file", show_files, "JSON trace file (rotated files included)")
-    ->required();
+    ->required()
+    ->allow_extra_args(false);
   show_cmd->add_option("--format", show_format, "text, mermaid or html")
     ->check(CLI::IsMember({"text", "mermaid", "html"}))
     ->capture_default_str();
@@ -504,7 +511,8 @@ int main(int argc, char** argv) {
   std::string window_text = "60s";
   bool stats_json = false;
   stats_cmd->add_option("-f,--file", stats_files, "JSON trace file (rotated files included)")
-    ->required();
+    ->required()
+    ->allow_extra_args(false);
   stats_cmd
     ->add_option("--window", window_text,
                  "The last span of the files counted (0: all), e.g. 60s, 5m, 1h")
@@ -631,7 +639,6 @@ int main(int argc, char** argv) {
         return wait_termination_signal(d) != 0;
       });
     }
-    // TODO(i10-tap): live events through the SDK's agent::observe.
     std::cerr << "convoke trace: live tracing needs the server's observe API, not in this build "
                  "yet; read trace files with --file PATH\n";
     return cli::trace_exit::failure;

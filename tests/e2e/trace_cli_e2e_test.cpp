@@ -185,7 +185,8 @@ TEST(TraceCli, ListsFiltersAndRendersAConversationFromARealServer) {
   EXPECT_EQ(parsed["urls"], json::array());
 
   // Terminal diagram: the columns and the reply's latency.
-  process text{{binary("convoke"), "trace", "show", trace_hex, "--file", base}};
+  // (The trace id after --file: one value per --file.)
+  process text{{binary("convoke"), "trace", "show", "--file", base, trace_hex}};
   ASSERT_EQ(text.wait(20s), 0) << text.err();
   EXPECT_NE(text.out().find("alice         bob           carol"), std::string::npos) << text.out();
   EXPECT_NE(text.out().find("reply to 7 after"), std::string::npos) << text.out();
