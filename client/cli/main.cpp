@@ -4,7 +4,8 @@
 //   convoke listen [--route ROUTE]... [--json] [--count N]
 //   convoke chat                                               (interactive)
 //   convoke server check | agents | top                        (operators, admin API)
-//   convoke trace [--file PATH]... [--follow] [filters] [--json]  (message traces)
+//   convoke trace [--file PATH]... [--follow] [filters] [--json]  (message traces; live
+//                                                                 without --file)
 //   convoke trace show TRACE-ID [--file PATH]... [--format text|mermaid|html]
 //   convoke trace stats [--file PATH]... [--window 60s] [--json]
 //   convoke --version
@@ -41,6 +42,7 @@
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
 #include "trace_command.hpp"
+#include "trace_live.hpp"
 
 namespace {
 
@@ -639,9 +641,7 @@ int main(int argc, char** argv) {
         return wait_termination_signal(d) != 0;
       });
     }
-    std::cerr << "convoke trace: live tracing needs the server's observe API, not in this build "
-                 "yet; read trace files with --file PATH\n";
-    return cli::trace_exit::failure;
+    // Live: from the server's tap (below, with the connection options).
   }
 
   client_options opts;
@@ -687,6 +687,20 @@ int main(int argc, char** argv) {
     logging::options quiet;
     quiet.level = "warn";
     logging::configure(quiet);
+  }
+  if (trace_cmd->parsed()) {
+    opts.role = "cli-trace";
+    auto t = std::make_shared<cli::trace_agent>(name, trace_a, reconnect, std::cout, std::cerr);
+    int code = 0;
+    {
+      runtime rt;
+      rt.start(*t, opts);
+      code = rt.wait_with_signals();
+    }
+    std::cout.flush();
+    if (code == 0 && t->missed() > 0)
+      code = cli::trace_exit::unreadable; // not everything was shown
+    return code;
   }
   auto a = std::make_shared<cli_agent>(name, out);
   if (send_cmd->parsed()) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -282,4 +283,56 @@ TEST(TraceCli, ATextTraceFileGivenByMistakeIsExplained) {
             std::string::npos)
     << p.err();
   EXPECT_EQ(p.out(), "");
+}
+
+TEST(TraceCli, LiveFromTheServersTapWithFiltersUntilSigterm) {
+  server_process srv;
+  process watch{{binary("convoke"), "trace", "-s", srv.address(), "--agent", "bob", "--json"}};
+  ASSERT_TRUE(watch.wait_output("convoke trace: observing", 10s)) << watch.err();
+  raw_client alice{srv.port};
+  raw_client bob{srv.port};
+  raw_client carol{srv.port};
+  ASSERT_TRUE(alice.hello("alice").has_welcome());
+  ASSERT_TRUE(bob.hello("bob").has_welcome());
+  ASSERT_TRUE(carol.hello("carol").has_welcome());
+  ASSERT_TRUE(alice.send_envelope("carol", "not for the watcher"));
+  ASSERT_TRUE(alice.send_envelope("bob", "for bob"));
+  ASSERT_TRUE(bob.read_envelope(5s));
+  ASSERT_TRUE(
+    eventually([&] { return watch.out().find("\"to\":\"bob\"") != std::string::npos; }, 10s))
+    << watch.out() << watch.err();
+  // A broadcast reaches bob: shown, with its receivers resolved.
+  ASSERT_TRUE(carol.send_envelope("", "to everyone"));
+  ASSERT_TRUE(bob.read_envelope(5s));
+  ASSERT_TRUE(
+    eventually([&] { return watch.out().find("\"from\":\"carol\"") != std::string::npos; }, 10s))
+    << watch.out();
+  watch.signal(SIGTERM);
+  EXPECT_EQ(watch.wait(10s), 0) << watch.err();
+  bool direct = false;
+  bool broadcast = false;
+  for (auto& j : json_lines(watch.out())) {
+    EXPECT_NE(j["event"], "audience");
+    if (j["event"] == "relay" && j["from"] == "alice") {
+      EXPECT_EQ(j["to"], "bob") << j.dump(); // not the message to carol
+      direct = true;
+    }
+    if (j["event"] == "relay" && j["from"] == "carol") {
+      EXPECT_EQ(j["to"], "*");
+      // bob and alice; not the observer (it subscribes to a route nobody uses).
+      auto r = j["recipients"].get<std::vector<std::string>>();
+      std::sort(r.begin(), r.end());
+      EXPECT_EQ(r, (std::vector<std::string>{"alice", "bob"})) << j.dump();
+      broadcast = true;
+    }
+  }
+  EXPECT_TRUE(direct);
+  EXPECT_TRUE(broadcast);
+}
+
+TEST(TraceCli, LiveRefusedFilterIsAnErrorWithTheServersReason) {
+  server_process srv;
+  process bad{{binary("convoke"), "trace", "-s", srv.address(), "--route", "a..b"}};
+  EXPECT_EQ(bad.wait(10s), 1);
+  EXPECT_NE(bad.err().find("invalid_filter"), std::string::npos) << bad.err();
 }
