@@ -20,6 +20,8 @@
 #include "convoke/common/text.hpp"
 #include "convoke/proto/codec.hpp"
 #include "http_front.hpp"
+#include "trace_recent.hpp"
+#include "web_assets.hpp"
 
 namespace convoke::server {
 
@@ -55,6 +57,51 @@ std::multimap<std::string, std::string> params_of(const httplib::Request& req) {
   return out;
 }
 
+/// Interim, until the live tap (issue 10) delivers trace::event: the trace
+/// writer's records as the web view reads them.
+trace::event from_record(const trace_event& r, uint64_t seq, const std::string& boot) {
+  trace::event ev;
+  switch (r.what) {
+  case trace_event::kind::relay:
+    ev.what = trace::kind::relay;
+    break;
+  case trace_event::kind::undeliverable:
+    ev.what = trace::kind::undeliverable;
+    break;
+  case trace_event::kind::dropped:
+    ev.what = trace::kind::dropped;
+    break;
+  case trace_event::kind::rejected:
+    ev.what = trace::kind::rejected;
+    break;
+  }
+  ev.seq = seq;
+  ev.boot = boot;
+  ev.ts_ns = r.relayed_ns;
+  ev.message_id = r.message_id;
+  ev.last_message_id = r.last_message_id;
+  ev.sender = r.sender;
+  ev.recipient = r.recipient;
+  ev.route = r.route;
+  ev.count = r.count;
+  for (size_t start = 0; start < r.recipients.size();) {
+    auto comma = r.recipients.find(',', start);
+    if (comma == std::string::npos)
+      comma = r.recipients.size();
+    if (comma > start)
+      ev.recipients.push_back(r.recipients.substr(start, comma - start));
+    start = comma + 1;
+  }
+  ev.payload_bytes = r.payload_bytes;
+  ev.sent_ns = r.sent_ns;
+  ev.accepted_ns = r.relayed_ns;
+  ev.trace_id = r.trace_id;
+  ev.payload = r.payload;
+  ev.payload_truncated = r.payload_truncated;
+  ev.reason = r.reason;
+  return ev;
+}
+
 } // namespace
 
 struct admin_server::impl {
@@ -71,6 +118,12 @@ struct admin_server::impl {
   std::condition_variable sample_wake;
   bool stopping = false;
   admin::rates last_rates;
+
+  // The web view: the recent trace events, subscribed while /tracez is asked.
+  std::unique_ptr<recent_feed> feed;
+  // Interim (see from_record): the sequence and boot the tap will assign.
+  uint64_t interim_seq = 0; // writer thread only
+  std::string interim_boot = crypto::random_hex(8);
 
   // Failed Basic-auth logins by address (the relay's throttle is its own).
   std::mutex throttle_mutex;
@@ -108,6 +161,9 @@ struct admin_server::impl {
         per_second(prev.bytes_in, now.bytes_in), per_second(prev.bytes_out, now.bytes_out)};
       prev = now;
       prev_at = at;
+      lock.unlock();
+      feed->expire(std::chrono::steady_clock::now());
+      lock.lock();
     }
   }
 
@@ -238,6 +294,43 @@ struct admin_server::impl {
         admin::metrics(facts(), ctx->snapshot(), ctx->registry, admin::read_process_facts()),
         "text/plain; version=0.0.4; charset=utf-8");
     });
+    // The web view (docs/observing.md): the page, and what it polls.
+    s.Get("/trace", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      res.set_header("Cache-Control", "no-store");
+      // Nothing but the page itself: no script, style or image from anywhere else.
+      res.set_header("Content-Security-Policy",
+                     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                     "connect-src 'self'; img-src data:");
+      res.set_content(std::string{web::trace_html()}, "text/html; charset=utf-8");
+    });
+    s.Get("/tracez", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      auto q = parse_tracez_query(params_of(req));
+      if (!q) {
+        send_error(res, 400, q.error().text);
+        return;
+      }
+      auto ring = feed->touch(std::chrono::steady_clock::now());
+      res.set_header("Cache-Control", "no-store");
+      send_json(res, 200, recent_events::to_json(ring->query(*q)));
+    });
+    s.Get("/tracez/conversation", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      auto q = parse_tracez_query(params_of(req), /*conversation=*/true);
+      if (!q) {
+        send_error(res, 400, q.error().text);
+        return;
+      }
+      auto ring = feed->touch(std::chrono::steady_clock::now());
+      auto body = recent_events::to_json(ring->conversation(*q));
+      body["trace"] = to_hex(q->trace_id);
+      res.set_header("Cache-Control", "no-store");
+      send_json(res, 200, body);
+    });
     // Everything else: 404 for an unknown path, 405 for another method on
     // a known one; httplib answers malformed requests with 400 and
     // oversized headers or URIs with 414/400 before any handler runs.
@@ -245,7 +338,8 @@ struct admin_server::impl {
       if (res.status == 404 && !res.body.empty())
         return;
       static const std::vector<std::string> known{"/healthz", "/readyz", "/varz",
-                                                  "/connz",   "/routez", "/metrics"};
+                                                  "/connz",   "/routez", "/metrics",
+                                                  "/trace",   "/tracez", "/tracez/conversation"};
       bool known_path = std::find(known.begin(), known.end(), req.path) != known.end();
       if (res.status == 404 && known_path && req.method != "GET" && req.method != "HEAD") {
         res.set_header("Allow", "GET, HEAD");
@@ -254,7 +348,8 @@ struct admin_server::impl {
       }
       if (res.status == 404)
         send_error(res, 404,
-                   "no such endpoint (try /healthz, /readyz, /varz, /connz, /routez, /metrics)");
+                   "no such endpoint (try /healthz, /readyz, /varz, /connz, /routez, /metrics, "
+                   "/trace, /tracez)");
       else if (res.body.empty())
         send_error(res, res.status,
                    "the request could not be served (HTTP " + std::to_string(res.status) + ")");
@@ -289,6 +384,28 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
     if (!c)
       return fail(errc::invalid_value, "admin.tls: " + c.error().text);
     tls_ctx = std::move(*c);
+  }
+  {
+    auto* raw = d.get();
+    recent_feed::source src;
+    // Interim: the trace writer's records, until the live tap (issue 10)
+    // is in server_context (then: tap->subscribe(everything, ring)).
+    src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> uint64_t {
+      if (raw->ctx->trace)
+        raw->ctx->trace->set_observer([raw, ring](const std::vector<trace_event>& batch) {
+          std::vector<trace::event> out;
+          out.reserve(batch.size());
+          for (auto& r : batch)
+            out.push_back(from_record(r, ++raw->interim_seq, raw->interim_boot));
+          ring->add(std::move(out), 0);
+        });
+      return 1;
+    };
+    src.unsubscribe = [raw](uint64_t) {
+      if (raw->ctx->trace)
+        raw->ctx->trace->set_observer(nullptr);
+    };
+    d->feed = std::make_unique<recent_feed>(std::move(src));
   }
   d->http = std::make_unique<dispatcher>();
   d->http->set_payload_max_length(64 * 1024); // GET only: no body is needed
@@ -331,6 +448,7 @@ admin_server::~admin_server() {
   d.sample_wake.notify_all();
   if (d.sampler.joinable())
     d.sampler.join();
+  d.feed.reset(); // unsubscribes
 }
 
 uint16_t admin_server::port() const noexcept {

@@ -315,6 +315,11 @@ void trace_writer::fail(const std::string& why, size_t lost,
   }
 }
 
+void trace_writer::set_observer(observer_fn fn) {
+  std::lock_guard guard{observer_mtx_};
+  observer_ = std::move(fn);
+}
+
 void trace_writer::run() {
   std::vector<trace_event> batch;
   batch.reserve(1024);
@@ -337,8 +342,12 @@ void trace_writer::run() {
       reopen = std::exchange(reopen_requested_, false);
     }
     // The records queued before a reopen request go to the old file.
-    if (!batch.empty())
+    if (!batch.empty()) {
       write_batch(batch);
+      std::lock_guard guard{observer_mtx_};
+      if (observer_)
+        observer_(batch);
+    }
     batch.clear();
     if (reopen)
       reopen_now();

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -124,6 +125,12 @@ public:
     return dropped_.load(std::memory_order_relaxed);
   }
 
+  /// Interim, until the live tap (issue 10, trace_tap.hpp) feeds the web
+  /// view: `fn` sees every batch on the writer thread, after it was
+  /// written; null stops it (when set_observer returns, no call runs).
+  using observer_fn = std::function<void(const std::vector<trace_event>&)>;
+  void set_observer(observer_fn fn);
+
 private:
   trace_writer(options opts, spdlog::sink_ptr sink);
   void run();
@@ -147,6 +154,8 @@ private:
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> reopened_{0};
   std::thread thread_;
+  std::mutex observer_mtx_;
+  observer_fn observer_;
   // Writer thread only: when the destination last failed / was last logged.
   std::chrono::steady_clock::time_point failed_at_{};
   std::chrono::steady_clock::time_point logged_at_{};
