@@ -246,6 +246,19 @@ struct admin_server::impl {
     return true;
   }
 
+  /// The web view's ring for a /tracez request (subscribing it if needed),
+  /// or null when the tap refuses it (answered 503).
+  std::shared_ptr<recent_events> recent_ring(httplib::Response& res) {
+    res.set_header("Cache-Control", "no-store");
+    auto ring = feed->touch(std::chrono::steady_clock::now());
+    if (!ring) {
+      res.set_header("Retry-After", "5");
+      send_error(res, 503, "cannot observe the trace now: " + ring.error().text);
+      return nullptr;
+    }
+    return *ring;
+  }
+
   void routes() {
     auto& s = *http;
     s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
@@ -313,8 +326,9 @@ struct admin_server::impl {
         send_error(res, 400, q.error().text);
         return;
       }
-      auto ring = feed->touch(std::chrono::steady_clock::now());
-      res.set_header("Cache-Control", "no-store");
+      auto ring = recent_ring(res);
+      if (!ring)
+        return;
       send_json(res, 200, recent_events::to_json(ring->query(*q)));
     });
     s.Get("/tracez/conversation", [this](const httplib::Request& req, httplib::Response& res) {
@@ -325,10 +339,11 @@ struct admin_server::impl {
         send_error(res, 400, q.error().text);
         return;
       }
-      auto ring = feed->touch(std::chrono::steady_clock::now());
+      auto ring = recent_ring(res);
+      if (!ring)
+        return;
       auto body = recent_events::to_json(ring->conversation(*q));
       body["trace"] = to_hex(q->trace_id);
-      res.set_header("Cache-Control", "no-store");
       send_json(res, 200, body);
     });
     // Everything else: 404 for an unknown path, 405 for another method on
@@ -390,7 +405,7 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
     recent_feed::source src;
     // Interim: the trace writer's records, until the live tap (issue 10)
     // is in server_context (then: tap->subscribe(everything, ring)).
-    src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> uint64_t {
+    src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> expected<uint64_t> {
       if (raw->ctx->trace)
         raw->ctx->trace->set_observer([raw, ring](const std::vector<trace_event>& batch) {
           std::vector<trace::event> out;
@@ -399,7 +414,7 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
             out.push_back(from_record(r, ++raw->interim_seq, raw->interim_boot));
           ring->add(std::move(out), 0);
         });
-      return 1;
+      return uint64_t{1};
     };
     src.unsubscribe = [raw](uint64_t) {
       if (raw->ctx->trace)

@@ -325,11 +325,14 @@ recent_feed::~recent_feed() {
     src_.unsubscribe(id_);
 }
 
-std::shared_ptr<recent_events> recent_feed::touch(clock::time_point now) {
+expected<std::shared_ptr<recent_events>> recent_feed::touch(clock::time_point now) {
   std::lock_guard lock{mutex_};
   last_ = now;
   if (!subscribed_) {
-    id_ = src_.subscribe(ring_);
+    auto id = src_.subscribe(ring_);
+    if (!id)
+      return tl::unexpected{id.error()};
+    id_ = *id;
     subscribed_ = true;
   }
   return ring_;

@@ -112,8 +112,9 @@ class recent_feed {
 public:
   using clock = std::chrono::steady_clock;
   struct source {
-    /// Starts delivering to the ring; returns a subscription id.
-    std::function<uint64_t(std::shared_ptr<recent_events>)> subscribe;
+    /// Starts delivering to the ring; returns a subscription id, or why
+    /// not (the tap's limit of observers).
+    std::function<expected<uint64_t>(std::shared_ptr<recent_events>)> subscribe;
     std::function<void(uint64_t)> unsubscribe;
   };
 
@@ -124,8 +125,9 @@ public:
   recent_feed(const recent_feed&) = delete;
   recent_feed& operator=(const recent_feed&) = delete;
 
-  /// A /tracez request at `now`: subscribes if needed; the ring to answer from.
-  std::shared_ptr<recent_events> touch(clock::time_point now);
+  /// A /tracez request at `now`: subscribes if needed; the ring to answer
+  /// from, or the source's error.
+  expected<std::shared_ptr<recent_events>> touch(clock::time_point now);
 
   /// Unsubscribes and clears the ring when the last request is `idle` ago.
   void expire(clock::time_point now);

@@ -233,7 +233,7 @@ TEST(TraceRecent, TheFeedSubscribesOnTheFirstRequestAndLetsGoWhenIdle) {
   std::shared_ptr<recent_events> fed;
   uint64_t next_id = 7;
   {
-    recent_feed feed{{[&](std::shared_ptr<recent_events> r) {
+    recent_feed feed{{[&](std::shared_ptr<recent_events> r) -> expected<uint64_t> {
                         fed = std::move(r);
                         calls.push_back("subscribe");
                         return next_id++;
@@ -243,7 +243,9 @@ TEST(TraceRecent, TheFeedSubscribesOnTheFirstRequestAndLetsGoWhenIdle) {
     recent_feed::clock::time_point t0{std::chrono::hours{1}};
     feed.expire(t0);
     EXPECT_TRUE(calls.empty()) << "nothing to give up before the first request";
-    auto ring = feed.touch(t0);
+    auto touched = feed.touch(t0);
+    ASSERT_TRUE(touched);
+    auto ring = *touched;
     EXPECT_EQ(ring, fed);
     EXPECT_TRUE(feed.subscribed());
     ring->add({relay(1, "a", "b")}, 0);
@@ -258,4 +260,23 @@ TEST(TraceRecent, TheFeedSubscribesOnTheFirstRequestAndLetsGoWhenIdle) {
     EXPECT_EQ(calls.back(), "subscribe");
   }
   EXPECT_EQ(calls.back(), "unsubscribe 8") << "the destructor gives the subscription up";
+}
+
+TEST(TraceRecent, AFeedTheTapRefusesSaysWhyAndTriesAgainOnTheNextRequest) {
+  int tries = 0;
+  recent_feed feed{{[&](std::shared_ptr<recent_events>) -> expected<uint64_t> {
+                      if (++tries == 1)
+                        return fail(std::errc::resource_unavailable_try_again,
+                                    "too many observers (64; trace.max-observers)");
+                      return 3;
+                    },
+                    [](uint64_t) {}}};
+  recent_feed::clock::time_point t0{};
+  auto first = feed.touch(t0);
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().text, "too many observers (64; trace.max-observers)");
+  EXPECT_FALSE(feed.subscribed());
+  EXPECT_TRUE(feed.touch(t0));
+  EXPECT_TRUE(feed.subscribed());
+  EXPECT_EQ(tries, 2);
 }
