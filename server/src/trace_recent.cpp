@@ -109,9 +109,11 @@ std::string_view kind_name(trace::kind k) {
   return "event";
 }
 
-bool names(const trace::event& ev, const std::string& agent) {
+bool names(const trace::event& ev, const std::vector<std::string>* audience,
+           const std::string& agent) {
   return ev.sender == agent || ev.recipient == agent
-         || std::find(ev.recipients.begin(), ev.recipients.end(), agent) != ev.recipients.end();
+         || std::find(ev.recipients.begin(), ev.recipients.end(), agent) != ev.recipients.end()
+         || (audience && std::binary_search(audience->begin(), audience->end(), agent));
 }
 
 } // namespace
@@ -206,8 +208,10 @@ nlohmann::json event_json(const trace::event& ev) {
   return j;
 }
 
-recent_events::recent_events(size_t capacity, size_t max_audiences)
-  : capacity_(std::max<size_t>(capacity, 1)), max_audiences_(std::max<size_t>(max_audiences, 1)) {}
+recent_events::recent_events(limits l) : limits_(l) {
+  limits_.capacity = std::max<size_t>(limits_.capacity, 1);
+  limits_.max_audiences = std::max<size_t>(limits_.max_audiences, 1);
+}
 
 void recent_events::add(std::vector<trace::event>&& batch, uint64_t missed) {
   std::lock_guard lock{mutex_};
@@ -218,25 +222,32 @@ void recent_events::add(std::vector<trace::event>&& batch, uint64_t missed) {
       // seq order the queries rely on should a source mix boots).
       ring_.clear();
       audiences_.clear();
+      audience_names_ = 0;
     }
     if (!ev.boot.empty())
       boot_ = ev.boot;
     if (ev.seq <= last_seq_ && !ring_.empty())
       continue; // out of order or repeated: queries need ascending seq
+    last_seq_ = ev.seq;
     if (ev.what == trace::kind::audience) {
-      audiences_[ev.audience] = std::move(ev.recipients);
-      while (audiences_.size() > max_audiences_)
-        audiences_.erase(audiences_.begin());
-      last_seq_ = ev.seq;
+      // Sorted (agent filters search them); the oldest numbers go first
+      // when there are too many, or too many names.
+      std::sort(ev.recipients.begin(), ev.recipients.end());
+      auto& slot = audiences_[ev.audience];
+      audience_names_ -= slot.size();
+      slot = std::move(ev.recipients);
+      audience_names_ += slot.size();
+      while (audiences_.size() > 1
+             && (audiences_.size() > limits_.max_audiences
+                 || audience_names_ > limits_.max_audience_names)) {
+        auto oldest = audiences_.begin();
+        audience_names_ -= oldest->second.size();
+        audiences_.erase(oldest);
+      }
       continue;
     }
-    if (ev.audience != 0 && ev.recipients.empty()) {
-      if (auto it = audiences_.find(ev.audience); it != audiences_.end())
-        ev.recipients = it->second;
-    }
-    last_seq_ = ev.seq;
     ring_.push_back(std::move(ev));
-    if (ring_.size() > capacity_)
+    if (ring_.size() > limits_.capacity)
       ring_.pop_front();
   }
 }
@@ -245,6 +256,7 @@ void recent_events::clear() {
   std::lock_guard lock{mutex_};
   ring_.clear();
   audiences_.clear();
+  audience_names_ = 0;
   missed_ = 0;
   last_seq_ = 0;
 }
@@ -254,12 +266,35 @@ size_t recent_events::size() const {
   return ring_.size();
 }
 
+const std::vector<std::string>* recent_events::audience_of(const trace::event& ev) const {
+  if (ev.audience == 0)
+    return nullptr;
+  auto it = audiences_.find(ev.audience);
+  return it == audiences_.end() ? nullptr : &it->second;
+}
+
+void recent_events::take(answer& a, const trace::event& ev) const {
+  a.events.push_back(ev);
+  auto& out = a.events.back();
+  size_t more = 0;
+  if (auto* members = audience_of(ev); members && out.recipients.empty()) {
+    auto shown = std::min(members->size(), limits_.max_recipients_shown);
+    out.recipients.assign(members->begin(), members->begin() + static_cast<ptrdiff_t>(shown));
+    more = members->size() - shown;
+  } else if (out.recipients.size() > limits_.max_recipients_shown) {
+    more = out.recipients.size() - limits_.max_recipients_shown;
+    out.recipients.resize(limits_.max_recipients_shown);
+  }
+  a.recipients_more.push_back(more);
+}
+
 bool recent_events::matches(const trace::event& ev, const tracez_query& q) const {
   if (!q.trace_id.empty() && ev.trace_id != q.trace_id)
     return false;
   if (!q.agents.empty()
-      && std::none_of(q.agents.begin(), q.agents.end(),
-                      [&](const std::string& a) { return names(ev, a); }))
+      && std::none_of(
+        q.agents.begin(), q.agents.end(),
+        [&, audience = audience_of(ev)](const std::string& a) { return names(ev, audience, a); }))
     return false;
   if (!q.routes.empty()
       && std::none_of(q.routes.begin(), q.routes.end(), [&](const std::string& r) {
@@ -276,10 +311,12 @@ recent_events::answer recent_events::query(const tracez_query& q) const {
   a.boot = boot_;
   a.oldest = ring_.empty() ? 0 : ring_.front().seq;
   if (!q.has_after) {
-    for (auto it = ring_.rbegin(); it != ring_.rend() && a.events.size() < q.limit; ++it)
+    std::vector<const trace::event*> newest;
+    for (auto it = ring_.rbegin(); it != ring_.rend() && newest.size() < q.limit; ++it)
       if (matches(*it, q))
-        a.events.push_back(*it);
-    std::reverse(a.events.begin(), a.events.end());
+        newest.push_back(&*it);
+    for (auto it = newest.rbegin(); it != newest.rend(); ++it)
+      take(a, **it);
     a.next = last_seq_;
     return a;
   }
@@ -292,7 +329,7 @@ recent_events::answer recent_events::query(const tracez_query& q) const {
       break;
     }
     if (matches(*it, q))
-      a.events.push_back(*it);
+      take(a, *it);
     a.next = it->seq;
   }
   if (!a.more)
@@ -310,8 +347,11 @@ recent_events::answer recent_events::conversation(const tracez_query& q) const {
 
 nlohmann::json recent_events::to_json(const answer& a) {
   nlohmann::json events = nlohmann::json::array();
-  for (auto& ev : a.events)
-    events.push_back(event_json(ev));
+  for (size_t i = 0; i < a.events.size(); ++i) {
+    events.push_back(event_json(a.events[i]));
+    if (i < a.recipients_more.size() && a.recipients_more[i] > 0)
+      events.back()["recipients_more"] = a.recipients_more[i];
+  }
   return {{"boot", a.boot},     {"next", a.next}, {"missed", a.missed},
           {"oldest", a.oldest}, {"more", a.more}, {"events", std::move(events)}};
 }

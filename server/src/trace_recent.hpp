@@ -55,18 +55,35 @@ nlohmann::json event_json(const trace::event& ev);
 
 class recent_events {
 public:
-  explicit recent_events(size_t capacity = 10000, size_t max_audiences = 4096);
+  /// Bounds: events held; audience definitions held, and the names in
+  /// them all together (a fleet of 10,000 agents has audiences of 10,000
+  /// names: they are kept once each, never copied into the events).
+  struct limits {
+    size_t capacity = 10000;
+    size_t max_audiences = 4096;
+    size_t max_audience_names = 256 * 1024;
+    /// Recipients of one broadcast shown in an answer (the rest counted
+    /// in `recipients_more`): one answer stays bounded.
+    size_t max_recipients_shown = 64;
+  };
+  recent_events() : recent_events(limits{}) {}
+  explicit recent_events(limits l);
+  explicit recent_events(size_t capacity) : recent_events(limits{capacity}) {}
 
   /// Adds a batch (oldest first) and the number of events the tap could
   /// not deliver before it. `audience` events are kept aside, not in the
-  /// ring: a broadcast that refers to one gets its `recipients` from it.
+  /// ring: a broadcast that refers to one is answered with its recipients
+  /// (while the definition is held; the most recent ones are).
   void add(std::vector<trace::event>&& batch, uint64_t missed);
 
   /// Forgets everything (when the subscription ends).
   void clear();
 
   struct answer {
+    /// Broadcasts with their recipients (at most max_recipients_shown).
     std::vector<trace::event> events;
+    /// Per event: recipients not shown.
+    std::vector<size_t> recipients_more;
     /// Where to continue: the seq of the last event looked at.
     uint64_t next = 0;
     /// Events the tap could not deliver since the ring started.
@@ -92,13 +109,16 @@ public:
   static nlohmann::json to_json(const answer& a);
 
 private:
+  /// Sorted names of `ev`'s audience, or null.
+  const std::vector<std::string>* audience_of(const trace::event& ev) const;
   bool matches(const trace::event& ev, const tracez_query& q) const;
+  void take(answer& a, const trace::event& ev) const;
 
   mutable std::mutex mutex_;
-  size_t capacity_;
-  size_t max_audiences_;
+  limits limits_;
   std::deque<trace::event> ring_;
   std::map<uint64_t, std::vector<std::string>> audiences_;
+  size_t audience_names_ = 0;
   uint64_t missed_ = 0;
   uint64_t last_seq_ = 0;
   std::string boot_;

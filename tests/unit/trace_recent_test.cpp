@@ -131,7 +131,7 @@ TEST(TraceRecent, AConversationIsEveryHeldEventOfItsTrace) {
 }
 
 TEST(TraceRecent, BroadcastsGetTheirAudiencesRecipients) {
-  recent_events ring{10, 2};
+  recent_events ring{recent_events::limits{10, 2}};
   std::vector<trace::event> batch;
   for (uint64_t n = 1; n <= 3; ++n) {
     trace::event aud;
@@ -153,6 +153,7 @@ TEST(TraceRecent, BroadcastsGetTheirAudiencesRecipients) {
   auto a = ring.query(query({}));
   ASSERT_EQ(seqs(a), (std::vector<uint64_t>{4, 5})) << "audience events are not in the ring";
   EXPECT_EQ(a.events[0].recipients, (std::vector<std::string>{"r3", "s3"}));
+  EXPECT_EQ(a.recipients_more, (std::vector<size_t>{0, 0}));
   EXPECT_TRUE(a.events[1].recipients.empty());
   EXPECT_EQ(seqs(ring.query(query({{"agent", "s3"}}))), (std::vector<uint64_t>{4}));
   auto j = event_json(a.events[0]);
@@ -279,4 +280,39 @@ TEST(TraceRecent, AFeedTheTapRefusesSaysWhyAndTriesAgainOnTheNextRequest) {
   EXPECT_TRUE(feed.touch(t0));
   EXPECT_TRUE(feed.subscribed());
   EXPECT_EQ(tries, 2);
+}
+
+TEST(TraceRecent, LargeAudiencesAreHeldOnceBoundedAndShownInPart) {
+  // 3 audiences of 1000 names, at most 2500 names held: the oldest goes.
+  recent_events ring{recent_events::limits{100, 10, 2500, 5}};
+  std::vector<trace::event> batch;
+  uint64_t seq = 0;
+  for (uint64_t n = 1; n <= 3; ++n) {
+    trace::event aud;
+    aud.what = trace::kind::audience;
+    aud.seq = ++seq;
+    aud.audience = n;
+    for (int i = 999; i >= 0; --i)
+      aud.recipients.push_back("a" + std::to_string(n) + "-" + std::to_string(i));
+    batch.push_back(aud);
+    auto b = relay(++seq, "caster", "", "news");
+    b.audience = n;
+    b.count = 1000;
+    batch.push_back(b);
+  }
+  ring.add(std::move(batch), 0);
+  auto a = ring.query(query({}));
+  ASSERT_EQ(a.events.size(), 3u);
+  EXPECT_TRUE(a.events[0].recipients.empty()) << "audience 1 was forgotten (too many names)";
+  EXPECT_EQ(a.recipients_more[0], 0u);
+  EXPECT_EQ(a.events[1].recipients.size(), 5u);
+  EXPECT_EQ(a.recipients_more[1], 995u);
+  EXPECT_EQ(a.events[2].recipients.front(), "a3-0");
+  auto j = recent_events::to_json(a);
+  EXPECT_EQ(j["events"][2]["recipients"].size(), 5u);
+  EXPECT_EQ(j["events"][2]["recipients_more"], 995);
+  EXPECT_FALSE(j["events"][0].contains("recipients_more"));
+  // An agent filter finds a member that is not among the names shown.
+  EXPECT_EQ(seqs(ring.query(query({{"agent", "a2-777"}}))), (std::vector<uint64_t>{4}));
+  EXPECT_TRUE(ring.query(query({{"agent", "a1-777"}})).events.empty());
 }
