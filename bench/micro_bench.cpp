@@ -12,6 +12,7 @@
 #include "envelope_scan.hpp"
 #include "routing_table.hpp"
 #include "trace.hpp"
+#include "trace_ring.hpp"
 
 using namespace convoke;
 
@@ -184,33 +185,94 @@ BENCHMARK(BM_DeliveryCopy)->Arg(10)->Arg(100);
 
 namespace {
 
-convoke::server::trace_event sample_trace() {
-  convoke::server::trace_event ev;
+convoke::trace::event sample_trace() {
+  convoke::trace::event ev;
   ev.message_id = 123456;
+  ev.seq = 987654;
+  ev.boot = "0123456789abcdef";
   ev.sender = "weather-station";
   ev.route = "weather";
   ev.count = 10;
-  ev.recipients = "a,b,c,d,e,f,g,h";
+  ev.audience = 3;
   ev.payload_bytes = 100;
   ev.sent_ns = 1'700'000'000'000'000'000;
-  ev.relayed_ns = ev.sent_ns + 50'000;
+  ev.accepted_ns = ev.sent_ns + 50'000;
+  ev.ts_ns = ev.accepted_ns + 1'000;
   ev.trace_id = std::string(16, 't');
   return ev;
 }
 
-/// What the trace writer thread spends per record (its sustainable rate is
-/// about 1 / this, minus the file write).
+convoke::server::record_fields sample_fields(const convoke::trace::event& ev) {
+  convoke::server::record_fields f;
+  f.message_id = ev.message_id;
+  f.sender = ev.sender;
+  f.route = ev.route;
+  f.count = ev.count;
+  f.audience = ev.audience;
+  f.payload_bytes = ev.payload_bytes;
+  f.sent_ns = ev.sent_ns;
+  f.accepted_ns = ev.accepted_ns;
+  f.ts_ns = ev.ts_ns;
+  f.trace_id = ev.trace_id;
+  return f;
+}
+
+/// What the relay thread spends per record: encode into the ring (the
+/// benchmark drains it every 1024 records, outside the timing's hot loop).
+void BM_RecordTrace(benchmark::State& state) {
+  auto ev = sample_trace();
+  auto f = sample_fields(ev);
+  convoke::server::trace_ring ring{1 << 20};
+  size_t n = 0;
+  for (auto _ : state) {
+    auto size = convoke::server::record_size(f);
+    if (auto p = ring.reserve(static_cast<uint32_t>(size))) {
+      convoke::server::encode_record(f, p);
+      ring.commit();
+    }
+    if (++n % 1024 == 0)
+      ring.drain([](std::string_view r) { benchmark::DoNotOptimize(r.data()); });
+  }
+}
+BENCHMARK(BM_RecordTrace);
+
+/// What the trace writer thread spends per record: decode, then format
+/// (its sustainable rate is about 1 / this, minus the file write).
+void BM_DecodeAndFormatTraceText(benchmark::State& state) {
+  auto ev = sample_trace();
+  auto f = sample_fields(ev);
+  std::string rec(convoke::server::record_size(f), '\0');
+  convoke::server::encode_record(f, rec.data());
+  convoke::trace::event back;
+  std::string out;
+  for (auto _ : state) {
+    convoke::server::decode_record(rec, back);
+    out.clear();
+    convoke::trace::append_text(out, back);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_DecodeAndFormatTraceText);
+
 void BM_FormatTraceText(benchmark::State& state) {
   auto ev = sample_trace();
-  for (auto _ : state)
-    benchmark::DoNotOptimize(convoke::server::format_trace_text(ev));
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    convoke::trace::append_text(out, ev);
+    benchmark::DoNotOptimize(out.data());
+  }
 }
 BENCHMARK(BM_FormatTraceText);
 
 void BM_FormatTraceJson(benchmark::State& state) {
   auto ev = sample_trace();
-  for (auto _ : state)
-    benchmark::DoNotOptimize(convoke::server::format_trace_json(ev));
+  std::string out;
+  for (auto _ : state) {
+    out.clear();
+    convoke::trace::append_json(out, ev);
+    benchmark::DoNotOptimize(out.data());
+  }
 }
 BENCHMARK(BM_FormatTraceJson);
 

@@ -102,12 +102,31 @@ std::string to_hex(std::string_view bytes) {
 
 void append_timestamp(std::string& out, int64_t unix_nanos) {
   auto secs = static_cast<time_t>(unix_nanos / 1'000'000'000);
-  auto micros = (unix_nanos % 1'000'000'000) / 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 micros);
+  auto micros = static_cast<int>((unix_nanos % 1'000'000'000) / 1000);
+  if (micros < 0) { // before 1970: floor, not truncation
+    micros += 1'000'000;
+    --secs;
+  }
+  // The date and time to the second change once a second: the trace writer
+  // formats up to millions of stamps a second, so it is kept per thread.
+  thread_local time_t cached_secs = -1;
+  thread_local char cached[21];
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    fmt::format_to_n(cached, sizeof cached, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec);
+    cached_secs = secs;
+  }
+  char digits[7];
+  for (int i = 5; i >= 0; --i) {
+    digits[i] = static_cast<char>('0' + micros % 10);
+    micros /= 10;
+  }
+  digits[6] = 'Z';
+  out.append(cached, 20);
+  out.append(digits, 7);
 }
 
 std::string format_timestamp(int64_t unix_nanos) {

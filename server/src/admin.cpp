@@ -57,50 +57,30 @@ std::multimap<std::string, std::string> params_of(const httplib::Request& req) {
   return out;
 }
 
-/// Interim, until the live tap (issue 10) delivers trace::event: the trace
-/// writer's records as the web view reads them.
-trace::event from_record(const trace_event& r, uint64_t seq, const std::string& boot) {
-  trace::event ev;
-  switch (r.what) {
-  case trace_event::kind::relay:
-    ev.what = trace::kind::relay;
-    break;
-  case trace_event::kind::undeliverable:
-    ev.what = trace::kind::undeliverable;
-    break;
-  case trace_event::kind::dropped:
-    ev.what = trace::kind::dropped;
-    break;
-  case trace_event::kind::rejected:
-    ev.what = trace::kind::rejected;
-    break;
+/// Interim, until the live tap (issue 10, trace_tap.hpp) is in the
+/// server's context: the writer's decoded events, a batch per pass, for
+/// the web view's ring.
+class ring_consumer final : public trace_consumer {
+public:
+  explicit ring_consumer(std::shared_ptr<recent_events> ring) : ring_(std::move(ring)) {}
+  void publish(const trace::event& ev) override {
+    if (batch_.size() < 4096)
+      batch_.push_back(ev);
+    else
+      ++missed_;
   }
-  ev.seq = seq;
-  ev.boot = boot;
-  ev.ts_ns = r.relayed_ns;
-  ev.message_id = r.message_id;
-  ev.last_message_id = r.last_message_id;
-  ev.sender = r.sender;
-  ev.recipient = r.recipient;
-  ev.route = r.route;
-  ev.count = r.count;
-  for (size_t start = 0; start < r.recipients.size();) {
-    auto comma = r.recipients.find(',', start);
-    if (comma == std::string::npos)
-      comma = r.recipients.size();
-    if (comma > start)
-      ev.recipients.push_back(r.recipients.substr(start, comma - start));
-    start = comma + 1;
+  void end_pass() override {
+    if (batch_.empty() && missed_ == 0)
+      return;
+    ring_->add(std::move(batch_), std::exchange(missed_, 0));
+    batch_.clear();
   }
-  ev.payload_bytes = r.payload_bytes;
-  ev.sent_ns = r.sent_ns;
-  ev.accepted_ns = r.relayed_ns;
-  ev.trace_id = r.trace_id;
-  ev.payload = r.payload;
-  ev.payload_truncated = r.payload_truncated;
-  ev.reason = r.reason;
-  return ev;
-}
+
+private:
+  std::shared_ptr<recent_events> ring_;
+  std::vector<trace::event> batch_; // writer thread only
+  uint64_t missed_ = 0;
+};
 
 } // namespace
 
@@ -121,9 +101,8 @@ struct admin_server::impl {
 
   // The web view: the recent trace events, subscribed while /tracez is asked.
   std::unique_ptr<recent_feed> feed;
-  // Interim (see from_record): the sequence and boot the tap will assign.
-  uint64_t interim_seq = 0; // writer thread only
-  std::string interim_boot = crypto::random_hex(8);
+  // Interim, until the live tap: what the trace writer hands the ring.
+  std::unique_ptr<ring_consumer> consumer;
 
   // Failed Basic-auth logins by address (the relay's throttle is its own).
   std::mutex throttle_mutex;
@@ -329,7 +308,7 @@ struct admin_server::impl {
       auto ring = recent_ring(res);
       if (!ring)
         return;
-      send_json(res, 200, recent_events::to_json(ring->query(*q)));
+      res.set_content(recent_events::to_json(ring->query(*q)), "application/json");
     });
     s.Get("/tracez/conversation", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res))
@@ -342,9 +321,8 @@ struct admin_server::impl {
       auto ring = recent_ring(res);
       if (!ring)
         return;
-      auto body = recent_events::to_json(ring->conversation(*q));
-      body["trace"] = to_hex(q->trace_id);
-      send_json(res, 200, body);
+      res.set_content(recent_events::to_json(ring->conversation(*q), to_hex(q->trace_id)),
+                      "application/json");
     });
     // Everything else: 404 for an unknown path, 405 for another method on
     // a known one; httplib answers malformed requests with 400 and
@@ -403,22 +381,22 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
   {
     auto* raw = d.get();
     recent_feed::source src;
-    // Interim: the trace writer's records, until the live tap (issue 10)
+    // Interim: the trace writer's events, until the live tap (issue 10)
     // is in server_context (then: tap->subscribe(everything, ring)).
     src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> expected<uint64_t> {
-      if (raw->ctx->trace)
-        raw->ctx->trace->set_observer([raw, ring](const std::vector<trace_event>& batch) {
-          std::vector<trace::event> out;
-          out.reserve(batch.size());
-          for (auto& r : batch)
-            out.push_back(from_record(r, ++raw->interim_seq, raw->interim_boot));
-          ring->add(std::move(out), 0);
-        });
+      auto& w = raw->ctx->trace;
+      if (!w)
+        return uint64_t{1};
+      if (!raw->consumer) {
+        raw->consumer = std::make_unique<ring_consumer>(std::move(ring));
+        w->set_consumer(raw->consumer.get());
+      }
+      w->set_observed(true);
       return uint64_t{1};
     };
     src.unsubscribe = [raw](uint64_t) {
       if (raw->ctx->trace)
-        raw->ctx->trace->set_observer(nullptr);
+        raw->ctx->trace->set_observed(false);
     };
     d->feed = std::make_unique<recent_feed>(std::move(src));
   }
@@ -464,6 +442,12 @@ admin_server::~admin_server() {
   if (d.sampler.joinable())
     d.sampler.join();
   d.feed.reset(); // unsubscribes
+  if (d.consumer && d.ctx->trace) {
+    // The writer may be inside publish(): after a whole pass of its own it
+    // no longer is, and never calls the consumer again.
+    d.ctx->trace->set_consumer(nullptr);
+    d.ctx->trace->flush(std::chrono::seconds{5});
+  }
 }
 
 uint16_t admin_server::port() const noexcept {

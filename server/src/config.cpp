@@ -353,10 +353,31 @@ const std::vector<option_def>& options() {
                          1ull << 40, "Rotate the trace file at this size."));
     t.push_back(int_opt<uint32_t>("trace", "max-files", &server_config::trace_max_files, 1, 1000,
                                   "Rotated trace files kept."));
-    t.push_back(int_opt<uint32_t>("trace", "queue", &server_config::trace_queue, 16, 1u << 24,
-                                  "Trace records buffered for the writer thread; beyond "
-                                  "it records are dropped and counted, never blocking "
-                                  "the relay."));
+    t.push_back(size_opt("trace", "buffer", &server_config::trace_buffer_bytes, 64 << 10,
+                         1ull << 32,
+                         "Bytes of trace records the relay may be ahead of the trace writer; "
+                         "beyond it records are lost, counted and reported as a gap, never "
+                         "blocking the relay."));
+    t.push_back({"trace", "written",
+                 "Trace each message written to each receiver's socket (one event per "
+                 "delivery): none, traced (messages that carry a trace id) or all.",
+                 [](const server_config& c) {
+                   return json_string(c.trace_written == trace_written_policy::all      ? "all"
+                                      : c.trace_written == trace_written_policy::traced ? "traced"
+                                                                                        : "none");
+                 },
+                 [](server_config& c, const std::string& v) -> expected<> {
+                   if (v == "none")
+                     c.trace_written = trace_written_policy::none;
+                   else if (v == "traced")
+                     c.trace_written = trace_written_policy::traced;
+                   else if (v == "all")
+                     c.trace_written = trace_written_policy::all;
+                   else
+                     return invalid(fmt::format("'{}' is not one of none, traced, all", v));
+                   return {};
+                 },
+                 copy_of(&server_config::trace_written)});
     t.push_back(string_opt("tls", "cert", &server_config::tls_cert,
                            "PEM certificate chain of the server; set, every connection must "
                            "use TLS (1.2 or later). Reloaded on SIGHUP for new connections."));

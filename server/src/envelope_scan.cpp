@@ -14,16 +14,23 @@ using namespace proto::wire;
 
 using E = v1::Envelope;
 
-/// A headers map entry: key = 1, value = 2, both strings.
-bool valid_map_entry(std::string_view entry) {
+/// A headers map entry: key = 1, value = 2, both strings. Notes the value
+/// of a `traceparent` entry (the last one wins, as protobuf's map does).
+bool valid_map_entry(std::string_view entry, envelope_view& out) {
   bool ok = true;
-  return for_each_field(entry,
-                        [&](const field& f) {
-                          if ((f.number == 1 || f.number == 2)
-                              && (f.type != length_type || !valid_utf8(f.bytes)))
-                            ok = false;
-                        })
-         && ok;
+  std::string_view key;
+  std::string_view value;
+  bool well_formed = for_each_field(entry, [&](const field& f) {
+    if (f.number != 1 && f.number != 2)
+      return;
+    if (f.type != length_type || !valid_utf8(f.bytes))
+      ok = false;
+    else
+      (f.number == 1 ? key : value) = f.bytes;
+  });
+  if (well_formed && ok && key == "traceparent")
+    out.traceparent = value;
+  return well_formed && ok;
 }
 
 /// Envelope fields (wire.proto) and what a relay must check about them. The
@@ -60,7 +67,7 @@ bool scan_envelope(std::string_view env, envelope_view& out) {
       out.payload = bytes_field(f);
       break;
     case E::kHeadersFieldNumber: // one map entry
-      ok = ok && f.type == length_type && valid_map_entry(f.bytes);
+      ok = ok && f.type == length_type && valid_map_entry(f.bytes, out);
       break;
     case E::kTraceIdFieldNumber:
       out.trace_id = bytes_field(f);

@@ -28,6 +28,8 @@ struct envelope_view {
   std::string_view recipient;
   std::string_view route;
   std::string_view trace_id;
+  /// The value of a `traceparent` header (W3C trace context), unchecked.
+  std::string_view traceparent;
   std::string_view payload;
   int64_t sent_ns = 0;
   uint64_t client_seq = 0;

@@ -8,6 +8,7 @@
 // local-only ("unsafe") message types.
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -132,6 +133,31 @@ struct slice {
   std::string_view in(const std::vector<char>& buf) const {
     return size == 0 ? std::string_view{} : std::string_view{buf.data() + offset, size};
   }
+  bool empty() const noexcept {
+    return size == 0;
+  }
+};
+
+/// A few bytes kept inline (trace and span ids): no allocation per message.
+template <size_t N>
+struct inline_bytes {
+  uint8_t size = 0;
+  char data[N];
+
+  void assign(std::string_view s) noexcept {
+    size = static_cast<uint8_t>(s.size() < N ? s.size() : N);
+    std::memcpy(data, s.data(), size);
+  }
+  std::string_view view() const noexcept {
+    return {data, size};
+  }
+};
+
+/// A message whose writing to a receiver's socket is traced (trace.written).
+struct written_mark {
+  uint64_t message_id = 0;
+  int64_t accepted_ns = 0;
+  inline_bytes<32> trace_id;
 };
 
 /// One envelope inside a relay batch.
@@ -150,7 +176,9 @@ struct relay_item {
   uint32_t payload_bytes = 0;
   int64_t sent_ns = 0;
   int64_t relayed_ns = 0;
-  std::string trace_id;        // only when tracing
+  // Only when recording traces:
+  inline_bytes<32> trace_id;   // the envelope's, or the traceparent header's
+  inline_bytes<8> span_id;     // the traceparent header's parent-id
   std::string payload_excerpt; // only when tracing payloads
   bool payload_truncated = false;
 };
@@ -174,6 +202,8 @@ struct delivery {
   uint32_t count = 0;
   uint64_t first_id = 0;
   uint64_t last_id = 0;
+  /// trace.written: the messages among them whose writing is traced.
+  std::vector<written_mark> written;
 };
 
 /// A Notice the router wants a session to send to its agent.

@@ -29,6 +29,7 @@
 #include "messages.hpp"
 #include "notice_limiter.hpp"
 #include "routing_table.hpp"
+#include "trace_record.hpp"
 
 namespace convoke::server::internal {
 
@@ -79,6 +80,12 @@ struct router_state {
   /// Registered agents whose `send` right is restricted: only then do
   /// requests record reply grants.
   size_t send_restricted = 0;
+  /// Broadcast audiences traced so far: a hash of the receivers' session
+  /// ids -> the audience's number (the latest 4096; then numbering goes on
+  /// and definitions are recorded again).
+  std::unordered_map<uint64_t, uint64_t> audiences;
+  uint64_t next_audience = 0;
+  std::vector<char> audience_names;
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
   std::unordered_map<entry_t*, delivery> per_target;
@@ -203,28 +210,78 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
   }
 }
 
+/// The number of a broadcast's audience (its receivers), recording its
+/// definition the first time.
+uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets) {
+  // Order-independent: the table may list the same agents in another order.
+  uint64_t sum = 0;
+  uint64_t mixed = 0;
+  for (auto e : targets) {
+    auto h = (e->session_id + 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 31;
+    sum += h;
+    mixed ^= h * 0x94d049bb133111ebull;
+  }
+  auto key = sum ^ (mixed << 1) ^ targets.size();
+  if (st.audiences.size() >= 4096)
+    st.audiences.clear();
+  auto [at, fresh] = st.audiences.try_emplace(key, 0);
+  if (!fresh)
+    return at->second;
+  at->second = ++st.next_audience;
+  auto& names = st.audience_names;
+  names.clear();
+  for (auto e : targets) {
+    if (names.size() + e->name.size() + 2 > 0xffff)
+      break; // a record holds 64 KiB of names; `count` still says how many
+    append_name(names, e->name);
+  }
+  record_fields f;
+  f.what = trace::kind::audience;
+  f.audience = at->second;
+  f.count = static_cast<uint32_t>(targets.size());
+  f.ts_ns = unix_nanos();
+  f.names = {names.data(), names.size()};
+  st.ctx->trace->record(f);
+  return at->second;
+}
+
 void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it,
-                 const std::vector<entry_t*>& targets) {
-  trace_event ev;
-  ev.what = trace_event::kind::relay;
-  ev.message_id = it.message_id;
-  ev.sender = b.sender;
-  ev.recipient = it.recipient.in(b.frames);
-  ev.route = it.route.in(b.frames);
-  ev.count = static_cast<uint32_t>(targets.size());
-  if (ev.recipient.empty())
-    for (size_t i = 0; i < targets.size() && i < 8; ++i) {
-      if (i > 0)
-        ev.recipients.push_back(',');
-      ev.recipients += targets[i]->name;
-    }
-  ev.payload_bytes = it.payload_bytes;
-  ev.sent_ns = it.sent_ns;
-  ev.relayed_ns = it.relayed_ns;
-  ev.trace_id = it.trace_id;
-  ev.payload = it.payload_excerpt;
-  ev.payload_truncated = it.payload_truncated;
-  ctx.trace->push(std::move(ev));
+                 const std::vector<entry_t*>& targets, uint64_t audience, int64_t now) {
+  record_fields f;
+  f.what = trace::kind::relay;
+  f.message_id = it.message_id;
+  f.sender = b.sender;
+  f.recipient = it.recipient.in(b.frames);
+  f.route = it.route.in(b.frames);
+  f.count = static_cast<uint32_t>(targets.size());
+  f.audience = audience;
+  f.payload_bytes = it.payload_bytes;
+  f.sent_ns = it.sent_ns;
+  f.accepted_ns = it.relayed_ns;
+  f.ts_ns = now;
+  f.trace_id = it.trace_id.view();
+  f.span_id = it.span_id.view();
+  f.request_id = it.request_id;
+  f.in_reply_to = it.in_reply_to;
+  f.payload = it.payload_excerpt;
+  f.payload_truncated = it.payload_truncated;
+  ctx.trace->record(f);
+}
+
+/// trace.written: whether writing `it` to each receiver is traced.
+bool traces_writes(const server_context& ctx, const relay_item& it) {
+  auto p = ctx.cfg.trace_written;
+  return p == trace_written_policy::all
+         || (p == trace_written_policy::traced && it.trace_id.size > 0);
+}
+
+void mark_written(delivery& d, const relay_item& it) {
+  written_mark m;
+  m.message_id = it.message_id;
+  m.accepted_ns = it.relayed_ns;
+  m.trace_id = it.trace_id;
+  d.written.push_back(m);
 }
 
 /// A request reaching agents whose `send` right is restricted grants each
@@ -246,6 +303,7 @@ void on_relay(router_ptr self, relay_batch& b) {
     self->send(sender_session, credit_atom::value, b.credit);
   if (b.items.empty())
     return;
+  bool recording = ctx.trace->recording();
   // A session replaced by a reconnect (resume token) may still have had
   // messages on their way: they were accepted, so they are routed; a
   // broadcast then skips the agent's new session as well (never back to
@@ -313,19 +371,23 @@ void on_relay(router_ptr self, relay_batch& b) {
     n.message_id = it.message_id;
     n.request_id = it.request_id;
     self->send(sender_session, notice_atom::value, std::move(n));
-    if (ctx.trace) {
-      trace_event ev;
-      ev.what = e == nullptr ? trace_event::kind::undeliverable : trace_event::kind::rejected;
-      ev.message_id = it.message_id;
-      ev.sender = b.sender;
-      ev.recipient = recipient;
-      ev.route = it.route.in(b.frames);
-      ev.payload_bytes = it.payload_bytes;
-      ev.sent_ns = it.sent_ns;
-      ev.relayed_ns = it.relayed_ns;
-      ev.trace_id = it.trace_id;
-      ev.reason = std::string{code};
-      ctx.trace->push(std::move(ev));
+    if (ctx.trace->recording()) {
+      record_fields f;
+      f.what = e == nullptr ? trace::kind::undeliverable : trace::kind::rejected;
+      f.message_id = it.message_id;
+      f.sender = b.sender;
+      f.recipient = recipient;
+      f.route = it.route.in(b.frames);
+      f.payload_bytes = it.payload_bytes;
+      f.sent_ns = it.sent_ns;
+      f.accepted_ns = it.relayed_ns;
+      f.ts_ns = unix_nanos();
+      f.trace_id = it.trace_id.view();
+      f.span_id = it.span_id.view();
+      f.request_id = it.request_id;
+      f.in_reply_to = it.in_reply_to;
+      f.reason = code;
+      ctx.trace->record(f);
     }
     return false;
   };
@@ -336,15 +398,21 @@ void on_relay(router_ptr self, relay_batch& b) {
         resolve(b.items[i]);
       return;
     }
-    if (ctx.trace || st.send_restricted > 0)
+    delivery d;
+    if (recording) {
+      auto routed_ns = unix_nanos();
+      auto audience = b.items[0].recipient.empty() ? audience_of(st, st.targets) : 0;
       for (auto& it : b.items) {
-        if (ctx.trace)
-          trace_relay(ctx, b, it, st.targets);
-        grant_replies(st, b, it);
+        trace_relay(ctx, b, it, st.targets, audience, routed_ns);
+        if (traces_writes(ctx, it))
+          mark_written(d, it);
       }
+    }
+    if (st.send_restricted > 0)
+      for (auto& it : b.items)
+        grant_replies(st, b, it);
     if (st.targets.empty())
       return;
-    delivery d;
     d.relayed_ns = b.items.front().relayed_ns;
     d.frames = std::move(b.frames);
     d.count = static_cast<uint32_t>(b.items.size());
@@ -360,11 +428,16 @@ void on_relay(router_ptr self, relay_batch& b) {
   auto& per = st.per_target;
   per.clear();
   uint64_t deliveries = 0;
+  int64_t routed_ns = recording ? unix_nanos() : 0;
   for (auto& it : b.items) {
     if (!resolve(it))
       continue;
-    if (ctx.trace)
-      trace_relay(ctx, b, it, st.targets);
+    bool written = false;
+    if (recording) {
+      auto audience = it.recipient.empty() ? audience_of(st, st.targets) : 0;
+      trace_relay(ctx, b, it, st.targets, audience, routed_ns);
+      written = traces_writes(ctx, it);
+    }
     grant_replies(st, b, it);
     for (auto e : st.targets) {
       auto& d = per[e];
@@ -372,6 +445,8 @@ void on_relay(router_ptr self, relay_batch& b) {
         d.first_id = it.message_id;
         d.relayed_ns = it.relayed_ns;
       }
+      if (written)
+        mark_written(d, it);
       d.frames.insert(d.frames.end(), b.frames.begin() + it.offset,
                       b.frames.begin() + it.offset + it.size);
       ++d.count;
@@ -444,17 +519,18 @@ void flush_suppressed(router_ptr self, uint64_t sid) {
   }
   if (s.count == 0)
     return;
-  if (ctx.trace) {
-    trace_event ev;
-    ev.what = trace_event::kind::undeliverable;
-    ev.message_id = s.first_id;
-    ev.last_message_id = s.last_id;
-    ev.count = static_cast<uint32_t>(s.count);
-    ev.sender = e != nullptr ? e->name : std::string{};
-    ev.recipient = i->second.example_recipient;
-    ev.relayed_ns = unix_nanos();
-    ev.reason = std::string{codes::unknown_recipient};
-    ctx.trace->push(std::move(ev));
+  if (ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::undeliverable;
+    f.message_id = s.first_id;
+    f.last_message_id = s.last_id;
+    f.count = static_cast<uint32_t>(s.count);
+    if (e != nullptr)
+      f.sender = e->name;
+    f.recipient = i->second.example_recipient;
+    f.ts_ns = unix_nanos();
+    f.reason = codes::unknown_recipient;
+    ctx.trace->record(f);
   }
   if (e == nullptr)
     return;

@@ -125,12 +125,22 @@ expected<> server::start() {
                          (*store)->size());
     ctx.auth = std::make_unique<authenticator>(std::move(*store));
   }
-  if (cfg.trace_enabled) {
-    auto trace = trace_writer::open({cfg.trace_file, cfg.trace_format, cfg.trace_max_file_bytes,
-                                     cfg.trace_max_files, cfg.trace_queue});
+  {
+    // Always there: without a trace file it records only while an agent
+    // observes (the live tap).
+    trace_writer::options topts;
+    topts.to_file = cfg.trace_enabled;
+    topts.file = cfg.trace_file;
+    topts.fmt = cfg.trace_format;
+    topts.max_file_bytes = cfg.trace_max_file_bytes;
+    topts.max_files = cfg.trace_max_files;
+    topts.buffer_bytes = cfg.trace_buffer_bytes;
+    auto trace = trace_writer::open(topts);
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+    ctx.log_server->info("trace boot={} file={}", ctx.trace->boot(),
+                         cfg.trace_enabled ? logfmt_value(cfg.trace_file) : std::string{"off"});
   }
   if (cfg.tls_enabled()) {
     auto c = tls::context::server(cfg.tls_settings());
@@ -325,7 +335,7 @@ server::reload_result server::reload_config(const server_config& read) {
 
 bool server::reopen_trace() {
   auto& t = impl_->ctx->trace;
-  if (!t)
+  if (!t || !impl_->ctx->cfg.trace_enabled)
     return false;
   t->reopen();
   return true;

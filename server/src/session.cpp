@@ -31,6 +31,7 @@
 #include "convoke/caf_support/self_send.hpp"
 #include "convoke/caf_support/socket.hpp"
 #include "convoke/common/text.hpp"
+#include "convoke/common/trace_context.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
@@ -40,6 +41,7 @@
 #include "output_ledger.hpp"
 #include "session_machine.hpp"
 #include "session_rules.hpp"
+#include "trace_record.hpp"
 
 namespace convoke::server::internal {
 
@@ -126,6 +128,9 @@ struct session_state {
   /// closing); reported once, when the session ends, with `lost_reason`.
   message_range lost;
   std::string_view lost_reason = drop_reason::connection_closed;
+  /// The code of the Notice or Goodbye that closed the session, if any
+  /// (the `left` trace event's reason).
+  std::string end_reason;
   size_t read_chunk = small_read_chunk;
   // Input credits: bytes handed to the router and not yet acknowledged.
   uint64_t in_flight = 0;
@@ -311,6 +316,23 @@ void write_bytes(session_ptr self, const char* data, size_t size, message_range 
   flush_tls(self, msgs);
 }
 
+/// The trace and span ids of an envelope: its trace_id field, else those of
+/// a valid W3C `traceparent` header (an invalid one is relayed, not used).
+void trace_ids(const envelope_view& view, record_fields& f) {
+  f.trace_id = view.trace_id.substr(0, 32);
+  if (view.traceparent.empty())
+    return;
+  auto tp = trace::parse_traceparent(view.traceparent);
+  if (!tp)
+    return;
+  if (f.trace_id.empty() || f.trace_id == tp->trace_id) {
+    thread_local trace::traceparent kept; // the views below point into it
+    kept = std::move(*tp);
+    f.trace_id = kept.trace_id;
+    f.span_id = kept.parent_id;
+  }
+}
+
 /// Traces messages that will never be written to this agent (one record
 /// for the whole range) and, with `count`, adds them to `dropped`.
 void account_dropped(session_ptr self, const message_range& msgs, std::string_view reason,
@@ -330,16 +352,16 @@ void account_dropped(session_ptr self, const message_range& msgs, std::string_vi
                                                                 : spdlog::level::warn,
                        "messages not delivered {} count={} first_id={} last_id={} reason={}",
                        who(self), msgs.count, msgs.first_id, msgs.last_id, reason);
-  if (ctx.trace) {
-    trace_event ev;
-    ev.what = trace_event::kind::dropped;
-    ev.message_id = msgs.first_id;
-    ev.last_message_id = msgs.last_id;
-    ev.recipient = st.agent;
-    ev.count = static_cast<uint32_t>(msgs.count);
-    ev.relayed_ns = unix_nanos();
-    ev.reason = std::string{reason};
-    ctx.trace->push(std::move(ev));
+  if (ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::dropped;
+    f.message_id = msgs.first_id;
+    f.last_message_id = msgs.last_id;
+    f.recipient = st.agent;
+    f.count = static_cast<uint32_t>(msgs.count);
+    f.ts_ns = unix_nanos();
+    f.reason = reason;
+    ctx.trace->record(f);
   }
 }
 
@@ -473,6 +495,15 @@ void complete(session_ptr self) {
   st.dropping = {};
   account_dropped(self, st.lost, st.lost_reason);
   st.lost = {};
+  if (!st.agent.empty() && st.ctx->trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::left;
+    f.sender = st.agent;
+    f.address = st.remote;
+    f.reason = st.end_reason.empty() ? st.lost_reason : std::string_view{st.end_reason};
+    f.ts_ns = unix_nanos();
+    st.ctx->trace->record(f);
+  }
   release_budget(self);
   release_principal(self);
   self->quit();
@@ -530,6 +561,8 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   bool relaying = m.writes_messages();
   if (!m.begin_close(steady::now(), grace))
     return;
+  if (st.end_reason.empty())
+    st.end_reason = last.has_notice() ? last.notice().code() : last.goodbye().code();
   if (relaying)
     dispatch_batch(self);
   leave_router(self);
@@ -906,18 +939,20 @@ bool within_rate(session_ptr self, const envelope_view& view) {
     ++st.rate_limited_untraced; // in the summary record (flush_notices)
     return false;
   }
-  if (ctx.trace) {
-    trace_event ev;
-    ev.what = trace_event::kind::undeliverable;
-    ev.sender = st.agent;
-    ev.recipient = view.recipient;
-    ev.route = view.route;
-    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
-    ev.sent_ns = view.sent_ns;
-    ev.relayed_ns = unix_nanos();
-    ev.trace_id = view.trace_id.substr(0, 32);
-    ev.reason = std::string{codes::rate_limited};
-    ctx.trace->push(std::move(ev));
+  if (ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::undeliverable;
+    f.sender = st.agent;
+    f.recipient = view.recipient;
+    f.route = view.route;
+    f.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    f.sent_ns = view.sent_ns;
+    f.ts_ns = f.accepted_ns = unix_nanos();
+    f.request_id = view.request_id;
+    f.in_reply_to = view.in_reply_to;
+    trace_ids(view, f);
+    f.reason = codes::rate_limited;
+    ctx.trace->record(f);
   }
   return false;
 }
@@ -956,19 +991,21 @@ bool permitted(session_ptr self, const envelope_view& view, bool& needs_grant) {
                        make_notice(v1::Notice::WARNING, codes::permission_denied, std::move(text),
                                    view.client_seq, id, view.request_id),
                        view.client_seq);
-  if (ctx.trace) {
-    trace_event ev;
-    ev.what = trace_event::kind::rejected;
-    ev.message_id = id;
-    ev.sender = st.agent;
-    ev.recipient = std::string{view.recipient};
-    ev.route = std::string{view.route.substr(0, proto::max_route_length)};
-    ev.payload_bytes = static_cast<uint32_t>(view.payload.size());
-    ev.sent_ns = view.sent_ns;
-    ev.relayed_ns = unix_nanos();
-    ev.trace_id = std::string{view.trace_id.substr(0, 32)};
-    ev.reason = std::string{drop_reason::permission_denied};
-    ctx.trace->push(std::move(ev));
+  if (ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::rejected;
+    f.message_id = id;
+    f.sender = st.agent;
+    f.recipient = view.recipient;
+    f.route = view.route.substr(0, proto::max_route_length);
+    f.payload_bytes = static_cast<uint32_t>(view.payload.size());
+    f.sent_ns = view.sent_ns;
+    f.ts_ns = f.accepted_ns = unix_nanos();
+    f.request_id = view.request_id;
+    f.in_reply_to = view.in_reply_to;
+    trace_ids(view, f);
+    f.reason = drop_reason::permission_denied;
+    ctx.trace->record(f);
   }
   return false;
 }
@@ -1025,8 +1062,11 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   item.payload_bytes = static_cast<uint32_t>(view.payload.size());
   item.sent_ns = view.sent_ns;
   item.relayed_ns = now;
-  if (ctx.trace) {
-    item.trace_id = view.trace_id.substr(0, 32); // W3C ids are 16 bytes; never copy more
+  if (ctx.trace->recording()) {
+    record_fields ids;
+    trace_ids(view, ids);
+    item.trace_id.assign(ids.trace_id); // W3C ids are 16 bytes; never more than 32
+    item.span_id.assign(ids.span_id);
     if (auto cap = st.cfg->trace_payload_bytes; cap > 0) {
       item.payload_excerpt = view.payload.substr(0, cap);
       item.payload_truncated = view.payload.size() > cap;
@@ -1569,6 +1609,18 @@ void deliver(session_ptr self, const delivery& d) {
   write_bytes(self, d.frames.data(), d.frames.size(), msgs);
   update_budget(self);
   auto& ctx = *st.ctx;
+  if (!d.written.empty() && ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::written;
+    f.recipient = st.agent;
+    f.ts_ns = unix_nanos();
+    for (auto& m : d.written) {
+      f.message_id = m.message_id;
+      f.accepted_ns = m.accepted_ns;
+      f.trace_id = m.trace_id.view();
+      ctx.trace->record(f);
+    }
+  }
   bump(ctx.stats.bytes_out, d.frames.size());
   st.info->out_msgs.add(d.count);
   st.info->out_bytes.add(d.frames.size());
@@ -1757,14 +1809,15 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     [self](flush_notices_atom) {
       auto& st = self->state;
       auto s = st.notices.take();
-      if (auto n = std::exchange(st.rate_limited_untraced, 0); n > 0 && st.ctx->trace) {
-        trace_event ev; // one record for the rate_limited Notices not sent
-        ev.what = trace_event::kind::undeliverable;
-        ev.sender = st.agent;
-        ev.count = static_cast<uint32_t>(n);
-        ev.relayed_ns = unix_nanos();
-        ev.reason = std::string{codes::rate_limited};
-        st.ctx->trace->push(std::move(ev));
+      if (auto n = std::exchange(st.rate_limited_untraced, 0);
+          n > 0 && st.ctx->trace->recording()) {
+        record_fields f; // one record for the rate_limited Notices not sent
+        f.what = trace::kind::undeliverable;
+        f.sender = st.agent;
+        f.count = static_cast<uint32_t>(n);
+        f.ts_ns = unix_nanos();
+        f.reason = codes::rate_limited;
+        st.ctx->trace->record(f);
       }
       if (s.count == 0 || !machine(self).writes_messages())
         return;
@@ -1815,6 +1868,16 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       st.ctx->log_session->info("agent connected {} remote={} role={} sdk={} identity={}",
                                 who(self), st.remote, logfmt_value(st.role), logfmt_value(st.sdk),
                                 logfmt_value(st.ident ? st.ident->name : std::string{}));
+      if (st.ctx->trace->recording()) {
+        record_fields f;
+        f.what = trace::kind::joined;
+        f.sender = st.agent;
+        f.address = st.remote;
+        if (st.ident)
+          f.identity = st.ident->name;
+        f.ts_ns = unix_nanos();
+        st.ctx->trace->record(f);
+      }
       if (!st.denied_routes.empty()) {
         bump(st.ctx->stats.permission_denied, st.denied_routes.size());
         write_optional_frame(self, make_notice(v1::Notice::WARNING, codes::permission_denied,

@@ -1,211 +1,144 @@
 #include "trace.hpp"
 
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
-#include <spdlog/details/log_msg.h>
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/rotating_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
 
-#include <utility>
-
+#include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
+#include "convoke/common/units.hpp"
 #include "convoke/server/error.hpp"
+#include "trace_ring.hpp"
 
 namespace convoke::server {
 
 namespace {
 
-constexpr size_t bulk_size = 4096;
+/// Writer instances, so that a thread's cached ring is never taken for
+/// another writer's (tests run several servers in one process).
+std::atomic<uint64_t> generations{0};
 
-const char* kind_name(trace_event::kind k) {
-  switch (k) {
-  case trace_event::kind::relay:
-    return "relay";
-  case trace_event::kind::undeliverable:
-    return "undeliverable";
-  case trace_event::kind::dropped:
-    return "dropped";
-  case trace_event::kind::rejected:
-    return "rejected";
+/// Formatted bytes written out at once (fewer system calls under load).
+constexpr size_t out_chunk = 256 << 10;
+/// Audience definitions kept to repeat after a file rotation.
+constexpr size_t max_audiences = 4096;
+
+bool write_all(int fd, std::string_view bytes, std::string& why) {
+  while (!bytes.empty()) {
+    auto n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      why = std::strerror(errno);
+      return false;
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
   }
-  return "event";
-}
-
-int64_t ingress_micros(const trace_event& ev) {
-  return ev.sent_ns > 0 ? (ev.relayed_ns - ev.sent_ns) / 1000 : 0;
+  return true;
 }
 
 } // namespace
 
-std::string format_trace_text(const trace_event& ev) {
-  std::string out;
-  out.reserve(160);
-  append_timestamp(out, ev.relayed_ns);
-  out.push_back(' ');
-  out += kind_name(ev.what);
-  auto it = std::back_inserter(out);
-  if (ev.what == trace_event::kind::dropped) {
-    fmt::format_to(it, " m={}..{} to={} count={} reason={}", ev.message_id, ev.last_message_id,
-                   logfmt_value(ev.recipient), ev.count, ev.reason);
-    return out;
-  }
-  if (ev.what == trace_event::kind::undeliverable && ev.count > 1) {
-    // A rate-limited summary of many undeliverable messages.
-    fmt::format_to(it, " m={}..{} {} -> {} count={} reason={} (summary of rate-limited records)",
-                   ev.message_id, ev.last_message_id, logfmt_value(ev.sender),
-                   logfmt_value(ev.recipient), ev.count, ev.reason);
-    return out;
-  }
-  fmt::format_to(it, " m={} {} -> {}", ev.message_id, logfmt_value(ev.sender),
-                 ev.recipient.empty() ? std::string{"*"} : logfmt_value(ev.recipient));
-  if (!ev.route.empty())
-    fmt::format_to(it, " route={}", logfmt_value(ev.route));
-  if (ev.what == trace_event::kind::relay && ev.recipient.empty()) {
-    fmt::format_to(it, " fanout={}", ev.count);
-    if (!ev.recipients.empty())
-      fmt::format_to(it, " to={}{}", ev.recipients, ev.count > 8 ? ",..." : "");
-  }
-  if (ev.what == trace_event::kind::undeliverable || ev.what == trace_event::kind::rejected)
-    fmt::format_to(it, " reason={}", ev.reason);
-  fmt::format_to(it, " bytes={}", ev.payload_bytes);
-  if (ev.sent_ns > 0)
-    fmt::format_to(it, " ingress_us={}", ingress_micros(ev));
-  if (!ev.trace_id.empty())
-    fmt::format_to(it, " trace={}", to_hex(ev.trace_id));
-  if (!ev.payload.empty() || ev.payload_truncated) {
-    out += " payload=";
-    append_json_string(out, ev.payload);
-    if (ev.payload_truncated)
-      out += "...";
-  }
-  return out;
+std::string new_boot_id() {
+  return crypto::random_hex(8);
 }
 
-std::string format_trace_json(const trace_event& ev) {
-  std::string out;
-  out.reserve(256);
-  out += "{\"ts\":\"";
-  append_timestamp(out, ev.relayed_ns);
-  fmt::format_to(std::back_inserter(out), "\",\"event\":\"{}\",\"message_id\":{}",
-                 kind_name(ev.what), ev.message_id);
-  auto field = [&out](std::string_view key, std::string_view value) {
-    out += ",\"";
-    out += key;
-    out += "\":";
-    append_json_string(out, value);
-  };
-  auto number = [&out](std::string_view key, int64_t value) {
-    fmt::format_to(std::back_inserter(out), ",\"{}\":{}", key, value);
-  };
-  if (ev.what == trace_event::kind::dropped) {
-    number("last_message_id", static_cast<int64_t>(ev.last_message_id));
-    field("to", ev.recipient);
-    number("count", ev.count);
-    field("reason", ev.reason);
-    out.push_back('}');
-    return out;
-  }
-  field("from", ev.sender);
-  field("to", ev.recipient.empty() ? std::string_view{"*"} : std::string_view{ev.recipient});
-  if (ev.what == trace_event::kind::undeliverable && ev.count > 1) {
-    // A rate-limited summary: `count` messages, ids `message_id`..`last_message_id`;
-    // `to` is one of their recipients.
-    number("last_message_id", static_cast<int64_t>(ev.last_message_id));
-    number("count", ev.count);
-    field("reason", ev.reason);
-    out += ",\"summary\":true}";
-    return out;
-  }
-  if (!ev.route.empty())
-    field("route", ev.route);
-  if (ev.what == trace_event::kind::relay && ev.recipient.empty()) {
-    number("fanout", ev.count);
-    out += ",\"recipients\":[";
-    std::string_view rest = ev.recipients;
-    bool first = true;
-    while (!rest.empty()) {
-      auto comma = rest.find(',');
-      if (!first)
-        out.push_back(',');
-      append_json_string(out, rest.substr(0, comma));
-      first = false;
-      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    }
-    out += "]";
-  }
-  if (ev.what == trace_event::kind::undeliverable || ev.what == trace_event::kind::rejected)
-    field("reason", ev.reason);
-  number("bytes", ev.payload_bytes);
-  number("sent_unix_nanos", ev.sent_ns);
-  number("relayed_unix_nanos", ev.relayed_ns);
-  if (!ev.trace_id.empty())
-    field("trace_id", to_hex(ev.trace_id));
-  if (!ev.payload.empty() || ev.payload_truncated) {
-    field("payload", ev.payload);
-    out += ",\"payload_truncated\":";
-    out += ev.payload_truncated ? "true" : "false";
-  }
-  out.push_back('}');
-  return out;
+std::string rotated_name(const std::string& path, uint32_t index) {
+  if (index == 0)
+    return path;
+  auto slash = path.rfind('/');
+  auto dot = path.rfind('.');
+  // No extension, a dot file ("/x/.trace") or a dot in a directory name.
+  if (dot == std::string::npos || dot == 0 || (slash != std::string::npos && dot <= slash + 1))
+    return fmt::format("{}.{}", path, index);
+  return fmt::format("{}.{}{}", path.substr(0, dot), index, path.substr(dot));
 }
-
-namespace {
-
-/// The destination's sink, or why it cannot be opened.
-expected<spdlog::sink_ptr> make_sink(const trace_writer::options& opts) {
-  spdlog::sink_ptr sink;
-  if (opts.file == "-") {
-    sink = std::make_shared<spdlog::sinks::stdout_sink_st>();
-  } else {
-    try {
-      sink = std::make_shared<spdlog::sinks::rotating_file_sink_st>(opts.file, opts.max_file_bytes,
-                                                                    opts.max_files);
-    } catch (const spdlog::spdlog_ex& ex) {
-      return fail(errc::unwritable_file,
-                  fmt::format("cannot open trace file '{}': {}", opts.file, ex.what()));
-    }
-  }
-  sink->set_formatter(std::make_unique<spdlog::pattern_formatter>("%v"));
-  return sink;
-}
-
-} // namespace
 
 expected<std::unique_ptr<trace_writer>> trace_writer::open(const options& opts) {
-  auto sink = make_sink(opts);
-  if (!sink)
-    return tl::unexpected{std::move(sink.error())};
-  return std::unique_ptr<trace_writer>{new trace_writer(opts, std::move(*sink))};
+  std::unique_ptr<trace_writer> w{new trace_writer(opts)};
+  if (w->to_file_ && !w->open_file())
+    return convoke::fail(errc::unwritable_file, fmt::format("cannot open trace file '{}': {}",
+                                                            opts.file, std::strerror(errno)));
+  w->thread_ = std::thread{[p = w.get()] { p->run(); }};
+  return w;
 }
 
-trace_writer::trace_writer(options opts, spdlog::sink_ptr sink)
-  : opts_(std::move(opts)), sink_(std::move(sink)) {
-  queue_.reserve(1024);
-  thread_ = std::thread{[this] { run(); }};
+trace_writer::trace_writer(options opts)
+  : opts_(std::move(opts)), to_file_(opts_.to_file),
+    generation_(generations.fetch_add(1, std::memory_order_relaxed) + 1) {
+  if (opts_.boot.empty())
+    opts_.boot = new_boot_id();
+  out_.reserve(out_chunk + 4096);
 }
 
 trace_writer::~trace_writer() {
   stop();
+  if (file_ != nullptr && file_ != stdout)
+    std::fclose(file_);
 }
 
-void trace_writer::push(trace_event&& ev) {
-  auto bytes = sizeof(trace_event) + ev.sender.size() + ev.recipient.size() + ev.route.size()
-               + ev.recipients.size() + ev.trace_id.size() + ev.payload.size() + ev.reason.size();
-  bool wake = false;
-  {
-    std::lock_guard guard{mtx_};
-    if (queue_.size() >= opts_.queue || queued_bytes_ + bytes > opts_.queue_bytes || stopping_) {
-      dropped_.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    queue_.push_back(std::move(ev));
-    queued_bytes_ += bytes;
-    wake = queue_.size() == bulk_size;
+uint64_t trace_writer::dropped() const noexcept {
+  uint64_t n = write_failed_.load(std::memory_order_relaxed);
+  std::lock_guard guard{rings_mtx_};
+  for (auto& [id, r] : rings_)
+    n += r->lost();
+  return n;
+}
+
+trace_ring& trace_writer::local_ring() {
+  struct cache {
+    uint64_t generation = 0;
+    trace_ring* ring = nullptr;
+  };
+  thread_local cache c;
+  if (c.generation == generation_)
+    return *c.ring;
+  std::lock_guard guard{rings_mtx_};
+  auto me = std::this_thread::get_id();
+  trace_ring* found = nullptr;
+  for (auto& [id, r] : rings_)
+    if (id == me)
+      found = r.get();
+  if (found == nullptr) {
+    rings_.emplace_back(me, std::make_unique<trace_ring>(opts_.buffer_bytes));
+    found = rings_.back().second.get();
+    ring_count_.store(rings_.size(), std::memory_order_release);
   }
-  // The writer wakes at least every 25 ms on its own; notify only for bulk,
-  // so that a busy relay does not pay a futex wake per message.
-  if (wake)
+  c = {generation_, found};
+  return *found;
+}
+
+void trace_writer::record(const record_fields& f) noexcept {
+  trace_ring* ring;
+  try {
+    ring = &local_ring(); // allocates once per thread
+  } catch (...) {
+    write_failed_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  auto n = record_size(f);
+  auto p = ring->reserve(static_cast<uint32_t>(n));
+  if (p == nullptr) {
+    ring->count_lost();
+    return;
+  }
+  encode_record(f, p);
+  ring->commit();
+  // The writer sleeps long only after a second without records; it then
+  // also wakes on its own every 200 ms, so a wake-up missed here costs
+  // latency, never a record.
+  if (sleeping_.load(std::memory_order_relaxed) && sleeping_.exchange(false)) {
+    std::lock_guard guard{mtx_};
     cv_.notify_one();
+  }
+}
+
+void trace_writer::set_consumer(trace_consumer* consumer) {
+  consumer_.store(consumer, std::memory_order_release);
 }
 
 void trace_writer::stop() {
@@ -224,8 +157,8 @@ bool trace_writer::flush(std::chrono::milliseconds limit) {
   std::unique_lock guard{mtx_};
   if (!thread_.joinable())
     return true;
-  // Two passes: the one running now may have taken its batch before the
-  // records this caller cares about were queued.
+  // Two passes: the one running now may have drained before the records
+  // this caller cares about were written.
   auto target = passes_ + 2;
   ++flush_requested_;
   cv_.notify_one();
@@ -240,72 +173,60 @@ void trace_writer::reopen() {
   cv_.notify_one();
 }
 
+bool trace_writer::open_file() {
+  if (opts_.file == "-") {
+    file_ = stdout;
+    file_bytes_ = 0;
+    return true;
+  }
+  auto f = std::fopen(opts_.file.c_str(), "ae"); // O_APPEND | O_CLOEXEC
+  if (f == nullptr)
+    return false;
+  struct stat st {};
+  file_bytes_ = ::fstat(::fileno(f), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  file_ = f;
+  defined_.clear(); // a new file repeats the audiences it refers to
+  return true;
+}
+
+void trace_writer::rotate() {
+  if (file_ == nullptr || file_ == stdout)
+    return;
+  std::fclose(file_);
+  file_ = nullptr;
+  for (uint32_t i = opts_.max_files; i > 0; --i) {
+    auto from = rotated_name(opts_.file, i - 1);
+    if (::access(from.c_str(), F_OK) == 0)
+      ::rename(from.c_str(), rotated_name(opts_.file, i).c_str()); // replaces the oldest
+  }
+  if (!open_file())
+    fail(fmt::format("cannot open the trace file after rotating it: {}", std::strerror(errno)), 0);
+}
+
 void trace_writer::reopen_now() {
   auto log = logging::get("trace");
-  if (opts_.file == "-") {
-    log->info("trace goes to standard output; nothing to reopen");
+  if (!to_file_ || opts_.file == "-") {
+    log->info("trace goes to standard output or nowhere; nothing to reopen");
     return;
   }
-  if (sink_) {
-    try {
-      sink_->flush();
-    } catch (const std::exception& ex) {
-      log->warn("cannot flush the old trace file file={} error={}", logfmt_value(opts_.file),
-                logfmt_value(ex.what()));
-    }
-  }
-  auto sink = make_sink(opts_);
-  if (!sink) {
+  write_out(true); // what came before the request goes to the old file
+  auto old = file_;
+  file_ = nullptr;
+  if (!open_file()) {
+    file_ = old;
     log->error("cannot reopen the trace file, still writing to the old one file={} error={}",
-               logfmt_value(opts_.file), logfmt_value(sink.error().text));
+               logfmt_value(opts_.file), logfmt_value(std::strerror(errno)));
     return;
   }
-  sink_ = std::move(*sink); // the old file is closed here
+  if (old != nullptr)
+    std::fclose(old);
   reopened_.fetch_add(1, std::memory_order_relaxed);
   log->info("trace file reopened file={}", logfmt_value(opts_.file));
 }
 
-void trace_writer::write_batch(const std::vector<trace_event>& batch) {
-  // The file can fail under us (directory removed, disk full, descriptor
-  // limit at rotation): the records are then dropped and counted, it is
-  // logged (at most every 10 s), and the file is opened again, at most once
-  // a second. The relay never notices.
+void trace_writer::fail(const std::string& why, uint64_t lost) {
+  write_failed_.fetch_add(lost, std::memory_order_relaxed);
   auto now = std::chrono::steady_clock::now();
-  if (!sink_) {
-    if (now - failed_at_ < std::chrono::seconds{1}) {
-      dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
-      return;
-    }
-    auto sink = make_sink(opts_);
-    if (!sink) {
-      fail(sink.error().text, batch.size(), now);
-      return;
-    }
-    sink_ = std::move(*sink);
-    logging::get("trace")->info("trace file open again file={}", logfmt_value(opts_.file));
-  }
-  size_t done = 0;
-  try {
-    for (auto& ev : batch) {
-      auto line
-        = opts_.fmt == logging::format::json ? format_trace_json(ev) : format_trace_text(ev);
-      spdlog::details::log_msg msg{"trace", spdlog::level::info,
-                                   spdlog::string_view_t{line.data(), line.size()}};
-      sink_->log(msg);
-      ++done;
-    }
-    sink_->flush();
-    written_.fetch_add(done, std::memory_order_relaxed);
-  } catch (const std::exception& ex) {
-    written_.fetch_add(done, std::memory_order_relaxed);
-    sink_.reset();
-    fail(ex.what(), batch.size() - done, now);
-  }
-}
-
-void trace_writer::fail(const std::string& why, size_t lost,
-                        std::chrono::steady_clock::time_point now) {
-  dropped_.fetch_add(lost, std::memory_order_relaxed);
   failed_at_ = now;
   if (logged_at_ == std::chrono::steady_clock::time_point{}
       || now - logged_at_ >= std::chrono::seconds{10}) {
@@ -315,44 +236,181 @@ void trace_writer::fail(const std::string& why, size_t lost,
   }
 }
 
-void trace_writer::set_observer(observer_fn fn) {
-  std::lock_guard guard{observer_mtx_};
-  observer_ = std::move(fn);
+void trace_writer::write_out(bool force) {
+  if (out_.empty() || (!force && out_.size() < out_chunk))
+    return;
+  // The file can fail under us (directory removed, disk full, descriptor
+  // limit at rotation): the records are then dropped and counted, it is
+  // logged (at most every 10 s), and the file is opened again, at most once
+  // a second. The relay never notices.
+  if (file_ == nullptr) {
+    if (std::chrono::steady_clock::now() - failed_at_ < std::chrono::seconds{1} || !open_file()) {
+      if (failed_at_ == std::chrono::steady_clock::time_point{}
+          || std::chrono::steady_clock::now() - failed_at_ >= std::chrono::seconds{1})
+        fail(fmt::format("cannot open it: {}", std::strerror(errno)), out_events_);
+      else
+        write_failed_.fetch_add(out_events_, std::memory_order_relaxed);
+      out_.clear();
+      out_events_ = 0;
+      return;
+    }
+    logging::get("trace")->info("trace file open again file={}", logfmt_value(opts_.file));
+  }
+  std::string why;
+  if (write_all(::fileno(file_), out_, why)) {
+    file_bytes_ += out_.size();
+    written_.fetch_add(out_events_, std::memory_order_relaxed);
+  } else {
+    if (file_ != stdout)
+      std::fclose(file_);
+    file_ = nullptr;
+    fail(why, out_events_);
+  }
+  out_.clear();
+  out_events_ = 0;
+}
+
+void trace_writer::emit(const trace::event& ev) {
+  auto before = out_.size();
+  if (opts_.fmt == logging::format::json)
+    trace::append_json(out_, ev);
+  else
+    trace::append_text(out_, ev);
+  out_.push_back('\n');
+  ++out_events_;
+  if (file_ != stdout && file_bytes_ + out_.size() > opts_.max_file_bytes
+      && file_bytes_ + before > 0) {
+    // Rotate before this line: what came before fills the old file.
+    std::string line = out_.substr(before);
+    out_.resize(before);
+    --out_events_;
+    write_out(true);
+    rotate();
+    if (ev.what == trace::kind::relay && ev.audience != 0) // define it in the new file first
+      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
+        trace::event def;
+        def.what = trace::kind::audience;
+        def.boot = ev.boot;
+        def.seq = ev.seq;
+        def.ts_ns = ev.ts_ns;
+        def.audience = ev.audience;
+        def.count = static_cast<uint32_t>(a->second.size());
+        def.recipients = a->second;
+        defined_.insert(ev.audience);
+        emit(def);
+      }
+    out_ += line;
+    ++out_events_;
+  }
+  if (out_.size() >= out_chunk)
+    write_out(false);
+}
+
+void trace_writer::handle(trace::event& ev) {
+  ev.seq = ++seq_;
+  if (ev.boot != opts_.boot)
+    ev.boot = opts_.boot;
+  if (ev.what == trace::kind::audience) {
+    if (audiences_.size() >= max_audiences) {
+      audiences_.clear();
+      defined_.clear();
+    }
+    audiences_[ev.audience] = ev.recipients;
+    defined_.insert(ev.audience);
+  }
+  if (to_file_) {
+    if (ev.what == trace::kind::relay && ev.audience != 0 && defined_.count(ev.audience) == 0)
+      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
+        // A new file since the definition: repeat it.
+        trace::event def;
+        def.what = trace::kind::audience;
+        def.boot = ev.boot;
+        def.seq = ev.seq;
+        def.ts_ns = ev.ts_ns;
+        def.audience = ev.audience;
+        def.count = static_cast<uint32_t>(a->second.size());
+        def.recipients = a->second;
+        defined_.insert(ev.audience);
+        emit(def);
+      }
+    emit(ev);
+  }
+  if (auto c = consumer_.load(std::memory_order_acquire);
+      c != nullptr && observed_.load(std::memory_order_relaxed))
+    c->publish(ev);
+}
+
+size_t trace_writer::pass() {
+  std::vector<trace_ring*> rings;
+  {
+    std::lock_guard guard{rings_mtx_};
+    for (auto& [id, r] : rings_)
+      rings.push_back(r.get());
+  }
+  lost_seen_.resize(rings.size(), 0);
+  size_t n = 0;
+  for (size_t i = 0; i < rings.size(); ++i) {
+    n += rings[i]->drain([&](std::string_view rec) {
+      if (decode_record(rec, ev_))
+        handle(ev_);
+    });
+    if (auto lost = rings[i]->lost(); lost > lost_seen_[i]) {
+      trace::event gap;
+      gap.what = trace::kind::gap;
+      gap.ts_ns = unix_nanos();
+      gap.count = static_cast<uint32_t>(std::min<uint64_t>(lost - lost_seen_[i], UINT32_MAX));
+      gap.reason = std::string{drop_reason::trace_buffer_full};
+      lost_seen_[i] = lost;
+      handle(gap);
+      ++n;
+    }
+  }
+  if (n > 0) {
+    write_out(true);
+    if (auto c = consumer_.load(std::memory_order_acquire); c != nullptr)
+      c->end_pass();
+  }
+  return n;
 }
 
 void trace_writer::run() {
-  std::vector<trace_event> batch;
-  batch.reserve(1024);
+  auto active_at = std::chrono::steady_clock::now();
   for (;;) {
-    bool last = false;
-    bool reopen = false;
+    bool stop;
+    bool reopen;
     {
-      std::unique_lock guard{mtx_};
-      // Mark the previous pass done (its records are written).
-      ++passes_;
-      passed_.notify_all();
-      auto seen = flush_requested_;
-      cv_.wait_for(guard, std::chrono::milliseconds{25}, [&] {
-        return stopping_ || queue_.size() >= bulk_size || flush_requested_ != seen
-               || reopen_requested_;
-      });
-      batch.swap(queue_);
-      queued_bytes_ = 0;
-      last = stopping_;
+      std::lock_guard guard{mtx_};
+      stop = stopping_;
       reopen = std::exchange(reopen_requested_, false);
     }
-    // The records queued before a reopen request go to the old file.
-    if (!batch.empty()) {
-      write_batch(batch);
-      std::lock_guard guard{observer_mtx_};
-      if (observer_)
-        observer_(batch);
-    }
-    batch.clear();
+    auto n = pass();
     if (reopen)
       reopen_now();
-    if (last)
+    if (stop) {
+      pass(); // what was recorded while the last pass ran
+      write_out(true);
+      std::lock_guard guard{mtx_};
+      ++passes_;
+      passed_.notify_all();
       return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (n > 0)
+      active_at = now;
+    std::unique_lock guard{mtx_};
+    ++passes_;
+    passed_.notify_all();
+    auto seen = flush_requested_;
+    auto woken = [&] { return stopping_ || reopen_requested_ || flush_requested_ != seen; };
+    if (now - active_at < std::chrono::seconds{1}) {
+      // Busy: collect for a millisecond, so that each pass writes a lot at once.
+      cv_.wait_for(guard, std::chrono::milliseconds{1}, woken);
+    } else {
+      sleeping_.store(true);
+      cv_.wait_for(guard, std::chrono::milliseconds{200},
+                   [&] { return woken() || !sleeping_.load(std::memory_order_relaxed); });
+      sleeping_.store(false);
+    }
   }
 }
 

@@ -83,32 +83,6 @@ expected<void> split_into(const std::string& name, const std::string& value,
   return {};
 }
 
-/// The kind's name as in trace files (trace::to_string, which is not in
-/// main yet: issue 10's writer brings it; then this goes).
-std::string_view kind_name(trace::kind k) {
-  switch (k) {
-  case trace::kind::relay:
-    return "relay";
-  case trace::kind::undeliverable:
-    return "undeliverable";
-  case trace::kind::dropped:
-    return "dropped";
-  case trace::kind::rejected:
-    return "rejected";
-  case trace::kind::written:
-    return "written";
-  case trace::kind::gap:
-    return "gap";
-  case trace::kind::joined:
-    return "joined";
-  case trace::kind::left:
-    return "left";
-  case trace::kind::audience:
-    return "audience";
-  }
-  return "event";
-}
-
 bool names(const trace::event& ev, const std::vector<std::string>* audience,
            const std::string& agent) {
   return ev.sender == agent || ev.recipient == agent
@@ -157,55 +131,6 @@ expected<tracez_query> parse_tracez_query(const std::multimap<std::string, std::
   if (conversation && q.trace_id.empty())
     return fail(std::errc::invalid_argument, "trace: required (the conversation's trace id, hex)");
   return q;
-}
-
-nlohmann::json event_json(const trace::event& ev) {
-  nlohmann::json j;
-  j["ts"] = format_timestamp(ev.ts_ns);
-  j["event"] = std::string{kind_name(ev.what)};
-  j["seq"] = ev.seq;
-  j["boot"] = ev.boot;
-  auto number = [&](const char* key, auto v) {
-    if (v != 0)
-      j[key] = v;
-  };
-  auto text = [&](const char* key, const std::string& v) {
-    if (!v.empty())
-      j[key] = v;
-  };
-  number("message_id", ev.message_id);
-  number("last_message_id", ev.last_message_id);
-  text("from", ev.sender);
-  if (!ev.recipient.empty())
-    j["to"] = ev.recipient;
-  else if (ev.what == trace::kind::relay && ev.audience != 0)
-    j["to"] = "*";
-  text("route", ev.route);
-  number("count", ev.count);
-  if (ev.what == trace::kind::relay && ev.audience != 0)
-    number("fanout", ev.count);
-  number("audience", ev.audience);
-  if (!ev.recipients.empty())
-    j["recipients"] = ev.recipients;
-  number("bytes", ev.payload_bytes);
-  number("sent_unix_nanos", ev.sent_ns);
-  number("accepted_unix_nanos", ev.accepted_ns);
-  number("ts_unix_nanos", ev.ts_ns);
-  if (!ev.trace_id.empty())
-    j["trace_id"] = to_hex(ev.trace_id);
-  if (!ev.span_id.empty())
-    j["span_id"] = to_hex(ev.span_id);
-  number("request_id", ev.request_id);
-  number("in_reply_to", ev.in_reply_to);
-  text("payload", ev.payload);
-  if (ev.payload_truncated)
-    j["payload_truncated"] = true;
-  text("reason", ev.reason);
-  if (ev.what == trace::kind::joined || ev.what == trace::kind::left)
-    text("agent", ev.sender);
-  text("address", ev.address);
-  text("identity", ev.identity);
-  return j;
 }
 
 recent_events::recent_events(limits l) : limits_(l) {
@@ -345,15 +270,30 @@ recent_events::answer recent_events::conversation(const tracez_query& q) const {
   return query(copy);
 }
 
-nlohmann::json recent_events::to_json(const answer& a) {
-  nlohmann::json events = nlohmann::json::array();
-  for (size_t i = 0; i < a.events.size(); ++i) {
-    events.push_back(event_json(a.events[i]));
-    if (i < a.recipients_more.size() && a.recipients_more[i] > 0)
-      events.back()["recipients_more"] = a.recipients_more[i];
+std::string recent_events::to_json(const answer& a, std::string_view trace_hex) {
+  std::string out;
+  out.reserve(128 + a.events.size() * 320);
+  out += "{\"boot\":";
+  append_json_string(out, a.boot);
+  if (!trace_hex.empty()) {
+    out += ",\"trace\":";
+    append_json_string(out, trace_hex);
   }
-  return {{"boot", a.boot},     {"next", a.next}, {"missed", a.missed},
-          {"oldest", a.oldest}, {"more", a.more}, {"events", std::move(events)}};
+  out += fmt::format(",\"next\":{},\"missed\":{},\"oldest\":{},\"more\":{},\"events\":[", a.next,
+                     a.missed, a.oldest, a.more);
+  for (size_t i = 0; i < a.events.size(); ++i) {
+    if (i > 0)
+      out.push_back(',');
+    // Exactly a JSON trace line (trace::append_json), plus the recipients
+    // not shown.
+    trace::append_json(out, a.events[i]);
+    if (i < a.recipients_more.size() && a.recipients_more[i] > 0) {
+      out.pop_back();
+      out += fmt::format(",\"recipients_more\":{}}}", a.recipients_more[i]);
+    }
+  }
+  out += "]}\n";
+  return out;
 }
 
 recent_feed::recent_feed(source src, clock::duration idle, size_t capacity)

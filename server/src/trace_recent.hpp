@@ -14,9 +14,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "convoke/common/error.hpp"
 #include "convoke/common/trace_event.hpp"
@@ -48,10 +47,6 @@ struct tracez_query {
 /// of /tracez/conversation (trace, required; limit).
 expected<tracez_query> parse_tracez_query(const std::multimap<std::string, std::string>& params,
                                           bool conversation = false);
-
-/// An event as the web view reads it: the keys of JSON trace lines
-/// (docs/observing.md), a key left out when its value is 0 or empty.
-nlohmann::json event_json(const trace::event& ev);
 
 class recent_events {
 public:
@@ -106,7 +101,9 @@ public:
 
   size_t size() const;
 
-  static nlohmann::json to_json(const answer& a);
+  /// The answer's JSON text: {"boot", ["trace",] "next", "missed",
+  /// "oldest", "more", "events": [JSON trace lines (trace::append_json)]}.
+  static std::string to_json(const answer& a, std::string_view trace_hex = {});
 
 private:
   /// Sorted names of `ev`'s audience, or null.

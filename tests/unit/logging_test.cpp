@@ -47,83 +47,223 @@ TEST(Logging, LevelsAndFormatsParse) {
 
 namespace {
 
-server::trace_event sample_broadcast() {
-  server::trace_event ev;
+trace::event sample_broadcast() {
+  trace::event ev;
   ev.message_id = 42;
   ev.sender = "alice";
   ev.route = "news";
   ev.count = 3;
-  ev.recipients = "bob,carol,dave";
+  ev.audience = 5;
   ev.payload_bytes = 12;
   ev.sent_ns = 1'700'000'000'000'000'000;
-  ev.relayed_ns = ev.sent_ns + 85'000;
+  ev.accepted_ns = ev.sent_ns + 85'000;
+  ev.ts_ns = ev.accepted_ns + 2'000;
+  ev.seq = 9;
+  ev.boot = "00112233aabbccdd";
   ev.trace_id = std::string("\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36", 16);
   return ev;
+}
+
+server::record_fields fields_of(const trace::event& ev) {
+  server::record_fields f;
+  f.what = ev.what;
+  f.message_id = ev.message_id;
+  f.sender = ev.sender;
+  f.recipient = ev.recipient;
+  f.route = ev.route;
+  f.count = ev.count;
+  f.audience = ev.audience;
+  f.payload_bytes = ev.payload_bytes;
+  f.sent_ns = ev.sent_ns;
+  f.accepted_ns = ev.accepted_ns;
+  f.ts_ns = ev.ts_ns;
+  f.trace_id = ev.trace_id;
+  return f;
+}
+
+server::trace_writer::options json_file(const std::string& path, uint64_t buffer) {
+  server::trace_writer::options o;
+  o.file = path;
+  o.fmt = logging::format::json;
+  o.max_file_bytes = 1ull << 30;
+  o.buffer_bytes = buffer;
+  return o;
 }
 
 } // namespace
 
 TEST(Trace, TextRecordReadsLikeASentence) {
-  auto line = server::format_trace_text(sample_broadcast());
-  EXPECT_EQ(line, "2023-11-14T22:13:20.000085Z relay m=42 alice -> * route=news fanout=3 "
-                  "to=bob,carol,dave bytes=12 ingress_us=85 "
+  auto line = trace::format_text(sample_broadcast());
+  EXPECT_EQ(line, "2023-11-14T22:13:20.000087Z relay m=42 alice -> * route=news fanout=3 "
+                  "audience=5 bytes=12 ingress_us=85 "
                   "trace=4bf92f3577b34da6a3ce929d0e0e4736");
-  server::trace_event direct;
+  trace::event direct;
   direct.message_id = 7;
   direct.sender = "alice";
   direct.recipient = "bob";
-  direct.relayed_ns = 1'700'000'000'000'000'000;
+  direct.ts_ns = 1'700'000'000'000'000'000;
   direct.payload = "hi \"there\"";
-  EXPECT_EQ(server::format_trace_text(direct),
+  EXPECT_EQ(trace::format_text(direct),
             R"(2023-11-14T22:13:20.000000Z relay m=7 alice -> bob bytes=0 payload="hi \"there\"")");
+  trace::event audience;
+  audience.what = trace::kind::audience;
+  audience.ts_ns = direct.ts_ns;
+  audience.audience = 5;
+  audience.recipients = {"bob", "carol", "dave"};
+  EXPECT_EQ(trace::format_text(audience),
+            "2023-11-14T22:13:20.000000Z audience audience=5 agents=3 to=bob,carol,dave");
 }
 
 TEST(Trace, JsonRecordHasAllFields) {
-  auto j = json::parse(server::format_trace_json(sample_broadcast()));
+  auto j = json::parse(trace::format_json(sample_broadcast()));
   EXPECT_EQ(j["event"], "relay");
+  EXPECT_EQ(j["seq"], 9);
+  EXPECT_EQ(j["boot"], "00112233aabbccdd");
   EXPECT_EQ(j["message_id"], 42);
   EXPECT_EQ(j["from"], "alice");
   EXPECT_EQ(j["to"], "*");
   EXPECT_EQ(j["route"], "news");
   EXPECT_EQ(j["fanout"], 3);
-  EXPECT_EQ(j["recipients"], (json::array({"bob", "carol", "dave"})));
+  EXPECT_EQ(j["audience"], 5);
   EXPECT_EQ(j["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-  EXPECT_EQ(j["relayed_unix_nanos"].get<int64_t>() - j["sent_unix_nanos"].get<int64_t>(), 85000);
+  EXPECT_EQ(j["accepted_unix_nanos"].get<int64_t>() - j["sent_unix_nanos"].get<int64_t>(), 85000);
   EXPECT_FALSE(j.contains("payload")) << "payloads are omitted by default";
-  server::trace_event drop;
-  drop.what = server::trace_event::kind::dropped;
+  trace::event drop;
+  drop.what = trace::kind::dropped;
   drop.message_id = 10;
   drop.last_message_id = 20;
   drop.recipient = "slowpoke";
   drop.count = 11;
   drop.reason = "slow_consumer";
-  auto d = json::parse(server::format_trace_json(drop));
+  auto d = json::parse(trace::format_json(drop));
   EXPECT_EQ(d["event"], "dropped");
   EXPECT_EQ(d["count"], 11);
   EXPECT_EQ(d["to"], "slowpoke");
+  EXPECT_EQ(d["last_message_id"], 20);
 }
 
-TEST(Trace, WriterDropsInsteadOfBlockingWhenItsQueueIsFull) {
+TEST(Trace, BinaryRecordsDecodeToTheSameEvent) {
+  auto ev = sample_broadcast();
+  ev.span_id = "\x01\x02\x03\x04\x05\x06\x07\x08";
+  ev.request_id = 3;
+  ev.in_reply_to = 2;
+  ev.payload = std::string("a\0b", 3);
+  ev.payload_truncated = true;
+  ev.reason = "why";
+  auto f = fields_of(ev);
+  f.span_id = ev.span_id;
+  f.request_id = ev.request_id;
+  f.in_reply_to = ev.in_reply_to;
+  f.payload = ev.payload;
+  f.payload_truncated = true;
+  f.reason = ev.reason;
+  std::vector<char> names;
+  server::append_name(names, "bob");
+  server::append_name(names, "");
+  server::append_name(names, "dave");
+  f.names = {names.data(), names.size()};
+  std::string buf(server::record_size(f), '\0');
+  server::encode_record(f, buf.data());
+  trace::event back;
+  ASSERT_TRUE(server::decode_record(buf, back));
+  ev.seq = 0;
+  ev.boot.clear();
+  ev.recipients = {"bob", "", "dave"};
+  EXPECT_EQ(trace::format_json(back), trace::format_json(ev));
+  // Anything but a whole record is refused, never read past its end.
+  for (size_t cut = 0; cut < buf.size(); ++cut)
+    EXPECT_FALSE(server::decode_record(std::string_view{buf}.substr(0, cut), back)) << cut;
+  buf[0] = 99; // no such kind
+  EXPECT_FALSE(server::decode_record(buf, back));
+}
+
+TEST(Trace, WriterCountsWhatItCannotTakeAndReportsItAsAGap) {
   char path[] = "/tmp/convoke-trace-XXXXXX";
   close(mkstemp(path));
-  auto opened = server::trace_writer::open({path, logging::format::json, 1 << 20, 2, 16});
+  // The smallest ring (4 KiB) cannot hold 100,000 records written at once.
+  auto opened = server::trace_writer::open(json_file(path, 4096));
   ASSERT_TRUE(opened) << opened.error().message();
   auto& w = *opened;
-  for (int i = 0; i < 100000; ++i)
-    w->push(sample_broadcast());
+  auto ev = sample_broadcast();
+  auto f = fields_of(ev);
+  for (int i = 0; i < 100000; ++i) {
+    f.message_id = static_cast<uint64_t>(i) + 1;
+    w->record(f);
+  }
   w->stop();
-  EXPECT_EQ(w->written() + w->dropped(), 100000u);
   EXPECT_GT(w->dropped(), 0u);
   std::ifstream in{path};
-  size_t lines = 0;
-  for (std::string line; std::getline(in, line); ++lines)
-    ASSERT_NO_THROW(json::parse(line));
-  EXPECT_EQ(lines, w->written());
+  uint64_t relays = 0;
+  uint64_t lost = 0;
+  uint64_t seq = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = json::parse(line);
+    EXPECT_EQ(j["seq"].get<uint64_t>(), ++seq) << "events are numbered without holes";
+    if (j["event"] == "relay")
+      ++relays;
+    else if (j["event"] == "gap") {
+      EXPECT_EQ(j["reason"], "trace_buffer_full");
+      lost += j["count"].get<uint64_t>();
+    }
+  }
+  EXPECT_EQ(relays + lost, 100000u) << "every record is either written or counted in a gap";
+  EXPECT_EQ(lost, w->dropped());
+  EXPECT_EQ(seq, w->written());
   std::remove(path);
 }
 
+TEST(Trace, FilesRotateUnderTheirSpdlogNamesAndRepeatTheAudiencesTheyUse) {
+  EXPECT_EQ(server::rotated_name("/x/t.json", 2), "/x/t.2.json");
+  EXPECT_EQ(server::rotated_name("/x/trace", 1), "/x/trace.1");
+  EXPECT_EQ(server::rotated_name("/x.d/trace", 1), "/x.d/trace.1");
+  EXPECT_EQ(server::rotated_name("/x/.trace", 1), "/x/.trace.1");
+  char dir[] = "/tmp/convoke-rotate-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string{dir} + "/t.json";
+  auto opts = json_file(path, 1 << 20);
+  opts.max_file_bytes = 64 << 10;
+  opts.max_files = 3;
+  auto opened = server::trace_writer::open(opts);
+  ASSERT_TRUE(opened) << opened.error().message();
+  auto& w = *opened;
+  std::vector<char> names;
+  server::append_name(names, "bob");
+  server::append_name(names, "carol");
+  server::record_fields def;
+  def.what = trace::kind::audience;
+  def.audience = 1;
+  def.count = 2;
+  def.names = {names.data(), names.size()};
+  w->record(def);
+  auto f = fields_of(sample_broadcast());
+  f.audience = 1;
+  for (int i = 0; i < 3000; ++i) { // ~900 KB of JSON: the files rotate several times
+    f.message_id = static_cast<uint64_t>(i) + 1;
+    w->record(f);
+    if (i % 500 == 0)
+      ASSERT_TRUE(w->flush(std::chrono::seconds{5}));
+  }
+  w->stop();
+  EXPECT_EQ(w->dropped(), 0u);
+  for (uint32_t i = 0; i <= 3; ++i) {
+    std::ifstream in{server::rotated_name(path, i)};
+    ASSERT_TRUE(in) << server::rotated_name(path, i);
+    std::string first;
+    std::getline(in, first);
+    EXPECT_EQ(json::parse(first)["event"], "audience")
+      << "file " << i << " starts with the audience its records refer to";
+    EXPECT_EQ(json::parse(first)["recipients"], (json::array({"bob", "carol"})));
+    in.seekg(0, std::ios::end);
+    EXPECT_LE(static_cast<uint64_t>(in.tellg()), opts.max_file_bytes);
+  }
+  EXPECT_FALSE(std::ifstream{server::rotated_name(path, 4)}) << "max-files = 3 rotated files";
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Trace, UnwritablePathIsReported) {
-  auto w = server::trace_writer::open({"/dev/null/trace.log"});
+  server::trace_writer::options opts;
+  opts.file = "/dev/null/trace.log";
+  auto w = server::trace_writer::open(opts);
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, server::errc::unwritable_file);
   EXPECT_NE(w.error().text.find("/dev/null/trace.log"), std::string::npos) << w.error().text;

@@ -298,18 +298,21 @@ TEST(Reload, TheLogFileIsReopenedByItsPathAfterARename) {
 TEST(Reload, TheTraceFileIsReopenedBetweenRecordsAndNoneIsLost) {
   temp_dir dir;
   auto path = dir.file("trace.jsonl");
-  auto opened = trace_writer::open({path, logging::format::json, 64 << 20, 2, 1 << 20});
+  trace_writer::options opts;
+  opts.file = path;
+  opts.fmt = logging::format::json;
+  auto opened = trace_writer::open(opts);
   ASSERT_TRUE(opened) << opened.error().message();
   auto& w = *opened;
   constexpr uint64_t total = 60000;
   auto push = [&](uint64_t from, uint64_t to) {
     for (auto i = from; i < to; ++i) {
-      trace_event ev;
-      ev.message_id = i + 1;
-      ev.sender = "alice";
-      ev.recipient = "bob";
-      ev.relayed_ns = 1'700'000'000'000'000'000;
-      w->push(std::move(ev));
+      record_fields f;
+      f.message_id = i + 1;
+      f.sender = "alice";
+      f.recipient = "bob";
+      f.ts_ns = 1'700'000'000'000'000'000;
+      w->record(f);
     }
   };
   push(0, total / 2);

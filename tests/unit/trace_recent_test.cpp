@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "trace_recent.hpp"
 
 using namespace convoke;
@@ -123,7 +125,8 @@ TEST(TraceRecent, AConversationIsEveryHeldEventOfItsTrace) {
   auto q = parse_tracez_query(params({{"trace", std::string(32, '1')}}), true);
   ASSERT_TRUE(q) << q.error().text;
   EXPECT_EQ(seqs(ring.conversation(*q)), (std::vector<uint64_t>{1, 3, 4, 5}));
-  auto j = recent_events::to_json(ring.conversation(*q));
+  auto j = nlohmann::json::parse(recent_events::to_json(ring.conversation(*q), "11ab"));
+  EXPECT_EQ(j["trace"], "11ab");
   EXPECT_EQ(j["events"].size(), 4u);
   EXPECT_EQ(j["events"][0]["trace_id"], std::string(32, '1'));
   EXPECT_EQ(j["events"][3]["from"], "server");
@@ -156,7 +159,7 @@ TEST(TraceRecent, BroadcastsGetTheirAudiencesRecipients) {
   EXPECT_EQ(a.recipients_more, (std::vector<size_t>{0, 0}));
   EXPECT_TRUE(a.events[1].recipients.empty());
   EXPECT_EQ(seqs(ring.query(query({{"agent", "s3"}}))), (std::vector<uint64_t>{4}));
-  auto j = event_json(a.events[0]);
+  auto j = nlohmann::json::parse(recent_events::to_json(a))["events"][0];
   EXPECT_EQ(j["to"], "*");
   EXPECT_EQ(j["fanout"], 2);
   EXPECT_EQ(j["audience"], 3);
@@ -176,10 +179,23 @@ TEST(TraceRecent, ClearForgetsEverythingAndOldOrRepeatedSeqsAreIgnored) {
   EXPECT_EQ(a.oldest, 0u);
 }
 
-TEST(TraceRecent, EventJsonLeavesOutEmptyKeys) {
+TEST(TraceRecent, EventsAreJsonTraceLines) {
   auto ev = relay(7, "alice", "bob", "r", std::string("\xab\xcd", 2));
   ev.request_id = 9;
-  auto j = event_json(ev);
+  recent_events ring;
+  ring.add({ev}, 0);
+  auto text = recent_events::to_json(ring.query(query({})));
+  auto j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["boot"], ev.boot);
+  EXPECT_EQ(j["next"], 7);
+  EXPECT_EQ(j["missed"], 0);
+  EXPECT_EQ(j["oldest"], 7);
+  EXPECT_EQ(j["more"], false);
+  EXPECT_FALSE(j.contains("trace"));
+  ASSERT_EQ(j["events"].size(), 1u);
+  EXPECT_NE(text.find(trace::format_json(ev)), std::string::npos)
+    << "the event is exactly its trace file line";
+  j = j["events"][0];
   EXPECT_EQ(j["event"], "relay");
   EXPECT_EQ(j["seq"], 7);
   EXPECT_EQ(j["message_id"], 107);
@@ -308,7 +324,7 @@ TEST(TraceRecent, LargeAudiencesAreHeldOnceBoundedAndShownInPart) {
   EXPECT_EQ(a.events[1].recipients.size(), 5u);
   EXPECT_EQ(a.recipients_more[1], 995u);
   EXPECT_EQ(a.events[2].recipients.front(), "a3-0");
-  auto j = recent_events::to_json(a);
+  auto j = nlohmann::json::parse(recent_events::to_json(a));
   EXPECT_EQ(j["events"][2]["recipients"].size(), 5u);
   EXPECT_EQ(j["events"][2]["recipients_more"], 995);
   EXPECT_FALSE(j["events"][0].contains("recipients_more"));

@@ -25,6 +25,9 @@
 namespace convoke::server {
 
 /// What happens to an agent whose connection does not drain its output.
+/// Which messages get a `written` trace event per receiver (trace.written).
+enum class trace_written_policy : uint8_t { none, traced, all };
+
 enum class slow_consumer_policy : uint8_t {
   /// Send a `slow_consumer` Notice and close the connection.
   disconnect,
@@ -110,7 +113,8 @@ struct server_config {
   uint64_t trace_payload_bytes = 0;
   uint64_t trace_max_file_bytes = 64ull << 20;
   uint32_t trace_max_files = 5;
-  uint32_t trace_queue = 65536;
+  uint64_t trace_buffer_bytes = 16ull << 20;
+  trace_written_policy trace_written = trace_written_policy::none;
   // [tls] With tls_cert set, every connection must speak TLS. The TLS
   // handshake counts against timeouts.handshake (it and Hello must both
   // finish within it); there is no separate TLS timeout.

@@ -1,0 +1,128 @@
+#include "trace_record.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace convoke::server {
+
+namespace {
+
+constexpr size_t max_string = 0xffff;
+constexpr size_t max_trace_id = 32;
+constexpr size_t string_count = 10;
+
+struct header {
+  uint8_t what;
+  uint8_t payload_truncated;
+  uint16_t lengths[string_count];
+  uint32_t count;
+  uint32_t payload_bytes;
+  uint64_t message_id;
+  uint64_t last_message_id;
+  uint64_t audience;
+  uint64_t request_id;
+  uint64_t in_reply_to;
+  int64_t ts_ns;
+  int64_t sent_ns;
+  int64_t accepted_ns;
+};
+
+template <class F>
+void for_each_string(const record_fields& f, F&& fn) {
+  fn(f.sender.substr(0, max_string));
+  fn(f.recipient.substr(0, max_string));
+  fn(f.route.substr(0, max_string));
+  fn(f.trace_id.substr(0, max_trace_id));
+  fn(f.span_id.substr(0, max_trace_id));
+  fn(f.payload.substr(0, max_string));
+  fn(f.reason.substr(0, max_string));
+  fn(f.address.substr(0, max_string));
+  fn(f.identity.substr(0, max_string));
+  fn(f.names.substr(0, max_string));
+}
+
+} // namespace
+
+size_t record_size(const record_fields& f) noexcept {
+  size_t n = sizeof(header);
+  for_each_string(f, [&](std::string_view s) { n += s.size(); });
+  return n;
+}
+
+void encode_record(const record_fields& f, char* out) noexcept {
+  header h;
+  h.what = static_cast<uint8_t>(f.what);
+  h.payload_truncated = f.payload_truncated ? 1 : 0;
+  h.count = f.count;
+  h.payload_bytes = f.payload_bytes;
+  h.message_id = f.message_id;
+  h.last_message_id = f.last_message_id;
+  h.audience = f.audience;
+  h.request_id = f.request_id;
+  h.in_reply_to = f.in_reply_to;
+  h.ts_ns = f.ts_ns;
+  h.sent_ns = f.sent_ns;
+  h.accepted_ns = f.accepted_ns;
+  char* p = out + sizeof h;
+  size_t i = 0;
+  for_each_string(f, [&](std::string_view s) {
+    h.lengths[i++] = static_cast<uint16_t>(s.size());
+    std::memcpy(p, s.data(), s.size());
+    p += s.size();
+  });
+  std::memcpy(out, &h, sizeof h);
+}
+
+bool decode_record(std::string_view bytes, trace::event& ev) {
+  header h;
+  if (bytes.size() < sizeof h)
+    return false;
+  std::memcpy(&h, bytes.data(), sizeof h);
+  if (h.what > static_cast<uint8_t>(trace::kind::audience))
+    return false;
+  size_t total = sizeof h;
+  for (auto len : h.lengths)
+    total += len;
+  if (total != bytes.size())
+    return false;
+  ev.what = static_cast<trace::kind>(h.what);
+  ev.payload_truncated = h.payload_truncated != 0;
+  ev.count = h.count;
+  ev.payload_bytes = h.payload_bytes;
+  ev.message_id = h.message_id;
+  ev.last_message_id = h.last_message_id;
+  ev.audience = h.audience;
+  ev.request_id = h.request_id;
+  ev.in_reply_to = h.in_reply_to;
+  ev.ts_ns = h.ts_ns;
+  ev.sent_ns = h.sent_ns;
+  ev.accepted_ns = h.accepted_ns;
+  const char* p = bytes.data() + sizeof h;
+  auto next = [&](size_t i, std::string& s) {
+    s.assign(p, h.lengths[i]);
+    p += h.lengths[i];
+  };
+  next(0, ev.sender);
+  next(1, ev.recipient);
+  next(2, ev.route);
+  next(3, ev.trace_id);
+  next(4, ev.span_id);
+  next(5, ev.payload);
+  next(6, ev.reason);
+  next(7, ev.address);
+  next(8, ev.identity);
+  // Audience names.
+  ev.recipients.clear();
+  std::string_view names{p, h.lengths[9]};
+  while (names.size() >= sizeof(uint16_t)) {
+    uint16_t n;
+    std::memcpy(&n, names.data(), sizeof n);
+    names.remove_prefix(sizeof n);
+    n = static_cast<uint16_t>(std::min<size_t>(n, names.size()));
+    ev.recipients.emplace_back(names.substr(0, n));
+    names.remove_prefix(n);
+  }
+  return true;
+}
+
+} // namespace convoke::server
