@@ -244,3 +244,41 @@ TEST(WebView, TheViewNeedsTheAdminLoginLikeTheOtherEndpoints) {
     = dump_dom("http://ops:" + token + "@127.0.0.1:" + std::to_string(srv.admin_port) + "/trace");
   EXPECT_NE(dom.find("data-state=\"live\""), std::string::npos) << dom.substr(0, 3000);
 }
+
+TEST(WebView, TracezWorksWithoutATraceFileAndReadsOnFromNext) {
+  server_process srv{{"--trace.enabled", "false"}};
+  int status = 0;
+  auto first = json::parse(admin_get(srv, "/tracez", &status));
+  ASSERT_EQ(status, 200);
+  auto suffix = crypto::random_hex(3);
+  raw_client a{srv.port}, b{srv.port};
+  ASSERT_TRUE(a.hello("sender-" + suffix).has_welcome());
+  ASSERT_TRUE(b.hello("receiver-" + suffix).has_welcome());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(
+      send_traced(a, b, "receiver-" + suffix, "r" + std::to_string(i), crypto::random_hex(8)));
+  // Polling as the page does: each answer's next is the following after.
+  uint64_t after = first["next"];
+  std::vector<std::string> seen;
+  std::string boot;
+  ASSERT_TRUE(eventually([&] {
+    auto body = json::parse(
+      admin_get(srv, "/tracez?after=" + std::to_string(after) + "&agent=sender-" + suffix));
+    for (auto& ev : body["events"]) {
+      EXPECT_GT(ev["seq"].get<uint64_t>(), after);
+      if (ev["event"] == "relay")
+        seen.push_back(std::to_string(ev["message_id"].get<uint64_t>()));
+    }
+    after = body["next"];
+    boot = body["boot"];
+    return seen.size() >= ids.size();
+  }))
+    << seen.size();
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(boot.size(), 16u);
+  auto again = json::parse(
+    admin_get(srv, "/tracez?after=" + std::to_string(after) + "&agent=sender-" + suffix));
+  EXPECT_TRUE(again["events"].empty()) << again.dump();
+  EXPECT_TRUE(read_file(srv.dir.file("trace.jsonl")).empty()) << "no trace file was written";
+}
