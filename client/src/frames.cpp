@@ -5,6 +5,7 @@
 #include "convoke/client/error.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
+#include "convoke/common/trace_context.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
 
@@ -57,6 +58,10 @@ v1::Frame make_envelope(std::string_view recipient, std::string_view route,
   for (auto& [k, v] : so.headers)
     (*e->mutable_headers())[k] = v;
   auto trace = so.trace_id.empty() ? std::string{} : hex_to_bytes(so.trace_id);
+  if (so.trace_id.empty())
+    if (auto h = so.headers.find("traceparent"); h != so.headers.end())
+      if (auto tp = trace::parse_traceparent(h->second)) // an OpenTelemetry caller's trace
+        trace = tp->trace_id;
   if (trace.size() != 16) {
     trace.resize(16);
     crypto::random_bytes(trace.data(), trace.size());
@@ -106,6 +111,9 @@ message to_message(v1::Delivery& d) {
     m.headers.emplace(k, v);
   if (!e.trace_id().empty())
     m.trace_id = to_hex(e.trace_id());
+  else if (auto h = m.headers.find("traceparent"); h != m.headers.end())
+    if (auto tp = trace::parse_traceparent(h->second))
+      m.trace_id = to_hex(tp->trace_id);
   m.sent_unix_nanos = e.sent_unix_nanos();
   m.relayed_unix_nanos = d.relayed_unix_nanos();
   m.request_id = e.request_id();

@@ -53,7 +53,9 @@ struct message {
 struct send_options {
   std::string content_type;
   std::map<std::string, std::string> headers;
-  /// Continue an existing trace (32 hex characters); empty starts a new one.
+  /// Continue an existing trace (32 hex characters); empty starts a new one,
+  /// or continues the one of a W3C `traceparent` entry in `headers` (as
+  /// OpenTelemetry propagates it), which travels unchanged.
   std::string trace_id;
 };
 
