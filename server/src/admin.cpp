@@ -21,6 +21,7 @@
 #include "convoke/proto/codec.hpp"
 #include "http_front.hpp"
 #include "trace_recent.hpp"
+#include "trace_tap.hpp"
 #include "web_assets.hpp"
 
 namespace convoke::server {
@@ -57,29 +58,20 @@ std::multimap<std::string, std::string> params_of(const httplib::Request& req) {
   return out;
 }
 
-/// Interim, until the live tap (issue 10, trace_tap.hpp) is in the
-/// server's context: the writer's decoded events, a batch per pass, for
-/// the web view's ring.
-class ring_consumer final : public trace_consumer {
+/// The web view's ring as an observer of the live tap. A batch goes into
+/// the ring at once (a short lock), so it is always ready for the next.
+class ring_subscriber final : public tap_subscriber {
 public:
-  explicit ring_consumer(std::shared_ptr<recent_events> ring) : ring_(std::move(ring)) {}
-  void publish(const trace::event& ev) override {
-    if (batch_.size() < 4096)
-      batch_.push_back(ev);
-    else
-      ++missed_;
+  explicit ring_subscriber(std::shared_ptr<recent_events> ring) : ring_(std::move(ring)) {}
+  bool ready() override {
+    return true;
   }
-  void end_pass() override {
-    if (batch_.empty() && missed_ == 0)
-      return;
-    ring_->add(std::move(batch_), std::exchange(missed_, 0));
-    batch_.clear();
+  void deliver(std::vector<trace::event>&& batch, uint64_t missed) override {
+    ring_->add(std::move(batch), missed);
   }
 
 private:
   std::shared_ptr<recent_events> ring_;
-  std::vector<trace::event> batch_; // writer thread only
-  uint64_t missed_ = 0;
 };
 
 } // namespace
@@ -101,8 +93,6 @@ struct admin_server::impl {
 
   // The web view: the recent trace events, subscribed while /tracez is asked.
   std::unique_ptr<recent_feed> feed;
-  // Interim, until the live tap: what the trace writer hands the ring.
-  std::unique_ptr<ring_consumer> consumer;
 
   // Failed Basic-auth logins by address (the relay's throttle is its own).
   std::mutex throttle_mutex;
@@ -381,22 +371,21 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
   {
     auto* raw = d.get();
     recent_feed::source src;
-    // Interim: the trace writer's events, until the live tap (issue 10)
-    // is in server_context (then: tap->subscribe(everything, ring)).
+    // Every event (all kinds but audience definitions, which the tap
+    // sends before the first broadcast that refers to one), no payloads:
+    // the page shows the flow, and payloads would cost the relay a copy.
     src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> expected<uint64_t> {
-      auto& w = raw->ctx->trace;
-      if (!w)
-        return uint64_t{1};
-      if (!raw->consumer) {
-        raw->consumer = std::make_unique<ring_consumer>(std::move(ring));
-        w->set_consumer(raw->consumer.get());
-      }
-      w->set_observed(true);
-      return uint64_t{1};
+      if (!raw->ctx->tap)
+        return fail(std::errc::operation_not_supported, "this server has no live tap");
+      auto everything = parse_tap_filter(tap_filter_spec{});
+      if (!everything)
+        return tl::unexpected{everything.error()};
+      return raw->ctx->tap->subscribe(std::move(*everything),
+                                      std::make_shared<ring_subscriber>(std::move(ring)));
     };
-    src.unsubscribe = [raw](uint64_t) {
-      if (raw->ctx->trace)
-        raw->ctx->trace->set_observed(false);
+    src.unsubscribe = [raw](uint64_t id) {
+      if (raw->ctx->tap)
+        raw->ctx->tap->unsubscribe(id);
     };
     d->feed = std::make_unique<recent_feed>(std::move(src));
   }
@@ -441,13 +430,7 @@ admin_server::~admin_server() {
   d.sample_wake.notify_all();
   if (d.sampler.joinable())
     d.sampler.join();
-  d.feed.reset(); // unsubscribes
-  if (d.consumer && d.ctx->trace) {
-    // The writer may be inside publish(): after a whole pass of its own it
-    // no longer is, and never calls the consumer again.
-    d.ctx->trace->set_consumer(nullptr);
-    d.ctx->trace->flush(std::chrono::seconds{5});
-  }
+  d.feed.reset(); // unsubscribes (the ring lives on while a delivery ends)
 }
 
 uint16_t admin_server::port() const noexcept {

@@ -125,6 +125,8 @@ expected<> server::start() {
                          (*store)->size());
     ctx.auth = std::make_unique<authenticator>(std::move(*store));
   }
+  tap_limits tap_lim;
+  tap_lim.max_subscribers = cfg.trace_max_observers;
   {
     // Always there: without a trace file it records only while an agent
     // observes (the live tap).
@@ -139,6 +141,10 @@ expected<> server::start() {
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+    // The live tap: the writer hands it every event while someone observes.
+    ctx.tap = std::make_shared<trace_tap>(
+      tap_lim, [w = ctx.trace.get()](bool observed) { w->set_observed(observed); });
+    ctx.trace->set_consumer(ctx.tap.get());
     ctx.log_server->info("trace boot={} file={}", ctx.trace->boot(),
                          cfg.trace_enabled ? logfmt_value(cfg.trace_file) : std::string{"off"});
   }

@@ -335,8 +335,11 @@ void trace_writer::handle(trace::event& ev) {
       }
     emit(ev);
   }
+  // Audience definitions go to the tap also while nobody observes, so that
+  // a later observer can be given the definition of an audience in use.
   if (auto c = consumer_.load(std::memory_order_acquire);
-      c != nullptr && observed_.load(std::memory_order_relaxed))
+      c != nullptr
+      && (observed_.load(std::memory_order_relaxed) || ev.what == trace::kind::audience))
     c->publish(ev);
 }
 
@@ -365,11 +368,13 @@ size_t trace_writer::pass() {
       ++n;
     }
   }
-  if (n > 0) {
+  if (n > 0)
     write_out(true);
-    if (auto c = consumer_.load(std::memory_order_acquire); c != nullptr)
-      c->end_pass();
-  }
+  // Also without new events while observed: batches held for a busy
+  // observer go out once it is ready.
+  if (auto c = consumer_.load(std::memory_order_acquire);
+      c != nullptr && (n > 0 || observed_.load(std::memory_order_relaxed)))
+    c->end_pass();
   return n;
 }
 

@@ -282,3 +282,28 @@ TEST(WebView, TracezWorksWithoutATraceFileAndReadsOnFromNext) {
   EXPECT_TRUE(again["events"].empty()) << again.dump();
   EXPECT_TRUE(read_file(srv.dir.file("trace.jsonl")).empty()) << "no trace file was written";
 }
+
+TEST(WebView, WhenTheTapHasNoRoomTracezSays503AndTriesAgainLater) {
+  server_process srv{{"--trace.max-observers", "1"}};
+  raw_client observer{srv.port};
+  ASSERT_TRUE(observer.hello("observer-" + crypto::random_hex(3)).has_welcome());
+  v1::Frame f;
+  f.mutable_observe()->set_request_id(1);
+  ASSERT_TRUE(observer.send(f));
+  // The agent has the only place once it sees events (another agent joins).
+  raw_client poke{srv.port};
+  ASSERT_TRUE(poke.hello("poke-" + crypto::random_hex(3)).has_welcome());
+  ASSERT_TRUE(observer.read_kind(v1::Frame::kTraceEvents, 5s)) << "the agent observes nothing";
+  int status = 0;
+  auto body = admin_get(srv, "/tracez", &status);
+  EXPECT_EQ(status, 503) << body;
+  EXPECT_EQ(json::parse(body)["error"],
+            "cannot observe the trace now: too many observers (1; trace.max-observers)");
+  // The agent goes: the next request subscribes.
+  observer = raw_client{};
+  ASSERT_TRUE(eventually([&] {
+    body = admin_get(srv, "/tracez", &status);
+    return status == 200;
+  }))
+    << status << " " << body;
+}
