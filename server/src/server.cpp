@@ -197,7 +197,7 @@ expected<> server::start() {
                        cfg.host, d.port, CONVOKE_VERSION);
   if (d.admin)
     ctx.log_server->info("admin listening url={}://{}:{}/ endpoints=/healthz,/readyz,/varz,"
-                         "/connz,/routez,/metrics",
+                         "/connz,/routez,/metrics,/trace,/tracez",
                          cfg.admin_tls ? "https" : "http", cfg.admin_host, d.admin->port());
   return {};
 }
