@@ -212,7 +212,7 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
 
 /// The number of a broadcast's audience (its receivers), recording its
 /// definition the first time.
-uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets) {
+uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets, int64_t now) {
   // Order-independent: the table may list the same agents in another order.
   uint64_t sum = 0;
   uint64_t mixed = 0;
@@ -240,7 +240,7 @@ uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets) {
   f.what = trace::kind::audience;
   f.audience = at->second;
   f.count = static_cast<uint32_t>(targets.size());
-  f.ts_ns = unix_nanos();
+  f.ts_ns = now; // the routing of the first message that reached it
   f.names = {names.data(), names.size()};
   st.ctx->trace->record(f);
   return at->second;
@@ -401,7 +401,7 @@ void on_relay(router_ptr self, relay_batch& b) {
     delivery d;
     if (recording) {
       auto routed_ns = unix_nanos();
-      auto audience = b.items[0].recipient.empty() ? audience_of(st, st.targets) : 0;
+      auto audience = b.items[0].recipient.empty() ? audience_of(st, st.targets, routed_ns) : 0;
       for (auto& it : b.items) {
         trace_relay(ctx, b, it, st.targets, audience, routed_ns);
         if (traces_writes(ctx, it))
@@ -434,7 +434,7 @@ void on_relay(router_ptr self, relay_batch& b) {
       continue;
     bool written = false;
     if (recording) {
-      auto audience = it.recipient.empty() ? audience_of(st, st.targets) : 0;
+      auto audience = it.recipient.empty() ? audience_of(st, st.targets, routed_ns) : 0;
       trace_relay(ctx, b, it, st.targets, audience, routed_ns);
       written = traces_writes(ctx, it);
     }
