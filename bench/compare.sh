@@ -24,9 +24,16 @@
 #   BASELINE_BIN=/path/to/old/convoke-server BASELINE_PROTOCOL=1 bench/compare.sh
 #   TLS=1 SCENARIOS=fanout bench/compare.sh              # TLS against NATS with TLS
 #   SCRAPE=1 SCENARIOS="fanout direct" bench/compare.sh  # with /metrics + /connz scraped
+#   OBSERVE=1 SCENARIOS=fanout bench/compare.sh          # with a live observer
 # With SCRAPE=1 a configuration is added:
 #   scraped  convoke-server, tracing off, its admin endpoints /metrics and
 #            /connz read every SCRAPE_MS (100) ms by the generator
+# With OBSERVE=1 a configuration is added:
+#   observed the shipped defaults (tracing on) plus one agent observing every
+#            trace event through the live tap (convoke-bench --observe)
+# With tracing on, the trace files of each run are kept until it ends (more
+# rotated files than the shipped 5, the only difference) and the records the
+# writer lost are counted from their `gap` events ("trace records lost").
 #
 # Needs: a build (./scripts/test or ninja -C build) and nats-server
 # (apt-get install nats-server).
@@ -43,6 +50,7 @@ BASELINE_PROTOCOL=${BASELINE_PROTOCOL:-2}
 TLS=${TLS:-0}
 SCRAPE=${SCRAPE:-0}
 SCRAPE_MS=${SCRAPE_MS:-100}
+OBSERVE=${OBSERVE:-0}
 [ -x "$BENCH" ] || { echo "build first: $BENCH is missing" >&2; exit 1; }
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] ||
   { echo "nats-server is missing: apt-get install nats-server" >&2; exit 1; }
@@ -52,11 +60,14 @@ trap 'rm -rf "$TMP"' EXIT
 
 CONFIGS=(off on)
 [ "$SCRAPE" = 1 ] && CONFIGS+=(scraped)
+[ "$OBSERVE" = 1 ] && CONFIGS+=(observed)
 [ -n "$BASELINE_BIN" ] && CONFIGS+=(before)
 CONFIGS+=(nats)
 # Ratio columns: pairs of CONFIGS indexes, Convoke's then NATS's.
 RATIOS=("0 $((${#CONFIGS[@]} - 1))" "1 $((${#CONFIGS[@]} - 1))")
 [ "$SCRAPE" = 1 ] && RATIOS+=("2 0") # scraped / off
+[ "$OBSERVE" = 1 ] && RATIOS+=("$((${#CONFIGS[@]} - 1 - $([ -n "$BASELINE_BIN" ] && echo 2 || echo 1))) 1") # observed / on
+[ "$OBSERVE" = 1 ] && RATIOS+=("1 0") # on / off
 if [ "$TLS" = 1 ]; then
   command -v openssl >/dev/null || { echo "TLS=1 needs the openssl CLI" >&2; exit 1; }
   CONFIGS=(off nats tls nats-tls)
@@ -77,10 +88,12 @@ run() {
   local args=(--json --server-cpu "$SERVER_CPU" --bench-cpu "$BENCH_CPU")
   case $config in
   off) ;;
-  on)
+  on | observed)
     rm -f "$TMP"/trace*
     args+=(--server-arg=--trace.enabled --server-arg=true
-      "--server-arg=--trace.file" "--server-arg=$TMP/trace.log") ;;
+      "--server-arg=--trace.file" "--server-arg=$TMP/trace.log"
+      "--server-arg=--trace.max-files" "--server-arg=1000")
+    [ "$config" = observed ] && args+=(--observe) ;;
   scraped) args+=(--scrape-ms "$SCRAPE_MS") ;;
   before) args+=(--server-bin "$BASELINE_BIN" --convoke-protocol "$BASELINE_PROTOCOL") ;;
   nats) args+=(--protocol nats) ;;
@@ -91,6 +104,12 @@ run() {
     --server-arg=--tlskey "--server-arg=$TMP/server.key") ;;
   esac
   "$BENCH" "$@" "${args[@]}" | grep '^{' || echo '{}'
+  if [ "$config" = on ] || [ "$config" = observed ]; then
+    # Records the trace writer lost: the sum of its gap events.
+    printf '{"trace_lost":%s}\n' "$(cat "$TMP"/trace*.log 2>/dev/null |
+      grep -o ' gap lost=[0-9]*' | cut -d= -f2 | awk '{ s += $1 } END { print s + 0 }')"
+    rm -f "$TMP"/trace*
+  fi
 }
 
 # measure ARGS...: RUNS runs of one scenario for every configuration,
@@ -147,10 +166,12 @@ row() {
 header="| scenario | Convoke, tracing off | Convoke, shipped defaults (tracing on) |"
 sep="|---|---|---|"
 [ "$SCRAPE" = 1 ] && { header+=" Convoke, tracing off, scraped every ${SCRAPE_MS} ms |"; sep+="---|"; }
+[ "$OBSERVE" = 1 ] && { header+=" Convoke, tracing on, one observer of everything |"; sep+="---|"; }
 [ -n "$BASELINE_BIN" ] && { header+=" Convoke before |"; sep+="---|"; }
 header+=" NATS | off / NATS | on / NATS |"
 sep+="---|---|---|"
 [ "$SCRAPE" = 1 ] && { header+=" scraped / off |"; sep+="---|"; }
+[ "$OBSERVE" = 1 ] && { header+=" observed / on | on / off |"; sep+="---|---|"; }
 if [ "$TLS" = 1 ]; then
   header="| scenario | Convoke | NATS | Convoke, TLS | NATS, TLS | Convoke / NATS | TLS: Convoke / NATS |"
   sep="|---|---|---|---|---|---|---|"
@@ -168,6 +189,8 @@ for s in $SCENARIOS; do
       row "fanout N=$n, server CPU s per M deliveries" server_cpu_s_per_million lower
       row "fanout N=$n, lost (worst run)" lost worst
       row "fanout N=$n, reordered (worst run)" reordered worst
+      row "fanout N=$n, trace records lost (worst run)" trace_lost worst
+      [ "$OBSERVE" = 1 ] && row "fanout N=$n, observer: events missed (worst run)" missed worst
     done ;;
   routes)
     # 10 receivers x 1000 distinct subscriptions (10,000 in all), one of
@@ -193,7 +216,8 @@ for s in $SCENARIOS; do
   direct)
     measure direct --pairs 10 --seconds "$SECS"
     row "direct 10 pairs, messages/s" messages_per_s higher
-    row "direct 10 pairs, lost (worst run)" lost worst ;;
+    row "direct 10 pairs, lost (worst run)" lost worst
+    row "direct 10 pairs, trace records lost (worst run)" trace_lost worst ;;
   connections)
     measure connections --connections 10000
     row "10000 idle agents, server KiB per connection" rss_per_connection_kib lower
