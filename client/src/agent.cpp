@@ -1066,24 +1066,38 @@ task<message> agent::request(std::string_view recipient, std::string_view payloa
   return task<message>{std::move(cell)};
 }
 
+namespace {
+
+/// Why a request that needs the server's `feature` cannot be sent now, or
+/// nullopt if it can.
+std::optional<std::pair<errc, std::string>> cannot_ask(detail::agent_core* core,
+                                                       const session_info& s,
+                                                       std::string_view feature,
+                                                       std::string_view what) {
+  if (core == nullptr)
+    return std::pair{errc::not_connected, std::string{"the agent is not running"}};
+  if (core->link.stopping())
+    return std::pair{errc::stopped, std::string{"the agent is stopping"}};
+  if (!core->link.connected())
+    return std::pair{errc::not_connected, std::string{"not connected to a server"}};
+  if (!s.has_feature(feature))
+    return std::pair{errc::unsupported,
+                     fmt::format("server {} {} does not {} (no \"{}\" feature in its Welcome)",
+                                 s.server_name, s.server_version, what, feature)};
+  return std::nullopt;
+}
+
+} // namespace
+
 task<agent_list> agent::list_agents(std::string_view prefix, const list_options& lo) {
   auto cell = open_task<agent_list>(task_options{"list_agents"});
   auto fail_now = [&](errc code, std::string text) {
     tasks_->fail_later(*cell, error{make_error_code(code), std::move(text)});
     return task<agent_list>{cell};
   };
-  if (!core_)
-    return fail_now(errc::not_connected, "the agent is not running");
+  if (auto why = cannot_ask(core_, session_, "list_agents", "list agents"))
+    return fail_now(why->first, std::move(why->second));
   auto& c = *core_;
-  if (c.link.stopping())
-    return fail_now(errc::stopped, "the agent is stopping");
-  if (!c.link.connected())
-    return fail_now(errc::not_connected, "not connected to a server");
-  if (!session_.has_feature("list_agents"))
-    return fail_now(errc::unsupported,
-                    fmt::format("server {} {} does not list agents (no \"list_agents\" feature "
-                                "in its Welcome)",
-                                session_.server_name, session_.server_version));
   uint64_t wire_id = 0;
   do
     wire_id = crypto::random_nonzero_u64();
@@ -1111,18 +1125,9 @@ task<void> agent::observe(observe_options oo, std::function<void(const trace::ev
     tasks_->fail_later(*cell, error{make_error_code(code), std::move(text)});
     return task<void>{cell};
   };
-  if (!core_)
-    return fail_now(errc::not_connected, "the agent is not running");
+  if (auto why = cannot_ask(core_, session_, "observe", "offer trace observation"))
+    return fail_now(why->first, std::move(why->second));
   auto& c = *core_;
-  if (c.link.stopping())
-    return fail_now(errc::stopped, "the agent is stopping");
-  if (!c.link.connected())
-    return fail_now(errc::not_connected, "not connected to a server");
-  if (!session_.has_feature("observe"))
-    return fail_now(errc::unsupported,
-                    fmt::format("server {} {} does not offer trace observation (no \"observe\" "
-                                "feature in its Welcome)",
-                                session_.server_name, session_.server_version));
   if (c.observing)
     return fail_now(errc::invalid_argument,
                     "this agent observes already; cancel that observe task first");

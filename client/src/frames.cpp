@@ -12,26 +12,7 @@
 namespace convoke::detail {
 
 std::string hex_to_bytes(std::string_view hex) {
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  if (hex.size() % 2 != 0)
-    return out;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    auto hi = val(hex[i]);
-    auto lo = val(hex[i + 1]);
-    if (hi < 0 || lo < 0)
-      return {};
-    out.push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return out;
+  return from_hex(hex).value_or(std::string{});
 }
 
 std::error_code check_addressing(std::string_view recipient, std::string_view route) {

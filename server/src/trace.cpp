@@ -270,6 +270,22 @@ void trace_writer::write_out(bool force) {
   out_events_ = 0;
 }
 
+void trace_writer::define_audience(const trace::event& use) {
+  auto a = audiences_.find(use.audience);
+  if (a == audiences_.end())
+    return; // forgotten (more than 4096 since): the relay shows its count only
+  trace::event def;
+  def.what = trace::kind::audience;
+  def.boot = use.boot;
+  def.seq = use.seq;
+  def.ts_ns = use.ts_ns;
+  def.audience = use.audience;
+  def.count = static_cast<uint32_t>(a->second.size());
+  def.recipients = a->second;
+  defined_.insert(use.audience);
+  emit(def);
+}
+
 void trace_writer::emit(const trace::event& ev) {
   auto before = out_.size();
   if (opts_.fmt == logging::format::json)
@@ -286,19 +302,8 @@ void trace_writer::emit(const trace::event& ev) {
     --out_events_;
     write_out(true);
     rotate();
-    if (ev.what == trace::kind::relay && ev.audience != 0) // define it in the new file first
-      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
-        trace::event def;
-        def.what = trace::kind::audience;
-        def.boot = ev.boot;
-        def.seq = ev.seq;
-        def.ts_ns = ev.ts_ns;
-        def.audience = ev.audience;
-        def.count = static_cast<uint32_t>(a->second.size());
-        def.recipients = a->second;
-        defined_.insert(ev.audience);
-        emit(def);
-      }
+    if (ev.what == trace::kind::relay && ev.audience != 0)
+      define_audience(ev); // in the new file first
     out_ += line;
     ++out_events_;
   }
@@ -332,19 +337,7 @@ void trace_writer::handle(trace::event& ev) {
       ev.payload_truncated = true;
     }
     if (ev.what == trace::kind::relay && ev.audience != 0 && defined_.count(ev.audience) == 0)
-      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
-        // A new file since the definition: repeat it.
-        trace::event def;
-        def.what = trace::kind::audience;
-        def.boot = ev.boot;
-        def.seq = ev.seq;
-        def.ts_ns = ev.ts_ns;
-        def.audience = ev.audience;
-        def.count = static_cast<uint32_t>(a->second.size());
-        def.recipients = a->second;
-        defined_.insert(ev.audience);
-        emit(def);
-      }
+      define_audience(ev); // a new file since the definition: repeat it
     emit(ev);
   }
 }

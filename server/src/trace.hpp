@@ -146,6 +146,8 @@ private:
   size_t pass();
   void handle(trace::event& ev);
   void emit(const trace::event& ev);
+  /// Writes the definition of the audience `use` refers to, if known.
+  void define_audience(const trace::event& use);
   void write_out(bool force);
   bool open_file();
   void rotate();
