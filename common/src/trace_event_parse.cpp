@@ -180,6 +180,9 @@ parse_result parse_json(std::string_view line) {
     else
       r.error = fmt::format("not JSON: syntax error at byte {}", e.byte);
     return r;
+  } catch (const json::exception& e) { // e.g. out_of_range: a number like 3e929
+    r.error = fmt::format("not a trace event: {}", e.what());
+    return r;
   }
   if (too_deep) {
     r.error = fmt::format("not a trace event: nested deeper than {} levels", max_depth);

@@ -248,3 +248,11 @@ TEST(TraceParse, RoundTripsFormatJson) {
 }
 
 } // namespace
+
+TEST(TraceParse, ANumberTooLargeForADoubleIsAnErrorNotACrash) {
+  // Found by fuzz_trace_json: nlohmann-json throws out_of_range for 3e929
+  // even when asked not to throw.
+  auto r = trace::parse_json(R"({"ts":"2026-11-30T12:00:01.123Z","event":"relay","count":3e929})");
+  EXPECT_FALSE(r.ev);
+  EXPECT_NE(r.error.find("3e929"), std::string::npos) << r.error;
+}
