@@ -112,21 +112,32 @@ trace_ring& trace_writer::local_ring() {
   return *found;
 }
 
-void trace_writer::record(const record_fields& f) noexcept {
+bool trace_writer::record(const record_fields& f) noexcept {
   trace_ring* ring;
   try {
     ring = &local_ring(); // allocates once per thread
   } catch (...) {
     write_failed_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
   auto n = record_size(f);
-  auto p = ring->reserve(static_cast<uint32_t>(n));
-  if (p == nullptr) {
-    ring->count_lost();
-    return;
+  if (n > ring->max_record()) { // a small trace.buffer: shorten it rather than lose it
+    record_fields shorter = f;
+    n = fit_record(shorter, ring->max_record());
+    auto p = ring->reserve(static_cast<uint32_t>(n));
+    if (p == nullptr) {
+      ring->count_lost();
+      return false;
+    }
+    encode_record(shorter, p);
+  } else {
+    auto p = ring->reserve(static_cast<uint32_t>(n));
+    if (p == nullptr) {
+      ring->count_lost();
+      return false;
+    }
+    encode_record(f, p);
   }
-  encode_record(f, p);
   ring->commit();
   // The writer sleeps long only after a second without records; it then
   // also wakes on its own every 200 ms, so a wake-up missed here costs
@@ -135,6 +146,7 @@ void trace_writer::record(const record_fields& f) noexcept {
     std::lock_guard guard{mtx_};
     cv_.notify_one();
   }
+  return true;
 }
 
 void trace_writer::set_consumer(trace_consumer* consumer) {

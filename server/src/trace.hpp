@@ -90,8 +90,10 @@ public:
   }
 
   /// Records an event. Any thread; never blocks, never allocates after the
-  /// thread's first record. The ring full: the record is lost and counted.
-  void record(const record_fields& f) noexcept;
+  /// thread's first record. The ring full: the record is lost and counted,
+  /// and the result is false (a caller that assumes the record was seen, as
+  /// the router does for audience definitions, must not).
+  bool record(const record_fields& f) noexcept;
 
   /// Sets the consumer of decoded events (the live tap) and whether it
   /// wants events now (observed). The consumer must outlive the writer's
