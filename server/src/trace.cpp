@@ -298,24 +298,21 @@ void trace_writer::emit(const trace::event& ev) {
     --out_events_;
     write_out(true);
     rotate();
-    if (ev.what == trace::kind::relay && ev.audience != 0) // define it in the new file first
-      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
-        trace::event def;
-        def.what = trace::kind::audience;
-        def.boot = ev.boot;
-        def.seq = ev.seq;
-        def.ts_ns = ev.ts_ns;
-        def.audience = ev.audience;
-        def.count = static_cast<uint32_t>(a->second.size());
-        def.recipients = a->second;
-        defined_.insert(ev.audience);
-        emit(def);
-      }
+    define_audience(ev); // in the new file first
     out_ += line;
     ++out_events_;
   }
   if (out_.size() >= out_chunk)
     write_out(false);
+}
+
+void trace_writer::define_audience(const trace::event& ev) {
+  if (ev.what != trace::kind::relay || ev.audience == 0 || defined_.count(ev.audience) != 0)
+    return;
+  if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
+    defined_.insert(ev.audience);
+    emit(a->second);
+  }
 }
 
 void trace_writer::handle(trace::event& ev) {
@@ -327,24 +324,11 @@ void trace_writer::handle(trace::event& ev) {
       audiences_.clear();
       defined_.clear();
     }
-    audiences_[ev.audience] = ev.recipients;
+    audiences_[ev.audience] = ev;
     defined_.insert(ev.audience);
   }
   if (to_file_) {
-    if (ev.what == trace::kind::relay && ev.audience != 0 && defined_.count(ev.audience) == 0)
-      if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
-        // A new file since the definition: repeat it.
-        trace::event def;
-        def.what = trace::kind::audience;
-        def.boot = ev.boot;
-        def.seq = ev.seq;
-        def.ts_ns = ev.ts_ns;
-        def.audience = ev.audience;
-        def.count = static_cast<uint32_t>(a->second.size());
-        def.recipients = a->second;
-        defined_.insert(ev.audience);
-        emit(def);
-      }
+    define_audience(ev); // a new file since the definition: repeat it
     emit(ev);
   }
   if (auto c = consumer_.load(std::memory_order_acquire);

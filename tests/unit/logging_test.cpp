@@ -296,7 +296,8 @@ TEST(Trace, FilesRotateUnderTheirSpdlogNamesAndRepeatTheAudiencesTheyUse) {
   def.count = 2;
   def.names = {names.data(), names.size()};
   w->record(def);
-  auto f = fields_of(sample_broadcast());
+  auto ev = sample_broadcast(); // f views its strings
+  auto f = fields_of(ev);
   f.audience = 1;
   for (int i = 0; i < 3000; ++i) { // ~900 KB of JSON: the files rotate several times
     f.message_id = static_cast<uint64_t>(i) + 1;
@@ -318,6 +319,19 @@ TEST(Trace, FilesRotateUnderTheirSpdlogNamesAndRepeatTheAudiencesTheyUse) {
     EXPECT_LE(static_cast<uint64_t>(in.tellg()), opts.max_file_bytes);
   }
   EXPECT_FALSE(std::ifstream{server::rotated_name(path, 4)}) << "max-files = 3 rotated files";
+  // (boot, seq) names one event: a repeated definition is a copy of the
+  // original (same seq, same line), never a second event under a relay's seq.
+  std::map<uint64_t, std::string> by_seq;
+  for (uint32_t i = 0; i <= 3; ++i) {
+    std::ifstream in{server::rotated_name(path, i)};
+    for (std::string line; std::getline(in, line);) {
+      auto seq = json::parse(line)["seq"].get<uint64_t>();
+      auto [at, fresh] = by_seq.try_emplace(seq, line);
+      EXPECT_TRUE(fresh || at->second == line) << "seq " << seq << ":\n"
+                                               << at->second << "\n"
+                                               << line;
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 
