@@ -42,6 +42,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -55,6 +56,8 @@
 
 #include "convoke/common/net.hpp"
 #include "convoke/common/units.hpp"
+#include "convoke/proto/codec.hpp"
+#include "convoke/v1/wire.pb.h"
 #include "histogram.hpp"
 #include "wire.hpp"
 
@@ -683,6 +686,8 @@ struct options {
   bool json = false;
   std::string tls_ca;
   int scrape_ms = 0;
+  /// fanout/latency: one more agent observes every trace event (Observe).
+  bool observe = false;
 };
 
 std::string proto_name(protocol_kind p) {
@@ -758,10 +763,92 @@ std::vector<std::string> receiver_subjects(const options& o, int i) {
 /// "bench" (a broadcast for Convoke, a subject for NATS), one publisher.
 /// With `o.subscriptions`, the subscribers hold that many subscriptions
 /// each instead and the publisher sends on `hot_route`.
+/// An agent tapping every trace event (Observe with no filter), as an
+/// operator watching everything would: its own thread reads, parses and
+/// counts the TraceEvents frames, and answers heartbeats.
+class tap_observer {
+public:
+  tap_observer(const server_handle& srv)
+    : conn_(join(srv, protocol_kind::convoke, "bench.observer", "", "bench.observer.none")) {
+    v1::Frame f;
+    f.mutable_observe()->set_request_id(1);
+    std::vector<char> out;
+    proto::append_frame(f, out);
+    conn_->send(std::string{out.begin(), out.end()});
+    thread_ = std::thread{[this] { run(); }};
+  }
+  ~tap_observer() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t events() const {
+    return events_.load();
+  }
+  uint64_t missed() const {
+    return missed_.load();
+  }
+  std::string refusal() const {
+    std::lock_guard guard{mtx_};
+    return refusal_;
+  }
+
+private:
+  void run() {
+    v1::Frame f;
+    while (!stop_) {
+      if (!conn_->read_some(100ms))
+        continue;
+      size_t at = 0;
+      while (conn_->len - at >= proto::header_size) {
+        auto n = proto::read_header(conn_->buf.data() + at);
+        if (conn_->len - at < proto::header_size + n)
+          break;
+        if (f.ParseFromArray(conn_->buf.data() + at + proto::header_size, static_cast<int>(n))) {
+          if (f.has_trace_events()) {
+            events_ += static_cast<uint64_t>(f.trace_events().events_size());
+            missed_ += f.trace_events().missed();
+          } else if (f.has_heartbeat() && f.heartbeat().seq() != 0) {
+            std::string reply;
+            convoke_append_heartbeat_reply(reply, f.heartbeat().seq());
+            conn_->send(reply);
+          } else if (f.has_notice() && f.notice().request_id() == 1) {
+            std::lock_guard guard{mtx_};
+            refusal_ = f.notice().code() + ": " + f.notice().text();
+          }
+        }
+        at += proto::header_size + n;
+      }
+      conn_->consume(at);
+    }
+  }
+
+  std::unique_ptr<connection> conn_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> events_{0};
+  std::atomic<uint64_t> missed_{0};
+  mutable std::mutex mtx_;
+  std::string refusal_;
+};
+
+/// The observer's line (--observe): what it saw and missed.
+void print_observer(const options& o, const tap_observer* obs, double secs) {
+  if (obs == nullptr)
+    return;
+  auto refused = obs->refusal();
+  print(o,
+        fmt::format("observer (every trace event): {} events ({:.0f} k/s), missed={}{}",
+                    obs->events(), static_cast<double>(obs->events()) / secs / 1e3, obs->missed(),
+                    refused.empty() ? "" : ", refused: " + refused),
+        fmt::format(R"({{"scenario":"observer","events":{},"events_per_s":{:.0f},"missed":{}}})",
+                    obs->events(), static_cast<double>(obs->events()) / secs, obs->missed()));
+}
+
 struct fanout_rig {
   std::unique_ptr<server_handle> srv;
   publisher pub;
   std::unique_ptr<receiver> rx;
+  std::unique_ptr<tap_observer> observer;
 
   fanout_rig(const options& o, bool measure_latency) : srv(server_for(o)) {
     std::vector<std::unique_ptr<connection>> subs;
@@ -773,6 +860,8 @@ struct fanout_rig {
     if (routed)
       pub.route = hot_route;
     rx = std::make_unique<receiver>(o.proto, std::move(subs), 1, measure_latency);
+    if (o.observe)
+      observer = std::make_unique<tap_observer>(*srv);
     std::this_thread::sleep_for(200ms); // let every subscription settle
   }
 };
@@ -827,6 +916,7 @@ void run_fanout(const options& o) {
                     proto_name(o.proto), o.subscribers, o.subscriptions, o.patterns, o.payload,
                     rate, static_cast<double>(pub.seq) / secs, cpu_per_m, cpu1 - cpu0,
                     self1 - self0, secs, lost, reordered));
+  print_observer(o, rig.observer.get(), secs);
 }
 
 void run_latency(const options& o) {
@@ -884,6 +974,7 @@ void run_latency(const options& o) {
                     proto_name(o.proto), o.subscribers, o.rate, o.payload, us(0.5), us(0.99),
                     us(0.999), static_cast<double>(h.max()) / 1e3, rx.total_received(), lost,
                     reordered));
+  print_observer(o, rig.observer.get(), secs);
 }
 
 void run_direct(const options& o) {
@@ -1194,6 +1285,9 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup, "soak: seconds before samples count")->capture_default_str();
   app.add_option("--samples", o.samples, "soak: write one CSV line per second to this file");
   app.add_flag("--json", o.json, "also print one JSON object per result");
+  app.add_flag("--observe", o.observe,
+               "fanout/latency (Convoke): one more agent observes every trace event (Observe "
+               "without a filter); its events and missed count are reported");
   app.add_option("--tls-ca", o.tls_ca,
                  "Connect with TLS, verifying the server (as localhost) against this CA; start "
                  "the server with TLS through --server-arg");

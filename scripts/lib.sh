@@ -17,8 +17,9 @@ PACKAGES=(
 # scripts/fuzz call use_test_packages before install_missing): clang-14 and
 # its libFuzzer/sanitizer runtimes for fuzz/, and python3-protobuf, a second
 # protobuf implementation that decodes relayed frames in an interop test,
-# and prometheus for promtool, which checks the /metrics exposition.
-TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf prometheus)
+# prometheus for promtool, which checks the /metrics exposition, and
+# chromium, which renders the web view (/trace) headless in an e2e test.
+TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf prometheus chromium)
 use_test_packages() { PACKAGES+=("${TEST_PACKAGES[@]}"); }
 
 say() { printf 'convoke: %s\n' "$*" >&2; }

@@ -4,6 +4,10 @@
 //   convoke listen [--route ROUTE]... [--json] [--count N]
 //   convoke chat                                               (interactive)
 //   convoke server check | agents | top                        (operators, admin API)
+//   convoke trace [--file PATH]... [--follow] [filters] [--json]  (message traces; live
+//                                                                 without --file)
+//   convoke trace show TRACE-ID [--file PATH]... [--format text|mermaid|html]
+//   convoke trace stats [--file PATH]... [--window 60s] [--json]
 //   convoke --version
 //
 // Common options: --server [tls://]host:port (env CONVOKE_SERVER), --name,
@@ -13,6 +17,9 @@
 // The operator commands talk HTTP to the admin listener (--admin, env
 // CONVOKE_ADMIN); `server check` exits like a Nagios plugin (0 OK,
 // 1 WARNING, 2 CRITICAL, 3 UNKNOWN). docs/operations.md has the details.
+// `convoke trace` (docs/observing.md) also exits 3 when lines of a trace
+// file were unreadable (skipped, each named file:line on stderr) and 4 when
+// `trace show` finds no event with the trace id.
 
 #include <unistd.h>
 
@@ -34,6 +41,8 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
+#include "trace_command.hpp"
+#include "trace_live.hpp"
 
 namespace {
 
@@ -458,6 +467,60 @@ int main(int argc, char** argv) {
                       "Show this many screens, then exit (default: until q or Ctrl-C)");
   top_cmd->add_flag("--once", once, "One screen (rates over one interval), then exit");
 
+  // -- message traces -------------------------------------------------------------
+  auto trace_cmd = app.add_subcommand(
+    "trace", "Message traces: from trace files (--file, trace.format = json) or live from a "
+             "server (observe); show one conversation; statistics");
+  trace_cmd->require_subcommand(0, 1);
+  add_common(trace_cmd);
+  cli::trace_list_args trace_a;
+  std::string trace_hex;
+  std::string since_text;
+  trace_cmd
+    ->add_option("-f,--file", trace_a.files,
+                 "JSON trace file (its rotated files base.1.ext ... are read too, "
+                 "oldest first); repeatable. Without it: live from --server")
+    ->allow_extra_args(false);
+  trace_cmd->add_flag("--follow", trace_a.follow,
+                      "Keep reading: new lines of the file (across rotations), or live events");
+  trace_cmd
+    ->add_option("-a,--agent", trace_a.filter.agents,
+                 "Only events of this agent (sender or recipient); repeatable")
+    ->allow_extra_args(false);
+  trace_cmd
+    ->add_option("-r,--route", trace_a.filter.routes,
+                 "Only events on routes matching this pattern (a.*, a.>); repeatable")
+    ->allow_extra_args(false);
+  trace_cmd->add_option("--trace", trace_hex, "Only events of this trace id (hex)");
+  trace_cmd->add_option("--since", since_text,
+                        "Only events since: a duration ago (5m, 2h) or an RFC 3339 time");
+  trace_cmd->add_flag("--json", trace_a.json, "JSON lines (the trace file format)");
+  auto show_cmd = trace_cmd->add_subcommand(
+    "show", "One conversation (a trace id) as a sequence diagram: text, Mermaid or HTML");
+  std::vector<std::string> show_files;
+  std::string show_id;
+  std::string show_format = "text";
+  show_cmd->add_option("trace-id", show_id, "Trace id (hex)")->required();
+  show_cmd->add_option("-f,--file", show_files, "JSON trace file (rotated files included)")
+    ->required()
+    ->allow_extra_args(false);
+  show_cmd->add_option("--format", show_format, "text, mermaid or html")
+    ->check(CLI::IsMember({"text", "mermaid", "html"}))
+    ->capture_default_str();
+  auto stats_cmd
+    = trace_cmd->add_subcommand("stats", "Per agent and per route counts, rates and drops");
+  std::vector<std::string> stats_files;
+  std::string window_text = "60s";
+  bool stats_json = false;
+  stats_cmd->add_option("-f,--file", stats_files, "JSON trace file (rotated files included)")
+    ->required()
+    ->allow_extra_args(false);
+  stats_cmd
+    ->add_option("--window", window_text,
+                 "The last span of the files counted (0: all), e.g. 60s, 5m, 1h")
+    ->capture_default_str();
+  stats_cmd->add_flag("--json", stats_json, "One JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -533,6 +596,54 @@ int main(int argc, char** argv) {
     return cli::run_top(ao, top_a);
   }
 
+  if (show_cmd->parsed()) {
+    auto f = show_format == "mermaid" ? cli::show_format::mermaid
+             : show_format == "html"  ? cli::show_format::html
+                                      : cli::show_format::text;
+    return cli::run_trace_show(show_files, show_id, f, std::cout, std::cerr);
+  }
+  if (stats_cmd->parsed()) {
+    auto window = parse_duration(window_text);
+    if (!window) {
+      std::cerr << "convoke trace stats: --window: '" << window_text
+                << "' is not a duration like 60s or 5m (0: everything)\n";
+      return cli::trace_exit::usage;
+    }
+    return cli::run_trace_stats(stats_files, *window, stats_json, std::cout, std::cerr);
+  }
+  if (trace_cmd->parsed()) {
+    if (!trace_hex.empty()) {
+      auto id = from_hex(trace_hex);
+      if (!id || id->empty()) {
+        std::cerr << "convoke trace: --trace: '" << trace_hex << "' is not a trace id (hex)\n";
+        return cli::trace_exit::usage;
+      }
+      trace_a.filter.trace_id = *id;
+    }
+    if (!since_text.empty()) {
+      std::string error;
+      auto since = cli::parse_since(since_text, printer::unix_now(), error);
+      if (!since) {
+        std::cerr << "convoke trace: --since: " << error << "\n";
+        return cli::trace_exit::usage;
+      }
+      trace_a.filter.since_ns = *since;
+    }
+    for (auto& r : trace_a.filter.routes)
+      if (r.empty()) {
+        std::cerr << "convoke trace: --route: an empty pattern matches nothing\n";
+        return cli::trace_exit::usage;
+      }
+    if (!trace_a.files.empty()) {
+      if (trace_a.follow)
+        block_termination_signals(); // the poll waits for them
+      return cli::run_trace_list(trace_a, std::cout, std::cerr, [](std::chrono::milliseconds d) {
+        return wait_termination_signal(d) != 0;
+      });
+    }
+    // Live: from the server's tap (below, with the connection options).
+  }
+
   client_options opts;
   if (!set_server_address(opts, server)) {
     std::cerr << "convoke: invalid --server address '" << server << "'\n";
@@ -576,6 +687,20 @@ int main(int argc, char** argv) {
     logging::options quiet;
     quiet.level = "warn";
     logging::configure(quiet);
+  }
+  if (trace_cmd->parsed()) {
+    opts.role = "cli-trace";
+    auto t = std::make_shared<cli::trace_agent>(name, trace_a, reconnect, std::cout, std::cerr);
+    int code = 0;
+    {
+      runtime rt;
+      rt.start(*t, opts);
+      code = rt.wait_with_signals();
+    }
+    std::cout.flush();
+    if (code == 0 && t->missed() > 0)
+      code = cli::trace_exit::unreadable; // not everything was shown
+    return code;
   }
   auto a = std::make_shared<cli_agent>(name, out);
   if (send_cmd->parsed()) {

@@ -15,6 +15,7 @@
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
 #include "convoke/proto/subject.hpp"
+#include "convoke/proto/trace_wire.hpp"
 #include "internal.hpp"
 
 namespace convoke {
@@ -84,6 +85,11 @@ void agent_core::fail_requests(errc code, const std::string& text) {
   list_requests.clear();
   for (auto& [id, cell] : lists)
     registry().fail(*cell, error{make_error_code(code), text});
+  if (observing) {
+    auto cell = std::move(observing->cell);
+    observing.reset();
+    registry().fail(*cell, error{make_error_code(code), text});
+  }
 }
 
 // -- agent_core: tasks ----------------------------------------------------------
@@ -476,6 +482,9 @@ void agent_core::handle_frame(v1::Frame& f) {
   case v1::Frame::kAgentList:
     handle_agent_list(*f.mutable_agent_list());
     break;
+  case v1::Frame::kTraceEvents:
+    handle_trace_events(f.trace_events());
+    break;
   case v1::Frame::kGoodbye:
     goodbye_code = f.goodbye().code();
     goodbye_reason = f.goodbye().reason();
@@ -612,6 +621,11 @@ void agent_core::handle_notice(const v1::Notice& n) {
       list_requests.erase(i);
       registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
     }
+  if (x.request_id != 0 && observing && observing->request_id == x.request_id) {
+    auto cell = std::move(observing->cell);
+    observing.reset();
+    registry().fail(*cell, error{make_error_code(errc::refused), x.code + ": " + x.text});
+  }
   // Also after teardown(): a Notice is about what this agent sent (e.g. its
   // last message went nowhere), and the server sends it before its Goodbye.
   guarded("on_notice", [&] { user->on_notice(x); });
@@ -632,6 +646,32 @@ void agent_core::handle_agent_list(v1::AgentList& l) {
     out.names.push_back(std::move(n));
   out.truncated = l.truncated();
   registry().succeed(*cell, std::move(out));
+}
+
+void agent_core::handle_trace_events(const v1::TraceEvents& t) {
+  if (!observing || observing->request_id != t.request_id())
+    return; // stopped, or a batch still on its way from before
+  auto id = observing->request_id;
+  // Agent code may cancel the observation from a callback: check each time.
+  auto still = [&] { return observing && observing->request_id == id; };
+  if (!observing->started) {
+    observing->started = true;
+    if (auto fn = observing->on_started)
+      guarded("observe on_started", fn);
+  }
+  if (t.missed() > 0 && still() && observing->on_missed) {
+    auto fn = observing->on_missed;
+    guarded("observe on_missed", [&] { fn(t.missed()); });
+  }
+  for (auto& te : t.events()) {
+    if (!still())
+      return;
+    auto ev = proto::from_wire(te);
+    if (!ev)
+      continue; // a kind this SDK does not know
+    auto fn = observing->on_event;
+    guarded("observe on_event", [&] { fn(*ev); });
+  }
 }
 
 // -- child tasks (agent::spawn_task) -------------------------------------------
@@ -1062,6 +1102,69 @@ task<agent_list> agent::list_agents(std::string_view prefix, const list_options&
   caf_support::delayed_self_send(c.self, timeout, detail::list_timeout_atom::value, wire_id,
                                  static_cast<int64_t>(timeout.count()));
   return task<agent_list>{std::move(cell)};
+}
+
+task<void> agent::observe(observe_options oo, std::function<void(const trace::event&)> on_event,
+                          std::function<void(uint64_t)> on_missed) {
+  auto cell = open_task<void>(task_options{"observe"});
+  auto fail_now = [&](errc code, std::string text) {
+    tasks_->fail_later(*cell, error{make_error_code(code), std::move(text)});
+    return task<void>{cell};
+  };
+  if (!core_)
+    return fail_now(errc::not_connected, "the agent is not running");
+  auto& c = *core_;
+  if (c.link.stopping())
+    return fail_now(errc::stopped, "the agent is stopping");
+  if (!c.link.connected())
+    return fail_now(errc::not_connected, "not connected to a server");
+  if (!session_.has_feature("observe"))
+    return fail_now(errc::unsupported,
+                    fmt::format("server {} {} does not offer trace observation (no \"observe\" "
+                                "feature in its Welcome)",
+                                session_.server_name, session_.server_version));
+  if (c.observing)
+    return fail_now(errc::invalid_argument,
+                    "this agent observes already; cancel that observe task first");
+  if (!on_event)
+    return fail_now(errc::invalid_argument, "observe needs an on_event callback");
+  auto trace = detail::hex_to_bytes(oo.trace_id);
+  if (!oo.trace_id.empty() && trace.empty())
+    return fail_now(errc::invalid_argument, fmt::format("observe_options::trace_id '{}' is not hex",
+                                                        oo.trace_id.substr(0, 64)));
+  uint64_t wire_id = 0;
+  do
+    wire_id = crypto::random_nonzero_u64();
+  while (c.requests.count(wire_id) > 0 || c.list_requests.count(wire_id) > 0);
+  v1::Frame f;
+  auto& o = *f.mutable_observe();
+  o.set_request_id(wire_id);
+  for (auto& a : oo.agents)
+    o.add_agents(a);
+  for (auto& r : oo.routes)
+    o.add_routes(r);
+  o.set_trace_id(std::move(trace));
+  for (auto& e : oo.events)
+    o.add_events(e);
+  o.set_payload_bytes(oo.payload_bytes);
+  if (!c.write(f))
+    return fail_now(errc::not_connected, "not connected to a server");
+  c.observing.emplace();
+  c.observing->request_id = wire_id;
+  c.observing->cell = cell;
+  c.observing->on_event = std::move(on_event);
+  c.observing->on_missed = std::move(on_missed);
+  c.observing->on_started = std::move(oo.on_started);
+  cell->on_cancel = [&c, wire_id] {
+    if (!c.observing || c.observing->request_id != wire_id)
+      return;
+    c.observing.reset();
+    v1::Frame stop;
+    stop.mutable_observe()->set_request_id(wire_id);
+    stop.mutable_observe()->set_stop(true);
+    c.write(stop); // not connected: the observation ended with the session
+  };
+  return task<void>{std::move(cell)};
 }
 
 std::error_code agent::reply(const message& req, std::string_view payload,

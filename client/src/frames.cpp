@@ -11,8 +11,6 @@
 
 namespace convoke::detail {
 
-namespace {
-
 std::string hex_to_bytes(std::string_view hex) {
   auto val = [](char c) -> int {
     if (c >= '0' && c <= '9')
@@ -35,8 +33,6 @@ std::string hex_to_bytes(std::string_view hex) {
   }
   return out;
 }
-
-} // namespace
 
 std::error_code check_addressing(std::string_view recipient, std::string_view route) {
   if (!recipient.empty() && !proto::check_agent_name(recipient))

@@ -16,6 +16,10 @@
 
 namespace convoke::detail {
 
+/// The bytes of a hex string; empty if it is not hex (odd length, other
+/// characters).
+std::string hex_to_bytes(std::string_view hex);
+
 inline constexpr const char* sdk_name = "convoke-cpp";
 
 /// Largest frame the SDK accepts from a server: the largest frame limit a

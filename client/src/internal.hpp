@@ -136,6 +136,16 @@ struct agent_core {
   /// ListAgents waiting for their AgentList, by request id (random, like
   /// requests', and never one of theirs: a Notice names either kind).
   std::unordered_map<uint64_t, std::shared_ptr<task_cell<agent_list>>> list_requests;
+  /// The running agent::observe, if any.
+  struct observation {
+    uint64_t request_id = 0;
+    std::shared_ptr<task_cell<void>> cell;
+    std::function<void(const trace::event&)> on_event;
+    std::function<void(uint64_t)> on_missed;
+    std::function<void()> on_started;
+    bool started = false;
+  };
+  std::optional<observation> observing;
   /// True while on_connect() runs: tasks started there are session-scoped.
   bool in_on_connect = false;
   uint64_t next_seq = 1;
@@ -186,6 +196,7 @@ struct agent_core {
   void handle_delivery(v1::Delivery& d);
   void handle_notice(const v1::Notice& n);
   void handle_agent_list(v1::AgentList& l);
+  void handle_trace_events(const v1::TraceEvents& t);
   bool write(const v1::Frame& f);
   std::error_code send_envelope(std::string_view recipient, std::string_view route,
                                 std::string_view payload, const send_options& opts,

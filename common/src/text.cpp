@@ -1,6 +1,8 @@
 #include "convoke/common/text.hpp"
 
+#include <chrono>
 #include <ctime>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -137,6 +139,112 @@ std::string format_timestamp(int64_t unix_nanos) {
   std::string out;
   append_timestamp(out, unix_nanos);
   return out;
+}
+
+std::optional<std::string> from_hex(std::string_view hex) {
+  if (hex.size() % 2 != 0)
+    return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = nibble(hex[i]);
+    int lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+std::optional<int64_t> parse_timestamp(std::string_view s) {
+  size_t i = 0;
+  auto digits = [&](size_t n) -> std::optional<int> {
+    if (i + n > s.size())
+      return std::nullopt;
+    int v = 0;
+    for (size_t k = 0; k < n; ++k) {
+      char c = s[i + k];
+      if (c < '0' || c > '9')
+        return std::nullopt;
+      v = v * 10 + (c - '0');
+    }
+    i += n;
+    return v;
+  };
+  auto expect = [&](std::string_view any) {
+    if (i < s.size() && any.find(s[i]) != std::string_view::npos) {
+      ++i;
+      return true;
+    }
+    return false;
+  };
+  auto year = digits(4);
+  if (!year || !expect("-"))
+    return std::nullopt;
+  auto month = digits(2);
+  if (!month || !expect("-"))
+    return std::nullopt;
+  auto day = digits(2);
+  if (!day || !expect("Tt "))
+    return std::nullopt;
+  auto hour = digits(2);
+  if (!hour || !expect(":"))
+    return std::nullopt;
+  auto minute = digits(2);
+  if (!minute || !expect(":"))
+    return std::nullopt;
+  auto second = digits(2);
+  if (!second)
+    return std::nullopt;
+  int64_t frac = 0;
+  if (expect(".")) {
+    size_t n = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      if (n < 9)
+        frac = frac * 10 + (s[i] - '0');
+      ++n;
+      ++i;
+    }
+    if (n == 0)
+      return std::nullopt;
+    for (; n < 9; ++n)
+      frac *= 10;
+  }
+  int64_t offset_s = 0;
+  if (!expect("Zz")) {
+    bool minus = i < s.size() && s[i] == '-';
+    if (!expect("+-"))
+      return std::nullopt;
+    auto oh = digits(2);
+    if (!oh || !expect(":"))
+      return std::nullopt;
+    auto om = digits(2);
+    if (!om || *oh > 23 || *om > 59)
+      return std::nullopt;
+    offset_s = (*oh * 3600 + *om * 60) * (minus ? -1 : 1);
+  }
+  if (i != s.size() || *year < 1970 || *hour > 23 || *minute > 59 || *second > 60)
+    return std::nullopt;
+  std::chrono::year_month_day ymd{std::chrono::year{*year},
+                                  std::chrono::month{static_cast<unsigned>(*month)},
+                                  std::chrono::day{static_cast<unsigned>(*day)}};
+  if (!ymd.ok())
+    return std::nullopt;
+  int64_t days = std::chrono::sys_days{ymd}.time_since_epoch().count();
+  int64_t secs = days * 86400 + *hour * 3600 + *minute * 60 + *second - offset_s;
+  // Unix nanoseconds in an int64_t end in April 2262.
+  if (secs < 0 || secs >= std::numeric_limits<int64_t>::max() / 1'000'000'000)
+    return std::nullopt;
+  return secs * 1'000'000'000 + frac;
 }
 
 } // namespace convoke

@@ -20,6 +20,9 @@
 #include "convoke/common/text.hpp"
 #include "convoke/proto/codec.hpp"
 #include "http_front.hpp"
+#include "trace_recent.hpp"
+#include "trace_tap.hpp"
+#include "web_assets.hpp"
 
 namespace convoke::server {
 
@@ -55,6 +58,22 @@ std::multimap<std::string, std::string> params_of(const httplib::Request& req) {
   return out;
 }
 
+/// The web view's ring as an observer of the live tap. A batch goes into
+/// the ring at once (a short lock), so it is always ready for the next.
+class ring_subscriber final : public tap_subscriber {
+public:
+  explicit ring_subscriber(std::shared_ptr<recent_events> ring) : ring_(std::move(ring)) {}
+  bool ready() override {
+    return true;
+  }
+  void deliver(std::vector<trace::event>&& batch, uint64_t missed) override {
+    ring_->add(std::move(batch), missed);
+  }
+
+private:
+  std::shared_ptr<recent_events> ring_;
+};
+
 } // namespace
 
 struct admin_server::impl {
@@ -71,6 +90,9 @@ struct admin_server::impl {
   std::condition_variable sample_wake;
   bool stopping = false;
   admin::rates last_rates;
+
+  // The web view: the recent trace events, subscribed while /tracez is asked.
+  std::unique_ptr<recent_feed> feed;
 
   // Failed Basic-auth logins by address (the relay's throttle is its own).
   std::mutex throttle_mutex;
@@ -108,6 +130,9 @@ struct admin_server::impl {
         per_second(prev.bytes_in, now.bytes_in), per_second(prev.bytes_out, now.bytes_out)};
       prev = now;
       prev_at = at;
+      lock.unlock();
+      feed->expire(std::chrono::steady_clock::now());
+      lock.lock();
     }
   }
 
@@ -190,6 +215,19 @@ struct admin_server::impl {
     return true;
   }
 
+  /// The web view's ring for a /tracez request (subscribing it if needed),
+  /// or null when the tap refuses it (answered 503).
+  std::shared_ptr<recent_events> recent_ring(httplib::Response& res) {
+    res.set_header("Cache-Control", "no-store");
+    auto ring = feed->touch(std::chrono::steady_clock::now());
+    if (!ring) {
+      res.set_header("Retry-After", "5");
+      send_error(res, 503, "cannot observe the trace now: " + ring.error().text);
+      return nullptr;
+    }
+    return *ring;
+  }
+
   void routes() {
     auto& s = *http;
     s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
@@ -238,6 +276,44 @@ struct admin_server::impl {
         admin::metrics(facts(), ctx->snapshot(), ctx->registry, admin::read_process_facts()),
         "text/plain; version=0.0.4; charset=utf-8");
     });
+    // The web view (docs/observing.md): the page, and what it polls.
+    s.Get("/trace", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      res.set_header("Cache-Control", "no-store");
+      // Nothing but the page itself: no script, style or image from anywhere else.
+      res.set_header("Content-Security-Policy",
+                     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                     "connect-src 'self'; img-src data:");
+      res.set_content(std::string{web::trace_html()}, "text/html; charset=utf-8");
+    });
+    s.Get("/tracez", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      auto q = parse_tracez_query(params_of(req));
+      if (!q) {
+        send_error(res, 400, q.error().text);
+        return;
+      }
+      auto ring = recent_ring(res);
+      if (!ring)
+        return;
+      res.set_content(recent_events::to_json(ring->query(*q)), "application/json");
+    });
+    s.Get("/tracez/conversation", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req, res))
+        return;
+      auto q = parse_tracez_query(params_of(req), /*conversation=*/true);
+      if (!q) {
+        send_error(res, 400, q.error().text);
+        return;
+      }
+      auto ring = recent_ring(res);
+      if (!ring)
+        return;
+      res.set_content(recent_events::to_json(ring->conversation(*q), to_hex(q->trace_id)),
+                      "application/json");
+    });
     // Everything else: 404 for an unknown path, 405 for another method on
     // a known one; httplib answers malformed requests with 400 and
     // oversized headers or URIs with 414/400 before any handler runs.
@@ -245,7 +321,8 @@ struct admin_server::impl {
       if (res.status == 404 && !res.body.empty())
         return;
       static const std::vector<std::string> known{"/healthz", "/readyz", "/varz",
-                                                  "/connz",   "/routez", "/metrics"};
+                                                  "/connz",   "/routez", "/metrics",
+                                                  "/trace",   "/tracez", "/tracez/conversation"};
       bool known_path = std::find(known.begin(), known.end(), req.path) != known.end();
       if (res.status == 404 && known_path && req.method != "GET" && req.method != "HEAD") {
         res.set_header("Allow", "GET, HEAD");
@@ -254,7 +331,8 @@ struct admin_server::impl {
       }
       if (res.status == 404)
         send_error(res, 404,
-                   "no such endpoint (try /healthz, /readyz, /varz, /connz, /routez, /metrics)");
+                   "no such endpoint (try /healthz, /readyz, /varz, /connz, /routez, /metrics, "
+                   "/trace, /tracez)");
       else if (res.body.empty())
         send_error(res, res.status,
                    "the request could not be served (HTTP " + std::to_string(res.status) + ")");
@@ -289,6 +367,27 @@ expected<std::unique_ptr<admin_server>> admin_server::start(context_ptr ctx, uin
     if (!c)
       return fail(errc::invalid_value, "admin.tls: " + c.error().text);
     tls_ctx = std::move(*c);
+  }
+  {
+    auto* raw = d.get();
+    recent_feed::source src;
+    // Every event (all kinds but audience definitions, which the tap
+    // sends before the first broadcast that refers to one), no payloads:
+    // the page shows the flow, and payloads would cost the relay a copy.
+    src.subscribe = [raw](std::shared_ptr<recent_events> ring) -> expected<uint64_t> {
+      if (!raw->ctx->tap)
+        return fail(std::errc::operation_not_supported, "this server has no live tap");
+      auto everything = parse_tap_filter(tap_filter_spec{});
+      if (!everything)
+        return tl::unexpected{everything.error()};
+      return raw->ctx->tap->subscribe(std::move(*everything),
+                                      std::make_shared<ring_subscriber>(std::move(ring)));
+    };
+    src.unsubscribe = [raw](uint64_t id) {
+      if (raw->ctx->tap)
+        raw->ctx->tap->unsubscribe(id);
+    };
+    d->feed = std::make_unique<recent_feed>(std::move(src));
   }
   d->http = std::make_unique<dispatcher>();
   d->http->set_payload_max_length(64 * 1024); // GET only: no body is needed
@@ -331,6 +430,7 @@ admin_server::~admin_server() {
   d.sample_wake.notify_all();
   if (d.sampler.joinable())
     d.sampler.join();
+  d.feed.reset(); // unsubscribes (the ring lives on while a delivery ends)
 }
 
 uint16_t admin_server::port() const noexcept {

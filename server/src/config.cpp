@@ -378,6 +378,24 @@ const std::vector<option_def>& options() {
                    return {};
                  },
                  copy_of(&server_config::trace_written)});
+    t.push_back({"trace", "anonymous-observe",
+                 "What agents without an identity (no credentials file, or the shared "
+                 "token) may observe of the message traces: none, metadata (no "
+                 "payloads) or payload.",
+                 [](const server_config& c) { return json_string(c.trace_anonymous_observe); },
+                 [](server_config& c, const std::string& v) -> expected<> {
+                   if (v != "none" && v != "metadata" && v != "payload")
+                     return invalid(
+                       fmt::format("'{}' is not an observe level (none, metadata or payload)", v));
+                   c.trace_anonymous_observe = v;
+                   return {};
+                 },
+                 copy_of(&server_config::trace_anonymous_observe)});
+    t.push_back(int_opt<uint32_t>("trace", "max-observers", &server_config::trace_max_observers, 1,
+                                  100'000,
+                                  "Observers of the live trace tap at once (agents that sent "
+                                  "Observe, the web view); more are refused "
+                                  "(too_many_observers)."));
     t.push_back(string_opt("tls", "cert", &server_config::tls_cert,
                            "PEM certificate chain of the server; set, every connection must "
                            "use TLS (1.2 or later). Reloaded on SIGHUP for new connections."));
@@ -965,6 +983,7 @@ const std::set<std::string, std::less<>>& reloadable_keys() {
     "auth.token-file",
     "auth.failed-login-delay",
     "trace.payload-bytes",
+    "trace.anonymous-observe",
     // for connections that start afterwards (with the TLS files' reload)
     "tls.cert",
     "tls.key",

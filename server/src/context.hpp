@@ -18,6 +18,7 @@
 #include "rate_limits.hpp"
 #include "session_registry.hpp"
 #include "trace.hpp"
+#include "trace_tap.hpp"
 
 namespace convoke::server {
 
@@ -105,7 +106,10 @@ struct server_context {
   rate_limits principals;
   /// principals.evicted(), for snapshot() from other threads.
   std::atomic<uint64_t> principals_evicted{0};
-  /// Null when tracing is disabled.
+  /// The live trace tap (Observe, the web view): always there, also with
+  /// tracing disabled. Its events come from the trace writer's thread.
+  /// Declared before `trace`, so that the writer (its caller) goes first.
+  std::shared_ptr<trace_tap> tap;
   std::unique_ptr<trace_writer> trace;
   std::shared_ptr<spdlog::logger> log_server;
   std::shared_ptr<spdlog::logger> log_session;

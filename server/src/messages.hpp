@@ -88,6 +88,8 @@ using quarantine_atom = caf::atom_constant<caf::atom("quarantin")>;
 /// server (watchdog) -> router: a sign of life of the relay thread; the
 /// router counts it in server_context::relay_answers.
 using alive_atom = caf::atom_constant<caf::atom("alive")>;
+// trace writer thread -> session: a batch of trace events for its observer
+using tap_atom = caf::atom_constant<caf::atom("tapbatch")>;
 
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
@@ -233,8 +235,18 @@ caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_ha
                         caf::actor listener, caf::actor router, context_ptr ctx,
                         uint64_t session_id, std::string peer_ip, std::string refusal);
 
+/// Trace events for a session's observer (Observe), from the trace
+/// writer's thread (the only message that crosses from there).
+struct tap_batch {
+  /// The subscription it belongs to (a replaced one's batches are ignored).
+  const void* from = nullptr;
+  std::vector<trace::event> events;
+  uint64_t missed = 0;
+};
+
 } // namespace convoke::server::internal
 
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::tap_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::register_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)

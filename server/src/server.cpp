@@ -125,6 +125,8 @@ expected<> server::start() {
                          (*store)->size());
     ctx.auth = std::make_unique<authenticator>(std::move(*store));
   }
+  tap_limits tap_lim;
+  tap_lim.max_subscribers = cfg.trace_max_observers;
   {
     // Always there: without a trace file it records only while an agent
     // observes (the live tap).
@@ -139,6 +141,11 @@ expected<> server::start() {
     if (!trace)
       return tl::unexpected{std::move(trace.error())};
     ctx.trace = std::move(*trace);
+    ctx.trace->set_file_payload_bytes(cfg.trace_payload_bytes);
+    // The live tap: the writer hands it every event while someone observes.
+    ctx.tap = std::make_shared<trace_tap>(
+      tap_lim, [w = ctx.trace.get()](bool observed) { w->set_observed(observed); });
+    ctx.trace->set_consumer(ctx.tap.get());
     ctx.log_server->info("trace boot={} file={}", ctx.trace->boot(),
                          cfg.trace_enabled ? logfmt_value(cfg.trace_file) : std::string{"off"});
   }
@@ -190,7 +197,7 @@ expected<> server::start() {
                        cfg.host, d.port, CONVOKE_VERSION);
   if (d.admin)
     ctx.log_server->info("admin listening url={}://{}:{}/ endpoints=/healthz,/readyz,/varz,"
-                         "/connz,/routez,/metrics",
+                         "/connz,/routez,/metrics,/trace,/tracez",
                          cfg.admin_tls ? "https" : "http", cfg.admin_host, d.admin->port());
   return {};
 }
@@ -328,8 +335,11 @@ server_stats server::stats() const {
 server::reload_result server::reload_config(const server_config& read) {
   auto& ctx = *impl_->ctx;
   auto plan = plan_reload(*ctx.config(), read);
-  if (plan.errors.empty())
+  if (plan.errors.empty()) {
+    if (ctx.trace)
+      ctx.trace->set_file_payload_bytes(plan.next.trace_payload_bytes);
     ctx.publish(std::make_shared<const server_config>(std::move(plan.next)));
+  }
   return {std::move(plan.changes), std::move(plan.errors)};
 }
 

@@ -35,6 +35,7 @@
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
 #include "convoke/proto/rules.hpp"
+#include "convoke/proto/trace_wire.hpp"
 #include "envelope_scan.hpp"
 #include "messages.hpp"
 #include "notice_limiter.hpp"
@@ -60,6 +61,33 @@ constexpr size_t large_read_chunk = 64 * 1024;
 constexpr auto budget_retry_delay = std::chrono::milliseconds{20};
 
 } // namespace
+
+/// A session's observer in the trace tap (Observe). The tap calls it on the
+/// trace writer's thread: deliver() hands the batch to the session (one
+/// actor message per batch) and ready() is false until the session wrote
+/// it and its output is back under half the high-water mark, so the tap
+/// holds (bounded) and counts what this observer misses, and a slow
+/// observer costs the relay nothing. It holds the session weakly: a batch
+/// for a session that is gone goes nowhere.
+struct session_tap final : tap_subscriber {
+  explicit session_tap(caf::weak_actor_ptr s) : session(std::move(s)) {}
+
+  bool ready() override {
+    return !busy.load(std::memory_order_acquire);
+  }
+
+  void deliver(std::vector<trace::event>&& batch, uint64_t missed) override {
+    auto strong = session.lock();
+    if (!strong)
+      return;
+    busy.store(true, std::memory_order_release);
+    caf::anon_send(caf::actor_cast<caf::actor>(strong), tap_atom::value,
+                   tap_batch{this, std::move(batch), missed});
+  }
+
+  caf::weak_actor_ptr session;
+  std::atomic<bool> busy{false};
+};
 
 struct session_state {
   static inline const char* name = "convoke.session";
@@ -163,6 +191,17 @@ struct session_state {
   std::string tls_peer_name;
   /// Lame duck: the reconnect hint of this session's Goodbye.
   uint64_t reconnect_after_ms = 0;
+  /// Observe: the tap subscription (0: not observing; shared with the exit
+  /// functor, which unsubscribes whatever way the session ends), its
+  /// subscriber and the Observe's request id.
+  std::shared_ptr<uint64_t> tap_id = std::make_shared<uint64_t>(0);
+  std::shared_ptr<session_tap> tap_sub;
+  uint64_t observe_request = 0;
+  /// Trace events dropped here (the output was above half its high-water
+  /// mark), told with the next batch written.
+  uint64_t tap_missed = 0;
+  /// The subscriber stays busy until the output is under half the mark.
+  bool tap_waiting = false;
 };
 
 namespace {
@@ -488,8 +527,11 @@ void release_principal(session_ptr self) {
 }
 
 /// The end: reports what was lost and quits.
+void stop_observing(session_ptr self);
+
 void complete(session_ptr self) {
   auto& st = self->state;
+  stop_observing(self);
   // An open drop episode (already counted) is traced now.
   account_dropped(self, st.dropping, drop_reason::slow_consumer, false);
   st.dropping = {};
@@ -561,6 +603,7 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
   bool relaying = m.writes_messages();
   if (!m.begin_close(steady::now(), grace))
     return;
+  stop_observing(self);
   if (st.end_reason.empty())
     st.end_reason = last.has_notice() ? last.notice().code() : last.goodbye().code();
   if (relaying)
@@ -623,6 +666,7 @@ void send_welcome(session_ptr self, const std::string& resume_token) {
     static_cast<uint32_t>(cfg.max_frame_bytes + delivery_overhead(proto::max_name_length)));
   w->set_resume_token(resume_token);
   w->add_features("list_agents");
+  w->add_features("observe");
   write_frame(self, f);
 }
 
@@ -1067,7 +1111,10 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
     trace_ids(view, ids);
     item.trace_id.assign(ids.trace_id); // W3C ids are 16 bytes; never more than 32
     item.span_id.assign(ids.span_id);
-    if (auto cap = st.cfg->trace_payload_bytes; cap > 0) {
+    // As much as the trace file quotes, or an observer asked for (and may
+    // see); the writer cuts the file's copy to trace.payload-bytes.
+    if (auto cap = std::max<uint64_t>(st.cfg->trace_payload_bytes, ctx.tap->payload_bytes_wanted());
+        cap > 0) {
       item.payload_excerpt = view.payload.substr(0, cap);
       item.payload_truncated = view.payload.size() > cap;
     }
@@ -1234,6 +1281,161 @@ void write_agent_list(session_ptr self, uint64_t request_id, std::vector<std::st
   write_optional_frame(self, f);
 }
 
+// -- observing traces (Observe, feature "observe") -------------------------------
+
+/// Stops this session's observation, if any (idempotent).
+void stop_observing(session_ptr self) {
+  auto& st = self->state;
+  if (*st.tap_id == 0)
+    return;
+  st.ctx->tap->unsubscribe(std::exchange(*st.tap_id, 0));
+  st.tap_sub.reset();
+  st.observe_request = 0;
+  st.tap_missed = 0;
+  st.tap_waiting = false;
+  st.ctx->log_session->info("observer stopped {}", who(self));
+}
+
+/// What this agent may observe: its identity's right, else
+/// trace.anonymous-observe (its session's configuration snapshot).
+observe_level observe_right(session_ptr self) {
+  auto& st = self->state;
+  if (st.ident)
+    return st.ident->rights.observe;
+  auto& v = st.cfg->trace_anonymous_observe;
+  return v == "payload" ? observe_level::payload
+         : v == "none"  ? observe_level::none
+                        : observe_level::metadata;
+}
+
+void observe_refused(session_ptr self, uint64_t request_id, std::string_view code,
+                     std::string text) {
+  auto& st = self->state;
+  st.ctx->log_session->info("observe refused {} code={} reason={}", who(self), code,
+                            logfmt_value(text));
+  write_optional_frame(self,
+                       make_notice(v1::Notice::WARNING, code, std::move(text), 0, 0, request_id));
+}
+
+/// Observe: check the right and the filter, then (re)subscribe to the tap
+/// and acknowledge with an empty TraceEvents. Errors are WARNING Notices
+/// with the request id; the connection stays.
+void observe(session_ptr self, const v1::Observe& o) {
+  auto& st = self->state;
+  if (o.stop()) {
+    stop_observing(self);
+    return;
+  }
+  auto right = observe_right(self);
+  if (right == observe_level::none) {
+    bump(st.ctx->stats.permission_denied);
+    observe_refused(self, o.request_id(), codes::permission_denied,
+                    st.ident ? fmt::format("identity '{}' may not observe traces (its observe "
+                                           "right is \"none\")",
+                                           st.ident->name)
+                             : std::string{"agents without an identity may not observe traces "
+                                           "here (trace.anonymous-observe is \"none\")"});
+    return;
+  }
+  if (o.request_id() == 0) {
+    observe_refused(self, 0, codes::invalid_filter, "Observe.request_id must not be 0");
+    return;
+  }
+  tap_filter_spec spec;
+  spec.agents.assign(o.agents().begin(), o.agents().end());
+  spec.routes.assign(o.routes().begin(), o.routes().end());
+  spec.trace_id = o.trace_id();
+  spec.events.assign(o.events().begin(), o.events().end());
+  // Payloads only with the right (silently none otherwise: the sizes are
+  // still there), and never more than fits a frame.
+  spec.payload_bytes = right == observe_level::payload
+                         ? std::min<uint32_t>(o.payload_bytes(), st.cfg->max_frame_bytes / 2)
+                         : 0;
+  auto filter = parse_tap_filter(spec);
+  if (!filter) {
+    observe_refused(self, o.request_id(), codes::invalid_filter, filter.error().text);
+    return;
+  }
+  stop_observing(self); // a new Observe replaces the filter
+  auto sub = std::make_shared<session_tap>(caf::weak_actor_ptr{self->ctrl()});
+  auto id = st.ctx->tap->subscribe(std::move(*filter), sub);
+  if (!id) {
+    observe_refused(self, o.request_id(), codes::too_many_observers, id.error().text);
+    return;
+  }
+  *st.tap_id = *id;
+  st.tap_sub = std::move(sub);
+  st.observe_request = o.request_id();
+  st.ctx->log_session->info("observer started {} request_id={} agents={} routes={} events={} "
+                            "payload_bytes={}",
+                            who(self), o.request_id(), o.agents_size(), o.routes_size(),
+                            o.events_size(), spec.payload_bytes);
+  v1::Frame ack;
+  ack.mutable_trace_events()->set_request_id(o.request_id());
+  write_optional_frame(self, ack);
+}
+
+/// The output is back under half its high-water mark: the tap may deliver
+/// to this observer again.
+void tap_output_drained(session_ptr self) {
+  auto& st = self->state;
+  if (!st.tap_waiting || st.out.pending() > st.cfg->output_high_water / 2)
+    return;
+  st.tap_waiting = false;
+  if (st.tap_sub)
+    st.tap_sub->busy.store(false, std::memory_order_release);
+}
+
+/// A batch from the tap: TraceEvents frames, each within
+/// limits.max-frame-bytes (the first carries `missed`). Above half the
+/// output high-water mark the batch is dropped and counted instead, so
+/// trace frames never make this agent a slow consumer of its messages.
+void write_trace_events(session_ptr self, tap_batch& b) {
+  auto& st = self->state;
+  if (!st.tap_sub || b.from != st.tap_sub.get())
+    return; // a stopped or replaced observation
+  auto half = st.cfg->output_high_water / 2;
+  if (!machine(self).writes_messages() || st.out.pending() > half) {
+    st.tap_missed += b.missed + b.events.size();
+    st.ctx->tap->count_missed(b.events.size());
+    st.tap_waiting = true; // busy until the output drains
+    tap_output_drained(self);
+    return;
+  }
+  auto limit = static_cast<size_t>(st.cfg->max_frame_bytes);
+  v1::Frame f;
+  auto& out = *f.mutable_trace_events();
+  out.set_request_id(st.observe_request);
+  out.set_missed(b.missed + std::exchange(st.tap_missed, 0));
+  size_t size = 32;
+  auto flush = [&] {
+    write_frame(self, f);
+    out.clear_events();
+    out.set_missed(0);
+    size = 32;
+  };
+  for (auto& ev : b.events) {
+    // An event alone never exceeds the frame limit: its payload is cut.
+    if (ev.payload.size() + 1024 > limit) {
+      ev.payload.resize(limit > 2048 ? limit - 2048 : 0);
+      ev.payload_truncated = true;
+    }
+    v1::TraceEvent te;
+    proto::to_wire(ev, te);
+    auto n = te.ByteSizeLong() + 8;
+    if (size + n > limit && out.events_size() > 0)
+      flush();
+    *out.add_events() = std::move(te);
+    size += n;
+  }
+  if (out.events_size() > 0 || out.missed() > 0)
+    flush();
+  if (st.out.pending() > half)
+    st.tap_waiting = true;
+  else
+    st.tap_sub->busy.store(false, std::memory_order_release);
+}
+
 /// Performs what the buffered input asks for, frame by frame (see
 /// input_action), until the machine needs more bytes or takes no more.
 void take_input(session_ptr self) {
@@ -1267,6 +1469,9 @@ void take_input(session_ptr self) {
       break;
     case input_action::list_agents:
       list_agents(self, m.frame().list_agents());
+      break;
+    case input_action::observe:
+      observe(self, m.frame().observe());
       break;
     case input_action::goodbye:
       // Relaying stopped. Acknowledge only once the router has handled what
@@ -1726,9 +1931,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
-  self->attach_functor([ctx, session_id](const caf::error&) {
+  self->attach_functor([ctx, session_id, tap_id = st.tap_id](const caf::error&) {
     ctx->stats.connections_open.fetch_sub(1, std::memory_order_relaxed);
     ctx->registry.remove(session_id);
+    if (*tap_id != 0) // however the session ended, it observes no more
+      ctx->tap->unsubscribe(*tap_id);
   });
   ctx->log_session->debug("connection accepted {} fd={}", who(self), socket_fd(self));
   self->configure_read(hdl, caf::io::receive_policy::at_most(st.read_chunk));
@@ -1786,6 +1993,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
         release_write_buffer(self);
         output_flushed(self); // the final frame, if any, has left
       }
+      tap_output_drained(self);
       // Caught up after a drop episode: say what was missed, now, not with
       // the next delivery (which may never come).
       if (st.drop_episode && machine(self).phase() < phase::closing
@@ -1902,6 +2110,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](retrigger_atom) { self->state.reads.on_retrigger(self, self->state.hdl); },
     [self](deliver_atom, const delivery& d) { deliver(self, d); },
+    [self](tap_atom, tap_batch& b) { write_trace_events(self, b); },
     [self](agent_list_atom, uint64_t request_id, std::vector<std::string>& names, bool truncated) {
       write_agent_list(self, request_id, names, truncated);
     },

@@ -114,6 +114,8 @@ input_action session_machine::on_frame(std::string_view body) {
     return input_action::unsubscribe;
   case v1::Frame::kListAgents:
     return input_action::list_agents;
+  case v1::Frame::kObserve:
+    return input_action::observe;
   case v1::Frame::kGoodbye:
     // Stop taking input; the broker acknowledges once the router has handled
     // what the agent sent before.

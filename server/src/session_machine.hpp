@@ -79,6 +79,8 @@ enum class input_action : uint8_t {
   /// `frame().list_agents()`: ask the router which agents are connected
   /// (after everything read before it) and answer with an AgentList.
   list_agents,
+  /// `frame().observe()`: start, change or stop observing traces.
+  observe,
   /// The agent says Goodbye (`frame().goodbye()`): phase draining;
   /// acknowledge once the router has handled everything read before it.
   goodbye,

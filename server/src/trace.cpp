@@ -327,13 +327,22 @@ void trace_writer::handle(trace::event& ev) {
     audiences_[ev.audience] = ev;
     defined_.insert(ev.audience);
   }
+  // Audience definitions go to the tap also while nobody observes, so that
+  // a later observer can be given the definition of an audience in use.
+  if (auto c = consumer_.load(std::memory_order_acquire);
+      c != nullptr
+      && (observed_.load(std::memory_order_relaxed) || ev.what == trace::kind::audience))
+    c->publish(ev);
   if (to_file_) {
+    // Payloads are recorded as far as an observer asked (and may see); the
+    // file quotes at most trace.payload-bytes of them.
+    if (auto cap = file_payload_bytes_.load(std::memory_order_relaxed); ev.payload.size() > cap) {
+      ev.payload.resize(cap);
+      ev.payload_truncated = true;
+    }
     define_audience(ev); // a new file since the definition: repeat it
     emit(ev);
   }
-  if (auto c = consumer_.load(std::memory_order_acquire);
-      c != nullptr && observed_.load(std::memory_order_relaxed))
-    c->publish(ev);
 }
 
 size_t trace_writer::pass() {
@@ -361,11 +370,13 @@ size_t trace_writer::pass() {
       ++n;
     }
   }
-  if (n > 0) {
+  if (n > 0)
     write_out(true);
-    if (auto c = consumer_.load(std::memory_order_acquire); c != nullptr)
-      c->end_pass();
-  }
+  // Also without new events while observed: batches held for a busy
+  // observer go out once it is ready.
+  if (auto c = consumer_.load(std::memory_order_acquire);
+      c != nullptr && (n > 0 || observed_.load(std::memory_order_relaxed)))
+    c->end_pass();
   return n;
 }
 

@@ -103,6 +103,12 @@ public:
     observed_.store(observed, std::memory_order_relaxed);
   }
 
+  /// Payload bytes the file quotes at most (trace.payload-bytes; events
+  /// may carry more for observers that asked). Any thread (SIGHUP reload).
+  void set_file_payload_bytes(uint64_t n) noexcept {
+    file_payload_bytes_.store(n, std::memory_order_relaxed);
+  }
+
   /// Writes everything recorded, then stops the thread. Idempotent.
   void stop();
 
@@ -154,6 +160,7 @@ private:
   const bool to_file_;
   const uint64_t generation_;
   std::atomic<bool> observed_{false};
+  std::atomic<uint64_t> file_payload_bytes_{0};
   std::atomic<trace_consumer*> consumer_{nullptr};
 
   // Rings, one per recording thread.

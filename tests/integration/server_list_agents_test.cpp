@@ -59,7 +59,7 @@ TEST(ServerListAgents, NamesAreSortedPagedAndFilteredByPrefix) {
   raw_client asker{srv.port()};
   auto w = asker.hello("bob");
   ASSERT_TRUE(w.has_welcome());
-  ASSERT_EQ(w.welcome().features_size(), 1);
+  ASSERT_GE(w.welcome().features_size(), 1);
   EXPECT_EQ(w.welcome().features(0), "list_agents") << "the Welcome announces the feature";
 
   auto all = ask(asker, 7);

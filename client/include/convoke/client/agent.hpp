@@ -37,6 +37,7 @@
 #include "convoke/client/message.hpp"
 #include "convoke/client/options.hpp"
 #include "convoke/client/task.hpp"
+#include "convoke/common/trace_event.hpp"
 
 namespace spdlog {
 class logger;
@@ -156,6 +157,20 @@ public:
   /// `connection_lost`, `stopped`, or `refused` (e.g. over a rate limit:
   /// each listing counts like a message).
   task<agent_list> list_agents(std::string_view prefix = {}, const list_options& opts = {});
+
+  /// Watches the server's message traces live (feature "observe"; needs the
+  /// observe right: the identity's, or the server's
+  /// trace.anonymous-observe). `on_event` gets each event that passes the
+  /// filter, `on_missed` how many were dropped because this agent did not
+  /// keep up (the server never slows relaying for an observer). One
+  /// observation per agent. The task runs until cancelled (the server is
+  /// told to stop; it ends `cancelled`) and fails with `refused`
+  /// ("invalid_filter: ...", "permission_denied: ...",
+  /// "too_many_observers: ..."), `unsupported` (nothing is sent),
+  /// `invalid_argument` (already observing), `not_connected`,
+  /// `connection_lost` (not resumed on reconnect) or `stopped`.
+  task<void> observe(observe_options opts, std::function<void(const trace::event&)> on_event,
+                     std::function<void(uint64_t missed)> on_missed = {});
 
   /// Answers a request (a message with `is_request()`), keeping its trace id.
   std::error_code reply(const message& request, std::string_view payload,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -118,6 +119,31 @@ struct list_options {
   /// At most this many names (0: the server's cap, 1000).
   uint32_t limit = 0;
   std::chrono::milliseconds timeout{10000};
+};
+
+/// What `agent::observe` watches. Every non-empty field narrows (AND);
+/// within a list any entry matches. Bad values fail the task with
+/// `refused` and the server's reason ("invalid_filter: unknown event kind
+/// 'x' ...").
+struct observe_options {
+  /// Exact agent names: events where one of them is the sender, the direct
+  /// recipient or in the audience of a broadcast.
+  std::vector<std::string> agents;
+  /// Routes or patterns ("weather.*", "tasks.>").
+  std::vector<std::string> routes;
+  /// A trace id as hex (32 characters, like `message::trace_id`; the
+  /// events' `trace_id` are raw bytes).
+  std::string trace_id;
+  /// Event kinds by name ("relay", "dropped", "undeliverable", "rejected",
+  /// ...); empty: all but "audience" (audience definitions come anyway,
+  /// before the first broadcast that refers to them).
+  std::vector<std::string> events;
+  /// Payload bytes wanted per event (0: none). Only given with the
+  /// `payload` observe right, and only as much as the server recorded.
+  uint32_t payload_bytes = 0;
+  /// Called once the server applies the filter: events from then on are
+  /// seen (optional).
+  std::function<void()> on_started;
 };
 
 /// Why a session ended, passed to `agent::on_disconnect`.

@@ -116,6 +116,10 @@ inline constexpr std::string_view notices_suppressed = "notices_suppressed";
 // An identity's rights forbid the action (WARNING; ERROR for a name in Hello).
 inline constexpr std::string_view permission_denied = "permission_denied";
 inline constexpr std::string_view rate_limited = "rate_limited";
+/// An Observe's filter is not valid (WARNING, with its request_id).
+inline constexpr std::string_view invalid_filter = "invalid_filter";
+/// trace.max-observers connections observe already (WARNING, request_id).
+inline constexpr std::string_view too_many_observers = "too_many_observers";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";

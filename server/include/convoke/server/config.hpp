@@ -115,6 +115,11 @@ struct server_config {
   uint32_t trace_max_files = 5;
   uint64_t trace_buffer_bytes = 16ull << 20;
   trace_written_policy trace_written = trace_written_policy::none;
+  /// What agents without an identity (no credentials file, or the shared
+  /// token) may observe with Observe: "none", "metadata" or "payload".
+  std::string trace_anonymous_observe = "metadata";
+  /// Observers (Observe, the web view) at once; more are refused.
+  uint32_t trace_max_observers = 64;
   // [tls] With tls_cert set, every connection must speak TLS. The TLS
   // handshake counts against timeouts.handshake (it and Hello must both
   // finish within it); there is no separate TLS timeout.
