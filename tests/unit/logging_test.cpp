@@ -214,7 +214,8 @@ TEST(Trace, RecordsLargerThanASmallBufferAllowsAreShortenedNotLost) {
   auto ev = sample_broadcast(); // f views its strings
   auto f = fields_of(ev);
   f.audience = 1;
-  std::string payload(60000, 'p'); // trace.payload-bytes = 60000
+  std::string payload(60000, 'p');
+  w->set_file_payload_bytes(payload.size()); // trace.payload-bytes = 60000
   f.payload = payload;
   w->record(f);
   w->stop();
