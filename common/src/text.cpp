@@ -104,22 +104,26 @@ std::string to_hex(std::string_view bytes) {
 
 void append_timestamp(std::string& out, int64_t unix_nanos) {
   auto secs = static_cast<time_t>(unix_nanos / 1'000'000'000);
-  auto micros = static_cast<int>((unix_nanos % 1'000'000'000) / 1000);
-  if (micros < 0) { // before 1970: floor, not truncation
-    micros += 1'000'000;
+  auto nanos = unix_nanos % 1'000'000'000;
+  if (nanos < 0) { // before 1970: floor, not truncation
+    nanos += 1'000'000'000;
     --secs;
   }
+  auto micros = static_cast<int>(nanos / 1000);
   // The date and time to the second change once a second: the trace writer
   // formats up to millions of stamps a second, so it is kept per thread.
-  thread_local time_t cached_secs = -1;
+  // (A separate flag: every time_t, -1 included, is a valid second.)
+  thread_local bool cache_valid = false;
+  thread_local time_t cached_secs = 0;
   thread_local char cached[21];
-  if (secs != cached_secs) {
+  if (!cache_valid || secs != cached_secs) {
     std::tm tm{};
     gmtime_r(&secs, &tm);
     fmt::format_to_n(cached, sizeof cached, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec);
     cached_secs = secs;
+    cache_valid = true;
   }
   char digits[7];
   for (int i = 5; i >= 0; --i) {

@@ -242,8 +242,10 @@ uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets, int
   f.count = static_cast<uint32_t>(targets.size());
   f.ts_ns = now; // the routing of the first message that reached it
   f.names = {names.data(), names.size()};
-  st.ctx->trace->record(f);
-  return at->second;
+  auto number = at->second;
+  if (!st.ctx->trace->record(f))
+    st.audiences.erase(at); // lost (a gap): define it again with the next broadcast
+  return number;
 }
 
 void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it,

@@ -112,21 +112,32 @@ trace_ring& trace_writer::local_ring() {
   return *found;
 }
 
-void trace_writer::record(const record_fields& f) noexcept {
+bool trace_writer::record(const record_fields& f) noexcept {
   trace_ring* ring;
   try {
     ring = &local_ring(); // allocates once per thread
   } catch (...) {
     write_failed_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
   auto n = record_size(f);
-  auto p = ring->reserve(static_cast<uint32_t>(n));
-  if (p == nullptr) {
-    ring->count_lost();
-    return;
+  if (n > ring->max_record()) { // a small trace.buffer: shorten it rather than lose it
+    record_fields shorter = f;
+    n = fit_record(shorter, ring->max_record());
+    auto p = ring->reserve(static_cast<uint32_t>(n));
+    if (p == nullptr) {
+      ring->count_lost();
+      return false;
+    }
+    encode_record(shorter, p);
+  } else {
+    auto p = ring->reserve(static_cast<uint32_t>(n));
+    if (p == nullptr) {
+      ring->count_lost();
+      return false;
+    }
+    encode_record(f, p);
   }
-  encode_record(f, p);
   ring->commit();
   // The writer sleeps long only after a second without records; it then
   // also wakes on its own every 200 ms, so a wake-up missed here costs
@@ -135,6 +146,7 @@ void trace_writer::record(const record_fields& f) noexcept {
     std::lock_guard guard{mtx_};
     cv_.notify_one();
   }
+  return true;
 }
 
 void trace_writer::set_consumer(trace_consumer* consumer) {
@@ -270,22 +282,6 @@ void trace_writer::write_out(bool force) {
   out_events_ = 0;
 }
 
-void trace_writer::define_audience(const trace::event& use) {
-  auto a = audiences_.find(use.audience);
-  if (a == audiences_.end())
-    return; // forgotten (more than 4096 since): the relay shows its count only
-  trace::event def;
-  def.what = trace::kind::audience;
-  def.boot = use.boot;
-  def.seq = use.seq;
-  def.ts_ns = use.ts_ns;
-  def.audience = use.audience;
-  def.count = static_cast<uint32_t>(a->second.size());
-  def.recipients = a->second;
-  defined_.insert(use.audience);
-  emit(def);
-}
-
 void trace_writer::emit(const trace::event& ev) {
   auto before = out_.size();
   if (opts_.fmt == logging::format::json)
@@ -302,13 +298,21 @@ void trace_writer::emit(const trace::event& ev) {
     --out_events_;
     write_out(true);
     rotate();
-    if (ev.what == trace::kind::relay && ev.audience != 0)
-      define_audience(ev); // in the new file first
+    define_audience(ev); // in the new file first
     out_ += line;
     ++out_events_;
   }
   if (out_.size() >= out_chunk)
     write_out(false);
+}
+
+void trace_writer::define_audience(const trace::event& ev) {
+  if (ev.what != trace::kind::relay || ev.audience == 0 || defined_.count(ev.audience) != 0)
+    return;
+  if (auto a = audiences_.find(ev.audience); a != audiences_.end()) {
+    defined_.insert(ev.audience);
+    emit(a->second);
+  }
 }
 
 void trace_writer::handle(trace::event& ev) {
@@ -320,7 +324,7 @@ void trace_writer::handle(trace::event& ev) {
       audiences_.clear();
       defined_.clear();
     }
-    audiences_[ev.audience] = ev.recipients;
+    audiences_[ev.audience] = ev;
     defined_.insert(ev.audience);
   }
   // Audience definitions go to the tap also while nobody observes, so that
@@ -336,8 +340,7 @@ void trace_writer::handle(trace::event& ev) {
       ev.payload.resize(cap);
       ev.payload_truncated = true;
     }
-    if (ev.what == trace::kind::relay && ev.audience != 0 && defined_.count(ev.audience) == 0)
-      define_audience(ev); // a new file since the definition: repeat it
+    define_audience(ev); // a new file since the definition: repeat it
     emit(ev);
   }
 }

@@ -90,8 +90,10 @@ public:
   }
 
   /// Records an event. Any thread; never blocks, never allocates after the
-  /// thread's first record. The ring full: the record is lost and counted.
-  void record(const record_fields& f) noexcept;
+  /// thread's first record. The ring full: the record is lost and counted,
+  /// and the result is false (a caller that assumes the record was seen, as
+  /// the router does for audience definitions, must not).
+  bool record(const record_fields& f) noexcept;
 
   /// Sets the consumer of decoded events (the live tap) and whether it
   /// wants events now (observed). The consumer must outlive the writer's
@@ -146,8 +148,8 @@ private:
   size_t pass();
   void handle(trace::event& ev);
   void emit(const trace::event& ev);
-  /// Writes the definition of the audience `use` refers to, if known.
-  void define_audience(const trace::event& use);
+  /// Emits the definition of `ev`'s audience when the current file lacks it.
+  void define_audience(const trace::event& ev);
   void write_out(bool force);
   bool open_file();
   void rotate();
@@ -189,9 +191,10 @@ private:
   size_t out_events_ = 0;
   FILE* file_ = nullptr;
   uint64_t file_bytes_ = 0;
-  /// Audience number -> its agents (the latest 4096), and which of them the
-  /// current file has defined.
-  std::unordered_map<uint64_t, std::vector<std::string>> audiences_;
+  /// Audience number -> its definition (the latest 4096), and which of them
+  /// the current file has defined. A file repeats a definition as it was
+  /// first written (same seq, ts and count): a copy, not a new event.
+  std::unordered_map<uint64_t, trace::event> audiences_;
   std::unordered_set<uint64_t> defined_;
   std::chrono::steady_clock::time_point failed_at_{};
   std::chrono::steady_clock::time_point logged_at_{};

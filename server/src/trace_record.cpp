@@ -49,10 +49,50 @@ size_t record_size(const record_fields& f) noexcept {
   return n;
 }
 
+size_t fit_record(record_fields& f, size_t limit) noexcept {
+  auto n = record_size(f);
+  if (n <= limit)
+    return n;
+  auto over = n - limit;
+  // The payload: an excerpt anyway.
+  if (auto p = std::min(f.payload.size(), max_string); p > 0) {
+    auto cut = std::min(over, p);
+    f.payload = f.payload.substr(0, p - cut);
+    f.payload_truncated = true;
+    over -= cut;
+  }
+  // Audience names: whole names only.
+  if (over > 0 && !f.names.empty()) {
+    auto names = f.names.substr(0, max_string);
+    auto target = names.size() > over ? names.size() - over : 0;
+    size_t keep = 0;
+    while (keep + sizeof(uint16_t) <= names.size()) {
+      uint16_t len;
+      std::memcpy(&len, names.data() + keep, sizeof len);
+      if (keep + sizeof len + len > target)
+        break;
+      keep += sizeof len + len;
+    }
+    over -= std::min(over, names.size() - keep);
+    f.names = names.substr(0, keep);
+  }
+  // Then the other strings (hostile recipients and routes of undeliverable
+  // messages, reasons, addresses).
+  for (auto s : {&f.recipient, &f.route, &f.reason, &f.address, &f.identity, &f.sender}) {
+    if (over == 0)
+      break;
+    auto len = std::min(s->size(), max_string);
+    auto cut = std::min(over, len);
+    *s = s->substr(0, len - cut);
+    over -= cut;
+  }
+  return record_size(f);
+}
+
 void encode_record(const record_fields& f, char* out) noexcept {
   header h;
   h.what = static_cast<uint8_t>(f.what);
-  h.payload_truncated = f.payload_truncated ? 1 : 0;
+  h.payload_truncated = f.payload_truncated || f.payload.size() > max_string ? 1 : 0;
   h.count = f.count;
   h.payload_bytes = f.payload_bytes;
   h.message_id = f.message_id;

@@ -45,7 +45,15 @@ struct record_fields {
 /// are cut there, trace ids at 32 bytes).
 size_t record_size(const record_fields& f) noexcept;
 
-/// Writes `f` into `out`, which has record_size(f) bytes.
+/// Shortens `f` until its encoded size is at most `limit` (when the ring
+/// is small, e.g. trace.buffer = 64 KiB takes records up to 16 KiB): first
+/// the payload (then marked truncated), then audience names (whole names;
+/// `count` still says how many), then the other strings. Returns the new
+/// record_size(f). The views still point into the caller's buffers.
+size_t fit_record(record_fields& f, size_t limit) noexcept;
+
+/// Writes `f` into `out`, which has record_size(f) bytes. A payload cut at
+/// the record's 64 KiB limit is marked truncated.
 void encode_record(const record_fields& f, char* out) noexcept;
 
 /// Decodes a record written by encode_record into `ev` (strings are

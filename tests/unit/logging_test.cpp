@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <map>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "convoke/common/logging.hpp"
@@ -177,6 +180,61 @@ TEST(Trace, BinaryRecordsDecodeToTheSameEvent) {
   EXPECT_FALSE(server::decode_record(buf, back));
 }
 
+TEST(Trace, APayloadCutAtTheRecordsLimitIsMarkedTruncated) {
+  // trace.payload-bytes goes up to 1 MiB; a record holds 64 KiB of a string.
+  auto ev = sample_broadcast(); // f views its strings
+  auto f = fields_of(ev);
+  std::string payload(100000, 'p');
+  f.payload = payload;
+  f.payload_truncated = false; // the whole payload was within trace.payload-bytes
+  std::string buf(server::record_size(f), '\0');
+  server::encode_record(f, buf.data());
+  trace::event back;
+  ASSERT_TRUE(server::decode_record(buf, back));
+  EXPECT_LT(back.payload.size(), payload.size());
+  EXPECT_TRUE(back.payload_truncated) << "a cut payload must not look whole";
+}
+
+TEST(Trace, RecordsLargerThanASmallBufferAllowsAreShortenedNotLost) {
+  char path[] = "/tmp/convoke-trace-XXXXXX";
+  close(mkstemp(path));
+  // trace.buffer's smallest value: 64 KiB, so 16 KiB per record.
+  auto opened = server::trace_writer::open(json_file(path, 64 << 10));
+  ASSERT_TRUE(opened) << opened.error().message();
+  auto& w = *opened;
+  std::vector<char> names;
+  for (int i = 0; i < 400; ++i) // 400 agents with 60-byte names: 24 KiB of names
+    server::append_name(names, fmt::format("{:060}", i));
+  server::record_fields def;
+  def.what = trace::kind::audience;
+  def.audience = 1;
+  def.count = 400;
+  def.names = {names.data(), names.size()};
+  w->record(def);
+  auto ev = sample_broadcast(); // f views its strings
+  auto f = fields_of(ev);
+  f.audience = 1;
+  std::string payload(60000, 'p');
+  w->set_file_payload_bytes(payload.size()); // trace.payload-bytes = 60000
+  f.payload = payload;
+  w->record(f);
+  w->stop();
+  EXPECT_EQ(w->dropped(), 0u);
+  std::ifstream in{path};
+  std::vector<json> lines;
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 2u) << "no gap: the ring was empty";
+  EXPECT_EQ(lines[0]["event"], "audience");
+  EXPECT_EQ(lines[0]["count"], 400) << "count still says how many agents";
+  EXPECT_GT(lines[0]["recipients"].size(), 0u);
+  EXPECT_EQ(lines[0]["recipients"][0], fmt::format("{:060}", 0));
+  EXPECT_EQ(lines[1]["event"], "relay");
+  EXPECT_EQ(lines[1]["payload_truncated"], true);
+  EXPECT_GT(lines[1]["payload"].get<std::string>().size(), 0u);
+  std::remove(path);
+}
+
 TEST(Trace, WriterCountsWhatItCannotTakeAndReportsItAsAGap) {
   char path[] = "/tmp/convoke-trace-XXXXXX";
   close(mkstemp(path));
@@ -186,12 +244,16 @@ TEST(Trace, WriterCountsWhatItCannotTakeAndReportsItAsAGap) {
   auto& w = *opened;
   auto ev = sample_broadcast();
   auto f = fields_of(ev);
+  uint64_t refused = 0;
   for (int i = 0; i < 100000; ++i) {
     f.message_id = static_cast<uint64_t>(i) + 1;
-    w->record(f);
+    if (!w->record(f))
+      ++refused;
   }
   w->stop();
   EXPECT_GT(w->dropped(), 0u);
+  EXPECT_EQ(refused, w->dropped()) << "record() says which records were lost (the router "
+                                      "defines an audience again when its definition was)";
   std::ifstream in{path};
   uint64_t relays = 0;
   uint64_t lost = 0;
@@ -235,7 +297,8 @@ TEST(Trace, FilesRotateUnderTheirSpdlogNamesAndRepeatTheAudiencesTheyUse) {
   def.count = 2;
   def.names = {names.data(), names.size()};
   w->record(def);
-  auto f = fields_of(sample_broadcast());
+  auto ev = sample_broadcast(); // f views its strings
+  auto f = fields_of(ev);
   f.audience = 1;
   for (int i = 0; i < 3000; ++i) { // ~900 KB of JSON: the files rotate several times
     f.message_id = static_cast<uint64_t>(i) + 1;
@@ -257,6 +320,19 @@ TEST(Trace, FilesRotateUnderTheirSpdlogNamesAndRepeatTheAudiencesTheyUse) {
     EXPECT_LE(static_cast<uint64_t>(in.tellg()), opts.max_file_bytes);
   }
   EXPECT_FALSE(std::ifstream{server::rotated_name(path, 4)}) << "max-files = 3 rotated files";
+  // (boot, seq) names one event: a repeated definition is a copy of the
+  // original (same seq, same line), never a second event under a relay's seq.
+  std::map<uint64_t, std::string> by_seq;
+  for (uint32_t i = 0; i <= 3; ++i) {
+    std::ifstream in{server::rotated_name(path, i)};
+    for (std::string line; std::getline(in, line);) {
+      auto seq = json::parse(line)["seq"].get<uint64_t>();
+      auto [at, fresh] = by_seq.try_emplace(seq, line);
+      EXPECT_TRUE(fresh || at->second == line) << "seq " << seq << ":\n"
+                                               << at->second << "\n"
+                                               << line;
+    }
+  }
   std::filesystem::remove_all(dir);
 }
 

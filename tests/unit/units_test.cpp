@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <thread>
+
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 
@@ -67,4 +70,18 @@ TEST(Text, TimestampsAreRfc3339WithMicroseconds) {
   EXPECT_EQ(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
   EXPECT_EQ(format_timestamp(1'700'000'000'123'456'789), "2023-11-14T22:13:20.123456Z");
   EXPECT_EQ(to_hex("\x01\xab"), "01ab");
+}
+
+TEST(Text, TimestampsBeforeTheEpochAreFlooredEvenOnAFreshThread) {
+  // Each thread caches the formatted second; a fresh thread's cache must not
+  // be taken for the second before the epoch (it held 20 NUL bytes).
+  std::string just_before;
+  std::string sub_micro;
+  std::string oldest;
+  std::thread{[&] { just_before = format_timestamp(-1000); }}.join();
+  std::thread{[&] { sub_micro = format_timestamp(-500); }}.join();
+  std::thread{[&] { oldest = format_timestamp(INT64_MIN); }}.join();
+  EXPECT_EQ(just_before, "1969-12-31T23:59:59.999999Z");
+  EXPECT_EQ(sub_micro, "1969-12-31T23:59:59.999999Z") << "floor, not truncation towards 1970";
+  EXPECT_EQ(oldest, "1677-09-21T00:12:43.145224Z");
 }
