@@ -297,7 +297,8 @@ const std::vector<counter_def>& counter_defs() {
      &server_stats::tls_failures},
     {"trace_records_written_total", "counter", "Trace records written.",
      &server_stats::trace_written},
-    {"trace_records_dropped_total", "counter", "Trace records lost: the trace buffer was full or the trace file could not be written.",
+    {"trace_records_dropped_total", "counter",
+     "Trace records lost: the trace buffer was full or the trace file could not be written.",
      &server_stats::trace_dropped},
   };
   return defs;
