@@ -148,7 +148,8 @@ struct inline_bytes {
 
   void assign(std::string_view s) noexcept {
     size = static_cast<uint8_t>(s.size() < N ? s.size() : N);
-    std::memcpy(data, s.data(), size);
+    if (size > 0) // an empty view's data() may be null
+      std::memcpy(data, s.data(), size);
   }
   std::string_view view() const noexcept {
     return {data, size};

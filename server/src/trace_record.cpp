@@ -107,7 +107,8 @@ void encode_record(const record_fields& f, char* out) noexcept {
   size_t i = 0;
   for_each_string(f, [&](std::string_view s) {
     h.lengths[i++] = static_cast<uint16_t>(s.size());
-    std::memcpy(p, s.data(), s.size());
+    if (!s.empty()) // an empty view's data() may be null, which memcpy may not get
+      std::memcpy(p, s.data(), s.size());
     p += s.size();
   });
   std::memcpy(out, &h, sizeof h);
