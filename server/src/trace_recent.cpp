@@ -23,16 +23,6 @@ expected<uint64_t> parse_number(const std::string& name, const std::string& text
   return v;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 expected<std::string> parse_trace_id(const std::string& text) {
   // W3C trace ids are 16 bytes (32 hex digits); shorter ids of other
   // tracers are accepted, as the envelope's field is.
@@ -40,16 +30,11 @@ expected<std::string> parse_trace_id(const std::string& text) {
     return fail(std::errc::invalid_argument,
                 fmt::format("trace: '{}' is not a trace id (2 to 32 hex digits, an even number)",
                             text.substr(0, 64)));
-  std::string out(text.size() / 2, '\0');
-  for (size_t i = 0; i < out.size(); ++i) {
-    int hi = hex_digit(text[2 * i]);
-    int lo = hex_digit(text[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return fail(std::errc::invalid_argument,
-                  fmt::format("trace: '{}' has a character that is not a hex digit", text));
-    out[i] = static_cast<char>(hi * 16 + lo);
-  }
-  return out;
+  auto bytes = from_hex(text);
+  if (!bytes)
+    return fail(std::errc::invalid_argument,
+                fmt::format("trace: '{}' has a character that is not a hex digit", text));
+  return std::move(*bytes);
 }
 
 bool printable(const std::string& s) {
