@@ -596,52 +596,51 @@ void append_envelope_frame(std::vector<char>& out, const line_message& msg, std:
 
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
-  out.reserve(out.size() + s.size() + 2);
-  out.push_back('"');
-  const char* p = s.data();
-  const char* end = p + s.size();
-  const char* run = p;
-  for (; p != end; ++p) {
-    auto c = static_cast<unsigned char>(*p);
-    if (escape_sizes[c] == 0)
+  // Sized once, then written through a pointer: cheaper than appending
+  // around each escape (JSON text is full of quotes).
+  auto at = out.size();
+  out.resize(at + json_string_size(s));
+  char* d = out.data() + at;
+  *d++ = '"';
+  for (auto ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (escape_sizes[c] == 0) {
+      *d++ = ch;
       continue;
-    out.append(run, static_cast<size_t>(p - run));
-    run = p + 1;
-    char esc[6] = {'\\', 0, 0, 0, 0, 0};
+    }
+    *d++ = '\\';
     switch (c) {
     case '"':
-      esc[1] = '"';
+      *d++ = '"';
       break;
     case '\\':
-      esc[1] = '\\';
+      *d++ = '\\';
       break;
     case '\b':
-      esc[1] = 'b';
+      *d++ = 'b';
       break;
     case '\f':
-      esc[1] = 'f';
+      *d++ = 'f';
       break;
     case '\n':
-      esc[1] = 'n';
+      *d++ = 'n';
       break;
     case '\r':
-      esc[1] = 'r';
+      *d++ = 'r';
       break;
     case '\t':
-      esc[1] = 't';
+      *d++ = 't';
       break;
     default:
-      esc[1] = 'u';
-      esc[2] = '0';
-      esc[3] = '0';
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
+      *d++ = 'u';
+      *d++ = '0';
+      *d++ = '0';
+      *d++ = hex[c >> 4];
+      *d++ = hex[c & 15];
       break;
     }
-    out.append(esc, escape_sizes[c]);
   }
-  out.append(run, static_cast<size_t>(end - run));
-  out.push_back('"');
+  *d = '"';
 }
 
 size_t json_string_size(std::string_view s) noexcept {
