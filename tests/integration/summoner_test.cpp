@@ -11,7 +11,8 @@
 #include <memory>
 #include <thread>
 
-#include "convoke/client.hpp"
+#include "convoke/client/blocking_client.hpp"
+#include "test_agent.hpp"
 #include "convoke/server/config.hpp"
 #include "summoner_client.hpp"
 #include "test_server.hpp"
