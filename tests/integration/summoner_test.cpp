@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "convoke/client/blocking_client.hpp"
-#include "test_agent.hpp"
 #include "convoke/server/config.hpp"
 #include "summoner_client.hpp"
+#include "test_agent.hpp"
 #include "test_server.hpp"
 #include "wait.hpp"
 
@@ -68,7 +68,7 @@ std::unique_ptr<blocking_client> convoke_agent(test_server& srv, const std::stri
 /// the relay line as Convoke writes it (raw UTF-8).
 size_t relay_size(const std::string& addr, const std::string& content) {
   return nlohmann::json{{"remote_addr", addr}, {"content", content}}.dump().size()
-         + 4 /* ", " and ": " for both keys vs nlohmann's "," ":" */ + 1 /* \n */;
+         + 3 /* ", " and ": " twice where nlohmann writes "," and ":" */ + 1 /* \n */;
 }
 
 std::string base64_decode(std::string_view in) {
