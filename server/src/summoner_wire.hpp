@@ -44,10 +44,12 @@ inline constexpr std::string_view header_type = "summoner-type";
 // -- input: lines --------------------------------------------------------------
 
 /// Cuts a byte stream into lines at '\n'. One '\r' before the '\n' is
-/// removed (as the Rust server does). A line whose content grows beyond
+/// removed (as the Rust server does); a '\r' anywhere else stays. A line
+/// whose content (the bytes before its '\n', a '\r' included) grows beyond
 /// `max_line` bytes is reported once (too_long) and then discarded up to its
-/// '\n' without being buffered, so a peer cannot make it hold more than
-/// `max_line` bytes.
+/// '\n' without being buffered: of a line not yet complete, at most
+/// `max_line` + 1 bytes are held (plus, until next() has taken them, the
+/// complete lines of the last read). Allocates nothing per line.
 class line_splitter {
 public:
   enum class result : uint8_t {
@@ -70,6 +72,7 @@ public:
 
   /// At EOF: the last line if it had no '\n' (false if there is none, or if
   /// it was being discarded as too long). Call after next() returned none.
+  /// A '\r' at its end stays (no '\n' follows it).
   bool take_last(std::string_view& line);
 
   /// Bytes held of a line not yet complete.
@@ -88,12 +91,20 @@ public:
   void compact();
 
 private:
+  static constexpr size_t npos = static_cast<size_t>(-1);
+
   std::vector<char> buf_;
   size_t start_ = 0; // first byte not yet returned
   size_t scan_ = 0;  // where the search for '\n' goes on
+  size_t tail_ = 0;  // where the line not yet ended starts
   size_t max_line_;
-  size_t too_long_size_ = 0;
+  size_t too_long_size_ = 0; // of the too-long line reported last
+  size_t discard_size_ = 0;  // bytes seen of the line being discarded
+  // Start of the line append() cut (its first max_line + 1 bytes are kept
+  // so that next() reports it in order), npos when there is none.
+  size_t truncated_at_ = npos;
   bool discarding_ = false;
+  bool reported_ = false; // next() has reported the line being discarded
 };
 
 /// What a line holds, for the envelope it becomes.
@@ -126,8 +137,9 @@ line_message classify(std::string_view line);
 /// whitespace around it, nested at most 256 deep.
 bool is_json(std::string_view text);
 
-/// `{"_version": "<version>", "_payload": <payload>, "_type": <type>}`, as
-/// the SDK writes it (json.dumps with its default separators).
+/// Appends `{"_version": "<version>", "_payload": <payload>, "_type":
+/// <type>}` to `out`, as the SDK writes it (json.dumps with its default
+/// separators).
 void rebuild_typed(std::string& out, std::string_view version, std::string_view payload,
                    std::string_view type);
 
