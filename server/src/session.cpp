@@ -891,7 +891,9 @@ void register_summoner(session_ptr self, const std::string& ip, uint16_t port) {
     req.name = summoner::default_name(ip, port);
   req.role = st.role;
   req.remote = st.remote;
-  st.reads.pause(self, st.hdl); // until the router answers
+  // Not st.reads.pause() here: paused from the session's initialisation,
+  // the connection was never read again (no line was ever relayed). Bytes
+  // that arrive before the router answers wait in the line splitter.
   if (ctx.auth) {
     auto id = ctx.auth->store()->find(st.cfg->summoner_identity);
     if (!id) {
