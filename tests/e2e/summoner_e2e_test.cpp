@@ -58,9 +58,12 @@ struct py_agent {
   std::string addr; // its ip:port
 
   py_agent(uint16_t port, const std::string& name, bool hello = true) {
-    std::vector<std::string> argv{"python3", CONVOKE_SOURCE_DIR "/tests/interop/summoner_agent.py",
-                                  "--port",  std::to_string(port),
-                                  "--name",  name,
+    std::vector<std::string> argv{"/usr/bin/python3",
+                                  CONVOKE_SOURCE_DIR "/tests/interop/summoner_agent.py",
+                                  "--port",
+                                  std::to_string(port),
+                                  "--name",
+                                  name,
                                   "--echo"};
     if (hello)
       argv.push_back("--hello");
