@@ -623,7 +623,7 @@ TEST(Summoner, LineWhoseRelayWouldExceedTheSdkLimitIsRefusedToItsSender) {
     ASSERT_TRUE(a.send_line(line));
     auto w = a.read_warning();
     ASSERT_TRUE(w);
-    EXPECT_NE(w->raw.find("(line_too_long)"), std::string::npos) << w->raw;
+    EXPECT_NE(w->raw.find("(message_too_large)"), std::string::npos) << w->raw;
   }
   ASSERT_TRUE(a.send_line("after"));
   auto l = b.read_relay();
@@ -655,7 +655,7 @@ TEST(Summoner, LineWhoseRelayIsExactlyTheSdkLimitPasses) {
   EXPECT_EQ(l->content, "after");
   auto w = a.read_warning();
   ASSERT_TRUE(w);
-  EXPECT_NE(w->raw.find("(line_too_long)"), std::string::npos) << w->raw;
+  EXPECT_NE(w->raw.find("(message_too_large)"), std::string::npos) << w->raw;
 }
 
 TEST(Summoner, ConvokeMessageTooLargeForTheSdkIsNotSentToSummonerAgents) {
