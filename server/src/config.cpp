@@ -587,7 +587,7 @@ std::vector<error> validate(const server_config& cfg) {
   if (cfg.output_high_water < cfg.max_frame_bytes + proto::header_size)
     problem(errc::invalid_config,
             fmt::format("flow.output-high-water ({}) must be at least "
-                        "limits.max-frame-bytes ({})",
+                        "limits.max-frame-bytes ({}) plus 4 bytes (a frame's length prefix)",
                         format_size(cfg.output_high_water), format_size(cfg.max_frame_bytes)));
   if (cfg.bytes_per_second > 0 && cfg.bytes_burst > 0 && cfg.bytes_burst < cfg.max_frame_bytes)
     problem(errc::invalid_config,

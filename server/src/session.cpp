@@ -2076,9 +2076,13 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.cfg = ctx->config(); // reloads (SIGHUP) apply to sessions that start later
   st.summoner = summoner;
   auto peer_port = self->remote_port(hdl);
+  auto peer_host = self->remote_addr(hdl);
+  // An IPv4 peer of a dual-stack socket: Summoner servers show it as IPv4.
+  if (peer_host.rfind("::ffff:", 0) == 0 && peer_host.find('.') != std::string::npos)
+    peer_host.erase(0, 7);
   if (summoner)
     st.machine.emplace(*st.cfg, steady::now(),
-                       summoner_peer{summoner::remote_addr(self->remote_addr(hdl), peer_port)});
+                       summoner_peer{summoner::remote_addr(peer_host, peer_port)});
   else
     st.machine.emplace(*st.cfg, steady::now());
   // Summoner clients speak plain TCP only (summoner.listen is loopback or
@@ -2103,7 +2107,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     begin_close(self, make_notice(v1::Notice::ERROR, codes::too_many_connections, refusal),
                 machine(self).refusal_grace(close_grace(self)));
   } else if (summoner) {
-    register_summoner(self, self->remote_addr(hdl), peer_port);
+    register_summoner(self, peer_host, peer_port);
   }
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
