@@ -449,3 +449,58 @@ TEST(Config, TheAdminListenerFollowsTheRelaysRulesBeyondLoopback) {
   same.admin_port = same.port;
   EXPECT_NE(texts(same).find("admin.port 7420 is listen.port too"), std::string::npos);
 }
+
+TEST(Config, TheSummonerListenerHasRulesOfItsOwn) {
+  auto texts = [](const server_config& cfg) {
+    std::string all;
+    for (auto& e : validate(cfg))
+      all += e.text + "\n";
+    return all;
+  };
+  server_config cfg;
+  cfg.summoner_listen = "127.0.0.1:8888";
+  EXPECT_EQ(texts(cfg), "");
+  cfg.summoner_listen = "8888";
+  EXPECT_NE(texts(cfg).find("summoner.listen '8888' is not host:port"), std::string::npos);
+  cfg.summoner_listen = "0.0.0.0:8888";
+  EXPECT_NE(texts(cfg).find("Summoner clients cannot use TLS"), std::string::npos) << texts(cfg);
+  cfg.allow_plaintext = true;
+  EXPECT_EQ(texts(cfg), "");
+  cfg.summoner_listen = "[::1]:8888";
+  cfg.allow_plaintext = false;
+  EXPECT_EQ(texts(cfg), "") << "IPv6 loopback";
+  server_config token;
+  token.summoner_listen = "127.0.0.1:0";
+  token.token = "secret-token";
+  EXPECT_NE(texts(token).find("would let Summoner clients in without the token"),
+            std::string::npos);
+  server_config creds;
+  creds.summoner_listen = "127.0.0.1:0";
+  creds.credentials = "/etc/convoke/credentials.toml";
+  EXPECT_NE(texts(creds).find("needs summoner.identity"), std::string::npos);
+  creds.summoner_identity = "summoner-agents";
+  EXPECT_EQ(texts(creds), "");
+  server_config stray;
+  stray.summoner_identity = "x";
+  EXPECT_NE(texts(stray).find("summoner.identity needs auth.credentials"), std::string::npos);
+  server_config route;
+  route.summoner_listen = "127.0.0.1:0";
+  route.summoner_route = "bad route with spaces";
+  EXPECT_NE(texts(route).find("summoner.route"), std::string::npos);
+}
+
+TEST(Config, SummonerNamesAreParsedCheckedAndLookedUpExactAddressFirst) {
+  auto o = run(
+    {"--check-config", "--summoner.names", "10.0.0.5=planner, 10.0.0.5:9001=tools,[::1]:7=six"});
+  ASSERT_EQ(o.res.exit_code, 0) << o.err;
+  EXPECT_EQ(summoner_name_for(o.cfg, "10.0.0.5", 9001), "tools");
+  EXPECT_EQ(summoner_name_for(o.cfg, "10.0.0.5", 9002), "planner");
+  EXPECT_EQ(summoner_name_for(o.cfg, "::1", 7), "six");
+  EXPECT_EQ(summoner_name_for(o.cfg, "10.0.0.6", 9001), "");
+  for (auto bad :
+       {"planner", "10.0.0.5=", "host.example=x", "10.0.0.5=bad name", "10.0.0.5:0=x", "[::1]=x"}) {
+    auto b = run({"--check-config", "--summoner.names", bad});
+    EXPECT_EQ(b.res.exit_code, 78) << bad;
+    EXPECT_NE(b.err.find("summoner.names"), std::string::npos) << bad << ": " << b.err;
+  }
+}
