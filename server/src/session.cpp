@@ -207,13 +207,11 @@ struct session_state {
   /// it speaks lines, its frames are written as relay lines and Warnings.
   bool summoner = false;
   /// Summoner: the registration (kept to retry under the next name when
-  /// the name is taken), how many names were tried, the peer's EOF seen
-  /// before the router admitted it, and the output being rendered.
+  /// the name is taken), how many names were tried, and the peer's EOF
+  /// seen before the router admitted it.
   register_request summoner_req;
   int summoner_names_tried = 0;
   bool summoner_eof = false;
-  std::string summoner_out;
-  std::string summoner_scratch;
 };
 
 namespace {
@@ -1914,6 +1912,50 @@ bool output_full(session_ptr self) {
   return true;
 }
 
+/// Relay lines for a delivery, and what render_deliveries made of it.
+struct rendered_lines : summoner::render_result {
+  std::string_view lines_view;
+};
+
+/// The relay lines of a delivery for a Summoner receiver. The router sends
+/// one shared buffer to every receiver of a broadcast, and every session
+/// runs on this thread: the lines are rendered once per buffer, not once
+/// per receiver. A buffer is known by its address, size and message ids:
+/// two live buffers never share an address, and a buffer allocated later
+/// at a freed one's address holds later messages (ids only grow).
+const rendered_lines& summoner_lines(session_ptr self, const delivery& d) {
+  struct cache {
+    const char* data = nullptr;
+    size_t size = 0;
+    uint64_t first = 0;
+    uint64_t last = 0;
+    uint32_t count = 0;
+    uint64_t max_line = 0;
+    std::string out;
+    std::string scratch;
+    rendered_lines result;
+  };
+  thread_local cache c;
+  auto max_line = self->state.cfg->summoner_max_line_bytes;
+  if (c.data == d.frames.data() && c.size == d.frames.size() && c.first == d.first_id
+      && c.last == d.last_id && c.count == d.count && c.max_line == max_line)
+    return c.result;
+  // Not for a large run's size forever (the next one re-renders anyway).
+  trim(c.out);
+  trim(c.scratch);
+  c.out.clear();
+  static_cast<summoner::render_result&>(c.result)
+    = summoner::render_deliveries({d.frames.data(), d.frames.size()}, max_line, c.out, c.scratch);
+  c.result.lines_view = c.out;
+  c.data = d.frames.data();
+  c.size = d.frames.size();
+  c.first = d.first_id;
+  c.last = d.last_id;
+  c.count = d.count;
+  c.max_line = max_line;
+  return c.result;
+}
+
 /// Delivers pre-encoded frames, applying the slow consumer policy.
 void deliver(session_ptr self, const delivery& d) {
   auto& st = self->state;
@@ -1937,12 +1979,7 @@ void deliver(session_ptr self, const delivery& d) {
   auto& ctx = *st.ctx;
   std::string_view bytes{d.frames.data(), d.frames.size()};
   if (st.summoner) {
-    // Relay lines, rendered for this receiver: the frames are shared with
-    // the other receivers.
-    auto& out = st.summoner_out;
-    out.clear();
-    auto r = summoner::render_deliveries(bytes, st.cfg->summoner_max_line_bytes, out,
-                                         st.summoner_scratch);
+    auto& r = summoner_lines(self, d);
     if (r.too_large > 0)
       account_dropped(self, {r.too_large, r.first_too_large, r.last_too_large},
                       drop_reason::too_large);
@@ -1950,15 +1987,11 @@ void deliver(session_ptr self, const delivery& d) {
       ctx.log_session->error("summoner rendering skipped frames {} count={}", who(self),
                              r.malformed);
     msgs.count -= std::min<uint64_t>(msgs.count, r.too_large + r.malformed);
-    bytes = out;
+    bytes = r.lines_view;
   }
   if (!bytes.empty())
     write_bytes(self, bytes.data(), bytes.size(), msgs);
   auto written = bytes.size();
-  if (st.summoner) {
-    trim(st.summoner_out);
-    trim(st.summoner_scratch);
-  }
   update_budget(self);
   if (!d.written.empty() && ctx.trace->recording()) {
     record_fields f;
