@@ -202,19 +202,34 @@ std::string_view trim_spaces(std::string_view s) {
   return s;
 }
 
-/// An IP address, or ip:port ("[v6]:port"), as summoner.names keys them.
-bool summoner_address_valid(std::string_view addr) {
-  auto is_ip = [](std::string_view ip) {
-    std::string s{ip};
-    in_addr v4{};
-    in6_addr v6{};
-    return ::inet_pton(AF_INET, s.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, s.c_str(), &v6) == 1;
-  };
-  if (is_ip(addr))
-    return true;
+/// An IP address in the form peers are shown in (inet_ntop's), or nullopt.
+std::optional<std::string> canonical_ip(std::string_view ip) {
+  std::string s{ip};
+  char buf[INET6_ADDRSTRLEN] = {};
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, s.c_str(), &v4) == 1)
+    return std::string{::inet_ntop(AF_INET, &v4, buf, sizeof buf)};
+  if (::inet_pton(AF_INET6, s.c_str(), &v6) == 1)
+    return std::string{::inet_ntop(AF_INET6, &v6, buf, sizeof buf)};
+  return std::nullopt;
+}
+
+/// An IP address, or ip:port ("[v6]:port"), as summoner.names keys them,
+/// in the form summoner_name_for compares (nullopt if it is neither).
+std::optional<std::string> summoner_address(std::string_view addr) {
+  if (auto ip = canonical_ip(addr))
+    return ip;
   auto hp = parse_host_port(addr, "", 0);
-  return hp && hp->port != 0 && is_ip(hp->host) && addr.find(':') != std::string_view::npos
-         && (hp->host.find(':') == std::string::npos || addr.front() == '[');
+  if (!hp || hp->port == 0 || addr.find(':') == std::string_view::npos)
+    return std::nullopt;
+  bool v6 = hp->host.find(':') != std::string::npos;
+  if (v6 && addr.front() != '[')
+    return std::nullopt;
+  auto ip = canonical_ip(hp->host);
+  if (!ip)
+    return std::nullopt;
+  return v6 ? fmt::format("[{}]:{}", *ip, hp->port) : fmt::format("{}:{}", *ip, hp->port);
 }
 
 const std::vector<option_def>& options() {
@@ -507,15 +522,19 @@ const std::vector<option_def>& options() {
                        return invalid(fmt::format("'{}' is not address=name", item));
                      auto addr = trim_spaces(item.substr(0, eq));
                      auto name = trim_spaces(item.substr(eq + 1));
-                     if (!summoner_address_valid(addr))
+                     auto key = summoner_address(addr);
+                     if (!key)
                        return invalid(fmt::format("'{}' is not an IP address or ip:port", addr));
+                     for (auto& [known, _] : names)
+                       if (known == *key)
+                         return invalid(fmt::format("the address '{}' is named twice", addr));
                      // Room for the "-N" a second connection gets.
                      if (auto ok = proto::check_agent_name(name); !ok)
                        return invalid(ok.error().text);
                      if (name.size() + 4 > proto::max_name_length)
                        return invalid(fmt::format("the name '{}' is longer than {} characters",
                                                   name, proto::max_name_length - 4));
-                     names.emplace_back(std::string{addr}, std::string{name});
+                     names.emplace_back(std::move(*key), std::string{name});
                    }
                    c.summoner_names = std::move(names);
                    return {};

@@ -30,6 +30,8 @@ bool valid_map_entry(std::string_view entry, envelope_view& out) {
   });
   if (well_formed && ok && key == "traceparent")
     out.traceparent = value;
+  if (key == "summoner-remote-addr") // summoner::header_remote_addr
+    out.summoner_remote_addr = true;
   return well_formed && ok;
 }
 

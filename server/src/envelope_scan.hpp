@@ -31,6 +31,9 @@ struct envelope_view {
   /// The value of a `traceparent` header (W3C trace context), unchecked.
   std::string_view traceparent;
   std::string_view payload;
+  /// A `summoner-remote-addr` header is present: only the server sets it,
+  /// for lines from Summoner connections (a Convoke agent's is refused).
+  bool summoner_remote_addr = false;
   int64_t sent_ns = 0;
   uint64_t client_seq = 0;
   uint64_t request_id = 0;

@@ -909,16 +909,22 @@ void register_summoner(session_ptr self, const std::string& ip, uint16_t port) {
   send_register(self, std::move(req));
 }
 
-/// A Summoner connection's name is taken (two connections from one
-/// address with an operator's name, or a name a Convoke agent holds):
-/// register again as name-2, name-3, ... (up to name-9).
+/// A Summoner connection's name is taken (several connections from one
+/// address with an operator's name): register again as name-2 ... name-9,
+/// then as name-<port>, which no other connection from that address can
+/// hold. (Convoke agents cannot take these names: check_hello.)
+constexpr int max_summoner_name_tries = 10;
+
 bool retry_summoner_name(session_ptr self) {
   auto& st = self->state;
   if (!st.summoner || machine(self).phase() != phase::awaiting_registration
-      || ++st.summoner_names_tried >= 9)
+      || ++st.summoner_names_tried >= max_summoner_name_tries)
     return false;
   auto req = st.summoner_req;
-  req.name += fmt::format("-{}", st.summoner_names_tried + 1);
+  if (st.summoner_names_tried < max_summoner_name_tries - 1)
+    req.name += fmt::format("-{}", st.summoner_names_tried + 1);
+  else
+    req.name += fmt::format("-{}", self->remote_port(st.hdl));
   req.info = st.info;
   st.registered = true;
   self->send(st.router, register_atom::value, std::move(req));
@@ -948,8 +954,13 @@ bool write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t se
 /// escape a quarantine. Computed here only.
 std::string principal_of(session_ptr self) {
   auto& st = self->state;
-  // Summoner connections share summoner.identity's rights, not its limits.
-  return st.ident && !st.summoner ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
+  // Summoner connections share summoner.identity's rights, not its limits;
+  // their rate limits and quarantine are their address's, apart from the
+  // Convoke agents there (a Summoner client's flood must not lock out the
+  // Convoke agents of its host).
+  if (st.summoner)
+    return "summoner:" + st.peer_ip;
+  return st.ident ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
 }
 
 /// The rate limits of this session's principal: the server-wide [limits]
@@ -1168,6 +1179,20 @@ void relay_envelope(session_ptr self, const envelope_view& view) {
   auto& ctx = *st.ctx;
   if (st.rate_limited && !within_rate(self, view))
     return;
+  if (view.summoner_remote_addr && !st.summoner) {
+    // Summoner receivers take it for the sender's address: only the server
+    // sets it, for Summoner connections' lines.
+    bump(ctx.stats.rejected);
+    write_limited_notice(
+      self,
+      make_notice(v1::Notice::WARNING, codes::permission_denied,
+                  fmt::format("the header '{}' is set by the server for messages from Summoner "
+                              "connections; the message was not relayed",
+                              summoner::header_remote_addr),
+                  view.client_seq, 0, view.request_id),
+      view.client_seq);
+    return;
+  }
   if (auto r = check_addressing(view.recipient, view.route)) {
     bump(ctx.stats.rejected);
     write_limited_notice(self,
@@ -1537,12 +1562,19 @@ void write_trace_events(session_ptr self, tap_batch& b) {
 /// A Summoner line that is not relayed (invalid UTF-8, too long): a
 /// Warning to its sender (rate-limited like every Notice about input),
 /// counted and traced as `rejected`; the connection stays.
-void summoner_line_refused(session_ptr self, const session_refusal& r) {
+void summoner_line_refused(session_ptr self, const session_refusal& r, size_t bytes) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
   bump(ctx.stats.rejected);
-  ctx.log_session->info("summoner line refused {} code={}", who(self), r.code);
-  write_limited_notice(self, make_notice(v1::Notice::WARNING, r.code, r.text), 0);
+  // A refused line is still a message: it takes its tokens, so a flood of
+  // bad lines meets the rate limits and quarantine like any other.
+  rate_decision d;
+  if (st.rate_limited && !take_rate(self, bytes, d))
+    return; // counted; a quarantine already closes the session
+  ctx.log_session->debug("summoner line refused {} code={}", who(self), r.code);
+  // Traced only when told (at most 20 a second): the rest are summarised.
+  if (!write_limited_notice(self, make_notice(v1::Notice::WARNING, r.code, r.text), 0))
+    return;
   if (ctx.trace->recording()) {
     record_fields f;
     f.what = trace::kind::rejected;
@@ -1606,7 +1638,7 @@ void take_input(session_ptr self) {
       break;
     }
     case input_action::warn:
-      summoner_line_refused(self, m.refusal());
+      summoner_line_refused(self, m.refusal(), m.refused_bytes());
       break;
     }
   }
@@ -1724,10 +1756,10 @@ void on_wake(session_ptr self) {
     }
     bump(ctx.stats.timeouts);
     fail(self, codes::frame_timeout,
-         fmt::format("a frame started {} ago is still incomplete ({} bytes of it received); "
-                     "frames must arrive within {} (timeouts.frame)",
-                     format_duration(t.elapsed), m.buffered(),
-                     format_duration(st.cfg->frame_timeout)));
+         fmt::format("a {} started {} ago is still incomplete ({} bytes of it received); "
+                     "{}s must arrive within {} (timeouts.frame)",
+                     st.summoner ? "line" : "frame", format_duration(t.elapsed), m.buffered(),
+                     st.summoner ? "line" : "frame", format_duration(st.cfg->frame_timeout)));
     break;
   case expiry::idle:
     bump(ctx.stats.timeouts);
@@ -2235,14 +2267,19 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       }
       if (s.count == 0 || !machine(self).writes_messages())
         return;
+      auto text = st.summoner
+                    ? fmt::format("{} more of your lines were not relayed (invalid, too long or "
+                                  "over a rate limit); their Warnings were not sent (at most {} "
+                                  "per second are)",
+                                  s.count, static_cast<int>(notice_limiter::per_second))
+                    : fmt::format("{} more of your frames (client_seq {} to {}, 0 for "
+                                  "subscriptions) had an invalid recipient or route, or "
+                                  "went over a rate limit, and were ignored; their Notices "
+                                  "were not sent (at most {} per second are)",
+                                  s.count, s.first_id, s.last_id,
+                                  static_cast<int>(notice_limiter::per_second));
       write_optional_frame(
-        self, make_notice(v1::Notice::WARNING, codes::notices_suppressed,
-                          fmt::format("{} more of your frames (client_seq {} to {}, 0 for "
-                                      "subscriptions) had an invalid recipient or route, or "
-                                      "went over a rate limit, and were ignored; their Notices "
-                                      "were not sent (at most {} per second are)",
-                                      s.count, s.first_id, s.last_id,
-                                      static_cast<int>(notice_limiter::per_second))));
+        self, make_notice(v1::Notice::WARNING, codes::notices_suppressed, std::move(text)));
     },
     [self](quarantine_atom, int64_t left_ms) {
       // Another session of this principal started its quarantine.

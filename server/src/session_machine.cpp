@@ -167,6 +167,7 @@ input_action session_machine::next_line() {
       r = line_splitter::result::line;
     }
     ++input_frames_;
+    refused_bytes_ = r == line_splitter::result::too_long ? lines_.too_long_size() : line.size();
     if (r == line_splitter::result::too_long) {
       refuse(codes::message_too_large,
              fmt::format("your line of more than {} bytes was not relayed: Summoner clients read "
@@ -209,6 +210,16 @@ input_action session_machine::on_line(std::string_view line) {
                                   peer.remote_addr, unix_nanos());
   std::string_view body{line_frame_.data() + proto::header_size,
                         line_frame_.size() - proto::header_size};
+  if (body.size() > cfg_.max_frame_bytes) {
+    // Convoke agents read frames of at most limits.max-frame-bytes (plus
+    // the Delivery's stamp): summoner.max-line-bytes may be set larger.
+    refuse(codes::message_too_large,
+           fmt::format("your line was not relayed: as a message it takes {} bytes, more than "
+                       "limits.max-frame-bytes ({})",
+                       body.size(), cfg_.max_frame_bytes),
+           false);
+    return input_action::warn;
+  }
   if (!scan_envelope_frame(body, view_)) {
     // Our own encoding of valid UTF-8: cannot happen.
     refuse(codes::frame_undecodable, "your line could not be relayed", false);

@@ -251,9 +251,14 @@ public:
     return frame_.heartbeat().seq();
   }
 
-  /// Why input_action::refuse.
+  /// Why input_action::refuse (and warn).
   session_refusal& refusal() noexcept {
     return refusal_;
+  }
+
+  /// The size of the line input_action::warn refused.
+  size_t refused_bytes() const noexcept {
+    return refused_bytes_;
   }
 
   // -- events from the router and the listener -----------------------------------
@@ -336,6 +341,7 @@ private:
   summoner::line_splitter lines_{0};
   std::vector<char> line_frame_;
   bool eof_ = false;
+  size_t refused_bytes_ = 0;
   v1::Frame frame_;
   envelope_view view_;
   session_refusal refusal_;

@@ -20,6 +20,11 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
   if (!hello.agent_name().empty())
     if (auto ok = proto::check_agent_name(hello.agent_name()); !ok)
       return refusal{codes::invalid_name, std::move(ok.error().text)};
+  if (reserved_for_summoner(cfg, hello.agent_name()))
+    return refusal{codes::invalid_name,
+                   fmt::format("the name '{}' is reserved for Summoner connections "
+                               "(summoner@..., summoner.names)",
+                               hello.agent_name())};
   if (hello.role().size() > proto::max_role_length)
     return refusal{codes::invalid_name, fmt::format("role is {} bytes long; the limit is {}",
                                                     hello.role().size(), proto::max_role_length)};
@@ -30,6 +35,24 @@ std::optional<refusal> check_hello(const v1::Hello& hello, const server_config& 
   if (auto r = check_routes(hello.routes()))
     return r;
   return std::nullopt;
+}
+
+bool reserved_for_summoner(const server_config& cfg, std::string_view name) {
+  if (cfg.summoner_listen.empty())
+    return false;
+  if (name.rfind("summoner@", 0) == 0)
+    return true;
+  for (auto& [addr, given] : cfg.summoner_names) {
+    if (name.rfind(given, 0) != 0)
+      continue;
+    auto rest = name.substr(given.size());
+    if (rest.empty())
+      return true;
+    if (rest.size() >= 2 && rest[0] == '-'
+        && rest.find_first_not_of("0123456789", 1) == std::string_view::npos)
+      return true;
+  }
+  return false;
 }
 
 std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_config& cfg) {

@@ -28,6 +28,11 @@ std::optional<refusal> check_shared_token(const v1::Hello& hello, const server_c
 /// Checks the addressing of an envelope sent by an agent (recipient and
 /// route syntax; empty means none). The route must be concrete: a pattern
 /// is refused with `invalid_route`.
+/// True if Convoke agents may not take `name` because Summoner connections
+/// are named so (with summoner.listen set): summoner@..., and the names of
+/// summoner.names with their -N suffixes.
+bool reserved_for_summoner(const server_config& cfg, std::string_view name);
+
 std::optional<refusal> check_addressing(std::string_view recipient, std::string_view route);
 
 /// Checks the routes of a Hello, Subscribe or Unsubscribe: concrete routes

@@ -723,3 +723,83 @@ TEST(Summoner, OperatorNamesAndTakenNamesGetASuffix) {
   ASSERT_TRUE(l);
   EXPECT_EQ(l->content, "for two");
 }
+
+// -- found by the attack review ----------------------------------------------------
+
+TEST(Summoner, AConvokeAgentCannotForgeASummonerSendersAddress) {
+  auto srv = start();
+  auto evil = convoke_agent(*srv, "evil");
+  summoner_client a{sport(*srv)};
+  summoner_client b{sport(*srv)};
+  wait_agents(*srv, 3);
+  send_options forged;
+  forged.headers["summoner-remote-addr"] = a.local_addr();
+  ASSERT_FALSE(evil->broadcast("I am a", forged));
+  ASSERT_FALSE(evil->broadcast("marker"));
+  auto l = b.read_relay();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->content, "marker") << "the forged message was relayed";
+  EXPECT_EQ(l->remote_addr, "evil") << "a Convoke sender is shown by its name";
+  EXPECT_EQ(srv->stats().rejected, 1u);
+  // Convoke agents may still address Summoner agents in their own terms.
+  send_options typed;
+  typed.content_type = "application/json";
+  typed.headers["summoner-version"] = "1.3.0";
+  typed.headers["summoner-type"] = R"({"n": "int"})";
+  ASSERT_FALSE(evil->broadcast(R"({"n": 1})", typed));
+  l = b.read_relay();
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->remote_addr, "evil");
+}
+
+TEST(Summoner, ConvokeAgentsCannotTakeTheNamesOfSummonerConnections) {
+  auto srv = start({{"summoner.names", "127.0.0.1=tools"}});
+  for (auto name : {"summoner@127.0.0.1:50123", "tools", "tools-2"}) {
+    blocking_client c{local_options(srv->port()), name};
+    std::string why;
+    EXPECT_TRUE(c.connect(&why)) << name << " was admitted";
+    EXPECT_NE(why.find("reserved for Summoner connections"), std::string::npos) << why;
+  }
+  blocking_client ok{local_options(srv->port()), "toolsmith"};
+  EXPECT_FALSE(ok.connect()) << "only the name and its -N forms are reserved";
+}
+
+TEST(Summoner, AFloodOfInvalidLinesMeetsTheRateLimitAndQuarantine) {
+  // One breach is counted per second of flooding (rate_limits.hpp).
+  auto srv = start({{"limits.messages-per-second", "10"},
+                    {"limits.messages-burst", "10"},
+                    {"limits.quarantine-after", "1"},
+                    {"limits.quarantine-for", "60s"}});
+  auto flood = summoner_client::from_address(sport(*srv), "127.0.0.70");
+  wait_agents(*srv, 1);
+  std::string junk;
+  for (int i = 0; i < 2000; ++i)
+    junk += "\xff\n";
+  ASSERT_TRUE(flood.send_raw(junk));
+  std::vector<summoner_line> before;
+  ASSERT_TRUE(flood.wait_closed(5s, &before)) << "invalid lines escaped the rate limit";
+  ASSERT_FALSE(before.empty());
+  EXPECT_NE(before.back().raw.find("(quarantined)"), std::string::npos) << before.back().raw;
+  EXPECT_LE(srv->stats().rejected, 2000u);
+}
+
+TEST(Summoner, ASummonerClientsQuarantineSparesTheConvokeAgentsOfItsHost) {
+  auto srv = start({{"limits.messages-per-second", "2"},
+                    {"limits.messages-burst", "2"},
+                    {"limits.quarantine-after", "1"},
+                    {"limits.quarantine-for", "60s"}});
+  auto bob = convoke_agent(*srv, "bob"); // from 127.0.0.1 too
+  summoner_client flood{sport(*srv)};
+  wait_agents(*srv, 2);
+  std::string burst;
+  for (int i = 0; i < 10; ++i)
+    burst += "flood\n";
+  ASSERT_TRUE(flood.send_raw(burst));
+  ASSERT_TRUE(flood.wait_closed(5s));
+  auto alice = convoke_agent(*srv, "alice");
+  ASSERT_FALSE(alice->send_to("bob", "still here")) << "a new Convoke agent from that host";
+  std::optional<message> m;
+  while ((m = bob->receive(3s)) && m->payload != "still here") {
+  }
+  ASSERT_TRUE(m) << "bob was closed by the Summoner client's quarantine";
+}

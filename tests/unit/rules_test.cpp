@@ -172,3 +172,21 @@ TEST(Backoff, GrowsExponentiallyUpToTheCapWithJitter) {
   EXPECT_EQ(detail::backoff_delay(p, 3, rng), 400ms);
   EXPECT_EQ(detail::backoff_delay(p, 30, rng), 2000ms);
 }
+
+TEST(Rules, NamesOfSummonerConnectionsAreReservedWhileTheListenerIsOn) {
+  server::server_config cfg;
+  EXPECT_FALSE(server::reserved_for_summoner(cfg, "summoner@127.0.0.1:1")) << "listener off";
+  cfg.summoner_listen = "127.0.0.1:8888";
+  cfg.summoner_names = {{"10.0.0.5", "tools"}};
+  for (auto name : {"summoner@127.0.0.1:1", "summoner@", "tools", "tools-2", "tools-50123"})
+    EXPECT_TRUE(server::reserved_for_summoner(cfg, name)) << name;
+  for (auto name : {"summoner", "toolsmith", "tools-", "tools-x", "mysummoner@1", ""})
+    EXPECT_FALSE(server::reserved_for_summoner(cfg, name)) << name;
+  v1::Hello h;
+  h.set_protocol_version(proto::protocol_version);
+  h.set_agent_name("tools-3");
+  auto r = server::check_hello(h, cfg);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, "invalid_name");
+  EXPECT_NE(r->text.find("reserved for Summoner connections"), std::string::npos);
+}

@@ -685,6 +685,21 @@ TEST_F(SummonerMachine, AShortLineAfterALongOneIsRelayedIntact) {
   EXPECT_EQ(env.payload(), "short");
 }
 
+TEST_F(SummonerMachine, ALineLargerThanConvokeFramesIsRefused) {
+  cfg.summoner_max_line_bytes = 1 << 20;
+  cfg.max_frame_bytes = 4096; // what Convoke agents are promised
+  session_machine big{cfg, t0, summoner_peer{"127.0.0.1:40003"}};
+  ASSERT_TRUE(big.on_welcome(t0));
+  auto data = std::string(8000, 'a') + "\nok\n";
+  ASSERT_TRUE(big.on_bytes(data.data(), data.size(), t0 + 1s));
+  ASSERT_EQ(big.next(), input_action::warn);
+  EXPECT_EQ(big.refusal().code, codes::message_too_large);
+  EXPECT_NE(big.refusal().text.find("limits.max-frame-bytes"), std::string::npos);
+  EXPECT_EQ(big.refused_bytes(), 8000u);
+  ASSERT_EQ(big.next(), input_action::relay);
+  EXPECT_EQ(big.envelope().payload, "ok");
+}
+
 TEST_F(SummonerMachine, NoHeartbeatsAndTheSummonerIdleTimeout) {
   establish();
   auto t = m.on_timer(t0 + 59s);
