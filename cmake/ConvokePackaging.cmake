@@ -45,15 +45,23 @@ This package contains convoke-server, the convoke command-line client and
 operator tool, a systemd unit and a logrotate configuration.")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
   ${PROJECT_BINARY_DIR}/debian/conffiles
-  ${PROJECT_SOURCE_DIR}/deploy/packaging/postinst
-  ${PROJECT_SOURCE_DIR}/deploy/packaging/prerm
-  ${PROJECT_SOURCE_DIR}/deploy/packaging/postrm)
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/convoke-server/postinst
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/convoke-server/prerm
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/convoke-server/postrm)
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
 set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_NAME ${CONVOKE_LIB_PACKAGE})
 set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_SECTION libs)
-set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_GENERATE_SHLIBS ON)
-set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_GENERATE_SHLIBS_POLICY "=")
+# shlibs for programs built against it (CPack's setting is global; only this
+# package has a shared library). ldconfig runs from the trigger, not from
+# maintainer scripts (which CPack would otherwise write).
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
+set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_CONTROL_EXTRA
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/libconvoke/triggers
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/libconvoke/postinst
+  ${PROJECT_SOURCE_DIR}/deploy/packaging/libconvoke/postrm)
+set(CPACK_DEBIAN_LIBCONVOKE_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_COMPONENT_LIBCONVOKE_DESCRIPTION
   "Convoke agent SDK (shared library)
 The client library with which programs become Convoke agents: connect to a
@@ -81,7 +89,18 @@ add_custom_command(OUTPUT ${PROJECT_BINARY_DIR}/debian/changelog.Debian.gz
   COMMAND ${GZIP_PROGRAM} -9nc ${PROJECT_BINARY_DIR}/debian/changelog.Debian
           > ${PROJECT_BINARY_DIR}/debian/changelog.Debian.gz
   DEPENDS ${PROJECT_BINARY_DIR}/debian/changelog.Debian VERBATIM)
-add_custom_target(convoke_deb_changelog ALL DEPENDS ${PROJECT_BINARY_DIR}/debian/changelog.Debian.gz)
+# Manual pages, compressed as Debian wants them.
+set(_convoke_man_pages "")
+foreach(page convoke-server.1 convoke.1)
+  add_custom_command(OUTPUT ${PROJECT_BINARY_DIR}/debian/${page}.gz
+    COMMAND ${GZIP_PROGRAM} -9nc ${PROJECT_SOURCE_DIR}/deploy/packaging/man/${page}
+            > ${PROJECT_BINARY_DIR}/debian/${page}.gz
+    DEPENDS ${PROJECT_SOURCE_DIR}/deploy/packaging/man/${page} VERBATIM)
+  list(APPEND _convoke_man_pages ${PROJECT_BINARY_DIR}/debian/${page}.gz)
+endforeach()
+install(FILES ${_convoke_man_pages} DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT server)
+add_custom_target(convoke_deb_files ALL
+  DEPENDS ${PROJECT_BINARY_DIR}/debian/changelog.Debian.gz ${_convoke_man_pages})
 foreach(pair server:convoke-server libconvoke:${CONVOKE_LIB_PACKAGE} dev:libconvoke-dev)
   string(REPLACE ":" ";" pair "${pair}")
   list(GET pair 0 component)
