@@ -56,6 +56,8 @@ set_target_properties(convoke_sdk_shared PROPERTIES
   LINK_DEPENDS ${PROJECT_SOURCE_DIR}/client/libconvoke.map)
 
 if(NOT CONVOKE_INSTALL)
+  # A parent project links convoke::client; these are built only on request.
+  set_target_properties(convoke_sdk_shared convoke_sdk_static PROPERTIES EXCLUDE_FROM_ALL ON)
   return()
 endif()
 
