@@ -37,6 +37,13 @@ libdir=$(dirname "$(find "$prefix" -name libconvoke.so -print -quit)")
 [ -f "$libdir/libconvoke.a" ] || fail "no libconvoke.a installed"
 [ -f "$libdir/pkgconfig/convoke.pc" ] || fail "no convoke.pc installed"
 
+# The unit follows the prefix given now (not the one configured): it runs
+# this prefix's program with this prefix's configuration.
+unit="$prefix/lib/systemd/system/convoke-server.service"
+grep -qF "ExecStart=$prefix/bin/convoke-server --config $prefix/etc/convoke/convoke-server.toml" "$unit" ||
+  fail "the installed unit does not name $prefix's program and configuration"
+[ -f "$prefix/etc/convoke/convoke-server.toml" ] || fail "no configuration in $prefix/etc/convoke"
+
 step "SONAME and exported symbols"
 soname=$(readelf -d "$libdir/libconvoke.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 [[ $soname =~ ^libconvoke\.so\.[0-9]+(\.[0-9]+)?$ ]] || fail "SONAME '$soname'"
