@@ -11,6 +11,7 @@
 #include "convoke/proto/codec.hpp"
 #include "envelope_scan.hpp"
 #include "routing_table.hpp"
+#include "summoner_wire.hpp"
 #include "trace.hpp"
 #include "trace_ring.hpp"
 
@@ -72,6 +73,65 @@ void BM_RelayFastPath(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RelayFastPath);
+
+/// A 100-byte line as the Summoner SDK writes it.
+std::string summoner_typed_line() {
+  std::string line = R"({"_version": "1.3.0", "_payload": {"msg": ")";
+  std::string end = R"("}, "_type": {"msg": "str"}})";
+  line.append(100 - line.size() - end.size(), 'm');
+  return line + end;
+}
+
+/// A Summoner receiver's per-message work: a run of 64 Delivery frames of
+/// a 100-byte typed line (from another Summoner client) rendered into relay
+/// lines. Items = lines.
+void BM_SummonerRender(benchmark::State& state) {
+  namespace sw = server::summoner;
+  auto line = summoner_typed_line();
+  std::vector<char> frame;
+  sw::append_envelope_frame(frame, sw::classify(line), "summoner", "127.0.0.1:35586",
+                            1'700'000'000'000'000'000);
+  server::envelope_view v;
+  server::scan_envelope_frame({frame.data() + 4, frame.size() - 4}, v);
+  std::vector<char> frames;
+  for (uint64_t id = 1; id <= 64; ++id)
+    server::append_delivery_frame(frames, v.envelope, id, "summoner@127.0.0.1:35586",
+                                  1'700'000'000'000'000'000);
+  std::string out;
+  std::string scratch;
+  for (auto _ : state) {
+    out.clear();
+    auto r
+      = sw::render_deliveries({frames.data(), frames.size()}, sw::sdk_line_limit, out, scratch);
+    benchmark::DoNotOptimize(r.lines);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * 64);
+}
+BENCHMARK(BM_SummonerRender);
+
+/// A Summoner sender's per-line work: split a read of 64 such lines,
+/// classify each, write its envelope frame. Items = lines.
+void BM_SummonerLineIn(benchmark::State& state) {
+  namespace sw = server::summoner;
+  std::string read;
+  for (int i = 0; i < 64; ++i)
+    read += summoner_typed_line() + "\n";
+  sw::line_splitter splitter{sw::sdk_line_limit};
+  std::vector<char> out;
+  for (auto _ : state) {
+    out.clear();
+    splitter.append(read.data(), read.size());
+    std::string_view line;
+    while (splitter.next(line) == sw::line_splitter::result::line)
+      sw::append_envelope_frame(out, sw::classify(line), "summoner", "127.0.0.1:35586",
+                                1'700'000'000'000'000'000);
+    splitter.compact();
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * 64);
+}
+BENCHMARK(BM_SummonerLineIn);
 
 /// Splitting a 64 KiB read of coalesced frames.
 void BM_SplitRead(benchmark::State& state) {

@@ -24,8 +24,10 @@
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/codec.hpp"
+#include "convoke/proto/rules.hpp"
 #include "convoke/proto/wire_format.hpp"
 #include "credentials.hpp"
+#include "session_rules.hpp"
 
 namespace convoke::server {
 
@@ -190,6 +192,29 @@ option_def format_opt(std::string sec, std::string name, member<logging::format>
             return {};
           },
           copy_of(m)};
+}
+
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+/// An IP address, or ip:port ("[v6]:port"), as summoner.names keys them.
+bool summoner_address_valid(std::string_view addr) {
+  auto is_ip = [](std::string_view ip) {
+    std::string s{ip};
+    in_addr v4{};
+    in6_addr v6{};
+    return ::inet_pton(AF_INET, s.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, s.c_str(), &v6) == 1;
+  };
+  if (is_ip(addr))
+    return true;
+  auto hp = parse_host_port(addr, "", 0);
+  return hp && hp->port != 0 && is_ip(hp->host) && addr.find(':') != std::string_view::npos
+         && (hp->host.find(':') == std::string::npos || addr.front() == '[');
 }
 
 const std::vector<option_def>& options() {
@@ -440,6 +465,65 @@ const std::vector<option_def>& options() {
                              false,
                              "A request must arrive completely within this time of the "
                              "connection (else 408 and close), and be answered within it."));
+    t.push_back(string_opt("summoner", "listen", &server_config::summoner_listen,
+                           "host:port of the Summoner compatibility listener (docs/summoner.md): "
+                           "existing Summoner agents connect there unchanged. Empty: off."));
+    t.push_back(string_opt("summoner", "port-file", &server_config::summoner_port_file,
+                           "If set, the Summoner listener's port is written to this file."));
+    t.push_back(string_opt("summoner", "route", &server_config::summoner_route,
+                           "Route of the messages Summoner agents send (Convoke agents "
+                           "subscribe to it); empty: broadcasts without a route."));
+    t.push_back(duration_opt("summoner", "idle-timeout", &server_config::summoner_idle_timeout,
+                             true,
+                             "Close a Summoner connection that sent nothing and read nothing "
+                             "for this long, with Summoner's inactivity Warning (0 = never)."));
+    t.push_back(size_opt("summoner", "max-line-bytes", &server_config::summoner_max_line_bytes,
+                         1024, 64ull << 20,
+                         "Longest line a Summoner agent is sent, its newline included (the "
+                         "Summoner SDK reads at most 64KiB). A line that would relay longer is "
+                         "refused with a Warning to its sender."));
+    t.push_back({"summoner", "names",
+                 "Names of Summoner connections by address, e.g. "
+                 "\"10.0.0.5=planner,127.0.0.1:9001=tools\" (ip:port wins over ip); others "
+                 "are summoner@ip:port. A name in use gets -2, -3, ... appended.",
+                 [](const server_config& c) {
+                   std::string v;
+                   for (auto& [addr, name] : c.summoner_names)
+                     v += (v.empty() ? "" : ",") + addr + "=" + name;
+                   return json_string(v);
+                 },
+                 [](server_config& c, const std::string& v) -> expected<> {
+                   std::vector<std::pair<std::string, std::string>> names;
+                   std::string_view rest{v};
+                   while (!rest.empty()) {
+                     auto comma = rest.find(',');
+                     auto item = trim_spaces(rest.substr(0, comma));
+                     rest = comma == std::string_view::npos ? std::string_view{}
+                                                            : rest.substr(comma + 1);
+                     if (item.empty())
+                       continue;
+                     auto eq = item.find('=');
+                     if (eq == std::string_view::npos)
+                       return invalid(fmt::format("'{}' is not address=name", item));
+                     auto addr = trim_spaces(item.substr(0, eq));
+                     auto name = trim_spaces(item.substr(eq + 1));
+                     if (!summoner_address_valid(addr))
+                       return invalid(fmt::format("'{}' is not an IP address or ip:port", addr));
+                     // Room for the "-N" a second connection gets.
+                     if (auto ok = proto::check_agent_name(name); !ok)
+                       return invalid(ok.error().text);
+                     if (name.size() + 4 > proto::max_name_length)
+                       return invalid(fmt::format("the name '{}' is longer than {} characters",
+                                                  name, proto::max_name_length - 4));
+                     names.emplace_back(std::string{addr}, std::string{name});
+                   }
+                   c.summoner_names = std::move(names);
+                   return {};
+                 },
+                 copy_of(&server_config::summoner_names)});
+    t.push_back(string_opt("summoner", "identity", &server_config::summoner_identity,
+                           "With auth.credentials: the identity whose rights every Summoner "
+                           "connection gets (Summoner clients cannot authenticate)."));
     return t;
   }();
   return table;
@@ -560,6 +644,33 @@ std::vector<error> validate(const server_config& cfg) {
                     "is trusted (tokens and messages cross it readable)",
                     cfg.host));
   }
+  if (!cfg.summoner_listen.empty()) {
+    auto hp = parse_host_port(cfg.summoner_listen, "", 0);
+    if (!hp || hp->host.empty() || cfg.summoner_listen.find(':') == std::string::npos)
+      problem(errc::invalid_value,
+              fmt::format("summoner.listen '{}' is not host:port (e.g. 127.0.0.1:8888)",
+                          cfg.summoner_listen));
+    else if (!is_loopback_host(hp->host) && !cfg.allow_plaintext)
+      // Summoner clients speak plain TCP only.
+      problem(errc::invalid_config,
+              fmt::format("summoner.listen '{}' is not a loopback address and Summoner clients "
+                          "cannot use TLS: opt out with --allow-plaintext if the network is "
+                          "trusted",
+                          cfg.summoner_listen));
+    if (!cfg.credentials.empty() && cfg.summoner_identity.empty())
+      problem(errc::invalid_config,
+              "summoner.listen with auth.credentials needs summoner.identity: Summoner clients "
+              "cannot authenticate, so name the identity whose rights they get");
+    if (cfg.credentials.empty() && (!cfg.token.empty() || !cfg.token_file.empty()))
+      problem(errc::invalid_config,
+              "summoner.listen with auth.token would let Summoner clients in without the token: "
+              "use auth.credentials and summoner.identity instead");
+    if (!cfg.summoner_route.empty())
+      if (auto r = check_addressing("", cfg.summoner_route))
+        problem(errc::invalid_value, "summoner.route: " + r->text);
+  }
+  if (!cfg.summoner_identity.empty() && cfg.credentials.empty())
+    problem(errc::invalid_config, "summoner.identity needs auth.credentials");
   if (cfg.admin_enabled) {
     if (cfg.admin_tls && !cfg.tls_enabled())
       problem(errc::invalid_config, "admin.tls needs tls.cert and tls.key");
@@ -671,6 +782,9 @@ std::vector<error> check_paths(const server_config& cfg) {
   if (cfg.admin_enabled && !cfg.admin_port_file.empty())
     if (auto ok = check_output_file("admin.port-file", cfg.admin_port_file); !ok)
       errs.push_back(std::move(ok.error()));
+  if (!cfg.summoner_listen.empty() && !cfg.summoner_port_file.empty())
+    if (auto ok = check_output_file("summoner.port-file", cfg.summoner_port_file); !ok)
+      errs.push_back(std::move(ok.error()));
       // A host that does not resolve is a configuration error (78: systemd does
       // not restart), unlike a port that is taken at run time (1). Not in the
       // fuzz build: name resolution may wait on the network.
@@ -682,6 +796,11 @@ std::vector<error> check_paths(const server_config& cfg) {
     if (auto ok = net::check_resolvable(cfg.admin_host); !ok)
       errs.push_back({make_error_code(errc::resolve_failed),
                       fmt::format("admin.host '{}': {}", cfg.admin_host, ok.error().text)});
+  if (auto hp = parse_host_port(cfg.summoner_listen, "", 0); hp && !hp->host.empty())
+    if (auto ok = net::check_resolvable(hp->host); !ok)
+      errs.push_back(
+        {make_error_code(errc::resolve_failed),
+         fmt::format("summoner.listen '{}': {}", cfg.summoner_listen, ok.error().text)});
 #endif
   // Loading the files is the only complete check (PEM syntax, key matching
   // the certificate).
@@ -984,6 +1103,10 @@ const std::set<std::string, std::less<>>& reloadable_keys() {
     "auth.failed-login-delay",
     "trace.payload-bytes",
     "trace.anonymous-observe",
+    "summoner.route",
+    "summoner.idle-timeout",
+    "summoner.max-line-bytes",
+    "summoner.names",
     // for connections that start afterwards (with the TLS files' reload)
     "tls.cert",
     "tls.key",
@@ -1000,6 +1123,19 @@ std::string shown_value(const option_def& opt, const server_config& cfg) {
 }
 
 } // namespace
+
+std::string summoner_name_for(const server_config& cfg, std::string_view ip, uint16_t port) {
+  auto exact = ip.find(':') == std::string_view::npos ? fmt::format("{}:{}", ip, port)
+                                                      : fmt::format("[{}]:{}", ip, port);
+  const std::string* by_ip = nullptr;
+  for (auto& [addr, name] : cfg.summoner_names) {
+    if (addr == exact)
+      return name;
+    if (addr == ip && by_ip == nullptr)
+      by_ip = &name;
+  }
+  return by_ip != nullptr ? *by_ip : std::string{};
+}
 
 bool reloadable(std::string_view key) {
   return reloadable_keys().count(key) > 0;

@@ -45,6 +45,8 @@ using left_atom = caf::atom_constant<caf::atom("left")>;
 using agent_list_atom = caf::atom_constant<caf::atom("agentlist")>;
 // acceptor thread -> listener: a new connection's socket
 using accepted_atom = caf::atom_constant<caf::atom("accepted")>;
+/// A socket from the Summoner compatibility listener (summoner.listen).
+using summoner_accepted_atom = caf::atom_constant<caf::atom("saccepted")>;
 // session -> listener: the agent was admitted (Welcome); no longer handshaking
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 // listener -> session: too many connections are handshaking; close
@@ -231,10 +233,12 @@ caf::actor spawn_listener(caf::actor_system& sys, caf::actor router, context_ptr
 /// Forks a session broker for the connection `hdl` of `listener_broker`
 /// from `peer_ip`. A non-empty `refusal` (over
 /// limits.max-connections-per-address) makes it close at once with a
-/// too_many_connections Notice saying that.
+/// too_many_connections Notice saying that. With `summoner`, the
+/// connection speaks the Summoner protocol (docs/summoner.md).
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id, std::string peer_ip, std::string refusal);
+                        uint64_t session_id, std::string peer_ip, std::string refusal,
+                        bool summoner = false);
 
 /// Trace events for a session's observer (Observe), from the trace
 /// writer's thread (the only message that crosses from there).

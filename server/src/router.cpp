@@ -835,6 +835,38 @@ std::string admit_address(listener_ptr self, const std::string& address, uint32_
                      st.per_address.open(address), address, limit);
 }
 
+/// Forks a session for a socket from the acceptor (`summoner`: from the
+/// Summoner compatibility listener) and counts it.
+void accept_connection(listener_ptr self, int fd, bool summoner) {
+  auto& st = self->state;
+  if (st.draining) {
+    ::close(fd);
+    return;
+  }
+  auto now = std::chrono::steady_clock::now();
+  // The limits in force (a reload may have changed them), and the
+  // multiplexer's own state brought up to date with them.
+  auto live = st.ctx->config();
+  st.ctx->sync_multiplexer_state();
+  auto address = peer_address(fd);
+  auto refusal = admit_address(self, address, live->max_connections_per_address, now);
+  auto hdl = self->add_scribe(fd);
+  bool admitted = refusal.empty();
+  if (admitted && st.handshaking.size() >= live->max_handshakes)
+    evict_oldest_handshake(self, now);
+  auto sid = st.next_session_id++;
+  auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid,
+                        address, std::move(refusal), summoner);
+  self->monitor(s);
+  st.id_of.emplace(s.address(), sid);
+  st.sessions.emplace(sid, std::move(s));
+  if (!admitted)
+    return; // it closes on its own within the refusal grace
+  st.address_of.emplace(sid, std::move(address));
+  st.handshaking.insert(sid);
+  st.handshaking_order.emplace_back(sid, now);
+}
+
 caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr ctx) {
   auto& st = self->state;
   st.ctx = std::move(ctx);
@@ -854,35 +886,8 @@ caf::behavior listener_actor(listener_ptr self, caf::actor router, context_ptr c
       stop(self);
   });
   return {
-    [self](accepted_atom, int fd) {
-      auto& st = self->state;
-      if (st.draining) {
-        ::close(fd);
-        return;
-      }
-      auto now = std::chrono::steady_clock::now();
-      // The limits in force (a reload may have changed them), and the
-      // multiplexer's own state brought up to date with them.
-      auto live = st.ctx->config();
-      st.ctx->sync_multiplexer_state();
-      auto address = peer_address(fd);
-      auto refusal = admit_address(self, address, live->max_connections_per_address, now);
-      auto hdl = self->add_scribe(fd);
-      bool admitted = refusal.empty();
-      if (admitted && st.handshaking.size() >= live->max_handshakes)
-        evict_oldest_handshake(self, now);
-      auto sid = st.next_session_id++;
-      auto s = fork_session(self, hdl, caf::actor_cast<caf::actor>(self), st.router, st.ctx, sid,
-                            address, std::move(refusal));
-      self->monitor(s);
-      st.id_of.emplace(s.address(), sid);
-      st.sessions.emplace(sid, std::move(s));
-      if (!admitted)
-        return; // it closes on its own within the refusal grace
-      st.address_of.emplace(sid, std::move(address));
-      st.handshaking.insert(sid);
-      st.handshaking_order.emplace_back(sid, now);
-    },
+    [self](accepted_atom, int fd) { accept_connection(self, fd, false); },
+    [self](summoner_accepted_atom, int fd) { accept_connection(self, fd, true); },
     [self](quarantine_atom, uint64_t sid, int64_t left_ms) {
       // A session's principal was quarantined: close its other sessions.
       auto& st = self->state;

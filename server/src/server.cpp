@@ -77,8 +77,11 @@ struct server::impl {
   caf::actor router;
   caf::actor listener;
   std::unique_ptr<acceptor> accept_loop;
+  /// The Summoner compatibility listener's (summoner.listen), if any.
+  std::unique_ptr<acceptor> summoner_accept;
   std::unique_ptr<admin_server> admin;
   uint16_t port = 0;
+  uint16_t summoner_port = 0;
   std::atomic<bool> shutdown_requested{false};
   /// shutdown() and lame_duck() may race from two threads; both stop the
   /// acceptor (joining its thread).
@@ -123,6 +126,10 @@ expected<> server::start() {
     }
     ctx.log_server->info("credentials loaded file={} identities={}", logfmt_value(cfg.credentials),
                          (*store)->size());
+    if (!cfg.summoner_listen.empty() && !(*store)->find(cfg.summoner_identity))
+      return fail(errc::invalid_config,
+                  fmt::format("summoner.identity '{}' is not an identity of {}",
+                              cfg.summoner_identity, cfg.credentials));
     ctx.auth = std::make_unique<authenticator>(std::move(*store));
   }
   tap_limits tap_lim;
@@ -174,10 +181,24 @@ expected<> server::start() {
     return fail(code, std::move(ls.error().text));
   }
   d.port = ls->port;
+  std::optional<net::listening_socket> summoner_ls;
+  if (!cfg.summoner_listen.empty()) {
+    auto hp = parse_host_port(cfg.summoner_listen, "", 0).value_or(host_port{}); // validated
+    auto sl = net::tcp_listen(hp.host, hp.port, listen_backlog);
+    if (!sl) {
+      ::close(ls->fd);
+      d.sys.reset();
+      return fail(errc::bind_failed, "summoner.listen: " + sl.error().text);
+    }
+    summoner_ls = *sl;
+    d.summoner_port = sl->port;
+  }
   if (cfg.admin_enabled) {
     auto a = admin_server::start(d.ctx, d.port);
     if (!a) {
       ::close(ls->fd);
+      if (summoner_ls)
+        ::close(summoner_ls->fd);
       d.sys.reset();
       return tl::unexpected{std::move(a.error())};
     }
@@ -189,12 +210,23 @@ expected<> server::start() {
   d.accept_loop->start([listener = d.listener](int fd) {
     caf::anon_send(listener, internal::accepted_atom::value, fd);
   });
+  if (summoner_ls) {
+    d.summoner_accept
+      = std::make_unique<acceptor>(summoner_ls->fd, ctx.log_server, ctx.stats.accept_errors);
+    d.summoner_accept->start([listener = d.listener](int fd) {
+      caf::anon_send(listener, internal::summoner_accepted_atom::value, fd);
+    });
+  }
   // Creating the system and spawning park a reference to CAF's logger in
   // this thread's TLS, and ~actor_system waits for the logger to die: stopping
   // the server from another thread would hang. Drop it so any thread may.
   caf::logger::set_current_actor_system(nullptr);
   ctx.log_server->info("listening name={} host={} port={} version={}", logfmt_value(cfg.name),
                        cfg.host, d.port, CONVOKE_VERSION);
+  if (d.summoner_accept)
+    ctx.log_server->info("summoner listening host={} port={} route={} (docs/summoner.md)",
+                         parse_host_port(cfg.summoner_listen, "", 0)->host, d.summoner_port,
+                         logfmt_value(cfg.summoner_route));
   if (d.admin)
     ctx.log_server->info("admin listening url={}://{}:{}/ endpoints=/healthz,/readyz,/varz,"
                          "/connz,/routez,/metrics,/trace,/tracez",
@@ -204,6 +236,10 @@ expected<> server::start() {
 
 uint16_t server::port() const noexcept {
   return impl_->port;
+}
+
+uint16_t server::summoner_port() const noexcept {
+  return impl_->summoner_port;
 }
 
 uint16_t server::admin_port() const noexcept {
@@ -225,6 +261,8 @@ void server::shutdown() {
     std::lock_guard lock{d.accept_stop};
     if (d.accept_loop)
       d.accept_loop->stop(); // no new connections from here on
+    if (d.summoner_accept)
+      d.summoner_accept->stop();
   }
   caf::anon_send(d.listener, internal::drain_atom::value);
   caf::anon_send(d.router, internal::drain_atom::value);
@@ -242,6 +280,8 @@ void server::lame_duck() {
     return;
   ctx.draining.store(true, std::memory_order_relaxed); // /readyz: 503
   d.accept_loop->stop(); // the listening socket is closed: connects are refused
+  if (d.summoner_accept)
+    d.summoner_accept->stop();
   ctx.log_server->info("lame duck: stopped accepting; closing agents after grace={} "
                        "within duration={}",
                        format_duration(ctx.cfg.lame_duck_grace),
@@ -271,6 +311,7 @@ void server::wait() {
   {
     std::lock_guard lock{d.accept_stop};
     d.accept_loop.reset();
+    d.summoner_accept.reset();
     d.stopped = true;
     d.router = nullptr;
     d.listener = nullptr;
@@ -534,6 +575,7 @@ int run(server_config cfg, std::vector<std::string> args) {
   auto drain = cfg.drain_timeout;
   auto port_file = cfg.port_file;
   auto admin_port_file = cfg.admin_enabled ? cfg.admin_port_file : std::string{};
+  auto summoner_port_file = cfg.summoner_listen.empty() ? std::string{} : cfg.summoner_port_file;
   server srv{std::move(cfg)};
   if (auto ok = srv.start(); !ok) {
     auto& code = ok.error().code;
@@ -547,6 +589,8 @@ int run(server_config cfg, std::vector<std::string> args) {
   if (!admin_port_file.empty() && srv.admin_port() != 0
       && !write_port_file(admin_port_file, srv.admin_port()))
     log->error("cannot write port file path={}", logfmt_value(admin_port_file));
+  if (!summoner_port_file.empty() && !write_port_file(summoner_port_file, srv.summoner_port()))
+    log->error("cannot write port file path={}", logfmt_value(summoner_port_file));
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
   service::ready(fmt::format("listening on {}:{}", srv.config().host, srv.port()));
@@ -653,6 +697,8 @@ int run(server_config cfg, std::vector<std::string> args) {
     std::remove(port_file.c_str());
   if (!admin_port_file.empty())
     std::remove(admin_port_file.c_str());
+  if (!summoner_port_file.empty())
+    std::remove(summoner_port_file.c_str());
   log->flush();
   return 0;
 }

@@ -42,6 +42,7 @@
 #include "output_ledger.hpp"
 #include "session_machine.hpp"
 #include "session_rules.hpp"
+#include "summoner_wire.hpp"
 #include "trace_record.hpp"
 
 namespace convoke::server::internal {
@@ -202,6 +203,17 @@ struct session_state {
   uint64_t tap_missed = 0;
   /// The subscriber stays busy until the output is under half the mark.
   bool tap_waiting = false;
+  /// A Summoner connection (the compatibility listener, docs/summoner.md):
+  /// it speaks lines, its frames are written as relay lines and Warnings.
+  bool summoner = false;
+  /// Summoner: the registration (kept to retry under the next name when
+  /// the name is taken), how many names were tried, the peer's EOF seen
+  /// before the router admitted it, and the output being rendered.
+  register_request summoner_req;
+  int summoner_names_tried = 0;
+  bool summoner_eof = false;
+  std::string summoner_out;
+  std::string summoner_scratch;
 };
 
 namespace {
@@ -305,7 +317,9 @@ void write_wire(session_ptr self, const char* data, size_t size, message_range m
         return;
       // Ciphertext cannot be split into frames: under TLS, messages of a
       // partly written run count as unwritten until CAF reports the rest.
-      auto done = msgs.count == 0 || st.tls ? 0 : frames_within(data, size, sent);
+      auto done = msgs.count == 0 || st.tls ? 0
+                  : st.summoner ? static_cast<uint64_t>(std::count(data, data + sent, '\n'))
+                                : frames_within(data, size, sent);
       msgs.count -= std::min(msgs.count, done);
       data += sent;
       size -= sent;
@@ -482,12 +496,34 @@ void request_shed(session_ptr self) {
   self->send(self->state.router, shed_atom::value);
 }
 
+/// What a Summoner client is told of a frame: Notices and Goodbyes become
+/// `Warning: ...` lines; nothing else has a Summoner form.
+std::string summoner_line_of(const v1::Frame& f) {
+  if (f.has_notice())
+    return summoner::warning_line(f.notice().code(), f.notice().text());
+  if (f.has_goodbye())
+    return summoner::warning_line(f.goodbye().code(), f.goodbye().reason());
+  return {};
+}
+
+/// The bytes of `f` as this session's peer reads them (a Convoke frame, or
+/// for a Summoner connection its line, possibly none) in `scratch`.
+void encode_for_peer(session_ptr self, const v1::Frame& f, std::vector<char>& scratch) {
+  scratch.clear();
+  if (!self->state.summoner) {
+    proto::append_frame(f, scratch);
+    return;
+  }
+  auto line = summoner_line_of(f);
+  scratch.assign(line.begin(), line.end());
+}
+
 /// Writes a frame that must go out (Welcome, the final Notice or Goodbye).
 void write_frame(session_ptr self, const v1::Frame& f) {
   auto& scratch = self->state.scratch;
-  scratch.clear();
-  proto::append_frame(f, scratch);
-  write_bytes(self, scratch.data(), scratch.size());
+  encode_for_peer(self, f, scratch);
+  if (!scratch.empty())
+    write_bytes(self, scratch.data(), scratch.size());
 }
 
 bool output_full(session_ptr self);
@@ -715,7 +751,9 @@ void admit_identity(session_ptr self, std::shared_ptr<const identity> id) {
     // An identity connects under its own name unless it asks for another.
     req.name = id->name;
   }
-  if (!id->may_use_name(req.name)) {
+  // Summoner connections are named by address (summoner.names), not by
+  // the identity whose rights they get.
+  if (!st.summoner && !id->may_use_name(req.name)) {
     bump(st.ctx->stats.permission_denied);
     fail(self, codes::permission_denied,
          fmt::format("identity '{}' may not use the agent name '{}'; its names are set by "
@@ -736,6 +774,8 @@ void admit_identity(session_ptr self, std::shared_ptr<const identity> id) {
     = r.subscribes_everywhere() && r.may_publish("") && r.sends_everywhere() && r.receive;
   st.ident = std::move(id);
   st.acl = everything ? nullptr : &st.ident->rights;
+  if (st.summoner)
+    st.summoner_req = req; // to retry under another name
   send_register(self, std::move(req));
 }
 
@@ -830,6 +870,61 @@ void register_agent(session_ptr self, const v1::Hello& hello) {
   }
 }
 
+/// A Summoner connection has no Hello: it registers at once, under the
+/// operator's name for its address (summoner.names) or summoner@ip:port,
+/// without subscriptions (it receives every broadcast, as Summoner clients
+/// always did). With auth.credentials it gets summoner.identity's rights.
+void register_summoner(session_ptr self, const std::string& ip, uint16_t port) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  st.role = "summoner";
+  st.sdk = "summoner";
+  st.info = std::make_shared<session_info>();
+  st.info->session = st.id;
+  st.info->address = st.remote;
+  st.info->role = st.role;
+  st.info->sdk = "summoner";
+  register_request req;
+  req.session_id = st.id;
+  req.name = summoner_name_for(*st.cfg, ip, port);
+  if (req.name.empty())
+    req.name = summoner::default_name(ip, port);
+  req.role = st.role;
+  req.remote = st.remote;
+  st.reads.pause(self, st.hdl); // until the router answers
+  if (ctx.auth) {
+    auto id = ctx.auth->store()->find(st.cfg->summoner_identity);
+    if (!id) {
+      fail(self, codes::auth_failed,
+           fmt::format("summoner.identity '{}' is not in the credentials file; Summoner "
+                       "connections are refused",
+                       st.cfg->summoner_identity));
+      return;
+    }
+    st.pending = std::move(req);
+    admit_identity(self, std::move(id));
+    return;
+  }
+  st.summoner_req = req;
+  send_register(self, std::move(req));
+}
+
+/// A Summoner connection's name is taken (two connections from one
+/// address with an operator's name, or a name a Convoke agent holds):
+/// register again as name-2, name-3, ... (up to name-9).
+bool retry_summoner_name(session_ptr self) {
+  auto& st = self->state;
+  if (!st.summoner || machine(self).phase() != phase::awaiting_registration
+      || ++st.summoner_names_tried >= 9)
+    return false;
+  auto req = st.summoner_req;
+  req.name += fmt::format("-{}", st.summoner_names_tried + 1);
+  req.info = st.info;
+  st.registered = true;
+  self->send(st.router, register_atom::value, std::move(req));
+  return true;
+}
+
 /// Writes a Notice about one of the agent's frames, at most 20 a second (a
 /// flood of bad frames costs a bounded number of Notices); the rest are
 /// counted and summarised once per second (notices_suppressed). `seq` is the
@@ -853,7 +948,8 @@ bool write_limited_notice(session_ptr self, const v1::Frame& notice, uint64_t se
 /// escape a quarantine. Computed here only.
 std::string principal_of(session_ptr self) {
   auto& st = self->state;
-  return st.ident ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
+  // Summoner connections share summoner.identity's rights, not its limits.
+  return st.ident && !st.summoner ? "identity:" + st.ident->name : "addr:" + st.peer_ip;
 }
 
 /// The rate limits of this session's principal: the server-wide [limits]
@@ -1438,6 +1534,27 @@ void write_trace_events(session_ptr self, tap_batch& b) {
 
 /// Performs what the buffered input asks for, frame by frame (see
 /// input_action), until the machine needs more bytes or takes no more.
+/// A Summoner line that is not relayed (invalid UTF-8, too long): a
+/// Warning to its sender (rate-limited like every Notice about input),
+/// counted and traced as `rejected`; the connection stays.
+void summoner_line_refused(session_ptr self, const session_refusal& r) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  bump(ctx.stats.rejected);
+  ctx.log_session->info("summoner line refused {} code={}", who(self), r.code);
+  write_limited_notice(self, make_notice(v1::Notice::WARNING, r.code, r.text), 0);
+  if (ctx.trace->recording()) {
+    record_fields f;
+    f.what = trace::kind::rejected;
+    f.message_id = ctx.next_message_id.fetch_add(1, std::memory_order_relaxed);
+    f.sender = st.agent;
+    f.route = st.cfg->summoner_route;
+    f.ts_ns = f.accepted_ns = unix_nanos();
+    f.reason = r.code;
+    ctx.trace->record(f);
+  }
+}
+
 void take_input(session_ptr self) {
   auto& st = self->state;
   auto& m = machine(self);
@@ -1488,6 +1605,9 @@ void take_input(session_ptr self) {
            r.protocol_error ? &st.ctx->stats.protocol_errors : nullptr);
       break;
     }
+    case input_action::warn:
+      summoner_line_refused(self, m.refusal());
+      break;
     }
   }
 }
@@ -1652,8 +1772,9 @@ void write_ahead(session_ptr self, const v1::Frame& f) {
   }
   auto& offline = self->wr_buf(st.hdl); // CAF's buffer of what it has not started to write
   auto& scratch = st.scratch;
-  scratch.clear();
-  proto::append_frame(f, scratch);
+  encode_for_peer(self, f, scratch);
+  if (scratch.empty())
+    return;
   if (offline.empty() || !st.out.insert_before_newest(offline.size(), scratch.size())) {
     write_bytes(self, scratch.data(), scratch.size());
     return;
@@ -1811,9 +1932,32 @@ void deliver(session_ptr self, const delivery& d) {
     return;
   }
   end_drop_episode(self);
-  write_bytes(self, d.frames.data(), d.frames.size(), msgs);
-  update_budget(self);
   auto& ctx = *st.ctx;
+  std::string_view bytes{d.frames.data(), d.frames.size()};
+  if (st.summoner) {
+    // Relay lines, rendered for this receiver: the frames are shared with
+    // the other receivers.
+    auto& out = st.summoner_out;
+    out.clear();
+    auto r = summoner::render_deliveries(bytes, st.cfg->summoner_max_line_bytes, out,
+                                         st.summoner_scratch);
+    if (r.too_large > 0)
+      account_dropped(self, {r.too_large, r.first_too_large, r.last_too_large},
+                      drop_reason::too_large);
+    if (r.malformed > 0)
+      ctx.log_session->error("summoner rendering skipped frames {} count={}", who(self),
+                             r.malformed);
+    msgs.count -= std::min<uint64_t>(msgs.count, r.too_large + r.malformed);
+    bytes = out;
+  }
+  if (!bytes.empty())
+    write_bytes(self, bytes.data(), bytes.size(), msgs);
+  auto written = bytes.size();
+  if (st.summoner) {
+    trim(st.summoner_out);
+    trim(st.summoner_scratch);
+  }
+  update_budget(self);
   if (!d.written.empty() && ctx.trace->recording()) {
     record_fields f;
     f.what = trace::kind::written;
@@ -1826,9 +1970,9 @@ void deliver(session_ptr self, const delivery& d) {
       ctx.trace->record(f);
     }
   }
-  bump(ctx.stats.bytes_out, d.frames.size());
-  st.info->out_msgs.add(d.count);
-  st.info->out_bytes.add(d.frames.size());
+  bump(ctx.stats.bytes_out, written);
+  st.info->out_msgs.add(msgs.count);
+  st.info->out_bytes.add(written);
   if (auto waited = unix_nanos() - d.relayed_ns; d.relayed_ns != 0)
     ctx.registry.relay_latency_ns.observe(static_cast<uint64_t>(std::max<int64_t>(0, waited)));
 }
@@ -1916,7 +2060,7 @@ namespace {
 caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                             caf::io::connection_handle hdl, caf::actor listener, caf::actor router,
                             context_ptr ctx, uint64_t session_id, std::string peer_ip,
-                            std::string refusal) {
+                            std::string refusal, bool summoner) {
   auto& st = self->state;
   st.ctx = ctx;
   st.hdl = hdl;
@@ -1926,8 +2070,16 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
   st.peer_ip = std::move(peer_ip);
   st.remote = fmt::format("{}:{}", self->remote_addr(hdl), self->remote_port(hdl));
   st.cfg = ctx->config(); // reloads (SIGHUP) apply to sessions that start later
-  st.machine.emplace(*st.cfg, steady::now());
-  if (auto tls_ctx = ctx->tls_context()) // the context of this moment: reloads do not change it
+  st.summoner = summoner;
+  auto peer_port = self->remote_port(hdl);
+  if (summoner)
+    st.machine.emplace(*st.cfg, steady::now(),
+                       summoner_peer{summoner::remote_addr(self->remote_addr(hdl), peer_port)});
+  else
+    st.machine.emplace(*st.cfg, steady::now());
+  // Summoner clients speak plain TCP only (summoner.listen is loopback or
+  // --allow-plaintext).
+  if (auto tls_ctx = ctx->tls_context(); tls_ctx && !summoner) // the context of this moment
     st.tls = std::make_unique<tls::channel>(std::move(tls_ctx));
   bump(ctx->stats.connections_total);
   bump(ctx->stats.connections_open);
@@ -1946,6 +2098,8 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     // logs it (not one log line per connection of a flood).
     begin_close(self, make_notice(v1::Notice::ERROR, codes::too_many_connections, refusal),
                 machine(self).refusal_grace(close_grace(self)));
+  } else if (summoner) {
+    register_summoner(self, self->remote_addr(hdl), peer_port);
   }
   self->set_exit_handler([self](const caf::exit_msg& msg) {
     // Forced stop (not the graceful drain): close now, count what is lost.
@@ -1978,10 +2132,21 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       st.socket_gone = true;
       if (m.phase() == phase::closed)
         return;
+      if (st.summoner && m.phase() == phase::awaiting_registration && st.registered) {
+        // Lines sent just before closing still go out once admitted (as
+        // Summoner servers relay them); see the welcome.
+        st.summoner_eof = true;
+        return;
+      }
       if (m.phase() < phase::closing) {
         st.ctx->log_session->info("connection closed by peer {}", who(self));
-        if (m.phase() == phase::established)
+        if (m.phase() == phase::established) {
+          if (st.summoner) { // a last line without '\n' is relayed
+            m.on_eof(steady::now());
+            take_input(self);
+          }
           dispatch_batch(self);
+        }
       }
       finish(self);
     },
@@ -2094,12 +2259,25 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       }
       // Admitted: frames that arrived behind the Hello, then read on. (This
       // also arms the heartbeat and idle deadlines.)
+      if (st.summoner_eof) // it sent its lines and closed before this
+        machine(self).on_eof(steady::now());
       take_input(self);
       dispatch_batch(self);
+      if (st.summoner_eof) {
+        st.ctx->log_session->info("connection closed by peer {}", who(self));
+        finish(self);
+        return;
+      }
       resume_input(self);
     },
     [self](refuse_atom, const notice_request& n) {
       self->state.registered = false; // the router did not add this session
+      if (n.code == codes::name_taken && retry_summoner_name(self))
+        return;
+      if (self->state.summoner_eof) { // nobody is left to tell
+        finish(self);
+        return;
+      }
       fail(self, n.code, n.text);
     },
     [self](credit_atom, uint64_t bytes) {
@@ -2224,9 +2402,11 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
 
 caf::actor fork_session(caf::io::broker* listener_broker, caf::io::connection_handle hdl,
                         caf::actor listener, caf::actor router, context_ptr ctx,
-                        uint64_t session_id, std::string peer_ip, std::string refusal) {
+                        uint64_t session_id, std::string peer_ip, std::string refusal,
+                        bool summoner) {
   return listener_broker->fork(session_actor, hdl, std::move(listener), std::move(router),
-                               std::move(ctx), session_id, std::move(peer_ip), std::move(refusal));
+                               std::move(ctx), session_id, std::move(peer_ip), std::move(refusal),
+                               summoner);
 }
 
 } // namespace convoke::server::internal

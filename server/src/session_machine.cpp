@@ -4,7 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
+#include "convoke/proto/wire_format.hpp"
 #include "session_rules.hpp"
 
 namespace convoke::server {
@@ -38,18 +40,31 @@ session_machine::session_machine(const server_config& cfg, time_point now)
   due_[handshake_dl] = now + cfg.handshake_timeout;
 }
 
+session_machine::session_machine(const server_config& cfg, time_point now, summoner_peer peer)
+  : session_machine(cfg, now) {
+  summoner_ = std::move(peer);
+  // A relayed line is longer than the line: no longer one can ever fit.
+  lines_ = summoner::line_splitter{cfg.summoner_max_line_bytes};
+  phase_ = session_phase::awaiting_registration;
+}
+
 // -- input ---------------------------------------------------------------------
 
 bool session_machine::on_bytes(const char* data, size_t size, time_point now) {
   if (!takes_input())
     return false; // input after the decision to close is discarded
-  splitter_.append(data, size);
+  if (summoner_)
+    lines_.append(data, size);
+  else
+    splitter_.append(data, size);
   input_now_ = now;
   input_frames_ = 0;
   return true;
 }
 
 input_action session_machine::next() {
+  if (summoner_)
+    return next_line();
   // The parsed copy of a large frame would keep its size for the life of
   // the connection: released once the broker is done with it.
   auto release_large_frame = [this] {
@@ -133,6 +148,73 @@ input_action session_machine::on_frame(std::string_view body) {
   }
 }
 
+void session_machine::on_eof(time_point now) {
+  if (!summoner_ || !takes_input())
+    return;
+  eof_ = true;
+  input_now_ = now;
+}
+
+input_action session_machine::next_line() {
+  using summoner::line_splitter;
+  std::string_view line;
+  while (phase_ == session_phase::established) {
+    auto r = lines_.next(line);
+    if (r == line_splitter::result::none) {
+      if (!eof_ || !lines_.take_last(line))
+        break;
+      eof_ = false; // the last line, once
+      r = line_splitter::result::line;
+    }
+    ++input_frames_;
+    if (r == line_splitter::result::too_long) {
+      refuse(codes::message_too_large,
+             fmt::format("your line of more than {} bytes was not relayed: Summoner clients read "
+                         "lines of at most {} bytes (summoner.max-line-bytes)",
+                         lines_.max_line(), cfg_.summoner_max_line_bytes),
+             false);
+      return input_action::warn;
+    }
+    if (auto action = on_line(line); action != input_action::none)
+      return action;
+  }
+  lines_.compact();
+  track_input();
+  return input_action::none;
+}
+
+input_action session_machine::on_line(std::string_view line) {
+  if (!proto::wire::valid_utf8(line)) {
+    refuse(codes::invalid_utf8,
+           "your line was not relayed: it is not valid UTF-8 (Summoner lines are UTF-8 text)",
+           false);
+    return input_action::warn;
+  }
+  auto& peer = *summoner_;
+  if (auto size = summoner::relay_line_size(peer.remote_addr, line);
+      size > cfg_.summoner_max_line_bytes) {
+    refuse(codes::message_too_large,
+           fmt::format("your line was not relayed: relayed it would be {} bytes, more than the {} "
+                       "bytes Summoner clients read (summoner.max-line-bytes)",
+                       size, cfg_.summoner_max_line_bytes),
+           false);
+    return input_action::warn;
+  }
+  line_frame_.clear();
+  summoner::append_envelope_frame(line_frame_, summoner::classify(line), cfg_.summoner_route,
+                                  peer.remote_addr, unix_nanos());
+  std::string_view body{line_frame_.data() + proto::header_size,
+                        line_frame_.size() - proto::header_size};
+  if (!scan_envelope_frame(body, view_)) {
+    // Our own encoding of valid UTF-8: cannot happen.
+    refuse(codes::frame_undecodable, "your line could not be relayed", false);
+    return input_action::warn;
+  }
+  if (line_frame_.capacity() > 64 * 1024 && line_frame_.size() < 1024)
+    std::vector<char>{}.swap(line_frame_); // not for a long line's size forever
+  return input_action::relay;
+}
+
 input_action session_machine::refuse(std::string_view code, std::string text, bool protocol_error) {
   refusal_.code = code;
   refusal_.text = std::move(text);
@@ -147,7 +229,7 @@ void session_machine::track_input() {
   if (input_frames_ > 0)
     last_rx_ = now;
   auto frames = std::exchange(input_frames_, 0);
-  if (splitter_.buffered() == 0) {
+  if (buffered() == 0) {
     partial_since_.reset();
     return;
   }
@@ -172,6 +254,14 @@ bool session_machine::on_welcome(time_point now) {
   phase_ = session_phase::established;
   welcomed_ = true;
   due_[handshake_dl] = never;
+  if (summoner_) { // Summoner has no heartbeat
+    last_rx_ = now;
+    if (cfg_.summoner_idle_timeout.count() > 0)
+      due_[idle_dl] = now + cfg_.summoner_idle_timeout;
+    input_now_ = now;
+    input_frames_ = 0;
+    return true;
+  }
   due_[heartbeat_dl] = now + cfg_.heartbeat_interval;
   if (cfg_.idle_timeout.count() > 0)
     due_[idle_dl] = now + cfg_.idle_timeout;
@@ -288,12 +378,13 @@ timer_actions session_machine::on_timer(time_point now, peer_sample sample) {
     if (sample.input_paused)
       last_rx_ = now; // the server is not reading it: not its silence
     auto silent = duration_cast<milliseconds>(now - last_rx_);
-    if (silent >= cfg_.idle_timeout) {
+    auto limit = summoner_ ? cfg_.summoner_idle_timeout : cfg_.idle_timeout;
+    if (silent >= limit) {
       out.expired = expiry::idle;
       out.elapsed = silent;
       return out;
     }
-    due_[idle_dl] = now + (cfg_.idle_timeout - silent);
+    due_[idle_dl] = now + (limit - silent);
   }
   if (heartbeat) {
     out.heartbeat_seq = ++heartbeat_seq_;

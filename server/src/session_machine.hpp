@@ -34,6 +34,7 @@
 #include "convoke/server/config.hpp"
 #include "convoke/v1/wire.pb.h"
 #include "envelope_scan.hpp"
+#include "summoner_wire.hpp"
 
 namespace convoke::server {
 
@@ -87,6 +88,16 @@ enum class input_action : uint8_t {
   /// A protocol violation or a refused Hello: close with `refusal()` as an
   /// ERROR Notice (begin_close).
   refuse,
+  /// Summoner: a line that is not relayed (invalid UTF-8, too long): tell
+  /// the sender `refusal()` as a WARNING and go on; the connection stays.
+  warn,
+};
+
+/// What the machine needs to know of a Summoner connection (the
+/// compatibility listener, docs/summoner.md).
+struct summoner_peer {
+  /// "ip:port", the relay lines' remote_addr.
+  std::string remote_addr;
 };
 
 /// Why input is refused: the Notice code and text.
@@ -169,6 +180,16 @@ public:
   /// A new connection at `now`; `cfg` must outlive the machine.
   session_machine(const server_config& cfg, time_point now);
 
+  /// A Summoner connection: input is lines (summoner.max-line-bytes), each
+  /// relayed as an envelope on summoner.route; there is no Hello (the
+  /// broker registers at once: the phase starts at awaiting_registration),
+  /// no heartbeat, and summoner.idle-timeout instead of timeouts.idle.
+  session_machine(const server_config& cfg, time_point now, summoner_peer peer);
+
+  bool summoner() const noexcept {
+    return summoner_.has_value();
+  }
+
   // -- state -------------------------------------------------------------------
 
   session_phase phase() const noexcept {
@@ -193,11 +214,7 @@ public:
 
   /// Bytes received and not yet taken as frames (a partial frame).
   size_t buffered() const noexcept {
-    return splitter_.buffered();
-  }
-
-  const proto::frame_splitter& splitter() const noexcept {
-    return splitter_;
+    return summoner_ ? lines_.buffered() : splitter_.buffered();
   }
 
   /// The last complete frame (or, before any, the connection's start).
@@ -213,6 +230,10 @@ public:
 
   /// Classifies the next complete frame (see input_action).
   input_action next();
+
+  /// Summoner: the peer closed its side at `now`. A last line without
+  /// '\n' is then taken by next(), as Summoner servers relay it.
+  void on_eof(time_point now);
 
   /// The envelope of input_action::relay (views into the input buffer,
   /// valid until the next call of next()).
@@ -297,6 +318,8 @@ private:
   void track_input(); // after the last frame of a read
   input_action refuse(std::string_view code, std::string text, bool protocol_error = true);
   input_action on_frame(std::string_view body);
+  input_action next_line();
+  input_action on_line(std::string_view line);
   void stop_input_timers() noexcept;
 
   const server_config& cfg_;
@@ -307,6 +330,12 @@ private:
   /// The parsed frame was large: release its memory before the next one.
   bool release_frame_ = false;
   proto::frame_splitter splitter_;
+  /// Summoner connections: the peer, its line splitter, the envelope frame
+  /// made of the current line (envelope() views into it), and EOF.
+  std::optional<summoner_peer> summoner_;
+  summoner::line_splitter lines_{0};
+  std::vector<char> line_frame_;
+  bool eof_ = false;
   v1::Frame frame_;
   envelope_view view_;
   session_refusal refusal_;

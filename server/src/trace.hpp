@@ -45,6 +45,8 @@ inline constexpr std::string_view connection_closed = "connection_closed";
 inline constexpr std::string_view permission_denied = "permission_denied";
 /// The trace buffer (trace.buffer) was full: records lost (`gap`).
 inline constexpr std::string_view trace_buffer_full = "trace_buffer_full";
+/// Summoner receivers: the relay line would exceed summoner.max-line-bytes.
+inline constexpr std::string_view too_large = "too_large";
 } // namespace drop_reason
 
 /// Receives every event the writer decodes (the live tap). Called on the

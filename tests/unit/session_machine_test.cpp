@@ -579,4 +579,110 @@ TEST_F(SessionMachine, RelayPathDoesNotAllocate) {
   EXPECT_EQ(allocations.load(), 0u);
 }
 
+// -- Summoner connections (the compatibility listener) --------------------------
+
+class SummonerMachine : public ::testing::Test {
+protected:
+  server_config cfg = [] {
+    auto c = test_config();
+    c.summoner_idle_timeout = 60s;
+    c.summoner_max_line_bytes = 1024;
+    return c;
+  }();
+  time_point t0{std::chrono::hours{1}};
+  session_machine m{cfg, t0, summoner_peer{"127.0.0.1:40000"}};
+
+  void establish() {
+    ASSERT_EQ(m.phase(), session_phase::awaiting_registration) << "no Hello: it registers at once";
+    ASSERT_TRUE(m.on_welcome(t0));
+  }
+
+  /// Feeds `data` and returns the payloads relayed and the codes warned.
+  std::vector<std::string> feed(std::string_view data, time_point at) {
+    std::vector<std::string> out;
+    if (!m.on_bytes(data.data(), data.size(), at))
+      return out;
+    drain(out);
+    return out;
+  }
+
+  void drain(std::vector<std::string>& out) {
+    for (auto a = m.next(); a != input_action::none; a = m.next()) {
+      if (a == input_action::relay)
+        out.emplace_back(m.envelope().payload);
+      else if (a == input_action::warn)
+        out.push_back("warn:" + std::string{m.refusal().code});
+      else
+        out.push_back("unexpected");
+    }
+  }
+};
+
+TEST_F(SummonerMachine, LinesBecomeEnvelopesOnTheConfiguredRoute) {
+  establish();
+  auto got = feed("hello\r\n{\"x\": 1}\nsplit", t0 + 1s);
+  ASSERT_EQ(got, (std::vector<std::string>{"hello", "{\"x\": 1}"}));
+  got = feed(" line\n", t0 + 2s);
+  ASSERT_EQ(got, std::vector<std::string>{"split line"});
+  EXPECT_EQ(m.envelope().route, "summoner");
+  v1::Envelope env;
+  ASSERT_TRUE(env.ParseFromArray(m.envelope().envelope.data(),
+                                 static_cast<int>(m.envelope().envelope.size())));
+  EXPECT_EQ(env.payload(), "split line");
+  EXPECT_EQ(env.content_type(), "text/plain; charset=utf-8");
+  EXPECT_EQ(env.headers().at("summoner-remote-addr"), "127.0.0.1:40000");
+}
+
+TEST_F(SummonerMachine, InputWaitsForTheRegistration) {
+  EXPECT_TRUE(feed("early\n", t0).empty()) << "nothing is relayed before Welcome";
+  ASSERT_TRUE(m.on_welcome(t0 + 1ms));
+  std::vector<std::string> got;
+  drain(got);
+  EXPECT_EQ(got, std::vector<std::string>{"early"});
+}
+
+TEST_F(SummonerMachine, TheLastLineWithoutNewlineIsRelayedAtEof) {
+  establish();
+  EXPECT_TRUE(feed("no newline", t0 + 1s).empty());
+  m.on_eof(t0 + 2s);
+  std::vector<std::string> got;
+  drain(got);
+  EXPECT_EQ(got, std::vector<std::string>{"no newline"});
+  drain(got);
+  EXPECT_EQ(got.size(), 1u) << "taken once";
+}
+
+TEST_F(SummonerMachine, InvalidUtf8AndLongLinesAreWarnedAboutAndTheConnectionStays) {
+  establish();
+  auto got = feed("bad \xff\xfe\n" + std::string(5000, 'x') + "\nafter\n", t0 + 1s);
+  EXPECT_EQ(got,
+            (std::vector<std::string>{"warn:invalid_utf8", "warn:message_too_large", "after"}));
+  EXPECT_EQ(m.phase(), session_phase::established);
+  EXPECT_LE(m.buffered(), cfg.summoner_max_line_bytes);
+}
+
+TEST_F(SummonerMachine, ALineThatWouldRelayTooLongIsRefused) {
+  establish();
+  // Fits the splitter, but each control character becomes \u00XX: six bytes.
+  auto got = feed(std::string(500, '\x01') + "\n", t0 + 1s);
+  EXPECT_EQ(got, std::vector<std::string>{"warn:message_too_large"});
+}
+
+TEST_F(SummonerMachine, NoHeartbeatsAndTheSummonerIdleTimeout) {
+  establish();
+  auto t = m.on_timer(t0 + 59s);
+  EXPECT_EQ(t.heartbeat_seq, 0u) << "Summoner has no ping";
+  EXPECT_EQ(t.expired, expiry::none);
+  t = m.on_timer(t0 + 60s);
+  EXPECT_EQ(t.expired, expiry::idle);
+}
+
+TEST_F(SummonerMachine, IdleTimeoutZeroMeansNever) {
+  cfg.summoner_idle_timeout = 0s;
+  session_machine quiet{cfg, t0, summoner_peer{"127.0.0.1:40001"}};
+  ASSERT_TRUE(quiet.on_welcome(t0));
+  EXPECT_FALSE(quiet.wake_request().has_value());
+  EXPECT_EQ(quiet.on_timer(t0 + 24h).expired, expiry::none);
+}
+
 } // namespace

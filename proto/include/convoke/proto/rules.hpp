@@ -112,6 +112,8 @@ inline constexpr std::string_view unknown_recipient = "unknown_recipient";
 inline constexpr std::string_view invalid_recipient = "invalid_recipient";
 inline constexpr std::string_view message_too_large = "message_too_large";
 inline constexpr std::string_view messages_dropped = "messages_dropped";
+/// Summoner compatibility listener: a line that is not UTF-8 (not relayed).
+inline constexpr std::string_view invalid_utf8 = "invalid_utf8";
 inline constexpr std::string_view notices_suppressed = "notices_suppressed";
 // An identity's rights forbid the action (WARNING; ERROR for a name in Hello).
 inline constexpr std::string_view permission_denied = "permission_denied";

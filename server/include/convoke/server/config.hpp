@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "convoke/common/error.hpp"
@@ -134,6 +135,23 @@ struct server_config {
   std::string admin_port_file;
   bool admin_tls = false;
   std::chrono::milliseconds admin_request_timeout{5000};
+  // [summoner] The compatibility listener for Summoner clients
+  // (docs/summoner.md): off while summoner_listen is empty.
+  std::string summoner_listen;
+  std::string summoner_port_file;
+  /// Route of the envelopes made from Summoner lines.
+  std::string summoner_route = "summoner";
+  /// Silence after which a Summoner connection is closed (0: never;
+  /// Summoner has no heartbeat and listen-only agents are normal).
+  std::chrono::milliseconds summoner_idle_timeout{0};
+  /// Largest relay line ('\n' included) a Summoner client is sent.
+  uint64_t summoner_max_line_bytes = 64 * 1024;
+  /// Operator names: (address, agent name); the address is "ip" or
+  /// "ip:port" ("[v6]:port"), an exact ip:port wins over an ip.
+  std::vector<std::pair<std::string, std::string>> summoner_names;
+  /// With auth.credentials: the identity whose rights Summoner
+  /// connections get (they cannot authenticate).
+  std::string summoner_identity;
 
   bool tls_enabled() const noexcept {
     return !tls_cert.empty();
@@ -197,6 +215,10 @@ std::vector<error> reread_config(const std::vector<std::string>& args, server_co
 /// Whether a changed key takes effect on SIGHUP ("log.level"); the others
 /// need a restart. docs/signals.md says when each one applies.
 bool reloadable(std::string_view key);
+
+/// The operator's name for a Summoner connection from `ip`:`port`
+/// (summoner.names: "ip:port" first, then "ip"); empty if none.
+std::string summoner_name_for(const server_config& cfg, std::string_view ip, uint16_t port);
 
 /// Every configuration key ("section.name"), in the order of --help.
 std::vector<std::string> config_keys();

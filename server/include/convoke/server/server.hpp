@@ -41,6 +41,10 @@ public:
   /// The admin listener's port (0 if admin.enabled is false).
   uint16_t admin_port() const noexcept;
 
+  /// The Summoner compatibility listener's port (0 if summoner.listen is
+  /// empty).
+  uint16_t summoner_port() const noexcept;
+
   /// Starts the graceful shutdown: stop accepting, flush what was already
   /// read to its receivers, send Goodbye to every agent, close. Thread-safe
   /// and idempotent.
