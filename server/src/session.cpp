@@ -891,7 +891,9 @@ void register_summoner(session_ptr self, const std::string& ip, uint16_t port) {
     req.name = summoner::default_name(ip, port);
   req.role = st.role;
   req.remote = st.remote;
-  st.reads.pause(self, st.hdl); // until the router answers
+  // Reading is not paused here: CAF 0.17 never resumes a connection
+  // halted before its first read. take_bytes pauses it instead, if bytes
+  // come before the router's answer.
   if (ctx.auth) {
     auto id = ctx.auth->store()->find(st.cfg->summoner_identity);
     if (!id) {
@@ -2000,6 +2002,8 @@ void take_bytes(session_ptr self, const char* data, size_t size, size_t read_siz
   take_input(self);
   if (m.phase() == phase::established)
     dispatch_batch(self);
+  else if (st.summoner && m.phase() == phase::awaiting_registration)
+    st.reads.pause(self, st.hdl); // nothing more until it is admitted (Welcome resumes)
   update_budget(self);
   check_input_window(self);
 }

@@ -200,6 +200,10 @@ input_action session_machine::on_line(std::string_view line) {
            false);
     return input_action::warn;
   }
+  // A long line's capacity is not kept forever; released before encoding,
+  // since view_ points into line_frame_ until the line is relayed.
+  if (line_frame_.capacity() > 64 * 1024 && line.size() < 1024)
+    std::vector<char>{}.swap(line_frame_);
   line_frame_.clear();
   summoner::append_envelope_frame(line_frame_, summoner::classify(line), cfg_.summoner_route,
                                   peer.remote_addr, unix_nanos());
@@ -210,8 +214,6 @@ input_action session_machine::on_line(std::string_view line) {
     refuse(codes::frame_undecodable, "your line could not be relayed", false);
     return input_action::warn;
   }
-  if (line_frame_.capacity() > 64 * 1024 && line_frame_.size() < 1024)
-    std::vector<char>{}.swap(line_frame_); // not for a long line's size forever
   return input_action::relay;
 }
 

@@ -668,6 +668,23 @@ TEST_F(SummonerMachine, ALineThatWouldRelayTooLongIsRefused) {
   EXPECT_EQ(got, std::vector<std::string>{"warn:message_too_large"});
 }
 
+TEST_F(SummonerMachine, AShortLineAfterALongOneIsRelayedIntact) {
+  cfg.summoner_max_line_bytes = 1 << 20;
+  session_machine big{cfg, t0, summoner_peer{"127.0.0.1:40002"}};
+  ASSERT_TRUE(big.on_welcome(t0));
+  auto data = std::string(200 * 1024, 'a') + "\nshort\n";
+  ASSERT_TRUE(big.on_bytes(data.data(), data.size(), t0 + 1s));
+  ASSERT_EQ(big.next(), input_action::relay);
+  EXPECT_EQ(big.envelope().payload.size(), 200u * 1024);
+  ASSERT_EQ(big.next(), input_action::relay);
+  // The long line's buffer is given back; the view must not point into it.
+  EXPECT_EQ(big.envelope().payload, "short");
+  v1::Envelope env;
+  ASSERT_TRUE(env.ParseFromArray(big.envelope().envelope.data(),
+                                 static_cast<int>(big.envelope().envelope.size())));
+  EXPECT_EQ(env.payload(), "short");
+}
+
 TEST_F(SummonerMachine, NoHeartbeatsAndTheSummonerIdleTimeout) {
   establish();
   auto t = m.on_timer(t0 + 59s);

@@ -73,6 +73,9 @@ using retrigger_atom = caf::atom_constant<caf::atom("retrigger")>;
 /// silently. So every resume also sends the broker `retrigger_atom` after
 /// `retrigger_delay`, which triggers again if the gate is still open
 /// (`trigger` is idempotent; the extra one is harmless when not needed).
+///
+/// Never pause a connection before its first read (e.g. during actor
+/// init): seen with CAF 0.17.6, no later trigger() makes it read again.
 class read_gate {
 public:
   static constexpr std::chrono::milliseconds retrigger_delay{2};
