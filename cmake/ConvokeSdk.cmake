@@ -54,6 +54,12 @@ target_link_options(convoke_sdk_shared PRIVATE
   -Wl,--version-script=${PROJECT_SOURCE_DIR}/client/libconvoke.map -Wl,--no-undefined)
 set_target_properties(convoke_sdk_shared PROPERTIES
   LINK_DEPENDS ${PROJECT_SOURCE_DIR}/client/libconvoke.map)
+# Sanitizer builds (scripts/sanitize): the objects call the sanitizer's
+# runtime, which the shared library must then link (convoke_internal is not
+# exported, so its flags are repeated here).
+if(CONVOKE_SANITIZERS)
+  target_link_options(convoke_sdk_shared PRIVATE -fsanitize=${CONVOKE_SANITIZERS})
+endif()
 
 if(NOT CONVOKE_INSTALL)
   # A parent project links convoke::client; these are built only on request.
