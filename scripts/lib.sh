@@ -18,8 +18,12 @@ PACKAGES=(
 # its libFuzzer/sanitizer runtimes for fuzz/, and python3-protobuf, a second
 # protobuf implementation that decodes relayed frames in an interop test,
 # prometheus for promtool, which checks the /metrics exposition, and
-# chromium, which renders the web view (/trace) headless in an e2e test.
-TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf prometheus chromium)
+# chromium, which renders the web view (/trace) headless in an e2e test,
+# lintian and logrotate, which check the Debian packages (tests/deploy/deb_test.sh),
+# python3-yaml and python3-kubernetes (its API models check field names), which
+# read the Kubernetes manifests (tests/deploy/manifests_test.py).
+TEST_PACKAGES=(clang-14 libclang-rt-14-dev python3-protobuf prometheus chromium lintian logrotate
+  python3-yaml python3-kubernetes)
 use_test_packages() { PACKAGES+=("${TEST_PACKAGES[@]}"); }
 
 say() { printf 'convoke: %s\n' "$*" >&2; }

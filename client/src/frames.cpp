@@ -8,6 +8,7 @@
 #include "convoke/common/trace_context.hpp"
 #include "convoke/common/units.hpp"
 #include "convoke/proto/rules.hpp"
+#include "convoke/version.hpp"
 
 namespace convoke::detail {
 
@@ -63,7 +64,7 @@ v1::Frame make_hello(const std::string& name, const client_options& opts,
   for (auto& r : routes)
     h->add_routes(r);
   h->set_sdk_name(sdk_name);
-  h->set_sdk_version(CONVOKE_VERSION);
+  h->set_sdk_version(CONVOKE_VERSION_STRING);
   h->set_resume_token(resume_token);
   return f;
 }
