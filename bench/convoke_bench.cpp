@@ -59,6 +59,7 @@
 #include "convoke/proto/codec.hpp"
 #include "convoke/v1/wire.pb.h"
 #include "histogram.hpp"
+#include "proc_cpu.hpp"
 #include "wire.hpp"
 
 using namespace convoke;
@@ -151,23 +152,8 @@ struct server_handle {
 
   /// CPU seconds (user + system) used so far.
   double cpu_seconds() const {
-    if (pid <= 0)
-      return NAN;
-    std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
-    std::string stat{std::istreambuf_iterator<char>{in}, {}};
-    auto close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos)
-      return NAN;
-    std::istringstream rest{stat.substr(close_paren + 2)};
-    std::string field;
-    unsigned long long utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {
-      if (i == 14)
-        utime = std::stoull(field);
-      if (i == 15)
-        stime = std::stoull(field);
-    }
-    return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    auto s = bench::process_cpu_seconds(pid);
+    return s < 0 ? NAN : s;
   }
 
   /// Resident set size in KiB.

@@ -34,6 +34,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "proc_cpu.hpp"
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -56,23 +58,7 @@ int connect_to(const std::string& host, uint16_t port) {
 
 /// CPU seconds (user + system) of a process, from /proc; -1 if unknown.
 double cpu_seconds(int pid) {
-  if (pid <= 0)
-    return -1;
-  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
-  std::string text{std::istreambuf_iterator<char>{in}, {}};
-  auto close = text.rfind(')');
-  if (close == std::string::npos)
-    return -1;
-  std::istringstream rest{text.substr(close + 2)};
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14)
-      utime = std::stoull(field);
-    if (i == 15)
-      stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return convoke::bench::process_cpu_seconds(pid);
 }
 
 struct receiver {
