@@ -1557,8 +1557,6 @@ void write_trace_events(session_ptr self, tap_batch& b) {
     st.tap_sub->busy.store(false, std::memory_order_release);
 }
 
-/// Performs what the buffered input asks for, frame by frame (see
-/// input_action), until the machine needs more bytes or takes no more.
 /// A Summoner line that is not relayed (invalid UTF-8, too long): a
 /// Warning to its sender (rate-limited like every Notice about input),
 /// counted and traced as `rejected`; the connection stays.
@@ -1587,6 +1585,8 @@ void summoner_line_refused(session_ptr self, const session_refusal& r, size_t by
   }
 }
 
+/// Performs what the buffered input asks for, frame by frame (see
+/// input_action), until the machine needs more bytes or takes no more.
 void take_input(session_ptr self) {
   auto& st = self->state;
   auto& m = machine(self);
