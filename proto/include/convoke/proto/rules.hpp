@@ -122,6 +122,12 @@ inline constexpr std::string_view rate_limited = "rate_limited";
 inline constexpr std::string_view invalid_filter = "invalid_filter";
 /// trace.max-observers connections observe already (WARNING, request_id).
 inline constexpr std::string_view too_many_observers = "too_many_observers";
+/// Cluster: another node became unreachable; its agents left the
+/// namespace (INFO; the text names the node and how many agents).
+inline constexpr std::string_view node_lost = "node_lost";
+/// Cluster: a relayed message could not cross to another node (that node
+/// is slow or unreachable) and was dropped (WARNING, to its sender).
+inline constexpr std::string_view node_unreachable = "node_unreachable";
 // Goodbye codes.
 inline constexpr std::string_view shutdown = "shutdown";
 inline constexpr std::string_view client_exit = "client_exit";
@@ -129,6 +135,10 @@ inline constexpr std::string_view replaced = "replaced";
 /// The server is in lame-duck mode (going away): the Goodbye carries
 /// `reconnect_after_ms`.
 inline constexpr std::string_view lame_duck = "lame_duck";
+/// Cluster: two nodes accepted the same agent name (during a partition, or
+/// at the same instant); this connection lost (docs/cluster.md says which
+/// wins) and is closed.
+inline constexpr std::string_view name_conflict = "name_conflict";
 } // namespace codes
 
 } // namespace convoke::proto
