@@ -506,7 +506,11 @@ void agent_core::handle_frame(v1::Frame& f) {
     // Not trusted: link_machine::accept_hints checks them (and looks at the
     // first few only). The copy is bounded by the frame size limit.
     goodbye_to.assign(f.goodbye().reconnect_to().begin(), f.goodbye().reconnect_to().end());
-    log->log(goodbye_code == codes::client_exit ? spdlog::level::debug : spdlog::level::info,
+    // A Goodbye that ends the agent for good (replaced, name_conflict) is
+    // a warning: someone else holds the name now.
+    log->log(goodbye_code == codes::client_exit  ? spdlog::level::debug
+             : link_machine::fatal(goodbye_code) ? spdlog::level::warn
+                                                 : spdlog::level::info,
              "goodbye from server agent={} code={} reason={} reconnect_after_ms={} "
              "reconnect_to_count={}",
              logfmt_value(user->name()), goodbye_code, logfmt_value(goodbye_reason),
