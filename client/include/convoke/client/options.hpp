@@ -4,6 +4,7 @@
 /// Connection options of an agent.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -79,7 +80,10 @@ struct client_options {
   /// have the scheme of the connection it came on (a TLS connection only
   /// sends the agent to tls:// addresses, a plaintext one only to plaintext
   /// ones; others are ignored and logged), at most 16 are taken, and it
-  /// never changes this list.
+  /// never changes this list. Each entry has its own `tls`; keep them all
+  /// one kind (`set_server_address` refuses a mix): with plaintext entries
+  /// beside TLS ones, whoever blocks the TLS servers gets the agent, and
+  /// its token, in plaintext.
   std::vector<server_address> servers;
   /// Role label shown in server logs and traces.
   std::string role;
