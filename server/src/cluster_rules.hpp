@@ -56,8 +56,6 @@ struct cluster_status {
     std::string cluster_addr;
     uint64_t boot = 0;
     uint64_t agents = 0;
-    /// Relayed bytes sent to it and not yet acknowledged.
-    uint64_t pending_bytes = 0;
   };
   std::string name;
   std::string node;

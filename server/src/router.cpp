@@ -165,7 +165,7 @@ void publish_cluster(router_state& st) {
   for (auto& [_, p] : st.peers) {
     if (!p.router)
       continue; // known from its claims only, not (yet) up
-    c.peers.push_back({p.name, p.client_addr, p.cluster_addr, p.boot, p.table.size(), p.pending});
+    c.peers.push_back({p.name, p.client_addr, p.cluster_addr, p.boot, p.table.size()});
   }
   st.ctx->set_cluster_view(std::move(c));
 }
@@ -1067,11 +1067,13 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
     },
     [self](peer_claim_atom, const std::string& node, uint64_t boot, const agent_claim& c) {
       apply_claim(self, peer_for(self, node, boot), c);
+      publish_cluster(self->state);
     },
     [self](peer_gone_atom, const std::string& node, uint64_t boot, const std::string& name) {
       auto& p = peer_for(self, node, boot);
       if (auto e = p.table.find_name(name))
         p.table.remove(e->session_id);
+      publish_cluster(self->state);
     },
     [self](peer_relay_atom, const std::string& node, uint64_t boot, relay_batch& b) {
       auto& st = self->state;
