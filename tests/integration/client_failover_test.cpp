@@ -1,7 +1,8 @@
 // An agent given several servers (the nodes of a cluster) over real
 // sockets: it moves on when its server stops, when its server process is
 // killed (SIGKILL), and when a draining server names where to go
-// (Goodbye.reconnect_to), presenting its resume token wherever it lands.
+// (Goodbye.reconnect_to: a real cluster node on SIGTERM, and fake servers),
+// presenting its resume token wherever it lands.
 // What no real server sends yet (reconnect_to, name_conflict) comes from a
 // fake server that speaks the server's side frame by frame.
 
@@ -139,6 +140,38 @@ TEST(Failover, AnAgentOfAKilledServerProcessCarriesOnAtTheOther) {
   EXPECT_NE(ends[0].code, codes::shutdown) << "a killed server says nothing";
   EXPECT_TRUE(ends[0].will_reconnect);
   expect_echo(p2.port, "survivor", "after");
+  rt.stop_all();
+  EXPECT_EQ(rt.wait(), 0);
+}
+
+TEST(Failover, AnAgentOfADrainingClusterNodeFollowsItsHintToAnotherNode) {
+  // Two real nodes of one cluster. The agent knows only the first; on
+  // SIGTERM that node says Goodbye(shutdown) naming the other node, where
+  // the agent resumes its name with its resume token.
+  temp_dir ports;
+  server_process n1{{"--cluster.name", "failover", "--cluster.node", "n1", "--cluster.listen",
+                     "127.0.0.1:0", "--cluster.port-file", ports.file("n1")}};
+  auto n1_cluster = read_file(ports.file("n1"));
+  ASSERT_FALSE(n1_cluster.empty()) << "written before the client port file";
+  server_process n2{{"--cluster.name", "failover", "--cluster.node", "n2", "--cluster.listen",
+                     "127.0.0.1:0", "--cluster.peers", "127.0.0.1:" + n1_cluster}};
+  ASSERT_TRUE(n1.proc->wait_output("cluster peer up node=n2", 10s)) << n1.proc->err();
+  ASSERT_TRUE(n2.proc->wait_output("cluster peer up node=n1", 10s)) << n2.proc->err();
+
+  event_log log;
+  roaming_agent a{"drifter", &log};
+  runtime rt;
+  rt.start(a, servers({n1.address()}));
+  ASSERT_TRUE(log.wait_for("at:" + n1.address()));
+  n1.proc->signal(SIGTERM);
+  ASSERT_TRUE(log.wait_for("at:" + n2.address(), 10s)) << n1.proc->err();
+  auto ends = a.ends();
+  ASSERT_FALSE(ends.empty());
+  EXPECT_EQ(ends[0].code, codes::shutdown);
+  EXPECT_EQ(ends[0].reconnect_to, (std::vector<std::string>{n2.address()}));
+  EXPECT_EQ(ends[0].next_server, n2.address());
+  expect_echo(n2.port, "drifter", "on the other node");
+  EXPECT_EQ(n1.proc->wait(10s), 0) << n1.proc->err();
   rt.stop_all();
   EXPECT_EQ(rt.wait(), 0);
 }
