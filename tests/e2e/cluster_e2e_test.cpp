@@ -36,19 +36,31 @@ constexpr auto slack = 3s;
 /// "connect", "disconnect:<code>", ...) and the notices and messages it got.
 class member {
 public:
-  explicit member(std::string name, std::vector<std::string> routes = {})
-    : agent(std::move(name), &log) {
+  explicit member(std::string name, std::vector<std::string> routes = {}) : agent(std::move(name)) {
+    // The log gets each event after it was kept: a test that waited for
+    // "message:x" finds x in messages().
     agent.on_setup = [this, routes] {
       for (auto& r : routes)
         agent.subscribe(r);
     };
+    agent.on_connected
+      = [this](const session_info& s) { log.add(s.reconnected ? "reconnect" : "connect"); };
+    agent.on_disconnected = [this](const disconnect_info& d) { log.add("disconnect:" + d.code); };
     agent.on_note = [this](const notice& n) {
-      std::lock_guard guard{mtx_};
-      notices_.push_back(n);
+      {
+        std::lock_guard guard{mtx_};
+        notices_.push_back(n);
+      }
+      log.add("notice:" + n.code);
     };
     agent.on_msg = [this](const message& m) {
-      std::lock_guard guard{mtx_};
-      messages_.push_back(m);
+      {
+        std::lock_guard guard{mtx_};
+        messages_.push_back(m);
+      }
+      log.add("message:" + m.payload);
+      if (also)
+        also(m);
     };
   }
 
@@ -78,6 +90,8 @@ public:
 
   event_log log;
   lambda_agent agent;
+  /// Called on the agent after each message was recorded (optional).
+  std::function<void(const message&)> also;
 
 private:
   mutable std::mutex mtx_;
@@ -259,7 +273,7 @@ TEST(Cluster, BroadcastCrossesToEveryNodeOnceAndRoutesFilterAcrossNodes) {
 TEST(Cluster, DirectMessagesAndRequestsReachANameOnAnotherNode) {
   auto c = mesh();
   member alice{"alice"}, bob{"bob"}, carol{"carol"};
-  bob.agent.on_msg = [&](const message& m) {
+  bob.also = [&](const message& m) {
     if (m.is_request())
       bob.agent.reply(m, "pong:" + m.payload);
   };
