@@ -211,6 +211,31 @@ TEST(Cluster, TheMeshFormsFromOneSeedEach) {
   }
 }
 
+TEST(Cluster, ASeedThatIsNotUpYetIsTriedAgainUntilItIs) {
+  // nodeA's cluster port, then nodeA gone (nobody had connected to it, so
+  // the port is free at once); nodeB starts with it as its only seed, and
+  // nodeA comes back there: only nodeB's retries (cluster.retry) can join
+  // them, nodeA has no seed.
+  test_cluster c{{"nodeA"}};
+  auto& a = c[0];
+  auto seed = a.cluster_address();
+  a.kill9();
+  auto& b = c.add("nodeB", {seed});
+  ASSERT_TRUE(b.live()) << b.log();
+  a.start({}, {}, seed);
+  std::string why;
+  ASSERT_TRUE(c.wait_mesh(15s, &why)) << why;
+  member on_a{"on-a"}, on_b{"on-b"};
+  runtime rt;
+  join(rt, on_a, a);
+  join(rt, on_b, b);
+  ASSERT_TRUE(wait_listed(on_a, {"on-b"})) << listing(on_a);
+  on(on_a, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("on-b", "joined-late")); });
+  EXPECT_TRUE(on_b.log.wait_for("message:joined-late", 10s));
+  rt.stop_all();
+  rt.wait();
+}
+
 TEST(Cluster, BroadcastCrossesToEveryNodeOnceAndRoutesFilterAcrossNodes) {
   auto c = mesh();
   auto& a = (*c)[0];
@@ -649,6 +674,41 @@ TEST(Cluster, SigtermDrainsAgentsWithTheAddressesOfTheLiveNodes) {
   EXPECT_TRUE(c->wait_peers(a, {"nodeC"}, c->timing().timeout_ms + slack)) << c->describe();
 }
 
+TEST(Cluster, AnSdkAgentFollowsTheDrainHintToALiveNode) {
+  // The SDK tries Goodbye.reconnect_to first (docs/cluster.md, "Drain"):
+  // the agent of a draining node resumes its name on a live one.
+  auto c = mesh();
+  auto& a = (*c)[0];
+  auto& b = (*c)[1];
+  auto& cc = (*c)[2];
+  member on_a{"on-a"}, drained{"drained"};
+  runtime rt;
+  join(rt, on_a, a);
+  join(rt, drained, b);
+  ASSERT_TRUE(wait_listed(on_a, {"drained"})) << listing(on_a);
+  b.proc().signal(SIGTERM);
+  ASSERT_TRUE(drained.log.wait_for("disconnect:shutdown", 10s))
+    << testing::PrintToString(drained.log.snapshot());
+  ASSERT_TRUE(drained.log.wait_for("reconnect", 15s))
+    << "the agent did not reconnect to a live node: "
+    << testing::PrintToString(drained.log.snapshot());
+  EXPECT_EQ(drained.agent.name(), "drained");
+  auto here = [&](cluster_node& n) {
+    auto j = nlohmann::json::parse(n.admin_get("/connz?name=drained"), nullptr, false);
+    return j.is_object() ? j.value("total", 0) : 0;
+  };
+  EXPECT_EQ(here(a) + here(cc), 1) << "drained is connected to nodeA or nodeC";
+  ASSERT_TRUE(eventually([&] {
+    auto names = listed(on_a);
+    return names && has(*names, "drained");
+  }));
+  on(on_a, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("drained", "found-you")); });
+  EXPECT_TRUE(drained.log.wait_for("message:found-you", 10s));
+  EXPECT_EQ(b.proc().wait(10s), 0) << b.log();
+  rt.stop_all();
+  rt.wait();
+}
+
 // -- traces and ids -----------------------------------------------------------
 
 TEST(Cluster, TracesNameTheNodesAMessageCrossedAndIdsAreUniqueAcrossNodes) {
@@ -656,7 +716,8 @@ TEST(Cluster, TracesNameTheNodesAMessageCrossedAndIdsAreUniqueAcrossNodes) {
   auto& a = (*c)[0];
   auto& b = (*c)[1];
   auto& cc = (*c)[2];
-  member from_a{"from-a"}, b1{"b1"}, b2{"b2"}, c1{"c1"};
+  // b1 takes every broadcast; b2 and c1 only route x.y.
+  member from_a{"from-a"}, b1{"b1"}, b2{"b2", {"x.y"}}, c1{"c1", {"x.y"}};
   runtime rt;
   join(rt, from_a, a);
   join(rt, b1, b);
@@ -666,14 +727,20 @@ TEST(Cluster, TracesNameTheNodesAMessageCrossedAndIdsAreUniqueAcrossNodes) {
   ASSERT_TRUE(wait_listed(b1, {"from-a", "c1"})) << listing(b1);
   on(from_a, [](lambda_agent& s) {
     EXPECT_FALSE(s.send_to("b1", "direct"));
-    EXPECT_FALSE(s.broadcast("fan-out"));
+    EXPECT_FALSE(s.broadcast("unrouted")); // only b1 wants it: nodeC is not sent it
+    EXPECT_FALSE(s.publish("x.y", "fan-out"));
   });
   on(b1, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("c1", "from-b")); });
   ASSERT_TRUE(b1.log.wait_for("message:direct", 10s));
+  ASSERT_TRUE(b1.log.wait_for("message:unrouted", 10s));
+  ASSERT_TRUE(b1.log.wait_for("message:fan-out", 10s));
   ASSERT_TRUE(b2.log.wait_for("message:fan-out", 10s));
   ASSERT_TRUE(c1.log.wait_for("message:fan-out", 10s));
   ASSERT_TRUE(c1.log.wait_for("message:from-b", 10s));
+  EXPECT_EQ(c1.log.count("message:unrouted"), 0u);
+  EXPECT_EQ(b2.log.count("message:unrouted"), 0u);
   auto direct = b1.message_with("direct").id;
+  auto unrouted = b1.message_with("unrouted").id;
   auto fan_out = b2.message_with("fan-out").id;
   auto from_b = c1.message_with("from-b").id;
   // The same message has the same id on every node it reaches.
@@ -686,19 +753,23 @@ TEST(Cluster, TracesNameTheNodesAMessageCrossedAndIdsAreUniqueAcrossNodes) {
   EXPECT_NE(direct, from_b);
 
   // Origin: one relay event each, naming the nodes it was sent to.
-  std::vector<nlohmann::json> relay_direct, relay_fan;
+  std::vector<nlohmann::json> relay_direct, relay_unrouted, relay_fan;
   ASSERT_TRUE(eventually(
     [&] {
       auto t = a.trace();
       relay_direct = events_of(t, "relay", direct);
+      relay_unrouted = events_of(t, "relay", unrouted);
       relay_fan = events_of(t, "relay", fan_out);
-      return !relay_direct.empty() && !relay_fan.empty();
+      return !relay_direct.empty() && !relay_unrouted.empty() && !relay_fan.empty();
     },
     10s))
     << read_file(a.trace_path());
   ASSERT_EQ(relay_direct.size(), 1u);
   EXPECT_EQ(json_names(relay_direct[0]["to_nodes"]), std::vector<std::string>{"nodeB"})
     << relay_direct[0].dump();
+  ASSERT_EQ(relay_unrouted.size(), 1u);
+  EXPECT_EQ(json_names(relay_unrouted[0]["to_nodes"]), std::vector<std::string>{"nodeB"})
+    << "interest: no agent on nodeC wants an unrouted broadcast: " << relay_unrouted[0].dump();
   ASSERT_EQ(relay_fan.size(), 1u);
   auto fan_nodes = json_names(relay_fan[0]["to_nodes"]);
   std::sort(fan_nodes.begin(), fan_nodes.end());
@@ -726,6 +797,9 @@ TEST(Cluster, TracesNameTheNodesAMessageCrossedAndIdsAreUniqueAcrossNodes) {
   EXPECT_EQ(on_b_fan[0].value("from_node", ""), "nodeA") << on_b_fan[0].dump();
   ASSERT_EQ(on_c_fan.size(), 1u);
   EXPECT_EQ(on_c_fan[0].value("from_node", ""), "nodeA") << on_c_fan[0].dump();
+  // nodeC's trace has the later fan-out, so the unrouted broadcast (sent
+  // before it on the same link) would be there too had it crossed.
+  EXPECT_TRUE(events_of(cc.trace(), "relay", unrouted).empty()) << read_file(cc.trace_path());
   // A relayed copy is not sent on again.
   EXPECT_TRUE(json_names(on_b_fan[0].value("to_nodes", nlohmann::json{})).empty())
     << on_b_fan[0].dump();

@@ -116,8 +116,8 @@ std::string cluster_node::file(const std::string& base) const {
   return dir_.file(base + "-" + std::to_string(run_));
 }
 
-void cluster_node::start(const std::vector<std::string>& seeds,
-                         std::vector<std::string> more_flags) {
+void cluster_node::start(const std::vector<std::string>& seeds, std::vector<std::string> more_flags,
+                         const std::string& cluster_listen) {
   if (proc_ && proc_->running())
     throw std::logic_error("cluster_node::start: " + name_ + " is still running");
   ++run_;
@@ -141,7 +141,7 @@ void cluster_node::start(const std::vector<std::string>& seeds,
                                 "--cluster.node",
                                 name_,
                                 "--cluster.listen",
-                                "127.0.0.1:0",
+                                cluster_listen,
                                 "--cluster.port-file",
                                 file("cluster-port"),
                                 "--cluster.heartbeat",
@@ -267,9 +267,9 @@ std::vector<nlohmann::json> cluster_node::trace(int run) const {
 
 test_cluster::test_cluster(std::vector<std::string> names, cluster_timing timing,
                            std::vector<std::string> extra)
-  : name_(unique_cluster_name()), timing_(std::move(timing)) {
+  : name_(unique_cluster_name()), timing_(std::move(timing)), extra_(std::move(extra)) {
   for (auto& n : names) {
-    nodes_.push_back(std::make_unique<cluster_node>(name_, n, timing_, extra));
+    nodes_.push_back(std::make_unique<cluster_node>(name_, n, timing_, extra_));
     std::vector<std::string> seeds;
     if (nodes_.size() > 1)
       seeds.push_back(nodes_[nodes_.size() - 2]->cluster_address());
@@ -282,6 +282,13 @@ cluster_node& test_cluster::node(const std::string& name) {
     if (n->name() == name)
       return *n;
   throw std::out_of_range("no node " + name);
+}
+
+cluster_node& test_cluster::add(const std::string& name, const std::vector<std::string>& seeds,
+                                const std::string& cluster_listen) {
+  nodes_.push_back(std::make_unique<cluster_node>(name_, name, timing_, extra_));
+  nodes_.back()->start(seeds, {}, cluster_listen);
+  return *nodes_.back();
 }
 
 void test_cluster::restart(cluster_node& n) {

@@ -42,9 +42,11 @@ public:
   cluster_node& operator=(const cluster_node&) = delete;
 
   /// Starts the process (again, after a kill) with `seeds` as
-  /// --cluster.peers ("127.0.0.1:port" cluster addresses) and waits for its
-  /// port files. Throws std::runtime_error if it does not come up.
-  void start(const std::vector<std::string>& seeds, std::vector<std::string> more_flags = {});
+  /// --cluster.peers ("127.0.0.1:port" cluster addresses) and
+  /// `cluster_listen` as --cluster.listen, and waits for its port files.
+  /// Throws std::runtime_error if it does not come up.
+  void start(const std::vector<std::string>& seeds, std::vector<std::string> more_flags = {},
+             const std::string& cluster_listen = "127.0.0.1:0");
 
   const std::string& name() const noexcept {
     return name_;
@@ -149,6 +151,10 @@ public:
   /// Restarts a node that was killed, with the other live nodes as seeds.
   void restart(cluster_node& n);
 
+  /// Adds a node and starts it with these seeds.
+  cluster_node& add(const std::string& name, const std::vector<std::string>& seeds,
+                    const std::string& cluster_listen = "127.0.0.1:0");
+
   /// Waits until each live node reports exactly the other live nodes as up.
   /// On timeout, `why` (if given) says what each node reported.
   bool wait_mesh(std::chrono::milliseconds timeout = std::chrono::seconds{10},
@@ -164,6 +170,7 @@ public:
 private:
   std::string name_;
   cluster_timing timing_;
+  std::vector<std::string> extra_;
   std::vector<std::unique_ptr<cluster_node>> nodes_;
 };
 
