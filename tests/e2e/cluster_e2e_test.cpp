@@ -132,20 +132,19 @@ bool has(const std::vector<std::string>& xs, const std::string& x) {
 bool wait_listed(member& m, const std::vector<std::string>& present,
                  const std::vector<std::string>& absent = {},
                  std::chrono::milliseconds timeout = 10s) {
-  return eventually(
-    [&] {
-      auto names = listed(m);
-      if (!names)
+  auto holds = [&] {
+    auto names = listed(m);
+    if (!names)
+      return false;
+    for (auto& p : present)
+      if (!has(*names, p))
         return false;
-      for (auto& p : present)
-        if (!has(*names, p))
-          return false;
-      for (auto& a : absent)
-        if (has(*names, a))
-          return false;
-      return true;
-    },
-    timeout);
+    for (auto& a : absent)
+      if (has(*names, a))
+        return false;
+    return true;
+  };
+  return eventually(paced(holds, 5ms), timeout);
 }
 
 std::string listing(member& m) {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -173,6 +174,11 @@ private:
   std::vector<std::string> extra_;
   std::vector<std::unique_ptr<cluster_node>> nodes_;
 };
+
+/// `pred` for `eventually`, evaluated at most every `every` (polling a
+/// process over HTTP or a protocol round trip need not run every 2 ms).
+std::function<bool()> paced(std::function<bool()> pred,
+                            std::chrono::milliseconds every = std::chrono::milliseconds{20});
 
 /// Fields of trace events that may be a list or a comma-separated string
 /// (e.g. `to_nodes`), as a list.
