@@ -81,6 +81,17 @@ std::string unique_cluster_name() {
 
 } // namespace
 
+std::function<bool()> paced(std::function<bool()> pred, std::chrono::milliseconds every) {
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [pred = std::move(pred), every, last] {
+    auto now = std::chrono::steady_clock::now();
+    if (now - *last < every)
+      return false;
+    *last = now;
+    return pred();
+  };
+}
+
 std::vector<std::string> json_names(const nlohmann::json& value) {
   std::vector<std::string> out;
   if (value.is_array()) {
@@ -301,27 +312,26 @@ void test_cluster::restart(cluster_node& n) {
 
 bool test_cluster::wait_peers(cluster_node& n, const std::set<std::string>& expected,
                               std::chrono::milliseconds timeout) {
-  return eventually([&] { return n.peers_up() == expected; }, timeout);
+  return eventually(paced([&] { return n.peers_up() == expected; }), timeout);
 }
 
 bool test_cluster::wait_mesh(std::chrono::milliseconds timeout, std::string* why) {
-  auto ok = eventually(
-    [&] {
-      std::set<std::string> live;
-      for (auto& n : nodes_)
-        if (n->live())
-          live.insert(n->name());
-      for (auto& n : nodes_) {
-        if (!n->live())
-          continue;
-        auto expected = live;
-        expected.erase(n->name());
-        if (n->peers_up() != expected)
-          return false;
-      }
-      return true;
-    },
-    timeout);
+  auto formed = [&] {
+    std::set<std::string> live;
+    for (auto& n : nodes_)
+      if (n->live())
+        live.insert(n->name());
+    for (auto& n : nodes_) {
+      if (!n->live())
+        continue;
+      auto expected = live;
+      expected.erase(n->name());
+      if (n->peers_up() != expected)
+        return false;
+    }
+    return true;
+  };
+  auto ok = eventually(paced(formed), timeout);
   if (!ok && why)
     *why = describe();
   return ok;
