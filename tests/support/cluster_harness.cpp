@@ -92,23 +92,6 @@ std::function<bool()> paced(std::function<bool()> pred, std::chrono::millisecond
   };
 }
 
-std::vector<std::string> json_names(const nlohmann::json& value) {
-  std::vector<std::string> out;
-  if (value.is_array()) {
-    for (auto& x : value)
-      if (x.is_string())
-        out.push_back(x.get<std::string>());
-      else if (x.is_object() && x.contains("node") && x["node"].is_string())
-        out.push_back(x["node"].get<std::string>());
-  } else if (value.is_string()) {
-    std::istringstream in{value.get<std::string>()};
-    for (std::string x; std::getline(in, x, ',');)
-      if (!x.empty())
-        out.push_back(x);
-  }
-  return out;
-}
-
 // -- cluster_node -------------------------------------------------------------
 
 cluster_node::cluster_node(std::string cluster_name, std::string node_name, cluster_timing timing,
@@ -348,6 +331,8 @@ std::string test_cluster::describe() {
     for (auto& p : n->peers_up())
       out += " " + p;
     out += " }\n";
+    if (auto v = n->varz(); v.is_object() && v.contains("cluster"))
+      out += "  /varz cluster: " + v["cluster"].dump() + "\n";
     auto log = n->log();
     out += "  log tail: " + log.substr(log.size() > 1500 ? log.size() - 1500 : 0) + "\n";
   }

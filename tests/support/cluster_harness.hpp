@@ -180,8 +180,4 @@ private:
 std::function<bool()> paced(std::function<bool()> pred,
                             std::chrono::milliseconds every = std::chrono::milliseconds{20});
 
-/// Fields of trace events that may be a list or a comma-separated string
-/// (e.g. `to_nodes`), as a list.
-std::vector<std::string> json_names(const nlohmann::json& value);
-
 } // namespace convoke::test
