@@ -551,7 +551,9 @@ TEST(Cluster, AnSdkAgentWithSeveralServersResumesItsNameOnALiveNodeAfterKill9) {
   ASSERT_TRUE(set_server_address(opts, b.address() + "," + a.address()))
     << "the SDK takes no list of servers (branch cluster-sdk)";
   rt.start(roamer.agent, opts);
-  ASSERT_TRUE(roamer.log.wait_for("connect", 10s));
+  ASSERT_TRUE(roamer.log.wait_for("connect", 10s))
+    << "host=" << opts.host << " port=" << opts.port << ": "
+    << testing::PrintToString(roamer.log.snapshot());
   auto on_node = [&](cluster_node& n) {
     auto j = nlohmann::json::parse(n.admin_get("/connz?name=roamer"), nullptr, false);
     return j.is_object() ? j.value("total", 0) : 0;
