@@ -725,6 +725,7 @@ TEST(Cluster, SigtermDrainsAgentsWithTheAddressesOfTheLiveNodes) {
                              bye->goodbye().reconnect_to().end()};
   EXPECT_EQ(hint, (std::set<std::string>{a.address(), cc.address()}))
     << bye->goodbye().ShortDebugString();
+  leaving.close(); // as a client does after Goodbye: nothing holds the drain
   EXPECT_EQ(b.proc().wait(10s), 0) << b.log();
   EXPECT_TRUE(c->wait_peers(a, {"nodeC"}, c->timing().timeout_ms + slack)) << c->describe();
 }
