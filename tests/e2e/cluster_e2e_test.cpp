@@ -235,14 +235,14 @@ TEST(Cluster, ASeedThatIsNotUpYetIsTriedAgainUntilItIs) {
   // nodeA's cluster port, then nodeA gone (nobody had connected to it, so
   // the port is free at once); nodeB starts with it as its only seed, and
   // nodeA comes back there: only nodeB's retries (cluster.retry) can join
-  // them, nodeA has no seed.
+  // them, nodeA's only seed is itself (docs/cluster.md: ignored).
   test_cluster c{{"nodeA"}};
   auto& a = c[0];
   auto seed = a.cluster_address();
   a.kill9();
   auto& b = c.add("nodeB", {seed});
   ASSERT_TRUE(b.live()) << b.log();
-  a.start({}, {}, seed);
+  a.start({seed}, {}, seed); // its own address as its seed: ignored
   std::string why;
   ASSERT_TRUE(c.wait_mesh(15s, &why)) << why;
   member on_a{"on-a"}, on_b{"on-b"};
@@ -254,6 +254,29 @@ TEST(Cluster, ASeedThatIsNotUpYetIsTriedAgainUntilItIs) {
   EXPECT_TRUE(on_b.log.wait_for("message:joined-late", 10s));
   rt.stop_all();
   rt.wait();
+}
+
+TEST(Cluster, NodesOfAnotherClusterOrWithATakenNodeNameAreRefused) {
+  test_cluster c{{"nodeA"}};
+  auto& a = c[0];
+  test_cluster other{{}};
+  auto& stranger = other.add("nodeX", {a.cluster_address()});
+  auto& twin = c.add("nodeA", {a.cluster_address()}); // same cluster, same node name
+  ASSERT_EQ(other.size(), 1u);
+  // nodeA's log line: "cluster node refused node=X addr=... reason=...".
+  auto refusal = [&](const std::string& node) {
+    auto log = a.log();
+    auto at = log.find("cluster node refused node=" + node + " ");
+    return at == std::string::npos ? std::string{} : log.substr(at, log.find('\n', at) - at);
+  };
+  ASSERT_TRUE(eventually(paced([&] { return !refusal("nodeX").empty(); }), 10s)) << a.log();
+  EXPECT_NE(refusal("nodeX").find("cluster name"), std::string::npos) << refusal("nodeX");
+  ASSERT_TRUE(eventually(paced([&] { return !refusal("nodeA").empty(); }), 10s)) << a.log();
+  EXPECT_NE(refusal("nodeA").find("node name"), std::string::npos) << refusal("nodeA");
+  EXPECT_TRUE(a.peers_up().empty()) << c.describe();
+  EXPECT_TRUE(stranger.peers_up().empty()) << other.describe();
+  EXPECT_TRUE(twin.peers_up().empty()) << c.describe();
+  EXPECT_TRUE(stranger.live());
 }
 
 TEST(Cluster, BroadcastCrossesToEveryNodeOnceAndRoutesFilterAcrossNodes) {
