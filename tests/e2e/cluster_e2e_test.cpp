@@ -605,21 +605,12 @@ TEST(Cluster, ASigstoppedNodeIsLostByHeartbeatsAndRejoinsOnSigcont) {
   join(rt, on_a, a);
   join(rt, on_b, b);
   join(rt, on_c, cc);
-  std::string token;
-  auto mover = raw_join(b, "mover", &token);
-  std::vector<std::string> all{"mover", "on-a", "on-b", "on-c"};
+  std::vector<std::string> all{"on-a", "on-b", "on-c"};
   ASSERT_TRUE(wait_listed(on_a, all)) << listing(on_a);
   ASSERT_TRUE(wait_listed(on_c, all)) << listing(on_c);
 
   auto t0 = clock_type::now();
-  b.freeze();
-  // Before the stop is even detected, an agent of B resumes its name on A
-  // with its resume token (docs/cluster.md, "Names"): a take-over.
-  raw_client resumed{a.port()};
-  auto w = resumed.hello("mover", {}, token);
-  EXPECT_TRUE(w.has_welcome()) << "a take-over by resume token while nodeB is silent: "
-                               << w.ShortDebugString();
-  // Its connection stays open: only heartbeats can tell.
+  b.freeze(); // its connections stay open: only heartbeats can tell
   ASSERT_TRUE(on_a.log.wait_for("notice:node_lost", c->timing().timeout_ms + slack))
     << testing::PrintToString(on_a.log.snapshot());
   auto noticed = clock_type::now() - t0;
@@ -630,27 +621,57 @@ TEST(Cluster, ASigstoppedNodeIsLostByHeartbeatsAndRejoinsOnSigcont) {
     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(noticed).count()));
   EXPECT_NE(on_a.notice_texts("node_lost").find("nodeB"), std::string::npos);
   ASSERT_TRUE(on_c.log.wait_for("notice:node_lost", c->timing().timeout_ms + slack));
-  EXPECT_TRUE(wait_listed(on_a, {"on-a", "on-c", "mover"}, {"on-b"})) << listing(on_a);
+  EXPECT_TRUE(wait_listed(on_a, {"on-a", "on-c"}, {"on-b"})) << listing(on_a);
   on(on_a, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("on-c", "while-b-sleeps")); });
   EXPECT_TRUE(on_c.log.wait_for("message:while-b-sleeps", 10s));
 
   b.thaw();
   std::string why;
   ASSERT_TRUE(c->wait_mesh(15s, &why)) << "nodeB did not rejoin:\n" << why;
-  // B's agents are back in everyone's directory (nothing took on-b over);
-  // "mover" stays where it resumed (nodeA).
+  // B's agents are back in everyone's directory (nothing took them over).
   EXPECT_TRUE(wait_listed(on_a, all)) << listing(on_a) << "\n" << c->describe();
   EXPECT_TRUE(wait_listed(on_c, all)) << listing(on_c);
-  on(on_a, [](lambda_agent& s) {
-    EXPECT_FALSE(s.send_to("on-b", "after-cont"));
-    EXPECT_FALSE(s.send_to("mover", "to-mover"));
-  });
+  on(on_a, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("on-b", "after-cont")); });
+  on(on_c, [](lambda_agent& s) { EXPECT_FALSE(s.broadcast("bcast-after-cont")); });
   EXPECT_TRUE(on_b.log.wait_for("message:after-cont", 10s))
     << testing::PrintToString(on_b.log.snapshot());
-  auto env = resumed.read_envelope(10s);
-  ASSERT_TRUE(env.has_value()) << "the resumed session lost its name";
-  EXPECT_EQ(env->payload(), "to-mover");
-  // The old session on B was closed: replaced (the take-over reached B) or
+  EXPECT_TRUE(on_b.log.wait_for("message:bcast-after-cont", 10s));
+  EXPECT_TRUE(on_a.log.wait_for("message:bcast-after-cont", 10s));
+  rt.stop_all();
+  rt.wait();
+}
+
+TEST(Cluster, AnAgentTakesItsNameOverOnAnotherNodeWhileItsNodeIsSilent) {
+  // docs/cluster.md, "Names": with its resume token, an agent whose node
+  // died resumes on another node before the death is even detected; the
+  // take-over wins when the nodes meet again.
+  auto c = mesh();
+  auto& a = (*c)[0];
+  auto& b = (*c)[1];
+  auto& cc = (*c)[2];
+  member on_a{"on-a"}, on_b{"on-b"}, on_c{"on-c"};
+  runtime rt;
+  join(rt, on_a, a);
+  join(rt, on_b, b);
+  join(rt, on_c, cc);
+  std::string token;
+  auto mover = raw_join(b, "mover", &token);
+  std::vector<std::string> all{"mover", "on-a", "on-b", "on-c"};
+  ASSERT_TRUE(wait_listed(on_a, all)) << listing(on_a);
+  ASSERT_TRUE(wait_listed(on_c, all)) << listing(on_c);
+
+  b.freeze();
+  raw_client resumed{a.port()};
+  auto w = resumed.hello("mover", {}, token);
+  ASSERT_TRUE(w.has_welcome()) << "a take-over by resume token while nodeB is silent: "
+                               << w.ShortDebugString();
+  ASSERT_TRUE(on_a.log.wait_for("notice:node_lost", c->timing().timeout_ms + slack));
+  EXPECT_TRUE(wait_listed(on_c, {"mover"}, {"on-b"})) << listing(on_c);
+
+  b.thaw();
+  std::string why;
+  ASSERT_TRUE(c->wait_mesh(15s, &why)) << "nodeB did not rejoin:\n" << why;
+  // The old session on B is closed: replaced (the take-over reached B) or
   // name_conflict (B learnt of it when the mesh healed; a take-over wins).
   std::vector<v1::Frame> before;
   ASSERT_TRUE(mover.wait_closed(10s, &before)) << "nodeB kept the old session of mover";
@@ -659,6 +680,22 @@ TEST(Cluster, ASigstoppedNodeIsLostByHeartbeatsAndRejoinsOnSigcont) {
     if (f.has_goodbye())
       code = f.goodbye().code();
   EXPECT_TRUE(code == "replaced" || code == "name_conflict") << "Goodbye code: " << code;
+  // "mover" stays where it resumed (nodeA); B's other agents are back.
+  EXPECT_TRUE(wait_listed(on_a, all)) << listing(on_a) << "\n" << c->describe();
+  EXPECT_TRUE(wait_listed(on_c, all)) << listing(on_c);
+  on(on_a, [](lambda_agent& s) {
+    EXPECT_FALSE(s.send_to("on-b", "after-cont"));
+    EXPECT_FALSE(s.send_to("mover", "to-mover"));
+  });
+  on(on_c, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("mover", "c-to-mover")); });
+  EXPECT_TRUE(on_b.log.wait_for("message:after-cont", 10s))
+    << testing::PrintToString(on_b.log.snapshot());
+  auto env = resumed.read_envelope(10s);
+  ASSERT_TRUE(env.has_value()) << "the resumed session lost its name";
+  EXPECT_EQ(env->payload(), "to-mover");
+  env = resumed.read_envelope(10s);
+  ASSERT_TRUE(env.has_value());
+  EXPECT_EQ(env->payload(), "c-to-mover");
   rt.stop_all();
   rt.wait();
 }
@@ -696,6 +733,15 @@ TEST(Cluster, ANameAcceptedOnBothSidesOfAPartitionStaysWithTheOlderClaim) {
   auto env = older.read_envelope(10s);
   ASSERT_TRUE(env.has_value()) << "the older claim did not keep the name";
   EXPECT_EQ(env->payload(), "which-twin");
+  // nodeA, whose claim lost, knows where the name is now.
+  member on_a{"on-a"};
+  join(rt, on_a, a);
+  EXPECT_TRUE(wait_listed(on_a, {"twin", "on-c"})) << listing(on_a) << "\n" << c->describe();
+  on(on_a, [](lambda_agent& s) { EXPECT_FALSE(s.send_to("twin", "from-a")); });
+  env = older.read_envelope(10s);
+  ASSERT_TRUE(env.has_value()) << "nodeA does not reach the twin on nodeB: "
+                               << testing::PrintToString(on_a.log.snapshot());
+  EXPECT_EQ(env->payload(), "from-a");
   rt.stop_all();
   rt.wait();
 }
