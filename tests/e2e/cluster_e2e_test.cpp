@@ -784,8 +784,12 @@ TEST(Cluster, SigtermDrainsAgentsWithTheAddressesOfTheLiveNodes) {
   auto& a = (*c)[0];
   auto& b = (*c)[1];
   auto& cc = (*c)[2];
+  member on_a{"on-a"};
+  runtime rt;
+  join(rt, on_a, a);
   auto leaving = raw_join(b, "leaving");
   ASSERT_TRUE(leaving.ping());
+  ASSERT_TRUE(wait_listed(on_a, {"leaving"})) << listing(on_a);
   b.proc().signal(SIGTERM);
   auto bye = leaving.read_kind(v1::Frame::kGoodbye, 10s);
   ASSERT_TRUE(bye.has_value()) << "no Goodbye on SIGTERM";
@@ -797,6 +801,10 @@ TEST(Cluster, SigtermDrainsAgentsWithTheAddressesOfTheLiveNodes) {
   leaving.close(); // as a client does after Goodbye: nothing holds the drain
   EXPECT_EQ(b.proc().wait(10s), 0) << b.log();
   EXPECT_TRUE(c->wait_peers(a, {"nodeC"}, c->timing().timeout_ms + slack)) << c->describe();
+  // Its agents leave the directory of the others.
+  EXPECT_TRUE(wait_listed(on_a, {"on-a"}, {"leaving"})) << listing(on_a);
+  rt.stop_all();
+  rt.wait();
 }
 
 TEST(Cluster, AnSdkAgentFollowsTheDrainHintToALiveNode) {
