@@ -102,8 +102,14 @@ std::string refusal(const cluster_state& st, const node_info& info) {
 void add_peer(cluster_ptr self, node_info info, caf::actor actor) {
   auto& st = self->state;
   if (auto i = st.peers.find(info.node); i != st.peers.end()) {
-    if (i->second.info.boot == info.boot)
-      return; // both ends connected at once: one node, one link
+    if (i->second.info.boot == info.boot) {
+      // Both ends connected at once, or that node lost us (it stopped, or
+      // a link timed out on its side only) and came back: either way the
+      // routers exchange their tables again (a sync replaces, so twice is
+      // harmless; once too few leaves a directory empty).
+      self->send(st.router, peer_up_atom::value, std::move(info));
+      return;
+    }
     // The node restarted before its old self was found lost.
     st.ctx->log_server->info("cluster node restarted node={} old_boot={:016x} boot={:016x}",
                              logfmt_value(info.node), i->second.info.boot, info.boot);

@@ -111,6 +111,17 @@ struct router_state {
     bool leaving = false;
   };
   std::map<std::string, peer_node, std::less<>> peers;
+  /// The claims of lost nodes' agents, kept for a while: an agent of a lost
+  /// node that resumes here with its resume token takes its name over
+  /// (generation + 1), so its claim wins if the lost node comes back with
+  /// the old session still open (a stopped process, a healed partition).
+  struct lost_claim {
+    uint64_t generation = 0;
+    std::string identity;
+    std::string token_digest;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::unordered_map<std::string, lost_claim> lost;
   /// This node's name and boot (what peers key our messages by).
   std::string node;
   uint64_t boot = 0;
@@ -274,6 +285,10 @@ void sync_to(router_ptr self, peer_node& p) {
   self->send(p.router, peer_sync_atom::value, st.node, st.boot, std::move(all));
 }
 
+/// How long a lost node's claims are remembered, and how many at most.
+constexpr auto lost_claim_lifetime = std::chrono::minutes{10};
+constexpr size_t max_lost_claims = 100'000;
+
 /// A node was lost: its agents leave the namespace; every agent here is
 /// told (node_lost).
 void drop_peer(router_ptr self, const std::string& node, uint64_t boot) {
@@ -283,6 +298,13 @@ void drop_peer(router_ptr self, const std::string& node, uint64_t boot) {
     return;
   auto agents = i->second.table.size();
   auto leaving = i->second.leaving;
+  auto until = std::chrono::steady_clock::now() + lost_claim_lifetime;
+  if (st.lost.size() > max_lost_claims)
+    std::erase_if(st.lost, [&](auto& kv) { return kv.second.until < until - lost_claim_lifetime; });
+  i->second.table.for_each([&](peer_entry& e) {
+    if (!e.token_digest.empty() && st.lost.size() < max_lost_claims)
+      st.lost[e.name] = {e.generation, e.identity, e.token_digest, until};
+  });
   st.peers.erase(i);
   publish_cluster(st);
   st.ctx->log_router->log(leaving ? spdlog::level::info : spdlog::level::warn,
@@ -435,6 +457,15 @@ void on_register(router_ptr self, register_request& req) {
                              logfmt_value(node->name), logfmt_value(req.name), req.session_id);
     generation = held->generation + 1;
     node->table.remove(held->session_id);
+  } else if (auto l = st.lost.find(req.name); l != st.lost.end()) {
+    // Its node was lost: with the resume token it takes the name over, so
+    // that it wins if that node comes back with the old session.
+    if (std::chrono::steady_clock::now() < l->second.until && !req.resume_token.empty()
+        && req.identity == l->second.identity
+        && crypto::equal_constant_time(crypto::digest_hex(req.resume_token),
+                                       l->second.token_digest))
+      generation = l->second.generation + 1;
+    st.lost.erase(l);
   }
   if (auto holder = st.table.find_name(req.name)) {
     // Constant time: the comparison must not tell how much of a guess was right.
