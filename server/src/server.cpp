@@ -172,7 +172,7 @@ expected<> server::start() {
   d.sys_cfg->set("scheduler.max-threads", 2);
   d.sys_cfg->set("scheduler.policy", caf::atom("sharing"));
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
-  auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog);
+  auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog, cfg.listen_reuse_port);
   if (!ls) {
     d.sys.reset();
     // The text keeps the system's reason ("Address already in use").
