@@ -23,7 +23,10 @@
 # PART=scale: every core of one machine (issue 13, item 4), Convoke only:
 #   s1  one convoke-server on CPU 0
 #   s2  two convoke-server nodes on CPU 0 and CPU 1, sharing the client port
-#       (listen.reuse-port) and joined as a cluster
+#       (listen.reuse-port) and joined as a cluster; connections placed
+#   s2k the same, connections placed by the kernel (SO_REUSEPORT hashing)
+#   s2i (direct only) the same two nodes not joined: no cross-node work,
+#       the most two relay threads can give here
 # The generator may run on every CPU (taskset -c 0-(nproc-1)): on a 2-core
 # machine it cannot have a core of its own next to two nodes, so it gets the
 # same CPUs in both configurations. Workloads: broadcast fan-out (receivers
@@ -85,7 +88,7 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # mesh_formed ADMIN_PORT_FILE PEERS: the node's /varz lists PEERS peers.
 mesh_formed() {
   [ -s "$1" ] &&
-    [ "$(curl -sf "http://127.0.0.1:$(cat "$1")/varz" | jq '.cluster.peers | length')" = "$2" ]
+    [ "$(curl -sf "http://127.0.0.1:$(cat "$1")/varz" | grep -o '"cluster_addr"' | wc -l)" = "$2" ]
 }
 
 # convoke_nodes CPUS REUSE: starts one convoke-server per entry of CPUS
@@ -108,7 +111,7 @@ convoke_nodes() {
       --log.level warn --limits.max-connections-per-address 0
       --admin.port 0 --admin.port-file "$TMP/admin$k")
     [ "$reuse" = 1 ] && args+=(--listen.reuse-port true)
-    if [ "$n" -gt 1 ]; then
+    if [ "$n" -gt 1 ] && [ "${CLUSTER:-1}" = 1 ]; then
       local peers="" j
       for j in $(seq 0 $((n - 1))); do
         [ "$j" = "$k" ] || peers+="${peers:+,}127.0.0.1:${cports[$j]}"
@@ -125,7 +128,7 @@ convoke_nodes() {
   done
   for k in $(seq 0 $((n - 1))); do
     wait_for listening "${ports[$k]}" || { cat "$TMP/node$k.log" >&2; return 1; }
-    [ "$n" -gt 1 ] && { wait_for mesh_formed "$TMP/admin$k" $((n - 1)) ||
+    [ "$n" -gt 1 ] && [ "${CLUSTER:-1}" = 1 ] && { wait_for mesh_formed "$TMP/admin$k" $((n - 1)) ||
       { cat "$TMP/node$k.log" >&2; return 1; }; }
   done
   return 0
@@ -177,10 +180,11 @@ run() {
   s1) convoke_nodes "0" 1; gen=(taskset -c "$ALL_CPUS") ;;
   s2) convoke_nodes "0 1" 1; gen=(taskset -c "$ALL_CPUS") ;;
   s2k) convoke_nodes "0 1" 1; gen=(taskset -c "$ALL_CPUS") ;;
+  s2i) CLUSTER=0 convoke_nodes "0 1" 1; gen=(taskset -c "$ALL_CPUS") ;;
   esac
   # Scale part: place connections by node name, except s2k (the kernel's
   # SO_REUSEPORT hashing decides).
-  [ "$config" = s2 ] && place=(--node-names "$NODES")
+  if [ "$config" = s2 ] || [ "$config" = s2i ]; then place=(--node-names "$NODES"); fi
   "${gen[@]}" "$BENCH" "$@" "${proto[@]}" "${place[@]}" --server "$SERVERS" \
     --server-pid "$SERVER_PIDS" --seconds "$SECS" --json 2>"$TMP/bench.err" |
     grep '^{' || { sed 's/^/  bench: /' "$TMP/bench.err" >&2; echo '{}'; }
@@ -242,19 +246,27 @@ for part in $PART; do
     row "direct 10 pairs cross, lost (worst run)" lost worst
     echo ;;
   scale)
+    echo "machine: $machine; 1 node on CPU 0, or 2 nodes on CPU 0 and CPU 1 sharing one client port (listen.reuse-port); generator on CPUs $ALL_CPUS; $RUNS runs of ${SECS}s per cell, interleaved; median [min–max]"
+    echo
     CONFIGS=(s1 s2 s2k)
     RATIOS=("1 0" "2 0")
-    echo "machine: $machine; 1 node on CPU 0, or 2 nodes on CPU 0 and CPU 1 sharing one client port (listen.reuse-port) as a cluster; generator on CPUs $ALL_CPUS; $RUNS runs of ${SECS}s per cell, interleaved; median [min–max]"
-    echo
-    echo "| workload | 1 node | 2 nodes, placed | 2 nodes, placed by the kernel | placed / 1 node | kernel / 1 node |"
+    echo "| broadcast | 1 node | 2 nodes (cluster), receivers alternating | 2 nodes (cluster), placed by the kernel | alternating / 1 node | kernel / 1 node |"
     echo "|---|---|---|---|---|---|"
     measure fanout -n 10 --pub-node 0 --sub-nodes 0,1
-    row "fanout N=10 (receivers on both nodes), deliveries/s" deliveries_per_s higher
+    row "fanout N=10, deliveries/s" deliveries_per_s higher
     row "fanout N=10, server CPU s per M deliveries" server_cpu_s_per_million lower
     row "fanout N=10, generator CPU s" bench_cpu_s lower
     row "fanout N=10, lost (worst run)" lost worst
+    row "fanout N=10, reordered (worst run)" reordered worst
+    echo
+    # s2i: the same two nodes not joined (no cluster): what two relay
+    # threads give on this machine with no cross-node work at all.
+    CONFIGS=(s1 s2 s2k s2i)
+    RATIOS=("1 0" "2 0" "3 0")
+    echo "| direct messages | 1 node | 2 nodes (cluster), pairs node-local | 2 nodes (cluster), placed by the kernel | 2 nodes not joined, pairs node-local | node-local / 1 node | kernel / 1 node | not joined / 1 node |"
+    echo "|---|---|---|---|---|---|---|---|"
     measure direct --pairs 10
-    row "direct 10 pairs (placed: node-local), messages/s" messages_per_s higher
+    row "direct 10 pairs, messages/s" messages_per_s higher
     row "direct 10 pairs, server CPU s per M messages" server_cpu_s_per_million lower
     row "direct 10 pairs, generator CPU s" bench_cpu_s lower
     row "direct 10 pairs, lost (worst run)" lost worst
