@@ -81,6 +81,8 @@ std::string render_line(const trace::event& ev) {
   }
   if (!ev.reason.empty())
     fmt::format_to(it, " reason={}", logfmt_value(ev.reason));
+  if (!ev.nodes.empty())
+    fmt::format_to(it, " nodes={}", logfmt_value(ev.nodes));
   if (ev.payload_bytes != 0)
     fmt::format_to(it, " bytes={}", ev.payload_bytes);
   if (ev.sent_ns > 0 && ev.accepted_ns >= ev.sent_ns)

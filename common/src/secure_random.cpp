@@ -53,6 +53,14 @@ std::string random_hex(size_t bytes) {
   return hex;
 }
 
+std::string digest_hex(std::string_view secret) {
+  std::string raw(32, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(raw.data()), raw.size(),
+                     reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), nullptr,
+                     0);
+  return to_hex(raw);
+}
+
 bool equal_constant_time(std::string_view a, std::string_view b) noexcept {
   auto& r = ready();
   unsigned char ha[crypto_generichash_BYTES];

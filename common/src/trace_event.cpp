@@ -135,6 +135,8 @@ void append_text(std::string& out, const event& ev) {
     text_string(out, "to", ev.recipient);
     text_number(out, "count", ev.count);
     text_string(out, "reason", ev.reason);
+    if (!ev.nodes.empty())
+      text_string(out, "nodes", ev.nodes);
     return;
   default:
     break;
@@ -158,6 +160,8 @@ void append_text(std::string& out, const event& ev) {
   }
   if (!ev.reason.empty())
     text_string(out, "reason", ev.reason);
+  if (!ev.nodes.empty())
+    text_string(out, "nodes", ev.nodes);
   if (ev.what != kind::written && (ev.payload_bytes > 0 || ev.message_id != 0))
     text_number(out, "bytes", ev.payload_bytes);
   if (ev.sent_ns > 0 && ev.accepted_ns >= ev.sent_ns && ev.what != kind::written)
@@ -289,6 +293,7 @@ void append_json(std::string& out, const event& ev) {
     out += ev.payload_truncated ? "true" : "false";
   }
   w.string("reason", ev.reason);
+  w.string("nodes", ev.nodes);
   out.push_back('}');
 }
 

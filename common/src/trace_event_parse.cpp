@@ -132,6 +132,8 @@ void apply(event& ev, const std::string& key, const json& v) {
     ev.address = string_field(v, key);
   } else if (key == "identity") {
     ev.identity = string_field(v, key);
+  } else if (key == "nodes") {
+    ev.nodes = string_field(v, key);
   }
 }
 

@@ -51,6 +51,7 @@ void to_wire(const trace::event& ev, v1::TraceEvent& out) {
   out.set_reason(ev.reason);
   out.set_address(ev.address);
   out.set_identity(ev.identity);
+  out.set_nodes(ev.nodes);
 }
 
 std::optional<trace::event> from_wire(const v1::TraceEvent& in) {
@@ -82,6 +83,7 @@ std::optional<trace::event> from_wire(const v1::TraceEvent& in) {
   ev.reason = in.reason();
   ev.address = in.address();
   ev.identity = in.identity();
+  ev.nodes = in.nodes();
   return ev;
 }
 

@@ -107,7 +107,8 @@ struct admin_server::impl {
             relay_port,
             port,
             started,
-            ctx->draining.load(std::memory_order_relaxed)};
+            ctx->draining.load(std::memory_order_relaxed),
+            cfg.cluster_enabled() ? std::optional{ctx->cluster_view()} : std::nullopt};
   }
 
   void sample_loop() {

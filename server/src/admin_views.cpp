@@ -295,6 +295,13 @@ const std::vector<counter_def>& counter_defs() {
      &server_stats::principals_evicted},
     {"tls_failures_total", "counter", "Connections closed for TLS failures.",
      &server_stats::tls_failures},
+    {"cluster_sent_total", "counter", "Messages sent to other cluster nodes (once per node).",
+     &server_stats::cluster_sent},
+    {"cluster_received_total", "counter", "Messages received from other cluster nodes.",
+     &server_stats::cluster_received},
+    {"cluster_dropped_total", "counter",
+     "Messages not sent to a cluster node over cluster.max-pending-bytes.",
+     &server_stats::cluster_dropped},
     {"trace_records_written_total", "counter", "Trace records written.",
      &server_stats::trace_written},
     {"trace_records_dropped_total", "counter",
@@ -347,7 +354,7 @@ nlohmann::json varz(const server_facts& facts, const server_config& cfg, const s
       std::string_view n{d.name};
       totals[std::string{n.substr(0, n.size() - 6)}] = s.*d.field; // without _total
     }
-  return {
+  nlohmann::json out = {
     {"server_name", facts.name},
     {"version", facts.version},
     {"protocol_version", facts.protocol_version},
@@ -369,6 +376,19 @@ nlohmann::json varz(const server_facts& facts, const server_config& cfg, const s
       {"bytes_out_per_second", r.bytes_out}}},
     {"config", std::move(config)},
   };
+  if (facts.cluster) {
+    auto peers = nlohmann::json::array();
+    for (auto& p : facts.cluster->peers)
+      peers.push_back({{"node", p.node},
+                       {"state", "up"},
+                       {"client_addr", p.client_addr},
+                       {"cluster_addr", p.cluster_addr},
+                       {"boot", fmt::format("{:016x}", p.boot)},
+                       {"agents", p.agents}});
+    out["cluster"]
+      = {{"name", facts.cluster->name}, {"node", facts.cluster->node}, {"peers", std::move(peers)}};
+  }
+  return out;
 }
 
 process_facts read_process_facts() {

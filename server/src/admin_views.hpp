@@ -7,11 +7,13 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "cluster_rules.hpp"
 #include "convoke/common/error.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
@@ -84,6 +86,8 @@ struct server_facts {
   uint16_t admin_port = 0;
   std::chrono::system_clock::time_point started;
   bool draining = false;
+  /// Set on a cluster node (docs/cluster.md).
+  std::optional<cluster_status> cluster;
 };
 
 nlohmann::json varz(const server_facts& facts, const server_config& cfg, const server_stats& s,

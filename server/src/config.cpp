@@ -202,6 +202,19 @@ std::string_view trim_spaces(std::string_view s) {
   return s;
 }
 
+/// The non-empty, trimmed items of a comma-separated list.
+std::vector<std::string_view> comma_items(std::string_view rest) {
+  std::vector<std::string_view> items;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto item = trim_spaces(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (!item.empty())
+      items.push_back(item);
+  }
+  return items;
+}
+
 /// An IP address in the form peers are shown in (inet_ntop's), or nullopt.
 std::optional<std::string> canonical_ip(std::string_view ip) {
   std::string s{ip};
@@ -514,14 +527,7 @@ const std::vector<option_def>& options() {
                  },
                  [](server_config& c, const std::string& v) -> expected<> {
                    std::vector<std::pair<std::string, std::string>> names;
-                   std::string_view rest{v};
-                   while (!rest.empty()) {
-                     auto comma = rest.find(',');
-                     auto item = trim_spaces(rest.substr(0, comma));
-                     rest = comma == std::string_view::npos ? std::string_view{}
-                                                            : rest.substr(comma + 1);
-                     if (item.empty())
-                       continue;
+                   for (auto item : comma_items(v)) {
                      auto eq = item.find('=');
                      if (eq == std::string_view::npos)
                        return invalid(fmt::format("'{}' is not address=name", item));
@@ -548,6 +554,35 @@ const std::vector<option_def>& options() {
     t.push_back(string_opt("summoner", "identity", &server_config::summoner_identity,
                            "With auth.credentials: the identity whose rights every Summoner "
                            "connection gets (Summoner clients cannot authenticate)."));
+    t.push_back(string_opt("cluster", "name", &server_config::cluster_name,
+                           "Name of the cluster this node joins (docs/cluster.md); nodes with "
+                           "another name are refused. Empty: no cluster."));
+    t.push_back(string_opt("cluster", "node", &server_config::cluster_node,
+                           "This node's name, unique in the cluster (logs, traces, Notices). "
+                           "Empty: the host name and 4 random hex digits."));
+    t.push_back(string_opt("cluster", "listen", &server_config::cluster_listen,
+                           "host:port where this node accepts the other nodes (CAF's BASP; "
+                           "port 0 picks one). Beyond loopback it needs --allow-plaintext."));
+    t.push_back(string_opt("cluster", "port-file", &server_config::cluster_port_file,
+                           "If set, the cluster port is written to this file."));
+    t.push_back(string_opt("cluster", "peers", &server_config::cluster_peers,
+                           "Nodes to connect to, \"host:port,...\" (their cluster.listen); one "
+                           "live node is enough, the rest of the mesh is learnt from it."));
+    t.push_back(string_opt("cluster", "advertise", &server_config::cluster_advertise,
+                           "The client address (host:port, or tls://host:port) other nodes "
+                           "send this node's agents to when it drains. Empty: listen.host:port."));
+    t.push_back(duration_opt("cluster", "heartbeat", &server_config::cluster_heartbeat, false,
+                             "Node-to-node heartbeat interval."));
+    t.push_back(duration_opt("cluster", "timeout", &server_config::cluster_timeout, false,
+                             "A node silent this long is lost (a stopped process, a cut link); "
+                             "a node whose connection closes is lost at once."));
+    t.push_back(duration_opt("cluster", "retry", &server_config::cluster_retry, false,
+                             "How often an unconnected node of cluster.peers is tried again."));
+    t.push_back(size_opt("cluster", "max-pending-bytes", &server_config::cluster_max_pending_bytes,
+                         64 * 1024, 1ull << 40,
+                         "Relayed bytes sent to one node and not yet acknowledged by it; "
+                         "beyond it messages for that node are dropped, traced and their "
+                         "senders told (node_unreachable)."));
     return t;
   }();
   return table;
@@ -695,6 +730,35 @@ std::vector<error> validate(const server_config& cfg) {
   }
   if (!cfg.summoner_identity.empty() && cfg.credentials.empty())
     problem(errc::invalid_config, "summoner.identity needs auth.credentials");
+  if (cfg.cluster_enabled()) {
+    if (auto ok = proto::check_agent_name(cfg.cluster_name); !ok)
+      problem(errc::invalid_value, "cluster.name: " + ok.error().text);
+    if (!cfg.cluster_node.empty())
+      if (auto ok = proto::check_agent_name(cfg.cluster_node); !ok)
+        problem(errc::invalid_value, "cluster.node: " + ok.error().text);
+    auto hp = parse_host_port(cfg.cluster_listen, "", 0);
+    if (!hp || hp->host.empty() || cfg.cluster_listen.find(':') == std::string::npos)
+      problem(errc::invalid_value,
+              fmt::format("cluster.listen '{}' is not host:port (e.g. 127.0.0.1:7422)",
+                          cfg.cluster_listen));
+    else if (!is_loopback_host(hp->host) && !cfg.allow_plaintext)
+      // BASP is neither encrypted nor authenticated.
+      problem(errc::invalid_config,
+              fmt::format("cluster.listen '{}' is not a loopback address and the cluster link "
+                          "is not authenticated: whoever reaches it can act as a node; opt out "
+                          "with --allow-plaintext on a network only the nodes can reach",
+                          cfg.cluster_listen));
+    for (auto item : comma_items(cfg.cluster_peers)) {
+      auto peer = parse_host_port(item, "", 0);
+      if (!peer || peer->host.empty() || peer->port == 0)
+        problem(errc::invalid_value, fmt::format("cluster.peers: '{}' is not host:port", item));
+    }
+    if (cfg.cluster_timeout <= cfg.cluster_heartbeat)
+      problem(errc::invalid_config,
+              fmt::format("cluster.timeout ({}) must be longer than cluster.heartbeat ({})",
+                          format_duration(cfg.cluster_timeout),
+                          format_duration(cfg.cluster_heartbeat)));
+  }
   if (cfg.admin_enabled) {
     if (cfg.admin_tls && !cfg.tls_enabled())
       problem(errc::invalid_config, "admin.tls needs tls.cert and tls.key");
@@ -808,6 +872,9 @@ std::vector<error> check_paths(const server_config& cfg) {
       errs.push_back(std::move(ok.error()));
   if (!cfg.summoner_listen.empty() && !cfg.summoner_port_file.empty())
     if (auto ok = check_output_file("summoner.port-file", cfg.summoner_port_file); !ok)
+      errs.push_back(std::move(ok.error()));
+  if (cfg.cluster_enabled() && !cfg.cluster_port_file.empty())
+    if (auto ok = check_output_file("cluster.port-file", cfg.cluster_port_file); !ok)
       errs.push_back(std::move(ok.error()));
       // A host that does not resolve is a configuration error (78: systemd does
       // not restart), unlike a port that is taken at run time (1). Not in the
@@ -1147,6 +1214,14 @@ std::string shown_value(const option_def& opt, const server_config& cfg) {
 }
 
 } // namespace
+
+std::vector<host_port> cluster_peer_list(const server_config& cfg) {
+  std::vector<host_port> out;
+  for (auto item : comma_items(cfg.cluster_peers))
+    if (auto peer = parse_host_port(item, "", 0); peer && !peer->host.empty() && peer->port != 0)
+      out.push_back(*peer);
+  return out;
+}
 
 std::string summoner_name_for(const server_config& cfg, std::string_view ip, uint16_t port) {
   auto exact = ip.find(':') == std::string_view::npos ? fmt::format("{}:{}", ip, port)

@@ -12,6 +12,7 @@
 #include <spdlog/logger.h>
 
 #include "authenticator.hpp"
+#include "cluster_rules.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/stats.hpp"
 #include "convoke/tls/tls.hpp"
@@ -60,6 +61,11 @@ struct counters {
   /// TLS handshakes that failed, connections that were not TLS on a TLS
   /// port, TLS errors after the handshake.
   std::atomic<uint64_t> tls_failures{0};
+  /// Cluster: messages sent to other nodes (once per node), received from
+  /// them, and dropped for a node over cluster.max-pending-bytes.
+  std::atomic<uint64_t> cluster_sent{0};
+  std::atomic<uint64_t> cluster_received{0};
+  std::atomic<uint64_t> cluster_dropped{0};
 };
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -159,7 +165,30 @@ struct server_context {
 
   server_stats snapshot() const;
 
+  /// Cluster (docs/cluster.md): this node's name; empty without a cluster.
+  std::string node_name;
+  /// The cluster as the router sees it (router writes, admin reads).
+  cluster_status cluster_view() const {
+    std::lock_guard lock{cluster_mutex};
+    return cluster;
+  }
+  void set_cluster_view(cluster_status c) {
+    std::lock_guard lock{cluster_mutex};
+    cluster = std::move(c);
+  }
+  /// The client addresses of the other live nodes (Goodbye.reconnect_to).
+  std::vector<std::string> reconnect_hints() const {
+    std::lock_guard lock{cluster_mutex};
+    std::vector<std::string> out;
+    for (auto& p : cluster.peers)
+      if (!p.client_addr.empty() && out.size() < 16)
+        out.push_back(p.client_addr);
+    return out;
+  }
+
 private:
+  mutable std::mutex cluster_mutex;
+  cluster_status cluster;
   mutable std::mutex tls_mutex;
   tls::context_ptr tls;
   mutable std::mutex config_mutex;

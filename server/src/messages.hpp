@@ -1,11 +1,13 @@
 #pragma once
 
-// Messages exchanged by the server's actors (listener, router, sessions).
-// Included only by the CAF translation units of the server. All of these
-// actors are brokers on CAF's multiplexer thread, so these messages never
+// Messages exchanged by the server's actors (listener, router, sessions,
+// cluster). Included only by the CAF translation units of the server. All of
+// these actors are brokers on CAF's multiplexer thread. Most messages never
 // leave the process and, except `auth_result` (sent by the authenticator's
-// worker thread), never cross a thread: the types are whitelisted as
-// local-only ("unsafe") message types.
+// worker thread), never cross a thread: those types are whitelisted as
+// local-only ("unsafe") message types, which CAF does not serialize. The
+// types that cross to other cluster nodes (BASP) have `inspect` functions
+// and are registered in the actor system's config (register_cluster_types).
 
 #include <cstdint>
 #include <cstring>
@@ -92,6 +94,71 @@ using quarantine_atom = caf::atom_constant<caf::atom("quarantin")>;
 using alive_atom = caf::atom_constant<caf::atom("alive")>;
 // trace writer thread -> session: a batch of trace events for its observer
 using tap_atom = caf::atom_constant<caf::atom("tapbatch")>;
+
+// Cluster (docs/cluster.md). cluster actor <-> cluster actor (BASP):
+/// (node_hello_atom, node_info): a node introduces itself; answered with
+/// (node_welcome_atom, node_info, refusal): the refusal is empty if the
+/// other node takes it (else it says why, e.g. another cluster name).
+using node_hello_atom = caf::atom_constant<caf::atom("nodehello")>;
+using node_welcome_atom = caf::atom_constant<caf::atom("nodewelc")>;
+/// cluster actor -> router: (peer_up_atom, node_info) / (peer_down_atom,
+/// node, boot).
+using peer_up_atom = caf::atom_constant<caf::atom("peerup")>;
+using peer_down_atom = caf::atom_constant<caf::atom("peerdown")>;
+/// router <-> router (BASP), each with the sending node's name and boot:
+/// (peer_sync_atom, node, boot, claims): its whole table;
+/// (peer_claim_atom, node, boot, claim): an agent joined or changed;
+/// (peer_gone_atom, node, boot, name): an agent left;
+/// (peer_relay_atom, node, boot, relay_batch): messages to deliver;
+/// (peer_ack_atom, node, boot, bytes): relayed bytes handled (flow control);
+/// (peer_notice_atom, node, boot, sender name, notice_request): a Notice
+/// for a sender on the receiving node (e.g. unknown_recipient).
+using peer_sync_atom = caf::atom_constant<caf::atom("peersync")>;
+using peer_claim_atom = caf::atom_constant<caf::atom("peerclaim")>;
+using peer_gone_atom = caf::atom_constant<caf::atom("peergone")>;
+using peer_relay_atom = caf::atom_constant<caf::atom("peerrelay")>;
+using peer_ack_atom = caf::atom_constant<caf::atom("peerack")>;
+using peer_notice_atom = caf::atom_constant<caf::atom("peernotice")>;
+
+/// What a node tells another about itself when they connect.
+struct node_info {
+  std::string cluster;
+  std::string node;
+  uint64_t boot = 0;
+  /// Where agents connect to it ("host:port" or "tls://host:port").
+  std::string client_addr;
+  /// Its cluster.listen as host:bound port.
+  std::string cluster_addr;
+  /// The bits 44-51 of its message ids.
+  uint64_t id_prefix = 0;
+  /// Cluster addresses of the other nodes it is connected to.
+  std::vector<std::string> known;
+  caf::actor router;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, node_info& x) {
+  return f(caf::meta::type_name("node_info"), x.cluster, x.node, x.boot, x.client_addr,
+           x.cluster_addr, x.id_prefix, x.known, x.router);
+}
+
+/// One agent of a node, as the other nodes' directories hold it.
+struct agent_claim {
+  std::string name;
+  std::string identity;
+  std::vector<std::string> routes;
+  bool restricted = false;
+  bool receive = true;
+  int64_t since_ns = 0;
+  uint64_t generation = 0;
+  std::string token_digest;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, agent_claim& x) {
+  return f(caf::meta::type_name("agent_claim"), x.name, x.identity, x.routes, x.restricted,
+           x.receive, x.since_ns, x.generation, x.token_digest);
+}
 
 /// A session asks the router to register an agent after a valid Hello.
 struct register_request {
@@ -198,6 +265,35 @@ struct relay_batch {
   uint64_t credit = 0;
 };
 
+// A relay batch crosses to other nodes (peer_relay_atom): the frames are
+// already Delivery frames, so the receiving node only routes them.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, slice& x) {
+  return f(x.offset, x.size);
+}
+
+template <class Inspector, size_t N>
+typename Inspector::result_type inspect(Inspector& f, inline_bytes<N>& x) {
+  std::string tmp{x.view()};
+  return f(tmp, caf::meta::load_callback([&]() -> caf::error {
+             x.assign(tmp);
+             return caf::none;
+           }));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, relay_item& x) {
+  return f(x.offset, x.size, x.recipient, x.route, x.message_id, x.client_seq, x.request_id,
+           x.in_reply_to, x.needs_grant, x.payload_bytes, x.sent_ns, x.relayed_ns, x.trace_id,
+           x.span_id, x.payload_excerpt, x.payload_truncated);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, relay_batch& x) {
+  return f(caf::meta::type_name("relay_batch"), x.session_id, x.sender, x.frames, x.items,
+           x.credit);
+}
+
 /// Encoded frames for one receiver; shared (copy-on-write) when several
 /// receivers get the same bytes.
 struct delivery {
@@ -220,6 +316,19 @@ struct notice_request {
   uint64_t message_id = 0;
   uint64_t request_id = 0;
 };
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, notice_request& x) {
+  return f(caf::meta::type_name("notice_request"), x.severity, x.code, x.text, x.client_seq,
+           x.message_id, x.request_id);
+}
+
+/// Registers the types that cross to other nodes (both ends must).
+void register_cluster_types(caf::actor_system_config& cfg);
+
+/// Spawns the cluster actor (cluster.name set): it keeps this node in the
+/// mesh and tells `router` which nodes are up (docs/cluster.md).
+caf::actor spawn_cluster(caf::actor_system& sys, caf::actor router, context_ptr ctx);
 
 /// Spawns the router broker.
 caf::actor spawn_router(caf::actor_system& sys, context_ptr ctx);
@@ -253,8 +362,6 @@ struct tap_batch {
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::tap_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::register_request)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::relay_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::delivery)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::notice_request)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::auth_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(convoke::server::internal::list_request)

@@ -13,6 +13,7 @@
 
 #include <deque>
 #include <limits>
+#include <map>
 #include <optional>
 #include <queue>
 #include <unordered_map>
@@ -89,6 +90,33 @@ struct router_state {
   // Scratch space reused across batches.
   std::vector<entry_t*> targets;
   std::unordered_map<entry_t*, delivery> per_target;
+
+  // Cluster (docs/cluster.md); empty without one.
+  /// Another node: its router and a routing table of its agents (names,
+  /// subscriptions, rights), kept up to date by its claims.
+  struct peer_node {
+    std::string name;
+    uint64_t boot = 0;
+    caf::actor router;
+    std::string client_addr;
+    std::string cluster_addr;
+    uint64_t id_prefix = 0;
+    routing_table<int> table;
+    uint64_t next_sid = 1;
+    /// Relayed bytes sent and not yet acknowledged (cluster.max-pending-bytes).
+    uint64_t pending = 0;
+    /// Over the limit now (logged once per episode).
+    bool over = false;
+  };
+  std::map<std::string, peer_node, std::less<>> peers;
+  /// This node's name and boot (what peers key our messages by).
+  std::string node;
+  uint64_t boot = 0;
+  /// The nodes the current message goes to, and batches per node (general
+  /// path).
+  std::vector<peer_node*> remote_targets;
+  std::unordered_map<peer_node*, relay_batch> per_node;
+  std::string nodes_text;
 };
 
 using router_ptr = caf::io::stateful_broker<router_state>*;
@@ -104,6 +132,243 @@ void forget(router_ptr self, uint64_t sid);
 void publish_routes(router_state& st, const entry_t& e) {
   if (auto i = st.infos.find(e.session_id); i != st.infos.end())
     i->second->set_routes({e.routes.begin(), e.routes.end()});
+}
+
+// ---------------------------------------------------------------------------
+// Cluster (docs/cluster.md): the other nodes' agents, and what crosses to them
+// ---------------------------------------------------------------------------
+
+using peer_node = router_state::peer_node;
+using peer_entry = routing_table<int>::entry;
+
+agent_claim claim_of(const entry_t& e) {
+  agent_claim c;
+  c.name = e.name;
+  c.identity = e.identity;
+  c.routes.assign(e.routes.begin(), e.routes.end());
+  c.restricted = e.restricted;
+  c.receive = e.receive;
+  c.since_ns = e.since_ns;
+  c.generation = e.generation;
+  c.token_digest = e.token_digest;
+  return c;
+}
+
+/// Publishes the cluster as the admin listener shows it (/varz) and as
+/// Goodbyes hint at (reconnect_to).
+void publish_cluster(router_state& st) {
+  if (st.node.empty())
+    return;
+  cluster_status c;
+  c.name = st.ctx->cfg.cluster_name;
+  c.node = st.node;
+  for (auto& [_, p] : st.peers) {
+    if (!p.router)
+      continue; // known from its claims only, not (yet) up
+    c.peers.push_back({p.name, p.client_addr, p.cluster_addr, p.boot, p.table.size()});
+  }
+  st.ctx->set_cluster_view(std::move(c));
+}
+
+/// Tells every other node that this agent joined or changed.
+void announce(router_ptr self, const entry_t& e) {
+  auto& st = self->state;
+  if (st.peers.empty())
+    return;
+  auto msg = caf::make_message(peer_claim_atom::value, st.node, st.boot, claim_of(e));
+  for (auto& [_, p] : st.peers)
+    if (p.router)
+      self->send(p.router, msg);
+}
+
+/// The other node that holds `name`, and its entry (null if none does).
+std::pair<peer_node*, peer_entry*> remote_holder(router_state& st, std::string_view name) {
+  for (auto& [_, p] : st.peers)
+    if (auto e = p.table.find_name(name))
+      return {&p, e};
+  return {nullptr, nullptr};
+}
+
+/// The entry for a node that sent us something. A node is known by its
+/// name; a new boot is a restarted node, whose old agents are gone.
+peer_node& peer_for(router_ptr self, const std::string& node, uint64_t boot) {
+  auto& st = self->state;
+  auto& p = st.peers[node];
+  if (p.boot != boot) {
+    p = peer_node{};
+    p.name = node;
+    p.boot = boot;
+  }
+  if (!p.router && self->current_sender() != nullptr)
+    p.router = caf::actor_cast<caf::actor>(self->current_sender());
+  return p;
+}
+
+void add_claim(peer_node& p, const agent_claim& c) {
+  if (auto old = p.table.find_name(c.name))
+    p.table.remove(old->session_id);
+  auto& e = p.table.add(p.next_sid++, c.name, {}, 0, c.routes, c.restricted);
+  e.identity = c.identity;
+  e.receive = c.receive;
+  e.since_ns = c.since_ns;
+  e.generation = c.generation;
+  e.token_digest = c.token_digest;
+}
+
+/// A node claims an agent name: settles a conflict with this node's agent
+/// or a third node's claim the same way on every node (claim_beats).
+void apply_claim(router_ptr self, peer_node& p, const agent_claim& c) {
+  auto& st = self->state;
+  if (!proto::check_agent_name(c.name) || c.routes.size() > 4096)
+    return; // not what a Convoke node sends
+  claim_key theirs{c.generation, c.since_ns, p.name};
+  if (auto mine = st.table.find_name(c.name)) {
+    if (!claim_beats(theirs, {mine->generation, mine->since_ns, st.node})) {
+      // Ours stands: tell that node again (it settles the same way).
+      self->send(p.router, peer_claim_atom::value, st.node, st.boot, claim_of(*mine));
+      return;
+    }
+    st.ctx->log_router->warn("agent name conflict: node {} holds it; closing ours agent={} "
+                             "session={}",
+                             logfmt_value(p.name), logfmt_value(mine->name), mine->session_id);
+    auto taken_over = c.generation > mine->generation;
+    self->send(mine->handle, evict_atom::value,
+               std::string{taken_over ? codes::replaced : codes::name_conflict},
+               taken_over ? fmt::format("agent '{}' resumed on cluster node '{}' with its "
+                                        "resume token",
+                                        c.name, p.name)
+                          : fmt::format("agent name '{}' was also accepted by cluster node '{}', "
+                                        "whose claim is older; choose another name",
+                                        c.name, p.name));
+    forget(self, mine->session_id);
+  }
+  for (auto& [_, q] : st.peers) {
+    if (&q == &p)
+      continue;
+    if (auto other = q.table.find_name(c.name)) {
+      if (!claim_beats(theirs, {other->generation, other->since_ns, q.name}))
+        return; // the third node's stands (that node tells p itself)
+      q.table.remove(other->session_id);
+    }
+  }
+  add_claim(p, c);
+}
+
+/// Sends this node's whole table to a node that came up.
+void sync_to(router_ptr self, peer_node& p) {
+  auto& st = self->state;
+  std::vector<agent_claim> all;
+  all.reserve(st.table.size());
+  st.table.for_each([&](entry_t& e) { all.push_back(claim_of(e)); });
+  self->send(p.router, peer_sync_atom::value, st.node, st.boot, std::move(all));
+}
+
+/// A node was lost: its agents leave the namespace; every agent here is
+/// told (node_lost).
+void drop_peer(router_ptr self, const std::string& node, uint64_t boot) {
+  auto& st = self->state;
+  auto i = st.peers.find(node);
+  if (i == st.peers.end() || i->second.boot != boot)
+    return;
+  auto agents = i->second.table.size();
+  st.peers.erase(i);
+  publish_cluster(st);
+  st.ctx->log_router->warn("cluster node lost node={} agents={}", logfmt_value(node), agents);
+  notice_request n;
+  n.severity = v1::Notice::INFO;
+  n.code = std::string{codes::node_lost};
+  n.text = fmt::format("cluster node '{}' is unreachable: its {} agent(s) left until they "
+                       "reconnect to another node",
+                       node, agents);
+  auto msg = caf::make_message(notice_atom::value, std::move(n));
+  st.table.for_each([&](entry_t& e) { self->send(e.handle, msg); });
+}
+
+/// Sends `b` (its items already chosen) to node `p`, unless that node has
+/// more than cluster.max-pending-bytes unacknowledged: then the messages are
+/// dropped for it, counted, traced and their sender told.
+void send_to_node(router_ptr self, peer_node& p, const caf::message& msg, const relay_batch& b,
+                  const caf::actor& sender_session) {
+  auto& st = self->state;
+  auto& ctx = *st.ctx;
+  auto bytes = b.frames.size();
+  if (p.pending + bytes <= ctx.cfg.cluster_max_pending_bytes) {
+    if (p.over)
+      ctx.log_router->info("cluster node keeps up again node={}", logfmt_value(p.name));
+    p.over = false;
+    p.pending += bytes;
+    self->send(p.router, msg);
+    bump(ctx.stats.cluster_sent, b.items.size());
+    return;
+  }
+  bump(ctx.stats.cluster_dropped, b.items.size());
+  bump(ctx.stats.dropped, b.items.size());
+  if (!p.over)
+    ctx.log_router->warn("cluster node is not keeping up; dropping messages for it node={} "
+                         "pending_bytes={} limit={}",
+                         logfmt_value(p.name), p.pending, ctx.cfg.cluster_max_pending_bytes);
+  p.over = true;
+  if (ctx.trace->recording())
+    for (auto& it : b.items) {
+      record_fields f;
+      f.what = trace::kind::dropped;
+      f.message_id = it.message_id;
+      f.sender = b.sender;
+      f.recipient = it.recipient.in(b.frames);
+      f.route = it.route.in(b.frames);
+      f.payload_bytes = it.payload_bytes;
+      f.ts_ns = unix_nanos();
+      f.reason = codes::node_unreachable;
+      f.nodes = p.name;
+      ctx.trace->record(f);
+    }
+  if (!sender_session)
+    return;
+  auto& lim = st.limits[b.session_id];
+  if (!lim.limiter.allow(notice_limiter::clock::now()))
+    return;
+  notice_request n;
+  n.severity = v1::Notice::WARNING;
+  n.code = std::string{codes::node_unreachable};
+  n.text
+    = fmt::format("{} message(s) (ids {} to {}) did not reach cluster node '{}': it is not "
+                  "keeping up (cluster.max-pending-bytes)",
+                  b.items.size(), b.items.front().message_id, b.items.back().message_id, p.name);
+  n.message_id = b.items.back().message_id;
+  self->send(sender_session, notice_atom::value, std::move(n));
+}
+
+/// Adds item `it` of `b` to the batch for node `p` (general path).
+void add_for_node(router_state& st, peer_node* p, const relay_batch& b, const relay_item& it) {
+  auto& nb = st.per_node[p];
+  if (nb.items.empty()) {
+    nb.sender = b.sender;
+    nb.session_id = b.session_id;
+  }
+  auto item = it;
+  item.offset = static_cast<uint32_t>(nb.frames.size());
+  auto shift = [&](slice& s) {
+    if (s.size > 0)
+      s.offset = s.offset - it.offset + item.offset;
+  };
+  shift(item.recipient);
+  shift(item.route);
+  nb.frames.insert(nb.frames.end(), b.frames.begin() + it.offset,
+                   b.frames.begin() + it.offset + it.size);
+  nb.items.push_back(std::move(item));
+}
+
+/// Sends the batches add_for_node collected.
+void flush_nodes(router_ptr self, const caf::actor& sender_session) {
+  auto& st = self->state;
+  for (auto& [p, nb] : st.per_node) {
+    auto session_id = nb.session_id;
+    nb.session_id = 0;
+    auto msg = caf::make_message(peer_relay_atom::value, st.node, st.boot, nb);
+    nb.session_id = session_id;
+    send_to_node(self, *p, msg, nb, sender_session);
+  }
+  st.per_node.clear();
 }
 
 void on_register(router_ptr self, register_request& req) {
@@ -128,9 +393,31 @@ void on_register(router_ptr self, register_request& req) {
     return;
   }
   if (req.name.empty()) {
-    req.name = fmt::format("agent-{}", req.session_id);
-    while (st.table.find_name(req.name) != nullptr)
+    // In a cluster, session ids repeat across nodes: the name also carries
+    // this node's message id prefix (unique among the nodes).
+    req.name = st.node.empty() ? fmt::format("agent-{}", req.session_id)
+                               : fmt::format("agent-{}-{:02x}", req.session_id,
+                                             id_prefix_of(st.ctx->next_message_id.load()));
+    while (st.table.find_name(req.name) != nullptr || remote_holder(st, req.name).second)
       req.name = fmt::format("agent-{}-{}", req.session_id, crypto::random_u64() % 10000);
+  }
+  uint64_t generation = 0;
+  if (auto [node, held] = remote_holder(st, req.name); held != nullptr) {
+    // Held on another node: a take-over needs that agent's resume token,
+    // checked against the digest its node sent (the token never leaves
+    // the node that issued it).
+    if (req.resume_token.empty() || req.identity != held->identity
+        || !crypto::equal_constant_time(crypto::digest_hex(req.resume_token), held->token_digest)) {
+      refuse(codes::name_taken,
+             fmt::format("agent name '{}' is already in use; choose another name, or present "
+                         "the resume token of its Welcome to take it over",
+                         req.name));
+      return;
+    }
+    st.ctx->log_router->info("agent name taken over from cluster node {} agent={} session={}",
+                             logfmt_value(node->name), logfmt_value(req.name), req.session_id);
+    generation = held->generation + 1;
+    node->table.remove(held->session_id);
   }
   if (auto holder = st.table.find_name(req.name)) {
     // Constant time: the comparison must not tell how much of a guess was right.
@@ -149,6 +436,7 @@ void on_register(router_ptr self, register_request& req) {
     st.ctx->log_router->info("agent name taken over agent={} old_session={} new_session={}",
                              logfmt_value(req.name), holder->session_id, req.session_id);
     self->send(holder->handle, evict_atom::value);
+    generation = holder->generation + 1;
     forget(self, holder->session_id);
   }
   auto token = crypto::random_hex(resume_token_bytes);
@@ -156,6 +444,12 @@ void on_register(router_ptr self, register_request& req) {
   added.identity = req.identity;
   added.receive = req.receive;
   added.send_restricted = req.send_restricted;
+  if (!st.node.empty()) {
+    added.since_ns = unix_nanos();
+    added.generation = generation;
+    added.token_digest = crypto::digest_hex(token);
+    announce(self, added);
+  }
   if (req.send_restricted)
     ++st.send_restricted;
   if (st.lame)
@@ -192,6 +486,7 @@ void on_subscription(router_ptr self, bool subscribe, uint64_t sid,
     st.table.subscribe(*e, r);
   }
   publish_routes(st, *e);
+  announce(self, *e);
   if (refused > 0) { // one Notice per Subscribe, however many routes it named
     auto& lim = st.limits[sid];
     if (!lim.limiter.allow(notice_limiter::clock::now())) {
@@ -249,7 +544,8 @@ uint64_t audience_of(router_state& st, const std::vector<entry_t*>& targets, int
 }
 
 void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it,
-                 const std::vector<entry_t*>& targets, uint64_t audience, int64_t now) {
+                 const std::vector<entry_t*>& targets, uint64_t audience, int64_t now,
+                 std::string_view nodes) {
   record_fields f;
   f.what = trace::kind::relay;
   f.message_id = it.message_id;
@@ -268,6 +564,7 @@ void trace_relay(server_context& ctx, const relay_batch& b, const relay_item& it
   f.in_reply_to = it.in_reply_to;
   f.payload = it.payload_excerpt;
   f.payload_truncated = it.payload_truncated;
+  f.nodes = nodes;
   ctx.trace->record(f);
 }
 
@@ -296,22 +593,27 @@ void grant_replies(router_state& st, const relay_batch& b, const relay_item& it)
       e->grants.grant(b.sender, it.request_id);
 }
 
-void on_relay(router_ptr self, relay_batch& b) {
+/// Routes a batch: from a local sender's session (`from` null), or from
+/// another node (`from`), whose messages go to this node's agents only.
+void on_relay(router_ptr self, relay_batch& b, peer_node* from) {
   auto& st = self->state;
   auto& ctx = *st.ctx;
-  auto sender_session = caf::actor_cast<caf::actor>(self->current_sender());
+  caf::actor sender_session;
+  if (from == nullptr)
+    sender_session = caf::actor_cast<caf::actor>(self->current_sender());
   std::optional<notice_limiter::clock::time_point> now; // read once per batch, if needed
-  if (b.credit > 0)
+  if (b.credit > 0 && from == nullptr)
     self->send(sender_session, credit_atom::value, b.credit);
   if (b.items.empty())
     return;
   bool recording = ctx.trace->recording();
+  bool clustered = from == nullptr && !st.peers.empty();
   // A session replaced by a reconnect (resume token) may still have had
   // messages on their way: they were accepted, so they are routed; a
   // broadcast then skips the agent's new session as well (never back to
   // its sender).
   uint64_t also_skip = 0;
-  if (st.table.find(b.session_id) == nullptr)
+  if (from == nullptr && st.table.find(b.session_id) == nullptr)
     if (auto now_holder = st.table.find_name(b.sender))
       also_skip = now_holder->session_id;
   // Fast path: all items share one destination key (same recipient and
@@ -321,36 +623,57 @@ void on_relay(router_ptr self, relay_batch& b) {
     uniform = b.items[i].recipient.in(b.frames) == b.items[0].recipient.in(b.frames)
               && b.items[i].route.in(b.frames) == b.items[0].route.in(b.frames)
               && !b.items[i].needs_grant;
+  auto tell_sender = [&](notice_request&& n) {
+    if (from != nullptr) // the sender is on that node
+      self->send(from->router, peer_notice_atom::value, st.node, st.boot, b.sender, std::move(n));
+    else
+      self->send(sender_session, notice_atom::value, std::move(n));
+  };
   auto resolve = [&](const relay_item& it) -> bool {
     st.targets.clear();
+    st.remote_targets.clear();
     auto recipient = it.recipient.in(b.frames);
     if (recipient.empty()) {
-      st.table.broadcast_targets(b.session_id, it.route.in(b.frames), st.targets);
+      auto route = it.route.in(b.frames);
+      st.table.broadcast_targets(b.session_id, route, st.targets);
       if (also_skip != 0)
         std::erase_if(st.targets, [&](entry_t* e) { return e->session_id == also_skip; });
+      if (clustered)
+        for (auto& [_, p] : st.peers)
+          if (p.router && p.table.wants(route))
+            st.remote_targets.push_back(&p);
       return true;
     }
     auto e = st.table.find_name(recipient);
+    bool receive = e != nullptr && e->receive;
+    if (e == nullptr && clustered)
+      if (auto [node, held] = remote_holder(st, recipient); held != nullptr && node->router) {
+        st.remote_targets.push_back(node);
+        receive = held->receive;
+      }
+    bool known = e != nullptr || !st.remote_targets.empty();
     // A reply outside the sender's `send` right needs the request it
     // answers (a grant recorded when that request reached the sender).
     bool granted = true;
-    if (it.needs_grant && e != nullptr) {
-      auto from = st.table.find(b.session_id);
-      granted = from != nullptr && from->grants.use(recipient, it.in_reply_to);
+    if (it.needs_grant && known) {
+      auto sender_entry = st.table.find(b.session_id);
+      granted = sender_entry != nullptr && sender_entry->grants.use(recipient, it.in_reply_to);
     }
-    if (e != nullptr && e->receive && granted) {
-      st.targets.push_back(e);
+    if (known && receive && granted) {
+      if (e != nullptr)
+        st.targets.push_back(e);
       return true;
     }
+    st.remote_targets.clear();
     // Unknown, or its identity may not receive direct messages, or a reply
     // to no request: the sender is told (rate-limited) and a trace record
     // says why.
-    auto code = e == nullptr ? codes::unknown_recipient : codes::permission_denied;
-    bump(e == nullptr ? ctx.stats.undeliverable : ctx.stats.permission_denied);
+    auto code = !known ? codes::unknown_recipient : codes::permission_denied;
+    bump(!known ? ctx.stats.undeliverable : ctx.stats.permission_denied);
     if (!now)
       now = notice_limiter::clock::now();
     auto& lim = st.limits[b.session_id];
-    if (!lim.limiter.allow(*now)) {
+    if (from == nullptr && !lim.limiter.allow(*now)) {
       if (lim.limiter.suppress(it.message_id)) {
         lim.example_recipient = std::string{recipient};
         self->delayed_send(self, notice_limiter::window, flush_notices_atom::value, b.session_id);
@@ -360,22 +683,22 @@ void on_relay(router_ptr self, relay_batch& b) {
     notice_request n;
     n.severity = v1::Notice::WARNING;
     n.code = std::string{code};
-    n.text
-      = e == nullptr ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
-                                   recipient, it.message_id)
-        : !granted   ? fmt::format("you may not send direct messages to '{}' (right: send), and it "
-                                     "sent you no request {} to reply to; message {} was not delivered",
-                                   recipient, it.in_reply_to, it.message_id)
-                     : fmt::format("agent '{}' may not receive direct messages (right: receive); "
-                                     "message {} was not delivered",
-                                   recipient, it.message_id);
+    n.text = !known ? fmt::format("no agent named '{}' is connected; message {} was not delivered",
+                                  recipient, it.message_id)
+             : !granted
+               ? fmt::format("you may not send direct messages to '{}' (right: send), and it "
+                             "sent you no request {} to reply to; message {} was not delivered",
+                             recipient, it.in_reply_to, it.message_id)
+               : fmt::format("agent '{}' may not receive direct messages (right: receive); "
+                             "message {} was not delivered",
+                             recipient, it.message_id);
     n.client_seq = it.client_seq;
     n.message_id = it.message_id;
     n.request_id = it.request_id;
-    self->send(sender_session, notice_atom::value, std::move(n));
+    tell_sender(std::move(n));
     if (ctx.trace->recording()) {
       record_fields f;
-      f.what = e == nullptr ? trace::kind::undeliverable : trace::kind::rejected;
+      f.what = !known ? trace::kind::undeliverable : trace::kind::rejected;
       f.message_id = it.message_id;
       f.sender = b.sender;
       f.recipient = recipient;
@@ -389,9 +712,31 @@ void on_relay(router_ptr self, relay_batch& b) {
       f.request_id = it.request_id;
       f.in_reply_to = it.in_reply_to;
       f.reason = code;
+      if (from != nullptr)
+        f.nodes = st.nodes_text = from->name + ">" + st.node;
       ctx.trace->record(f);
     }
     return false;
+  };
+  // The nodes a message crossed, for its trace record: "a>b,c" on the node
+  // it came from, "a>b" on a node it reached.
+  auto crossed = [&]() -> std::string_view {
+    if (from != nullptr) {
+      st.nodes_text = from->name;
+      st.nodes_text += '>';
+      st.nodes_text += st.node;
+      return st.nodes_text;
+    }
+    if (st.remote_targets.empty())
+      return {};
+    st.nodes_text = st.node;
+    st.nodes_text += '>';
+    for (size_t i = 0; i < st.remote_targets.size(); ++i) {
+      if (i > 0)
+        st.nodes_text += ',';
+      st.nodes_text += st.remote_targets[i]->name;
+    }
+    return st.nodes_text;
   };
   if (uniform) {
     if (!resolve(b.items[0])) {
@@ -404,8 +749,9 @@ void on_relay(router_ptr self, relay_batch& b) {
     if (recording) {
       auto routed_ns = unix_nanos();
       auto audience = b.items[0].recipient.empty() ? audience_of(st, st.targets, routed_ns) : 0;
+      auto nodes = crossed();
       for (auto& it : b.items) {
-        trace_relay(ctx, b, it, st.targets, audience, routed_ns);
+        trace_relay(ctx, b, it, st.targets, audience, routed_ns, nodes);
         if (traces_writes(ctx, it))
           mark_written(d, it);
       }
@@ -413,6 +759,16 @@ void on_relay(router_ptr self, relay_batch& b) {
     if (st.send_restricted > 0)
       for (auto& it : b.items)
         grant_replies(st, b, it);
+    if (!st.remote_targets.empty()) {
+      // One message for every node it goes to (each delivers to its own).
+      auto session_id = std::exchange(b.session_id, 0);
+      auto credit = std::exchange(b.credit, 0);
+      auto msg = caf::make_message(peer_relay_atom::value, st.node, st.boot, b);
+      b.session_id = session_id;
+      b.credit = credit;
+      for (auto p : st.remote_targets)
+        send_to_node(self, *p, msg, b, sender_session);
+    }
     if (st.targets.empty())
       return;
     d.relayed_ns = b.items.front().relayed_ns;
@@ -437,10 +793,12 @@ void on_relay(router_ptr self, relay_batch& b) {
     bool written = false;
     if (recording) {
       auto audience = it.recipient.empty() ? audience_of(st, st.targets, routed_ns) : 0;
-      trace_relay(ctx, b, it, st.targets, audience, routed_ns);
+      trace_relay(ctx, b, it, st.targets, audience, routed_ns, crossed());
       written = traces_writes(ctx, it);
     }
     grant_replies(st, b, it);
+    for (auto p : st.remote_targets)
+      add_for_node(st, p, b, it);
     for (auto e : st.targets) {
       auto& d = per[e];
       if (d.count == 0) {
@@ -456,10 +814,24 @@ void on_relay(router_ptr self, relay_batch& b) {
     }
     deliveries += st.targets.size();
   }
+  if (!st.per_node.empty())
+    flush_nodes(self, sender_session);
   for (auto& [e, d] : per)
     self->send(e->handle, deliver_atom::value, std::move(d));
   per.clear();
   bump(ctx.stats.deliveries, deliveries);
+}
+
+/// Whether a batch from another node is whole: every frame and field
+/// inside its bytes (a node sends only what its sessions checked; a
+/// damaged one is not routed).
+bool well_formed(const relay_batch& b) {
+  auto inside = [&](uint64_t offset, uint64_t size) { return offset + size <= b.frames.size(); };
+  for (auto& it : b.items)
+    if (!inside(it.offset, it.size) || !inside(it.recipient.offset, it.recipient.size)
+        || !inside(it.route.offset, it.route.size))
+      return false;
+  return !b.sender.empty();
 }
 
 /// Answers a session's ListAgents (after everything it sent before).
@@ -467,14 +839,25 @@ void on_list(router_ptr self, const list_request& req) {
   auto& st = self->state;
   std::vector<std::string> names;
   bool truncated = false;
-  if (req.only_sendable) {
-    auto& rights = req.only_sendable->rights;
-    truncated = st.table.list_names(
-      req.prefix, req.after, req.limit, [&](const entry_t& e) { return rights.may_send(e.name); },
-      names);
-  } else {
-    truncated = st.table.list_names(
-      req.prefix, req.after, req.limit, [](const entry_t&) { return true; }, names);
+  auto list = [&](auto& table, std::vector<std::string>& out) {
+    if (req.only_sendable) {
+      auto& rights = req.only_sendable->rights;
+      truncated |= table.list_names(
+        req.prefix, req.after, req.limit, [&](const auto& e) { return rights.may_send(e.name); },
+        out);
+    } else {
+      truncated |= table.list_names(
+        req.prefix, req.after, req.limit, [](const auto&) { return true; }, out);
+    }
+  };
+  list(st.table, names);
+  if (!st.peers.empty()) {
+    // The whole cluster's namespace (docs/cluster.md).
+    std::vector<std::vector<std::string>> lists;
+    lists.push_back(std::move(names));
+    for (auto& [_, p] : st.peers)
+      list(p.table, lists.emplace_back());
+    names = merge_names(std::move(lists), req.limit, truncated);
   }
   self->send(caf::actor_cast<caf::actor>(self->current_sender()), agent_list_atom::value,
              req.request_id, std::move(names), truncated);
@@ -604,6 +987,12 @@ void forget(router_ptr self, uint64_t sid) {
   if (e == nullptr)
     return;
   self->demonitor(e->handle);
+  if (!st.peers.empty()) {
+    auto gone = caf::make_message(peer_gone_atom::value, st.node, st.boot, e->name);
+    for (auto& [_, p] : st.peers)
+      if (p.router)
+        self->send(p.router, gone);
+  }
   if (e->send_restricted)
     --st.send_restricted;
   st.by_addr.erase(e->handle.address());
@@ -626,7 +1015,102 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
   });
   return {
     [self](register_atom, register_request& req) { on_register(self, req); },
-    [self](relay_atom, relay_batch& b) { on_relay(self, b); },
+    [self](relay_atom, relay_batch& b) { on_relay(self, b, nullptr); },
+    // Cluster (docs/cluster.md).
+    [self](node_info& me) {
+      // From server.cpp: this node's name and boot.
+      self->state.node = me.node;
+      self->state.boot = me.boot;
+      publish_cluster(self->state);
+    },
+    [self](peer_up_atom, node_info& info) {
+      auto& st = self->state;
+      auto& p = st.peers[info.node];
+      if (p.boot != info.boot) {
+        if (p.boot != 0)
+          drop_peer(self, info.node, p.boot); // restarted: its old agents are gone
+        auto& fresh = st.peers[info.node];
+        fresh.name = info.node;
+        fresh.boot = info.boot;
+      }
+      auto& q = st.peers[info.node];
+      q.router = info.router;
+      q.client_addr = info.client_addr;
+      q.cluster_addr = info.cluster_addr;
+      q.id_prefix = info.id_prefix;
+      // Two nodes with one message id prefix: the one whose name sorts
+      // last draws another for the ids it stamps from now on.
+      auto mine = id_prefix_of(st.ctx->next_message_id.load());
+      if (info.id_prefix == mine && st.node > info.node) {
+        std::vector<uint64_t> taken;
+        for (auto& [_, other] : st.peers)
+          taken.push_back(other.id_prefix);
+        auto next = pick_id_prefix(crypto::random_u64(), taken);
+        st.ctx->next_message_id.store(first_message_id(next));
+        st.ctx->log_router->info("message id prefix in use by node {}; now {:02x}",
+                                 logfmt_value(info.node), next);
+      }
+      sync_to(self, q);
+      publish_cluster(st);
+    },
+    [self](peer_down_atom, const std::string& node, uint64_t boot) { drop_peer(self, node, boot); },
+    [self](peer_sync_atom, const std::string& node, uint64_t boot,
+           const std::vector<agent_claim>& claims) {
+      auto& p = peer_for(self, node, boot);
+      std::vector<uint64_t> sids;
+      p.table.for_each([&](peer_entry& e) { sids.push_back(e.session_id); });
+      for (auto sid : sids)
+        p.table.remove(sid);
+      for (auto& c : claims)
+        apply_claim(self, p, c);
+      publish_cluster(self->state);
+    },
+    [self](peer_claim_atom, const std::string& node, uint64_t boot, const agent_claim& c) {
+      apply_claim(self, peer_for(self, node, boot), c);
+      publish_cluster(self->state);
+    },
+    [self](peer_gone_atom, const std::string& node, uint64_t boot, const std::string& name) {
+      auto& p = peer_for(self, node, boot);
+      if (auto e = p.table.find_name(name))
+        p.table.remove(e->session_id);
+      publish_cluster(self->state);
+    },
+    [self](peer_relay_atom, const std::string& node, uint64_t boot, relay_batch& b) {
+      auto& st = self->state;
+      auto& p = peer_for(self, node, boot);
+      auto bytes = static_cast<uint64_t>(b.frames.size());
+      if (well_formed(b)) {
+        bump(st.ctx->stats.cluster_received, b.items.size());
+        b.session_id = 0; // no session here: nobody is skipped, nobody credited
+        b.credit = 0;
+        on_relay(self, b, &p);
+      } else {
+        st.ctx->log_router->warn("cluster node sent a damaged batch node={}", logfmt_value(node));
+      }
+      if (p.router)
+        self->send(p.router, peer_ack_atom::value, st.node, st.boot, bytes);
+    },
+    [self](peer_ack_atom, const std::string& node, uint64_t boot, uint64_t bytes) {
+      auto& st = self->state;
+      if (auto i = st.peers.find(node); i != st.peers.end() && i->second.boot == boot)
+        i->second.pending -= std::min(i->second.pending, bytes);
+    },
+    [self](peer_notice_atom, const std::string&, uint64_t, const std::string& sender,
+           notice_request& n) {
+      // About a message an agent here sent to another node.
+      auto& st = self->state;
+      auto e = st.table.find_name(sender);
+      if (e == nullptr)
+        return;
+      auto& lim = st.limits[e->session_id];
+      if (!lim.limiter.allow(notice_limiter::clock::now())) {
+        if (lim.limiter.suppress(n.message_id))
+          self->delayed_send(self, notice_limiter::window, flush_notices_atom::value,
+                             e->session_id);
+        return;
+      }
+      self->send(e->handle, notice_atom::value, std::move(n));
+    },
     [self](leave_atom, uint64_t sid) {
       // The session closed. Everything routed to it before this answer is
       // in its mailbox ahead of the answer, so it can count what it drops.

@@ -104,6 +104,12 @@ public:
     reply_grants grants;
     /// The last broadcast that picked this entry (see broadcast_targets).
     uint64_t picked = 0;
+    /// Cluster (docs/cluster.md): when the name was claimed (unix ns), how
+    /// many take-overs it has been through, and a digest of its resume
+    /// token (other nodes check take-overs against it).
+    int64_t since_ns = 0;
+    uint64_t generation = 0;
+    std::string token_digest;
   };
 
   size_t size() const noexcept {
@@ -202,6 +208,22 @@ public:
       for (auto e : i->second)
         pick(e, sender, out);
     walk(root_, route, false, sender, out);
+  }
+
+  /// Whether a broadcast on `route` from an agent outside this table has
+  /// any receiver in it (a cluster node's interest in a route).
+  bool wants(std::string_view route) {
+    if (!unsubscribed_.empty())
+      return true;
+    if (route.empty())
+      return false;
+    if (by_route_.find(route) != by_route_.end())
+      return true;
+    if (patterns_ == 0)
+      return false;
+    wants_scratch_.clear();
+    broadcast_targets(0, route, wants_scratch_);
+    return !wants_scratch_.empty();
   }
 
   /// Number of pattern subscriptions.
@@ -394,6 +416,7 @@ private:
   /// Agents without any subscription and not restricted: they get every
   /// broadcast.
   std::vector<entry*> unsubscribed_;
+  std::vector<entry*> wants_scratch_;
   std::unordered_map<std::string, std::vector<entry*>, string_hash, std::equal_to<>> by_route_;
   node root_;
   size_t patterns_ = 0;

@@ -14,6 +14,7 @@
 #include "admin.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/net.hpp"
+#include "convoke/common/secure_random.hpp"
 #include "convoke/common/signals.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
@@ -63,6 +64,9 @@ server_stats server_context::snapshot() const {
   s.too_many_connections = get(stats.too_many_connections);
   s.principals_evicted = get(principals_evicted);
   s.tls_failures = get(stats.tls_failures);
+  s.cluster_sent = get(stats.cluster_sent);
+  s.cluster_received = get(stats.cluster_received);
+  s.cluster_dropped = get(stats.cluster_dropped);
   if (trace) {
     s.trace_written = trace->written();
     s.trace_dropped = trace->dropped();
@@ -82,6 +86,9 @@ struct server::impl {
   std::unique_ptr<admin_server> admin;
   uint16_t port = 0;
   uint16_t summoner_port = 0;
+  /// The cluster actor and its port (cluster.name set).
+  caf::actor cluster;
+  uint16_t cluster_port = 0;
   std::atomic<bool> shutdown_requested{false};
   /// shutdown() and lame_duck() may race from two threads; both stop the
   /// acceptor (joining its thread).
@@ -90,6 +97,66 @@ struct server::impl {
   /// alive_atom requests sent (relay_alive).
   uint64_t alive_asked = 0;
 };
+
+namespace {
+
+/// The client address other nodes give this node's agents (reconnect_to).
+std::string advertised_address(const server_config& cfg, uint16_t port) {
+  if (!cfg.cluster_advertise.empty())
+    return cfg.cluster_advertise;
+  auto host = cfg.host;
+  if (host == "0.0.0.0" || host == "::" || host.empty()) {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) == 0)
+      host = name;
+  }
+  auto addr = host.find(':') != std::string::npos ? fmt::format("[{}]:{}", host, port)
+                                                  : fmt::format("{}:{}", host, port);
+  return cfg.tls_enabled() ? "tls://" + addr : addr;
+}
+
+/// Joins the cluster (docs/cluster.md): publishes the cluster actor on
+/// cluster.listen and tells it and the router who this node is.
+expected<uint16_t> start_cluster(caf::actor_system& sys, const context_ptr& ctx_ptr,
+                                 const caf::actor& router, uint16_t client_port,
+                                 caf::actor& cluster) {
+  auto& ctx = *ctx_ptr;
+  auto& cfg = ctx.cfg;
+  auto hp = parse_host_port(cfg.cluster_listen, "", 0).value_or(host_port{}); // validated
+  auto random = crypto::random_u64();
+  if (cfg.cluster_node.empty()) {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    ctx.node_name = default_node_name(name, random);
+  } else {
+    ctx.node_name = cfg.cluster_node;
+  }
+  auto prefix = pick_id_prefix(random >> 16, {});
+  ctx.next_message_id.store(first_message_id(prefix));
+  cluster = internal::spawn_cluster(sys, router, ctx_ptr);
+  auto port = sys.middleman().publish(cluster, hp.port, hp.host.c_str(), true);
+  if (!port) {
+    caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
+    return fail(errc::bind_failed, fmt::format("cluster.listen '{}': {}", cfg.cluster_listen,
+                                               sys.render(port.error())));
+  }
+  internal::node_info me;
+  me.cluster = cfg.cluster_name;
+  me.node = ctx.node_name;
+  me.boot = ctx.trace ? std::stoull(ctx.trace->boot(), nullptr, 16) : random;
+  me.client_addr = advertised_address(cfg, client_port);
+  me.cluster_addr = hp.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", hp.host, *port)
+                                                           : fmt::format("{}:{}", hp.host, *port);
+  me.id_prefix = prefix;
+  ctx.log_server->info("cluster node={} cluster={} listen={} peers={} id_prefix={:02x}",
+                       logfmt_value(me.node), logfmt_value(me.cluster),
+                       logfmt_value(me.cluster_addr), logfmt_value(cfg.cluster_peers), prefix);
+  caf::anon_send(router, me);
+  caf::anon_send(cluster, std::move(me));
+  return *port;
+}
+
+} // namespace
 
 server::server(server_config cfg) : impl_(std::make_unique<impl>()) {
   impl_->ctx->cfg = std::move(cfg);
@@ -171,6 +238,13 @@ expected<> server::start() {
   // workers' spinning on small machines (see docs/architecture.md).
   d.sys_cfg->set("scheduler.max-threads", 2);
   d.sys_cfg->set("scheduler.policy", caf::atom("sharing"));
+  if (cfg.cluster_enabled()) {
+    internal::register_cluster_types(*d.sys_cfg);
+    // A silent node (SIGSTOP, a cut link) is found by BASP heartbeats,
+    // which are off by default in CAF 0.17.
+    d.sys_cfg->set("middleman.heartbeat-interval", caf::timespan{cfg.cluster_heartbeat});
+    d.sys_cfg->set("middleman.connection-timeout", caf::timespan{cfg.cluster_timeout});
+  }
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
   auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog, cfg.listen_reuse_port);
   if (!ls) {
@@ -206,6 +280,20 @@ expected<> server::start() {
   }
   d.router = internal::spawn_router(*d.sys, d.ctx);
   d.listener = internal::spawn_listener(*d.sys, d.router, d.ctx);
+  if (cfg.cluster_enabled()) {
+    auto cport = start_cluster(*d.sys, d.ctx, d.router, d.port, d.cluster);
+    if (!cport) {
+      ::close(ls->fd);
+      if (summoner_ls)
+        ::close(summoner_ls->fd);
+      caf::anon_send_exit(d.router, caf::exit_reason::user_shutdown);
+      caf::anon_send_exit(d.listener, caf::exit_reason::user_shutdown);
+      d.admin.reset();
+      d.sys.reset();
+      return tl::unexpected{std::move(cport.error())};
+    }
+    d.cluster_port = *cport;
+  }
   d.accept_loop = std::make_unique<acceptor>(ls->fd, ctx.log_server, ctx.stats.accept_errors);
   d.accept_loop->start([listener = d.listener](int fd) {
     caf::anon_send(listener, internal::accepted_atom::value, fd);
@@ -240,6 +328,10 @@ uint16_t server::port() const noexcept {
 
 uint16_t server::summoner_port() const noexcept {
   return impl_->summoner_port;
+}
+
+uint16_t server::cluster_port() const noexcept {
+  return impl_->cluster_port;
 }
 
 uint16_t server::admin_port() const noexcept {
@@ -315,6 +407,7 @@ void server::wait() {
     d.stopped = true;
     d.router = nullptr;
     d.listener = nullptr;
+    d.cluster = nullptr;
   }
   if (d.ctx->trace)
     d.ctx->trace->stop();
@@ -576,6 +669,7 @@ int run(server_config cfg, std::vector<std::string> args) {
   auto port_file = cfg.port_file;
   auto admin_port_file = cfg.admin_enabled ? cfg.admin_port_file : std::string{};
   auto summoner_port_file = cfg.summoner_listen.empty() ? std::string{} : cfg.summoner_port_file;
+  auto cluster_port_file = cfg.cluster_enabled() ? cfg.cluster_port_file : std::string{};
   server srv{std::move(cfg)};
   if (auto ok = srv.start(); !ok) {
     auto& code = ok.error().code;
@@ -591,6 +685,8 @@ int run(server_config cfg, std::vector<std::string> args) {
     log->error("cannot write port file path={}", logfmt_value(admin_port_file));
   if (!summoner_port_file.empty() && !write_port_file(summoner_port_file, srv.summoner_port()))
     log->error("cannot write port file path={}", logfmt_value(summoner_port_file));
+  if (!cluster_port_file.empty() && !write_port_file(cluster_port_file, srv.cluster_port()))
+    log->error("cannot write port file path={}", logfmt_value(cluster_port_file));
   if (!port_file.empty() && !write_port_file(port_file, srv.port()))
     log->error("cannot write port file path={}", logfmt_value(port_file));
   service::ready(fmt::format("listening on {}:{}", srv.config().host, srv.port()));

@@ -656,6 +656,15 @@ void begin_close(session_ptr self, const v1::Frame& last, std::chrono::milliseco
     output_flushed(self); // it all went out directly
 }
 
+/// In a cluster: the other nodes' client addresses, where the agent may
+/// reconnect at once (docs/cluster.md, drain).
+void add_reconnect_hints(session_ptr self, v1::Frame& f) {
+  if (!self->state.ctx->cfg.cluster_enabled())
+    return;
+  for (auto& a : self->state.ctx->reconnect_hints())
+    f.mutable_goodbye()->add_reconnect_to(a);
+}
+
 /// Lame duck's Goodbye, with this session's reconnect hint.
 v1::Frame lame_duck_goodbye(session_ptr self) {
   auto f = make_goodbye(codes::lame_duck,
@@ -663,6 +672,14 @@ v1::Frame lame_duck_goodbye(session_ptr self) {
                                     "{} ms",
                                     self->state.reconnect_after_ms));
   f.mutable_goodbye()->set_reconnect_after_ms(self->state.reconnect_after_ms);
+  add_reconnect_hints(self, f);
+  return f;
+}
+
+/// The shutdown's Goodbye (with the other nodes' addresses in a cluster).
+v1::Frame shutdown_goodbye(session_ptr self) {
+  auto f = make_goodbye(codes::shutdown, "server is shutting down");
+  add_reconnect_hints(self, f);
   return f;
 }
 
@@ -2420,8 +2437,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
       auto& st = self->state;
       switch (machine(self).on_drain(steady::now(), close_grace(self))) {
       case drain_action::close:
-        begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
-                    close_grace(self));
+        begin_close(self, shutdown_goodbye(self), close_grace(self));
         break;
       case drain_action::stop_reading:
         dispatch_batch(self);
@@ -2435,8 +2451,7 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
     },
     [self](goodbye_atom) {
       // Shutdown, phase 2: everything routed before this has been queued.
-      begin_close(self, make_goodbye(codes::shutdown, "server is shutting down"),
-                  close_grace(self));
+      begin_close(self, shutdown_goodbye(self), close_grace(self));
     },
     [self](lame_duck_atom, uint64_t reconnect_after_ms) {
       // Lame duck, this session's turn: as the shutdown's drain, but for
@@ -2472,6 +2487,13 @@ caf::behavior session_actor(caf::io::stateful_broker<session_state>* self,
                                "a new connection took over this agent name with the "
                                "resume token"),
                   close_grace(self));
+    },
+    [self](evict_atom, const std::string& code, std::string& text) {
+      // Cluster: another node's claim on this agent name won.
+      auto& st = self->state;
+      st.registered = false; // the router already forgot this session
+      st.ctx->log_session->info("agent name lost to another node {} code={}", who(self), code);
+      begin_close(self, make_goodbye(code, std::move(text)), close_grace(self));
     },
   };
 }

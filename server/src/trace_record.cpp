@@ -9,7 +9,7 @@ namespace {
 
 constexpr size_t max_string = 0xffff;
 constexpr size_t max_trace_id = 32;
-constexpr size_t string_count = 10;
+constexpr size_t string_count = 11;
 
 struct header {
   uint8_t what;
@@ -39,6 +39,7 @@ void for_each_string(const record_fields& f, F&& fn) {
   fn(f.address.substr(0, max_string));
   fn(f.identity.substr(0, max_string));
   fn(f.names.substr(0, max_string));
+  fn(f.nodes.substr(0, max_string));
 }
 
 } // namespace
@@ -78,7 +79,7 @@ size_t fit_record(record_fields& f, size_t limit) noexcept {
   }
   // Then the other strings (hostile recipients and routes of undeliverable
   // messages, reasons, addresses).
-  for (auto s : {&f.recipient, &f.route, &f.reason, &f.address, &f.identity, &f.sender}) {
+  for (auto s : {&f.recipient, &f.route, &f.reason, &f.address, &f.identity, &f.nodes, &f.sender}) {
     if (over == 0)
       break;
     auto len = std::min(s->size(), max_string);
@@ -155,6 +156,7 @@ bool decode_record(std::string_view bytes, trace::event& ev) {
   // Audience names.
   ev.recipients.clear();
   std::string_view names{p, h.lengths[9]};
+  ev.nodes.assign(p + h.lengths[9], h.lengths[10]);
   while (names.size() >= sizeof(uint16_t)) {
     uint16_t n;
     std::memcpy(&n, names.data(), sizeof n);

@@ -39,6 +39,8 @@ struct record_fields {
   /// kind::audience: the names, each preceded by its length (2 bytes, host
   /// order), as built by append_name.
   std::string_view names;
+  /// Cluster: the nodes a message crossed, "a>b,c" (docs/cluster.md).
+  std::string_view nodes;
 };
 
 /// The encoded size of `f` (header and strings; strings longer than 64 KiB

@@ -32,7 +32,7 @@ bool any_of_names(const std::vector<std::string>& sorted, const std::vector<std:
 size_t footprint(const trace::event& ev) {
   size_t n = sizeof(trace::event) + ev.boot.size() + ev.sender.size() + ev.recipient.size()
              + ev.route.size() + ev.trace_id.size() + ev.span_id.size() + ev.payload.size()
-             + ev.reason.size() + ev.address.size() + ev.identity.size();
+             + ev.reason.size() + ev.address.size() + ev.identity.size() + ev.nodes.size();
   for (auto& r : ev.recipients)
     n += sizeof(std::string) + r.size();
   return n;

@@ -506,6 +506,48 @@ TEST(Config, TheSummonerListenerHasRulesOfItsOwn) {
   EXPECT_NE(texts(route).find("summoner.route"), std::string::npos);
 }
 
+TEST(Config, ClusterKeysAreChecked) {
+  auto texts = [](const server_config& cfg) {
+    std::string all;
+    for (auto& e : validate(cfg))
+      all += e.text + "\n";
+    return all;
+  };
+  server_config cfg;
+  cfg.cluster_name = "prod";
+  EXPECT_EQ(texts(cfg), "");
+  cfg.cluster_peers = "127.0.0.1:7422, node-b:7422,,[::1]:9";
+  EXPECT_EQ(texts(cfg), "");
+  auto peers = cluster_peer_list(cfg);
+  ASSERT_EQ(peers.size(), 3u);
+  EXPECT_EQ(peers[1].host, "node-b");
+  EXPECT_EQ(peers[2].host, "::1");
+  cfg.cluster_peers = "nohost,10.0.0.1:0";
+  EXPECT_NE(texts(cfg).find("cluster.peers: 'nohost' is not host:port"), std::string::npos);
+  EXPECT_NE(texts(cfg).find("cluster.peers: '10.0.0.1:0' is not host:port"), std::string::npos);
+  cfg.cluster_peers.clear();
+  cfg.cluster_listen = "0.0.0.0:7422";
+  EXPECT_NE(texts(cfg).find("the cluster link is not authenticated"), std::string::npos);
+  cfg.allow_plaintext = true;
+  EXPECT_EQ(texts(cfg), "");
+  cfg.cluster_listen = "7422";
+  EXPECT_NE(texts(cfg).find("cluster.listen '7422' is not host:port"), std::string::npos);
+  cfg.cluster_listen = "127.0.0.1:0";
+  cfg.cluster_timeout = std::chrono::milliseconds{500};
+  cfg.cluster_heartbeat = std::chrono::milliseconds{500};
+  EXPECT_NE(texts(cfg).find("cluster.timeout (500ms) must be longer than cluster.heartbeat"),
+            std::string::npos);
+  cfg.cluster_timeout = std::chrono::seconds{5};
+  cfg.cluster_name = "bad name";
+  EXPECT_NE(texts(cfg).find("cluster.name"), std::string::npos);
+  cfg.cluster_name = "ok";
+  cfg.cluster_node = "bad node!";
+  EXPECT_NE(texts(cfg).find("cluster.node"), std::string::npos);
+  server_config off; // without cluster.name, the other keys are not looked at
+  off.cluster_listen = "garbage";
+  EXPECT_EQ(texts(off), "");
+}
+
 TEST(Config, SummonerNamesAreParsedCheckedAndLookedUpExactAddressFirst) {
   auto o = run(
     {"--check-config", "--summoner.names", "10.0.0.5=planner, 10.0.0.5:9001=tools,[::1]:7=six"});

@@ -28,4 +28,9 @@ std::string random_hex(size_t bytes);
 /// their lengths (both are hashed with a per-process random key first).
 bool equal_constant_time(std::string_view a, std::string_view b) noexcept;
 
+/// A one-way digest (BLAKE2b-256, lower-case hex) of a high-entropy secret
+/// such as a resume token: other parties can check a presented secret
+/// against it without holding the secret.
+std::string digest_hex(std::string_view secret);
+
 } // namespace convoke::crypto

@@ -95,6 +95,9 @@ struct event {
   /// joined / left: the agent's name is `sender`; these say where from.
   std::string address;
   std::string identity;
+  /// Cluster (docs/cluster.md): the nodes the message crossed, "a>b,c" on
+  /// the node it came from, "a>b" on a node it reached.
+  std::string nodes;
 };
 
 /// One human-readable line (no newline).

@@ -20,6 +20,7 @@
 
 #include "convoke/common/error.hpp"
 #include "convoke/common/logging.hpp"
+#include "convoke/common/units.hpp"
 #include "convoke/server/error.hpp"
 #include "convoke/tls/tls.hpp"
 
@@ -155,6 +156,27 @@ struct server_config {
   /// With auth.credentials: the identity whose rights Summoner
   /// connections get (they cannot authenticate).
   std::string summoner_identity;
+  // [cluster] Nodes sharing one namespace over CAF's BASP (docs/cluster.md):
+  // off while cluster_name is empty.
+  std::string cluster_name;
+  /// This node's name; empty: "<hostname>-<4 hex digits>" drawn at start.
+  std::string cluster_node;
+  std::string cluster_listen = "127.0.0.1:7422";
+  std::string cluster_port_file;
+  /// Seeds, "host:port,...".
+  std::string cluster_peers;
+  /// The client address other nodes hand out in reconnect hints; empty:
+  /// listen.host:port (the host name when listening on every address).
+  std::string cluster_advertise;
+  std::chrono::milliseconds cluster_heartbeat{1000};
+  std::chrono::milliseconds cluster_timeout{5000};
+  std::chrono::milliseconds cluster_retry{1000};
+  /// Relayed bytes sent to one node and not yet acknowledged by it.
+  uint64_t cluster_max_pending_bytes = 64ull << 20;
+
+  bool cluster_enabled() const noexcept {
+    return !cluster_name.empty();
+  }
 
   bool tls_enabled() const noexcept {
     return !tls_cert.empty();
@@ -222,6 +244,9 @@ bool reloadable(std::string_view key);
 /// The operator's name for a Summoner connection from `ip`:`port`
 /// (summoner.names: "ip:port" first, then "ip"); empty if none.
 std::string summoner_name_for(const server_config& cfg, std::string_view ip, uint16_t port);
+
+/// cluster.peers as a list of host:port (checked by validate()).
+std::vector<host_port> cluster_peer_list(const server_config& cfg);
 
 /// Every configuration key ("section.name"), in the order of --help.
 std::vector<std::string> config_keys();

@@ -45,6 +45,9 @@ public:
   /// empty).
   uint16_t summoner_port() const noexcept;
 
+  /// The cluster port (cluster.listen; 0 without cluster.name).
+  uint16_t cluster_port() const noexcept;
+
   /// Starts the graceful shutdown: stop accepting, flush what was already
   /// read to its receivers, send Goodbye to every agent, close. Thread-safe
   /// and idempotent.

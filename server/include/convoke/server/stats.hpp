@@ -80,6 +80,11 @@ struct server_stats {
   /// timeouts.handshake (also in `timeouts`), plaintext sent to a TLS port,
   /// TLS errors after the handshake.
   uint64_t tls_failures = 0;
+  /// Cluster: messages sent to other nodes (once per node), received from
+  /// them, and dropped for a node over cluster.max-pending-bytes.
+  uint64_t cluster_sent = 0;
+  uint64_t cluster_received = 0;
+  uint64_t cluster_dropped = 0;
   /// Trace records written / dropped because the trace queue was full.
   uint64_t trace_written = 0;
   uint64_t trace_dropped = 0;
