@@ -258,6 +258,12 @@ for part in $PART; do
     row "fanout N=10, generator CPU s" bench_cpu_s lower
     row "fanout N=10, lost (worst run)" lost worst
     row "fanout N=10, reordered (worst run)" reordered worst
+    measure fanout -n 100 --pub-node 0 --sub-nodes 0,1
+    row "fanout N=100, deliveries/s" deliveries_per_s higher
+    row "fanout N=100, server CPU s per M deliveries" server_cpu_s_per_million lower
+    row "fanout N=100, generator CPU s" bench_cpu_s lower
+    row "fanout N=100, lost (worst run)" lost worst
+    row "fanout N=100, reordered (worst run)" reordered worst
     echo
     # s2i: the same two nodes not joined (no cluster): what two relay
     # threads give on this machine with no cross-node work at all.
