@@ -380,7 +380,7 @@ nlohmann::json varz(const server_facts& facts, const server_config& cfg, const s
     auto peers = nlohmann::json::array();
     for (auto& p : facts.cluster->peers)
       peers.push_back({{"node", p.node},
-                       {"state", "up"},
+                       {"state", p.leaving ? "leaving" : "up"},
                        {"client_addr", p.client_addr},
                        {"cluster_addr", p.cluster_addr},
                        {"boot", fmt::format("{:016x}", p.boot)},
