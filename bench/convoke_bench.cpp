@@ -41,6 +41,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -137,6 +138,21 @@ struct server_handle {
   uint16_t port = 0;
   bool owned = false;
   std::unique_ptr<scraper> scrape;
+  /// Every server process measured (--server-pid, one per cluster node);
+  /// empty: just `pid`.
+  std::vector<pid_t> pids;
+  /// When set (--node-names), a connection must land on the server of this
+  /// name (Welcome.server_name): when several nodes share one port
+  /// (listen.reuse-port), join() reconnects until the kernel picks it.
+  std::string node_name;
+  /// The cluster's nodes (--server a,b / --node-names), not owned; empty
+  /// for a single server.
+  std::vector<std::unique_ptr<server_handle>> nodes;
+
+  /// Where connections for node `k` go (this server when there are none).
+  const server_handle& node(int k) const {
+    return nodes.empty() ? *this : *nodes[static_cast<size_t>(k) % nodes.size()];
+  }
 
   ~server_handle() {
     scrape.reset();
@@ -150,10 +166,20 @@ struct server_handle {
     }
   }
 
-  /// CPU seconds (user + system) used so far.
+  /// CPU seconds (user + system) used so far, summed over `pids`.
   double cpu_seconds() const {
-    auto s = bench::process_cpu_seconds(pid);
-    return s < 0 ? NAN : s;
+    if (pids.empty()) {
+      auto s = bench::process_cpu_seconds(pid);
+      return s < 0 ? NAN : s;
+    }
+    double sum = 0;
+    for (auto p : pids) {
+      auto s = bench::process_cpu_seconds(p);
+      if (s < 0)
+        return NAN;
+      sum += s;
+    }
+    return sum;
   }
 
   /// Resident set size in KiB.
@@ -272,7 +298,8 @@ struct connection {
   SSL* ssl = nullptr;                                   // TLS, or plaintext when null
   std::vector<char> buf = std::vector<char>(16 * 1024); // grows when full
   size_t len = 0;
-  std::string out; // replies (PONG, heartbeat answers)
+  std::string out;  // replies (PONG, heartbeat answers)
+  std::string name; // the agent's name (join() may change it to land on a node)
 
   ~connection() {
     if (ssl != nullptr)
@@ -411,27 +438,48 @@ void await_handshake(connection& c, const std::string& what,
 /// receives no broadcasts.
 /// `subjects` (both protocols): further subscriptions, e.g. the route
 /// patterns of `fanout --subscriptions`.
+/// Connections per server name (Welcome.server_name), for the placement
+/// line of a cluster run.
+std::map<std::string, int> landed;
+
 std::unique_ptr<connection> join(const server_handle& srv, protocol_kind proto,
                                  const std::string& name, const std::string& subscribe_to,
                                  const std::string& route = {},
                                  const std::vector<std::string>& subjects = {}) {
-  auto c = open_connection(srv, proto);
   std::string out;
   if (proto == protocol_kind::convoke) {
     auto routes = subjects;
     if (!route.empty())
       routes.push_back(route);
-    convoke_append_hello(out, name, routes);
-    c->send(out);
-    await_handshake(*c, "Welcome for " + name, [&](bool& done, std::string& err) {
-      return convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
-        done = done || ev.kind == convoke_event::welcome;
-        if (ev.kind == convoke_event::notice)
-          err = std::string{ev.text};
+    // With srv.node_name, reconnect (under a fresh name: the last one may
+    // still be registered) until the kernel hands the connection to that
+    // node; with 2 nodes that takes 2 tries on average.
+    for (int attempt = 0; attempt < 200; ++attempt) {
+      auto c = open_connection(srv, proto);
+      c->name = attempt == 0 ? name : name + "." + std::to_string(attempt);
+      out.clear();
+      convoke_append_hello(out, c->name, routes);
+      c->send(out);
+      std::string server;
+      await_handshake(*c, "Welcome for " + c->name, [&](bool& done, std::string& err) {
+        return convoke_parse(c->buf.data(), c->len, [&](const convoke_event& ev) {
+          if (ev.kind == convoke_event::welcome) {
+            done = true;
+            server = std::string{ev.text};
+          }
+          if (ev.kind == convoke_event::notice)
+            err = std::string{ev.text};
+        });
       });
-    });
-    return c;
+      if (!srv.node_name.empty() && server != srv.node_name)
+        continue;
+      ++landed[server];
+      return c;
+    }
+    fail("no connection landed on node " + srv.node_name + " in 200 tries");
   }
+  auto c = open_connection(srv, proto);
+  c->name = name;
   nats_append_connect(out, name);
   if (!subscribe_to.empty())
     nats_append_sub(out, subscribe_to, 1);
@@ -457,7 +505,8 @@ public:
   struct sub {
     std::unique_ptr<connection> conn;
     std::atomic<uint64_t> received{0};
-    std::vector<uint64_t> next_seq; // per publisher
+    std::vector<uint64_t> next_seq;  // per publisher
+    std::atomic<bool> probed{false}; // a warm-up probe arrived
     uint64_t lost = 0;
     uint64_t reordered = 0;
   };
@@ -494,6 +543,16 @@ public:
 
   uint64_t received(size_t i) const {
     return subs_[i]->received.load(std::memory_order_acquire);
+  }
+
+  /// True once receiver `i` (every receiver: -1) had a warm-up probe.
+  bool probed(int i = -1) const {
+    if (i >= 0)
+      return subs_[static_cast<size_t>(i)]->probed.load(std::memory_order_acquire);
+    for (auto& s : subs_)
+      if (!s->probed.load(std::memory_order_acquire))
+        return false;
+    return true;
   }
 
   uint64_t total_received() const {
@@ -539,6 +598,10 @@ private:
     if (payload.size() < min_payload)
       return;
     auto h = read_payload_header(payload.data());
+    if (h.publisher == probe_publisher) {
+      s.probed.store(true, std::memory_order_release);
+      return;
+    }
     if (h.publisher < s.next_seq.size()) {
       auto& next = s.next_seq[h.publisher];
       if (h.seq > next)
@@ -624,6 +687,16 @@ struct publisher {
       nats_append_pub(out, target, payload);
   }
 
+  /// Sends one warm-up probe now (not counted by receivers).
+  void probe() {
+    write_payload_header(payload.data(), {0, mono_ns(), probe_publisher});
+    if (protocol == protocol_kind::convoke)
+      convoke_append_envelope(out, direct ? target : std::string_view{}, route, payload);
+    else
+      nats_append_pub(out, target, payload);
+    flush();
+  }
+
   void flush() {
     if (!out.empty()) {
       conn->send(out);
@@ -653,7 +726,6 @@ struct options {
   std::string server;
   std::string server_bin;
   std::vector<std::string> server_args;
-  int server_pid = 0;
   int subscribers = 10;
   int subscriptions = 0; // fanout/latency: per receiver; 0 = plain broadcast
   bool patterns = false;
@@ -674,6 +746,15 @@ struct options {
   int scrape_ms = 0;
   /// fanout/latency: one more agent observes every trace event (Observe).
   bool observe = false;
+  /// Cluster runs: the node names behind --server (see server_handle), the
+  /// publisher's node, the receivers' nodes (round robin), and for direct
+  /// whether each pair's receiver is on the next node instead of its
+  /// sender's.
+  std::vector<std::string> node_names;
+  int pub_node = 0;
+  std::vector<int> sub_nodes;
+  bool cross = false;
+  std::vector<int> server_pids;
 };
 
 std::string proto_name(protocol_kind p) {
@@ -690,14 +771,69 @@ std::unique_ptr<server_handle> server_for(const options& o) {
       args.insert(args.begin(), {"--limits.max-routes", std::to_string(o.subscriptions)});
     return start_server(o.proto, bin, args, o.server_cpu, o.scrape_ms);
   }
-  auto h = std::make_unique<server_handle>();
-  auto hp = parse_host_port(o.server, "127.0.0.1", 7420);
-  if (!hp)
+  std::vector<std::unique_ptr<server_handle>> at;
+  std::stringstream list{o.server};
+  for (std::string item; std::getline(list, item, ',');) {
+    auto hp = parse_host_port(item, "127.0.0.1", 7420);
+    if (!hp)
+      fail("invalid --server " + item);
+    at.push_back(std::make_unique<server_handle>());
+    at.back()->host = hp->host;
+    at.back()->port = hp->port;
+  }
+  if (at.empty())
     fail("invalid --server " + o.server);
-  h->host = hp->host;
-  h->port = hp->port;
-  h->pid = o.server_pid;
+  auto h = std::make_unique<server_handle>();
+  h->host = at[0]->host;
+  h->port = at[0]->port;
+  h->pid = o.server_pids.empty() ? 0 : o.server_pids[0];
+  for (auto p : o.server_pids)
+    h->pids.push_back(p);
+  auto n = std::max(at.size(), o.node_names.size());
+  if (n > 1 || !o.node_names.empty())
+    for (size_t k = 0; k < n; ++k) {
+      auto node = std::make_unique<server_handle>();
+      node->host = at[k % at.size()]->host;
+      node->port = at[k % at.size()]->port;
+      if (k < o.node_names.size())
+        node->node_name = o.node_names[k];
+      h->nodes.push_back(std::move(node));
+    }
   return h;
+}
+
+int sub_node(const options& o, int i) {
+  return o.sub_nodes.empty() ? 0 : o.sub_nodes[static_cast<size_t>(i) % o.sub_nodes.size()];
+}
+
+/// Cluster runs: sends warm-up probes until every receiver had one (the
+/// nodes have learnt of each other's subscriptions); fails after 10 s.
+void warm_up(const server_handle& srv, std::vector<publisher*> pubs, const receiver& rx,
+             bool per_pair) {
+  if (srv.nodes.size() < 2)
+    return;
+  for (int round = 0; round < 500; ++round) {
+    bool all = true;
+    for (size_t i = 0; i < pubs.size(); ++i)
+      if (!rx.probed(per_pair ? static_cast<int>(i) : -1)) {
+        all = false;
+        pubs[i]->probe();
+      }
+    if (all)
+      return;
+    std::this_thread::sleep_for(20ms);
+  }
+  fail("warm-up: probes did not reach every receiver in 10 s (is the cluster formed?)");
+}
+
+/// Cluster runs: how many connections each node took (stderr).
+void print_placement() {
+  if (landed.size() < 2)
+    return;
+  std::string line = "placement:";
+  for (auto& [server, count] : landed)
+    line += " " + server + "=" + std::to_string(count);
+  std::cerr << line << "\n";
 }
 
 void print(const options& o, const std::string& line, const std::string& json) {
@@ -840,12 +976,14 @@ struct fanout_rig {
     std::vector<std::unique_ptr<connection>> subs;
     bool routed = o.subscriptions > 0;
     for (int i = 0; i < o.subscribers; ++i)
-      subs.push_back(join(*srv, o.proto, "sub-" + std::to_string(i), routed ? "" : "bench", {},
-                          receiver_subjects(o, i)));
-    pub = make_publisher(o, *srv, "pub", 0, routed ? hot_route : "bench", false);
+      subs.push_back(join(srv->node(sub_node(o, i)), o.proto, "sub-" + std::to_string(i),
+                          routed ? "" : "bench", {}, receiver_subjects(o, i)));
+    pub = make_publisher(o, srv->node(o.pub_node), "pub", 0, routed ? hot_route : "bench", false);
     if (routed)
       pub.route = hot_route;
     rx = std::make_unique<receiver>(o.proto, std::move(subs), 1, measure_latency);
+    warm_up(*srv, {&pub}, *rx, false);
+    print_placement();
     if (o.observe)
       observer = std::make_unique<tap_observer>(*srv);
     std::this_thread::sleep_for(200ms); // let every subscription settle
@@ -956,10 +1094,12 @@ void run_latency(const options& o) {
                     reordered, cpu1 - cpu0, secs),
         fmt::format(R"({{"scenario":"latency","protocol":"{}","subscribers":{},"rate":{},)"
                     R"("payload":{},"p50_us":{:.2f},"p99_us":{:.2f},"p999_us":{:.2f},)"
-                    R"("max_us":{:.2f},"delivered":{},"lost":{},"reordered":{}}})",
+                    R"("max_us":{:.2f},"delivered":{},"lost":{},"reordered":{},)"
+                    R"("server_cpu_s":{:.3f},"server_cpu_s_per_million":{:.4f}}})",
                     proto_name(o.proto), o.subscribers, o.rate, o.payload, us(0.5), us(0.99),
                     us(0.999), static_cast<double>(h.max()) / 1e3, rx.total_received(), lost,
-                    reordered));
+                    reordered, cpu1 - cpu0,
+                    (cpu1 - cpu0) / (static_cast<double>(rx.total_received()) / 1e6)));
   print_observer(o, rig.observer.get(), secs);
 }
 
@@ -967,14 +1107,22 @@ void run_direct(const options& o) {
   auto srv = server_for(o);
   std::vector<std::unique_ptr<connection>> rx_conns;
   std::vector<publisher> pubs(static_cast<size_t>(o.pairs));
+  // Cluster runs: pair i's sender is on node i, its receiver on the same
+  // node or (--cross) on the next one.
   for (int i = 0; i < o.pairs; ++i) {
     auto subject = "d." + std::to_string(i);
-    rx_conns.push_back(join(*srv, o.proto, "rx-" + std::to_string(i), subject));
-    pubs[static_cast<size_t>(i)] = make_publisher(
-      o, *srv, "tx-" + std::to_string(i), static_cast<uint32_t>(i),
-      o.proto == protocol_kind::convoke ? "rx-" + std::to_string(i) : subject, true);
+    rx_conns.push_back(
+      join(srv->node(o.cross ? i + 1 : i), o.proto, "rx-" + std::to_string(i), subject));
+    pubs[static_cast<size_t>(i)]
+      = make_publisher(o, srv->node(i), "tx-" + std::to_string(i), static_cast<uint32_t>(i),
+                       o.proto == protocol_kind::convoke ? rx_conns.back()->name : subject, true);
   }
   receiver rx{o.proto, std::move(rx_conns), static_cast<size_t>(o.pairs), false};
+  std::vector<publisher*> probing;
+  for (auto& p : pubs)
+    probing.push_back(&p);
+  warm_up(*srv, probing, rx, true);
+  print_placement();
   std::this_thread::sleep_for(200ms);
   auto cpu0 = srv->cpu_seconds();
   auto self0 = self_cpu_seconds();
@@ -1026,10 +1174,10 @@ void run_direct(const options& o) {
                     (cpu1 - cpu0) / (static_cast<double>(delivered) / 1e6), cpu1 - cpu0,
                     self1 - self0, secs, lost),
         fmt::format(R"({{"scenario":"direct","protocol":"{}","pairs":{},"payload":{},)"
-                    R"("messages_per_s":{:.0f},"server_cpu_s":{:.3f},"bench_cpu_s":{:.3f},)"
-                    R"("lost":{}}})",
-                    proto_name(o.proto), o.pairs, o.payload, rate, cpu1 - cpu0, self1 - self0,
-                    lost));
+                    R"("messages_per_s":{:.0f},"server_cpu_s":{:.3f},)"
+                    R"("server_cpu_s_per_million":{:.4f},"bench_cpu_s":{:.3f},"lost":{}}})",
+                    proto_name(o.proto), o.pairs, o.payload, rate, cpu1 - cpu0,
+                    (cpu1 - cpu0) / (static_cast<double>(delivered) / 1e6), self1 - self0, lost));
   (void) reordered;
 }
 
@@ -1233,7 +1381,9 @@ int main(int argc, char** argv) {
   app.add_option("--protocol", proto, "convoke | nats")
     ->check(CLI::IsMember({"convoke", "nats"}))
     ->capture_default_str();
-  app.add_option("--server", o.server, "host:port of a running server (default: start one)");
+  app.add_option("--server", o.server,
+                 "host:port of a running server (default: start one); a cluster: "
+                 "host:port,host:port,... (node 0, node 1, ...)");
   app.add_option("--server-bin", o.server_bin,
                  "Server program to start (default: the built convoke-server, or "
                  "/usr/sbin/nats-server)");
@@ -1249,7 +1399,25 @@ int main(int argc, char** argv) {
                 "Protocol version to announce (1 to measure a version 1 server)")
     ->check(CLI::Range(1, 2))
     ->capture_default_str();
-  app.add_option("--server-pid", o.server_pid, "PID of --server, for its CPU and RSS");
+  app
+    .add_option("--server-pid", o.server_pids,
+                "PID of --server, for its CPU and RSS; a cluster: every node's, comma-separated "
+                "(CPU is their sum)")
+    ->delimiter(',');
+  app
+    .add_option("--node-names", o.node_names,
+                "Cluster nodes by server.name, comma-separated (node 0, node 1, ...): each "
+                "connection reconnects until Welcome names its node (nodes sharing one port "
+                "with listen.reuse-port; --server may then be one address)")
+    ->delimiter(',');
+  app.add_option("--pub-node", o.pub_node, "fanout/latency: the publisher's node")
+    ->capture_default_str();
+  app
+    .add_option("--sub-nodes", o.sub_nodes,
+                "fanout/latency: the receivers' nodes, round robin (e.g. 1 or 0,1; default 0)")
+    ->delimiter(',');
+  app.add_flag("--cross", o.cross,
+               "direct: pair i's receiver on node i+1 instead of its sender's node i");
   app.add_option("-n,--subscribers", o.subscribers, "fanout/latency receivers")
     ->capture_default_str();
   app

@@ -107,6 +107,10 @@ size_t convoke_parse(const char* data, size_t size,
       switch (top.number) {
       case 2:
         ev.kind = convoke_event::welcome;
+        for_each_field(bytes, [&](const field& f) {
+          if (f.number == 4) // Welcome.server_name
+            ev.text = f.bytes;
+        });
         break;
       case 3: // version 1: a relayed Envelope (payload = 5)
         ev.kind = convoke_event::envelope;

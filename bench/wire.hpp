@@ -24,6 +24,10 @@ struct payload_header {
   uint32_t publisher;
 };
 inline constexpr size_t min_payload = sizeof(uint64_t) * 2 + sizeof(uint32_t);
+/// The publisher index of warm-up probes (not counted, not sequence-checked):
+/// a cluster run waits until every receiver has had one, so that interest
+/// has propagated between the nodes before anything is measured.
+inline constexpr uint32_t probe_publisher = 0xffffffff;
 
 /// Writes the header into the first bytes of `dst` (dst has >= min_payload).
 void write_payload_header(char* dst, const payload_header& h);
@@ -57,7 +61,7 @@ struct convoke_event {
   enum kind_t { other, envelope, welcome, heartbeat, notice, goodbye } kind = other;
   std::string_view payload;   // envelope payload
   uint64_t heartbeat_seq = 0; // heartbeat asking for a reply
-  std::string_view text;      // notice text
+  std::string_view text;      // notice text; welcome: the server's name
 };
 
 /// Parses complete frames in [data, data+size); returns bytes consumed.

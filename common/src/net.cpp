@@ -149,7 +149,8 @@ expected<> check_resolvable(const std::string& host) {
   return {};
 }
 
-expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog) {
+expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog,
+                                      bool reuse_port) {
   auto where = "cannot listen on " + host + ":" + std::to_string(port) + ": ";
   addrinfo* res = nullptr;
   if (auto rc = resolve_passive(host, port, &res); rc != 0)
@@ -166,6 +167,12 @@ expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, in
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+      code = errno_code(errno);
+      reason = std::string{"SO_REUSEPORT: "} + std::strerror(code.value());
+      close(fd);
+      continue;
+    }
     if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || ::listen(fd, backlog) != 0) {
       code = errno_code(errno);
       reason = std::strerror(code.value());

@@ -259,6 +259,11 @@ const std::vector<option_def>& options() {
     t.push_back(bool_opt("listen", "allow-plaintext", &server_config::allow_plaintext,
                          "Allow a non-loopback listen.host without TLS (only on a network "
                          "you trust). Also --allow-plaintext."));
+    t.push_back(bool_opt("listen", "reuse-port", &server_config::listen_reuse_port,
+                         "Set SO_REUSEPORT on the client port, so that several servers of the "
+                         "same user on this host may listen on the same listen.host:port; the "
+                         "kernel spreads new connections over them (nodes of one cluster, one "
+                         "per core: docs/cluster.md)."));
     t.push_back(frame_size_opt("Largest frame an agent may send (the length prefix value)."));
     t.push_back(int_opt<uint32_t>("limits", "max-agents", &server_config::max_agents, 1, 1'000'000,
                                   "Most agents connected at once (past Hello); more are "

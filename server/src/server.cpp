@@ -246,7 +246,7 @@ expected<> server::start() {
     d.sys_cfg->set("middleman.connection-timeout", caf::timespan{cfg.cluster_timeout});
   }
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
-  auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog);
+  auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog, cfg.listen_reuse_port);
   if (!ls) {
     d.sys.reset();
     // The text keeps the system's reason ("Address already in use").

@@ -11,7 +11,9 @@
 #include "convoke/common/net.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/server.hpp"
+#include "raw_client.hpp"
 #include "test_server.hpp"
+#include "wait.hpp"
 
 using namespace convoke;
 using namespace std::chrono_literals;
@@ -61,6 +63,72 @@ TEST(ServerStart, AnAddressInUseIsTheSystemsCodeInNetAndBindFailedInTheServer) {
   ASSERT_FALSE(started);
   EXPECT_EQ(started.error().code, server::errc::bind_failed);
   EXPECT_EQ(started.error().text, where + "Address already in use") << "the operator's text";
+}
+
+// listen.reuse-port: N nodes on one host share the client port (one per
+// core, docs/cluster.md); the kernel spreads connections over them.
+TEST(ServerStart, TwoServersWithReusePortShareTheClientPortAndBothGetAgents) {
+  test::test_server a{[](server::server_config& c) {
+    c.name = "node-a";
+    c.listen_reuse_port = true;
+  }};
+  test::test_server b{[&](server::server_config& c) {
+    c.name = "node-b";
+    c.port = a.port();
+    c.listen_reuse_port = true;
+  }};
+  ASSERT_EQ(b.port(), a.port());
+  // Connections from distinct source ports hash to either socket: with 32
+  // of them, all on one node has a chance of 2^-31.
+  std::vector<test::raw_client> agents;
+  int on_a = 0, on_b = 0;
+  for (int i = 0; i < 32; ++i) {
+    agents.emplace_back(a.port());
+    auto welcome = agents.back().hello("agent-" + std::to_string(i));
+    ASSERT_TRUE(welcome.has_welcome()) << welcome.DebugString();
+    auto& server = welcome.welcome().server_name();
+    ASSERT_TRUE(server == "node-a" || server == "node-b") << server;
+    ++(server == "node-a" ? on_a : on_b);
+  }
+  EXPECT_GT(on_a, 0);
+  EXPECT_GT(on_b, 0);
+  EXPECT_TRUE(test::eventually([&] { return a.stats().agents + b.stats().agents == 32; }));
+  EXPECT_EQ(a.stats().agents, static_cast<uint64_t>(on_a));
+  // One node stopped: the other keeps the port and takes every agent.
+  b.stop();
+  for (int i = 0; i < 8; ++i) {
+    test::raw_client late{a.port()};
+    auto welcome = late.hello("late-" + std::to_string(i));
+    ASSERT_TRUE(welcome.has_welcome()) << welcome.DebugString();
+    EXPECT_EQ(welcome.welcome().server_name(), "node-a");
+  }
+}
+
+TEST(ServerStart, AServerWithoutReusePortCannotShareThePortEitherWay) {
+  auto where = [](uint16_t port) {
+    return "cannot listen on 127.0.0.1:" + std::to_string(port) + ": Address already in use";
+  };
+  {
+    test::test_server sharing{[](server::server_config& c) { c.listen_reuse_port = true; }};
+    auto cfg = test::test_config();
+    cfg.port = sharing.port(); // reuse-port off
+    server::server srv{cfg};
+    auto started = srv.start();
+    ASSERT_FALSE(started) << "bound a port shared with SO_REUSEPORT without it";
+    EXPECT_EQ(started.error().code, server::errc::bind_failed);
+    EXPECT_EQ(started.error().text, where(sharing.port()));
+  }
+  {
+    test::test_server alone; // reuse-port off
+    auto cfg = test::test_config();
+    cfg.port = alone.port();
+    cfg.listen_reuse_port = true;
+    server::server srv{cfg};
+    auto started = srv.start();
+    ASSERT_FALSE(started) << "joined a port whose first owner did not set SO_REUSEPORT";
+    EXPECT_EQ(started.error().code, server::errc::bind_failed);
+    EXPECT_EQ(started.error().text, where(alone.port()));
+  }
 }
 
 TEST(ServerStart, AnUnresolvableHostIsAResolverCodeInNetAndResolveFailedInTheServer) {

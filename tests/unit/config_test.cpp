@@ -97,6 +97,23 @@ TEST(Config, PrecedenceDefaultsFileEnvFlags) {
   EXPECT_EQ(o.cfg.port, 1111);
 }
 
+TEST(Config, ReusePortIsOffByDefaultAndSetByFileEnvOrFlag) {
+  EXPECT_FALSE(server_config{}.listen_reuse_port);
+  EXPECT_FALSE(run({}).cfg.listen_reuse_port);
+  temp_file f{"[listen]\nreuse-port = true\n"};
+  auto o = run({"--config", f.path});
+  EXPECT_FALSE(o.res.exit) << o.err;
+  EXPECT_TRUE(o.cfg.listen_reuse_port);
+  o = run({}, {{"CONVOKE_LISTEN_REUSE_PORT", "true"}});
+  EXPECT_TRUE(o.cfg.listen_reuse_port) << o.err;
+  o = run({"--listen.reuse-port", "true"});
+  EXPECT_TRUE(o.cfg.listen_reuse_port) << o.err;
+  EXPECT_TRUE(validate(o.cfg).empty());
+  o = run({"--listen.reuse-port", "sometimes"});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("--listen.reuse-port: 'sometimes'"), std::string::npos) << o.err;
+}
+
 TEST(Config, UnknownKeyInFileIsAnErrorWithItsLine) {
   temp_file f{"[listen]\nport = 1\n\n[listen]\n"};
   temp_file g{"# comment\n[limits]\nmax-frame-bytes = \"1MiB\"\nmax-framebytes = 5\n"};

@@ -58,7 +58,11 @@ struct listening_socket {
 /// address tried (e.g. `std::errc::address_in_use`,
 /// `std::errc::permission_denied`); the text reads "cannot listen on
 /// host:port: Address already in use" (or "...: cannot resolve 'host': ...").
-expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog);
+/// With `reuse_port`, SO_REUSEPORT is set before bind: several sockets (of
+/// processes of the same user) that all set it may bind the same host:port,
+/// and the kernel spreads new connections over them.
+expected<listening_socket> tcp_listen(const std::string& host, uint16_t port, int backlog,
+                                      bool reuse_port = false);
 
 /// Sets the socket receive buffer size (SO_RCVBUF).
 void set_receive_buffer(int fd, int bytes);

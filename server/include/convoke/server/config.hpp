@@ -48,6 +48,9 @@ struct server_config {
   /// Allows a non-loopback listen.host without TLS (secure by default:
   /// refused otherwise).
   bool allow_plaintext = false;
+  /// SO_REUSEPORT on the client port: several nodes on one host share it
+  /// (docs/cluster.md, "Every core of a machine").
+  bool listen_reuse_port = false;
   // [limits]
   uint32_t max_frame_bytes = 1u << 20;
   uint32_t max_agents = 10000;
