@@ -380,12 +380,11 @@ nlohmann::json varz(const server_facts& facts, const server_config& cfg, const s
     auto peers = nlohmann::json::array();
     for (auto& p : facts.cluster->peers)
       peers.push_back({{"node", p.node},
-                       {"state", "up"},
+                       {"state", p.leaving ? "leaving" : "up"},
                        {"client_addr", p.client_addr},
                        {"cluster_addr", p.cluster_addr},
                        {"boot", fmt::format("{:016x}", p.boot)},
-                       {"agents", p.agents},
-                       {"pending_bytes", p.pending_bytes}});
+                       {"agents", p.agents}});
     out["cluster"]
       = {{"name", facts.cluster->name}, {"node", facts.cluster->node}, {"peers", std::move(peers)}};
   }

@@ -56,8 +56,8 @@ struct cluster_status {
     std::string cluster_addr;
     uint64_t boot = 0;
     uint64_t agents = 0;
-    /// Relayed bytes sent to it and not yet acknowledged.
-    uint64_t pending_bytes = 0;
+    /// It drains or is in lame duck: not a place to send agents to.
+    bool leaving = false;
   };
   std::string name;
   std::string node;

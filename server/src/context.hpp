@@ -181,7 +181,7 @@ struct server_context {
     std::lock_guard lock{cluster_mutex};
     std::vector<std::string> out;
     for (auto& p : cluster.peers)
-      if (!p.client_addr.empty() && out.size() < 16)
+      if (!p.client_addr.empty() && !p.leaving && out.size() < 16)
         out.push_back(p.client_addr);
     return out;
   }

@@ -112,13 +112,17 @@ using peer_down_atom = caf::atom_constant<caf::atom("peerdown")>;
 /// (peer_relay_atom, node, boot, relay_batch): messages to deliver;
 /// (peer_ack_atom, node, boot, bytes): relayed bytes handled (flow control);
 /// (peer_notice_atom, node, boot, sender name, notice_request): a Notice
-/// for a sender on the receiving node (e.g. unknown_recipient).
+/// for a sender on the receiving node (e.g. unknown_recipient);
+/// (peer_leaving_atom, node, boot): it is going away.
 using peer_sync_atom = caf::atom_constant<caf::atom("peersync")>;
 using peer_claim_atom = caf::atom_constant<caf::atom("peerclaim")>;
 using peer_gone_atom = caf::atom_constant<caf::atom("peergone")>;
 using peer_relay_atom = caf::atom_constant<caf::atom("peerrelay")>;
 using peer_ack_atom = caf::atom_constant<caf::atom("peerack")>;
 using peer_notice_atom = caf::atom_constant<caf::atom("peernotice")>;
+/// (peer_leaving_atom, node, boot): that node drains (SIGTERM) or goes
+/// lame duck; it is not offered to agents as a place to reconnect.
+using peer_leaving_atom = caf::atom_constant<caf::atom("peerleave")>;
 
 /// What a node tells another about itself when they connect.
 struct node_info {

@@ -107,6 +107,8 @@ struct router_state {
     uint64_t pending = 0;
     /// Over the limit now (logged once per episode).
     bool over = false;
+    /// It said it is going away (drain, lame duck).
+    bool leaving = false;
   };
   std::map<std::string, peer_node, std::less<>> peers;
   /// This node's name and boot (what peers key our messages by).
@@ -165,7 +167,7 @@ void publish_cluster(router_state& st) {
   for (auto& [_, p] : st.peers) {
     if (!p.router)
       continue; // known from its claims only, not (yet) up
-    c.peers.push_back({p.name, p.client_addr, p.cluster_addr, p.boot, p.table.size(), p.pending});
+    c.peers.push_back({p.name, p.client_addr, p.cluster_addr, p.boot, p.table.size(), p.leaving});
   }
   st.ctx->set_cluster_view(std::move(c));
 }
@@ -254,6 +256,15 @@ void apply_claim(router_ptr self, peer_node& p, const agent_claim& c) {
   add_claim(p, c);
 }
 
+/// Tells the other nodes this one is going away (drain, lame duck), before
+/// its agents are sent to them.
+void tell_leaving(router_ptr self) {
+  auto& st = self->state;
+  for (auto& [_, p] : st.peers)
+    if (p.router)
+      self->send(p.router, peer_leaving_atom::value, st.node, st.boot);
+}
+
 /// Sends this node's whole table to a node that came up.
 void sync_to(router_ptr self, peer_node& p) {
   auto& st = self->state;
@@ -271,15 +282,21 @@ void drop_peer(router_ptr self, const std::string& node, uint64_t boot) {
   if (i == st.peers.end() || i->second.boot != boot)
     return;
   auto agents = i->second.table.size();
+  auto leaving = i->second.leaving;
   st.peers.erase(i);
   publish_cluster(st);
-  st.ctx->log_router->warn("cluster node lost node={} agents={}", logfmt_value(node), agents);
+  st.ctx->log_router->log(leaving ? spdlog::level::info : spdlog::level::warn,
+                          "cluster node {} node={} agents={}", leaving ? "left" : "lost",
+                          logfmt_value(node), agents);
   notice_request n;
   n.severity = v1::Notice::INFO;
   n.code = std::string{codes::node_lost};
-  n.text = fmt::format("cluster node '{}' is unreachable: its {} agent(s) left until they "
-                       "reconnect to another node",
-                       node, agents);
+  n.text = leaving ? fmt::format("cluster node '{}' left the cluster (it was shut down); its {} "
+                                 "agent(s) left until they reconnect to another node",
+                                 node, agents)
+                   : fmt::format("cluster node '{}' is unreachable: its {} agent(s) left until "
+                                 "they reconnect to another node",
+                                 node, agents);
   auto msg = caf::make_message(notice_atom::value, std::move(n));
   st.table.for_each([&](entry_t& e) { self->send(e.handle, msg); });
 }
@@ -1067,11 +1084,13 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
     },
     [self](peer_claim_atom, const std::string& node, uint64_t boot, const agent_claim& c) {
       apply_claim(self, peer_for(self, node, boot), c);
+      publish_cluster(self->state);
     },
     [self](peer_gone_atom, const std::string& node, uint64_t boot, const std::string& name) {
       auto& p = peer_for(self, node, boot);
       if (auto e = p.table.find_name(name))
         p.table.remove(e->session_id);
+      publish_cluster(self->state);
     },
     [self](peer_relay_atom, const std::string& node, uint64_t boot, relay_batch& b) {
       auto& st = self->state;
@@ -1087,6 +1106,14 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       }
       if (p.router)
         self->send(p.router, peer_ack_atom::value, st.node, st.boot, bytes);
+    },
+    [self](peer_leaving_atom, const std::string& node, uint64_t boot) {
+      auto& st = self->state;
+      if (auto i = st.peers.find(node); i != st.peers.end() && i->second.boot == boot) {
+        i->second.leaving = true;
+        st.ctx->log_router->info("cluster node leaving node={}", logfmt_value(node));
+        publish_cluster(st);
+      }
     },
     [self](peer_ack_atom, const std::string& node, uint64_t boot, uint64_t bytes) {
       auto& st = self->state;
@@ -1126,6 +1153,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
       if (st.draining)
         return; // told by both the listener and the server (whichever is first)
       st.draining = true;
+      tell_leaving(self);
       st.ctx->log_router->info("draining agents={}", st.table.size());
       self->delayed_send(self, st.ctx->cfg.drain_timeout / 2, drain_deadline_atom::value);
       maybe_finish_drain(self);
@@ -1144,6 +1172,7 @@ caf::behavior router_actor(router_ptr self, context_ptr ctx) {
                                     std::move(listener),
                                     false});
       st.table.for_each([&](entry_t& e) { st.lame->queue.push_back(e.session_id); });
+      tell_leaving(self);
       st.ctx->log_router->info("lame duck agents={} grace={} duration={}", st.table.size(),
                                format_duration(cfg.lame_duck_grace),
                                format_duration(cfg.lame_duck_duration));
