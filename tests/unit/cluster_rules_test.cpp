@@ -46,7 +46,8 @@ TEST(DefaultNodeName, IsAValidAgentNameFromTheShortHostName) {
 }
 
 TEST(DefaultNodeName, HostileOrEmptyHostNamesStillGiveAValidName) {
-  for (std::string h : {"", ".", "-x", "a b\tc", std::string(300, 'h'), "\xff\xfe", "_"}) {
+  for (std::string h : std::initializer_list<std::string>{"", ".", "-x", "a b\tc",
+                                                          std::string(300, 'h'), "\xff\xfe", "_"}) {
     auto n = default_node_name(h, 0x1234);
     EXPECT_TRUE(convoke::proto::check_agent_name(n)) << n;
     EXPECT_NE(n.find("1234"), std::string::npos) << n;
