@@ -88,7 +88,7 @@ using names = std::vector<std::string>;
 /// `openssl s_client` against `port` with `extra` flags; stdin is empty, so
 /// it ends after the handshake.
 std::string s_client(uint16_t port, std::vector<std::string> extra) {
-  std::vector<std::string> argv{"openssl", "s_client", "-connect",
+  std::vector<std::string> argv{"/usr/bin/openssl", "s_client", "-connect",
                                 "127.0.0.1:" + std::to_string(port)};
   argv.insert(argv.end(), extra.begin(), extra.end());
   process p{argv};
@@ -168,11 +168,12 @@ TEST(ClusterTls, NodesWithoutACertificateOfTheClusterCaAreRefused) {
   test_certs certs;
   auto a_cert = certs.issue("node-a", "node-a", {"localhost"}, {"127.0.0.1"});
   auto b_cert = certs.issue("node-b", "node-b", {"localhost"}, {"127.0.0.1"});
-  // Trusts the cluster CA, but its own certificate is from another CA.
+  // A node of another CA (a node whose own certificate does not verify
+  // against its cluster.tls-ca does not start: Config.ClusterTlsFiles...).
   auto x_cert = certs.issue("node-x", "node-x", {"localhost"}, {"127.0.0.1"}, true);
   node a{"a", {a_cert.cert, a_cert.key, certs.ca}};
 
-  node x{"x", {x_cert.cert, x_cert.key, certs.ca}, a.cluster_addr()};
+  node x{"x", {x_cert.cert, x_cert.key, certs.other_ca}, a.cluster_addr()};
   // Plain BASP, no TLS at all.
   node plain{"plain", {}, a.cluster_addr()};
   // Each logs why it could not join (once per reason).
@@ -212,7 +213,7 @@ TEST(ClusterTls, TheClusterPortIsATlsServerThatAsksForAClientCertificate) {
   // CertificateRequest, without CA names), and the handshake fails.
   auto anon = s_client(a.cluster_port, {"-CAfile", certs.ca, "-verify_return_error", "-ign_eof"});
   EXPECT_NE(anon.find("client certificate CA names sent"), std::string::npos) << anon;
-  EXPECT_NE(anon.find("subject=CN = node-a"), std::string::npos) << anon;
+  EXPECT_NE(anon.find("CN = node-a"), std::string::npos) << anon;
   EXPECT_NE(anon.find("certificate required"), std::string::npos) << anon;
 
   // With a node certificate of the cluster CA: verified both ways.
@@ -224,9 +225,9 @@ TEST(ClusterTls, TheClusterPortIsATlsServerThatAsksForAClientCertificate) {
 
   // A certificate of another CA: the server refuses it.
   auto other = certs.issue("node-x", "node-x", {"localhost"}, {"127.0.0.1"}, true);
-  auto refused
-    = s_client(a.cluster_port, {"-CAfile", certs.ca, "-cert", other.cert, "-key", other.key});
-  EXPECT_NE(refused.find("alert"), std::string::npos) << refused;
+  auto refused = s_client(
+    a.cluster_port, {"-CAfile", certs.ca, "-cert", other.cert, "-key", other.key, "-ign_eof"});
+  EXPECT_NE(refused.find("alert unknown ca"), std::string::npos) << refused;
   EXPECT_TRUE(a.proc().running());
   EXPECT_EQ(a.peers(), names{});
 }
