@@ -257,12 +257,10 @@ expected<> server::start() {
     d.sys_cfg->set("middleman.heartbeat-interval", caf::timespan{cfg.cluster_heartbeat});
     d.sys_cfg->set("middleman.connection-timeout", caf::timespan{cfg.cluster_timeout});
     if (cfg.cluster_tls_enabled()) {
-      // Loading them here is the complete check (PEM, the key matches the
-      // certificate, the CA file holds certificates); CAF's own loading
-      // throws on its I/O thread instead.
-      auto tls_check = tls::context::server(cfg.cluster_tls_settings());
-      if (!tls_check)
-        return fail(errc::invalid_value, "[cluster]: " + tls_check.error().text);
+      // CAF reads the files again for every cluster connection and throws
+      // on its I/O thread if it cannot: it gets copies, taken once and
+      // checked here (PEM, the key is the certificate's, the CA file holds
+      // certificates, the certificate verifies against it).
       for (auto [key, path] : {std::pair{"cluster.tls-cert", &cfg.cluster_tls_cert},
                                std::pair{"cluster.tls-key", &cfg.cluster_tls_key},
                                std::pair{"cluster.tls-ca", &cfg.cluster_tls_ca}}) {
@@ -271,6 +269,24 @@ expected<> server::start() {
           return tl::unexpected{std::move(f.error())};
         d.cluster_tls_files.push_back(std::move(*f));
       }
+      auto& files = d.cluster_tls_files;
+      auto named = [&](std::string text) { // the operator's paths, not the copies'
+        for (auto [copy, path] : {std::pair{&files[0], &cfg.cluster_tls_cert},
+                                  std::pair{&files[1], &cfg.cluster_tls_key},
+                                  std::pair{&files[2], &cfg.cluster_tls_ca}}) {
+          auto from = "'" + copy->path() + "'", to = "'" + *path + "'";
+          for (auto at = text.find(from); at != std::string::npos;
+               at = text.find(from, at + to.size()))
+            text.replace(at, from.size(), to);
+        }
+        return fail(errc::invalid_value, "[cluster]: " + text);
+      };
+      auto tls_check = tls::context::server(
+        {files[0].path(), files[1].path(), files[2].path(), tls::client_verification::require});
+      if (!tls_check)
+        return named(tls_check.error().text);
+      if (auto ok = tls::verify_as_peer(files[0].path(), files[2].path()); !ok)
+        return named(ok.error().text);
       // Setting any of these turns on CAF's "authentication": both ends
       // present a certificate and require the other's to chain to the CA
       // (SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT).
