@@ -10,7 +10,8 @@
 //   convoke trace stats [--file PATH]... [--window 60s] [--json]
 //   convoke --version
 //
-// Common options: --server [tls://]host:port (env CONVOKE_SERVER), --name,
+// Common options: --server [tls://]host:port[,...] (env CONVOKE_SERVER; several
+// addresses, e.g. a cluster's nodes, are tried in turn), --name,
 // --token (env CONVOKE_TOKEN), --reconnect, --tls-ca, --tls-cert, --tls-key,
 // --tls-server-name. Exit codes: 0 success (including an
 // orderly server shutdown), 1 connection or protocol failure, 2 usage.
@@ -136,9 +137,9 @@ public:
   }
 
   void on_connect(const session_info& s) override {
-    out_.event(
-      s.reconnected ? "reconnected" : "connected", s.agent_name,
-      fmt::format("server {} {}, session {}", s.server_name, s.server_version, s.session_id));
+    out_.event(s.reconnected ? "reconnected" : "connected", s.agent_name,
+               fmt::format("server {} {} at {}, session {}", s.server_name, s.server_version,
+                           s.server, s.session_id));
     flush();
   }
 
@@ -162,19 +163,23 @@ public:
   }
 
   void on_disconnect(const disconnect_info& d) override {
-    if (!pending_.empty()) {
+    // Lines wait for the next session (another server of the list, or
+    // --reconnect); without one to come they are lost, and said so.
+    if (!pending_.empty() && !d.will_reconnect) {
       out_.event("error", "not_sent", fmt::format("{} lines were not sent", pending_.size()));
       failed_ = true;
       stop(1);
     }
-    if (d.code == "lame_duck" && d.will_reconnect)
-      out_.event("goodbye", d.code,
-                 fmt::format("{}; reconnecting in {} ms", d.reason, d.retry_in.count()));
-    else if (d.code == "shutdown" || d.code == "replaced" || d.code == "client_exit"
-             || d.code == "lame_duck")
-      out_.event("goodbye", d.code, d.reason);
-    else
-      out_.event("disconnected", d.code, d.reason);
+    bool goodbye = d.code == "shutdown" || d.code == "replaced" || d.code == "client_exit"
+                   || d.code == "lame_duck" || d.code == "name_conflict";
+    // Where the next attempt goes, when that is news: another server (a
+    // cluster node), or one the server sent us to.
+    std::string next;
+    if (d.will_reconnect && (d.next_server != d.server || !d.reconnect_to.empty()))
+      next = fmt::format("; reconnecting to {} in {} ms", d.next_server, d.retry_in.count());
+    else if (d.will_reconnect && (goodbye || d.retry_in.count() > 0))
+      next = fmt::format("; reconnecting in {} ms", d.retry_in.count());
+    out_.event(goodbye ? "goodbye" : "disconnected", d.code, d.reason + next);
   }
 
   /// Lines read and not sent yet (the stdin reader waits above a limit).
@@ -350,7 +355,9 @@ int main(int argc, char** argv) {
   auto add_common = [&](CLI::App* cmd) {
     cmd
       ->add_option("-s,--server", server,
-                   "Server address host:port, or tls://host:port for TLS [env: CONVOKE_SERVER]")
+                   "Server address host:port, or tls://host:port for TLS; several, "
+                   "comma-separated (the nodes of a cluster), are tried in turn "
+                   "[env: CONVOKE_SERVER]")
       ->capture_default_str();
     cmd->add_option("--tls-ca", tls_ca,
                     "PEM CA file the server's certificate must chain to (tls:// addresses; "
@@ -645,13 +652,13 @@ int main(int argc, char** argv) {
   }
 
   client_options opts;
-  if (!set_server_address(opts, server)) {
-    std::cerr << "convoke: invalid --server address '" << server << "'\n";
+  if (std::string why; !set_server_address(opts, server, &why)) {
+    std::cerr << "convoke: invalid --server address: " << why << "\n";
     return 2;
   }
   if (!opts.tls
       && !(tls_ca.empty() && tls_cert.empty() && tls_key.empty() && tls_server_name.empty())) {
-    std::cerr << "convoke: --tls-* options need a tls://host:port --server address\n";
+    std::cerr << "convoke: --tls-* options need tls://host:port --server addresses\n";
     return 2;
   }
   if (tls_cert.empty() != tls_key.empty()) {

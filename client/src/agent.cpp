@@ -218,11 +218,12 @@ void agent_core::connect() {
   goodbye_code.clear();
   goodbye_reason.clear();
   goodbye_hint = std::chrono::milliseconds{0};
+  goodbye_to.clear();
   refusal.reset();
   splitter = proto::frame_splitter{max_inbound_frame};
   // A fresh counter: a closing old connection must not touch the new one's.
   out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  spawn_connector(self->system(), opts, caf::actor{self}, g, out_pending);
+  spawn_connector(self->system(), opts, link.target(), caf::actor{self}, g, out_pending);
 }
 
 void agent_core::on_connected(uint64_t g, caf::actor c) {
@@ -253,7 +254,8 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
     return;
   }
   if (!goodbye_code.empty())
-    handle_disconnect(goodbye_code, goodbye_reason, std::chrono::milliseconds{0}, goodbye_hint);
+    handle_disconnect(goodbye_code, goodbye_reason, std::chrono::milliseconds{0}, goodbye_hint,
+                      goodbye_to);
   else if (refusal)
     handle_disconnect(refusal->code, refusal->text, refusal->retry_after); // e.g. quarantined
   else
@@ -262,25 +264,35 @@ void agent_core::on_disconnected(uint64_t g, const std::string& reason) {
 
 void agent_core::handle_disconnect(std::string code, std::string reason,
                                    std::chrono::milliseconds at_least,
-                                   std::chrono::milliseconds hint) {
+                                   std::chrono::milliseconds hint,
+                                   const std::vector<std::string>& reconnect_to) {
   if (conn) {
     self->send_exit(conn, caf::exit_reason::user_shutdown);
     conn = nullptr;
   }
-  auto end = link.disconnect(code, reason, at_least, hint);
+  auto end = link.disconnect(code, reason, at_least, hint, reconnect_to);
   auto& info = end.info;
   if (end.was_connected || !requests.empty())
     fail_requests(errc::connection_lost, "connection lost: " + reason);
   if (end.was_connected)
     registry().end_session(); // tasks started in on_connect belong to it
   if (end.was_connected)
-    log->info("disconnected agent={} code={} reason={} reconnect_in_ms={}",
-              logfmt_value(user->name()), code, logfmt_value(reason),
-              info.will_reconnect ? info.retry_in.count() : -1);
+    log->info("disconnected agent={} server={} code={} reason={} reconnect_in_ms={} next={}",
+              logfmt_value(user->name()), logfmt_value(info.server), code, logfmt_value(reason),
+              info.will_reconnect ? info.retry_in.count() : -1, logfmt_value(info.next_server));
   else
-    log->warn("cannot connect agent={} server={}:{} code={} reason={} reconnect_in_ms={}",
-              logfmt_value(user->name()), opts.host, opts.port, code, logfmt_value(reason),
-              info.will_reconnect ? info.retry_in.count() : -1);
+    log->warn("cannot connect agent={} server={} code={} reason={} reconnect_in_ms={} next={}",
+              logfmt_value(user->name()), logfmt_value(info.server), code, logfmt_value(reason),
+              info.will_reconnect ? info.retry_in.count() : -1, logfmt_value(info.next_server));
+  if (!info.reconnect_to.empty() || info.reconnect_to_ignored > 0) {
+    std::string taken;
+    for (auto& a : info.reconnect_to)
+      taken += (taken.empty() ? "" : ",") + a;
+    // Ignored addresses are the server's mistake (or worse): said, not used.
+    log->log(info.reconnect_to_ignored > 0 ? spdlog::level::warn : spdlog::level::info,
+             "server sent the agent elsewhere agent={} reconnect_to={} ignored={}",
+             logfmt_value(user->name()), logfmt_value(taken), info.reconnect_to_ignored);
+  }
   guarded("on_disconnect", [&] { user->on_disconnect(info); });
   if (link.stopping()) {
     if (stop_started) // otherwise stop_now() comes and ends it
@@ -491,10 +503,18 @@ void agent_core::handle_frame(v1::Frame& f) {
     // At most a day (link_machine::max_hint): the value is the server's.
     goodbye_hint = std::chrono::milliseconds{static_cast<int64_t>(std::min<uint64_t>(
       f.goodbye().reconnect_after_ms(), static_cast<uint64_t>(link_machine::max_hint.count())))};
-    log->log(goodbye_code == codes::client_exit ? spdlog::level::debug : spdlog::level::info,
-             "goodbye from server agent={} code={} reason={} reconnect_after_ms={}",
+    // Not trusted: link_machine::accept_hints checks them (and looks at the
+    // first few only). The copy is bounded by the frame size limit.
+    goodbye_to.assign(f.goodbye().reconnect_to().begin(), f.goodbye().reconnect_to().end());
+    // A Goodbye that ends the agent for good (replaced, name_conflict) is
+    // a warning: someone else holds the name now.
+    log->log(goodbye_code == codes::client_exit  ? spdlog::level::debug
+             : link_machine::fatal(goodbye_code) ? spdlog::level::warn
+                                                 : spdlog::level::info,
+             "goodbye from server agent={} code={} reason={} reconnect_after_ms={} "
+             "reconnect_to_count={}",
              logfmt_value(user->name()), goodbye_code, logfmt_value(goodbye_reason),
-             goodbye_hint.count());
+             goodbye_hint.count(), f.goodbye().reconnect_to_size());
     break;
   default:
     log->warn("unexpected frame from server kind={}", static_cast<int>(f.kind_case()));
@@ -506,6 +526,7 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
     return;
   auto& s = session_of(*user);
   s = to_session(w, had_session);
+  s.server = to_string(link.target());
   had_session = true;
   resume_token = w.resume_token();
   auto watchdog_due = link.welcome(s, steady::now());
@@ -516,8 +537,8 @@ void agent_core::handle_welcome(const v1::Welcome& w) {
       self->send(conn, limit_atom::value, static_cast<uint64_t>(s.max_delivery_bytes));
   }
   ++stats_of(*user).connects;
-  log->info("connected agent={} server={} session={} address={}:{}{}", logfmt_value(s.agent_name),
-            logfmt_value(s.server_name), s.session_id, opts.host, opts.port,
+  log->info("connected agent={} server={} session={} address={}{}", logfmt_value(s.agent_name),
+            logfmt_value(s.server_name), s.session_id, logfmt_value(s.server),
             s.reconnected ? " reconnected=true" : "");
   if (watchdog_due)
     caf_support::delayed_self_send(self, s.heartbeat_interval, watchdog_atom::value,

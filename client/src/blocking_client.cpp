@@ -96,6 +96,9 @@ struct blocking_client::impl {
     }
   }
 
+  /// One connection attempt to `to`, up to Welcome; `why` says what failed.
+  std::error_code attempt(const server_address& to, std::string& why);
+
   std::error_code send(std::string_view recipient, std::string_view route, std::string_view payload,
                        const send_options& so, uint64_t request_id) {
     if (!connected)
@@ -135,10 +138,6 @@ std::error_code blocking_client::connect(std::string* why) {
   };
   if (d.connected)
     return {};
-  if (d.conn) { // a failed earlier attempt
-    (*d.self)->send_exit(d.conn, caf::exit_reason::user_shutdown);
-    d.conn = nullptr;
-  }
   if (!d.sys) {
     d.cfg = std::make_unique<caf::actor_system_config>();
     d.cfg->load<caf::io::middleman>();
@@ -147,39 +146,68 @@ std::error_code blocking_client::connect(std::string* why) {
     d.sys = std::make_unique<caf::actor_system>(*d.cfg);
     d.self = std::make_unique<caf::scoped_actor>(*d.sys);
   }
-  auto tls_ctx = detail::make_tls_context(d.opts);
+  // Each server once, in order: the first Welcome wins; a refusal is the
+  // answer (the server is there and said no).
+  std::string reasons;
+  for (auto& to : server_list(d.opts)) {
+    std::string reason;
+    auto ec = d.attempt(to, reason);
+    if (!ec) {
+      d.session.server = to_string(to);
+      return {};
+    }
+    if (ec != errc::not_connected)
+      return fail(static_cast<errc>(ec.value()), std::move(reason));
+    reasons += (reasons.empty() ? "" : "; ") + reason;
+  }
+  return fail(errc::not_connected, std::move(reasons));
+}
+
+std::error_code blocking_client::impl::attempt(const server_address& to, std::string& why) {
+  auto fail = [&](errc code, std::string text) -> std::error_code {
+    why = std::move(text);
+    return code;
+  };
+  if (conn) { // a failed earlier attempt
+    (*self)->send_exit(conn, caf::exit_reason::user_shutdown);
+    conn = nullptr;
+  }
+  auto tls_ctx = detail::make_tls_context(opts, to);
   if (!tls_ctx)
     return fail(errc::invalid_argument, tls_ctx.error().text);
   // A script may block: connect right here, with the usual timeout.
-  auto res = net::tcp_connect(d.opts.host, d.opts.port, d.opts.connect_timeout);
+  auto res = net::tcp_connect(to.host, to.port, opts.connect_timeout);
   if (!res)
     return fail(errc::not_connected, res.error().text);
-  d.splitter = proto::frame_splitter{detail::max_inbound_frame};
-  d.inbox.clear();
-  d.closed_by_server = false;
-  ++d.gen;
-  d.out_pending = std::make_shared<std::atomic<uint64_t>>(0);
-  d.conn = detail::spawn_connection(*d.sys, *res, caf::actor{*d.self}, d.gen,
-                                    d.opts.max_inbound_bytes, d.out_pending, std::move(*tls_ctx));
-  d.write(detail::make_hello(d.name, d.opts, {}, {}));
-  auto deadline = clock::now() + d.opts.connect_timeout;
-  while (auto f = d.next_frame(deadline)) {
+  splitter = proto::frame_splitter{detail::max_inbound_frame};
+  inbox.clear();
+  closed_by_server = false;
+  close_reason.clear();
+  ++gen;
+  out_pending = std::make_shared<std::atomic<uint64_t>>(0);
+  conn = detail::spawn_connection(*sys, *res, caf::actor{*self}, gen, opts.max_inbound_bytes,
+                                  out_pending, std::move(*tls_ctx));
+  write(detail::make_hello(name, opts, {}, {}));
+  auto deadline = clock::now() + opts.connect_timeout;
+  auto where = to_string(to);
+  while (auto f = next_frame(deadline)) {
     if (f->has_welcome()) {
-      d.session = detail::to_session(f->welcome(), false);
-      if (d.session.max_delivery_bytes > 0)
-        d.splitter.set_max_frame_bytes(
-          std::min(d.session.max_delivery_bytes, detail::max_inbound_frame));
-      d.connected = true;
+      session = detail::to_session(f->welcome(), false);
+      if (session.max_delivery_bytes > 0)
+        splitter.set_max_frame_bytes(
+          std::min(session.max_delivery_bytes, detail::max_inbound_frame));
+      connected = true;
       return {};
     }
     if (f->has_notice() && f->notice().severity() == v1::Notice::ERROR)
       return fail(errc::refused, f->notice().code() + ": " + f->notice().text());
   }
-  if (d.closed_by_server)
-    return fail(errc::not_connected, d.close_reason.empty()
-                                       ? std::string{"connection closed during handshake"}
-                                       : "connection closed during handshake: " + d.close_reason);
-  return fail(errc::not_connected, "no Welcome in time");
+  if (closed_by_server)
+    return fail(errc::not_connected,
+                close_reason.empty()
+                  ? where + ": connection closed during handshake"
+                  : where + ": connection closed during handshake: " + close_reason);
+  return fail(errc::not_connected, where + ": no Welcome in time");
 }
 
 std::error_code blocking_client::broadcast(std::string_view payload, const send_options& opts) {

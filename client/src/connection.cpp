@@ -249,30 +249,31 @@ caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, ui
                                       std::move(out_pending), std::move(tls_ctx));
 }
 
-expected<tls::context_ptr> make_tls_context(const client_options& opts) {
-  if (!opts.tls)
+expected<tls::context_ptr> make_tls_context(const client_options& opts, const server_address& to) {
+  if (!to.tls)
     return tls::context_ptr{};
   tls::client_settings s;
   s.ca_file = opts.tls_ca_file;
   s.cert_file = opts.tls_cert_file;
   s.key_file = opts.tls_key_file;
-  s.server_name = opts.tls_server_name.empty() ? opts.host : opts.tls_server_name;
+  s.server_name = opts.tls_server_name.empty() ? to.host : opts.tls_server_name;
   return tls::context::client(s);
 }
 
-void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
-                     uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending) {
+void spawn_connector(caf::actor_system& sys, const client_options& opts, server_address to,
+                     caf::actor agent, uint64_t gen,
+                     std::shared_ptr<std::atomic<uint64_t>> out_pending) {
   // A blocking actor runs on its own thread: name resolution and the connect
   // wait never touch the scheduler or the I/O thread.
-  sys.spawn([opts, agent, gen, out_pending](caf::blocking_actor* self) {
+  sys.spawn([opts, to, agent, gen, out_pending](caf::blocking_actor* self) {
     // The TLS files are read here too, off the I/O thread, at every attempt
     // (a renewed certificate is picked up on reconnect).
-    auto tls_ctx = make_tls_context(opts);
+    auto tls_ctx = make_tls_context(opts, to);
     if (!tls_ctx) {
       self->send(agent, connect_failed_atom::value, gen, tls_ctx.error().text);
       return;
     }
-    auto res = net::tcp_connect(opts.host, opts.port, opts.connect_timeout);
+    auto res = net::tcp_connect(to.host, to.port, opts.connect_timeout);
     if (!res) {
       self->send(agent, connect_failed_atom::value, gen, res.error().text);
       return;

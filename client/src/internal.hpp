@@ -115,6 +115,7 @@ struct agent_core {
   std::string goodbye_code; // from the server, for the current connection
   std::string goodbye_reason;
   std::chrono::milliseconds goodbye_hint{0}; // its reconnect_after_ms
+  std::vector<std::string> goodbye_to;       // its reconnect_to
   std::optional<notice> refusal;             // ERROR notice for the current connection
   proto::frame_splitter splitter{max_inbound_frame};
   v1::Frame frame;
@@ -177,7 +178,8 @@ struct agent_core {
   void on_disconnected(uint64_t g, const std::string& reason);
   void handle_disconnect(std::string code, std::string reason,
                          std::chrono::milliseconds at_least = std::chrono::milliseconds{0},
-                         std::chrono::milliseconds hint = std::chrono::milliseconds{0});
+                         std::chrono::milliseconds hint = std::chrono::milliseconds{0},
+                         const std::vector<std::string>& reconnect_to = {});
   /// Stops the agent: no reconnect from now on; `stop_now` follows as a
   /// message of its own (requests fail, teardown, tasks end, Goodbye).
   void stop(int code);
@@ -274,15 +276,16 @@ caf::actor spawn_connection(caf::actor_system& sys, int fd, caf::actor agent, ui
                             uint64_t window, std::shared_ptr<std::atomic<uint64_t>> out_pending,
                             tls::context_ptr tls_ctx);
 
-/// The TLS context `opts` ask for: null without TLS, else the CA, client
-/// certificate and server name (default: the host) as a client context;
-/// an error names the file that cannot be used.
-expected<tls::context_ptr> make_tls_context(const client_options& opts);
+/// The TLS context for connecting to `to`: null without TLS, else the CA,
+/// client certificate and server name of `opts` (default: the host of `to`)
+/// as a client context; an error names the file that cannot be used.
+expected<tls::context_ptr> make_tls_context(const client_options& opts, const server_address& to);
 
-/// Spawns a detached actor that connects to host:port and, on success,
-/// starts a connection broker for `agent` (reported as connected_atom).
-void spawn_connector(caf::actor_system& sys, const client_options& opts, caf::actor agent,
-                     uint64_t gen, std::shared_ptr<std::atomic<uint64_t>> out_pending);
+/// Spawns a detached actor that connects to `to` and, on success, starts a
+/// connection broker for `agent` (reported as connected_atom).
+void spawn_connector(caf::actor_system& sys, const client_options& opts, server_address to,
+                     caf::actor agent, uint64_t gen,
+                     std::shared_ptr<std::atomic<uint64_t>> out_pending);
 
 } // namespace convoke::detail
 

@@ -12,6 +12,11 @@
 //   any --begin_stop(), teardown(), close_for_stop()--> closing
 //       (connected: Goodbye, wait for the close) or stopped at once
 //
+// The machine also picks the server of each attempt (`target()`): it goes
+// round the agent's servers, a server's reconnect_to hint first, and
+// decides the delay between attempts (a fresh address of the round at once,
+// the backoff after a round in which every address failed).
+//
 // Every connection attempt has a generation number. Messages about an older
 // generation (a late "connected", a timer of a dead connection) are stale and
 // ignored: that is the whole defence against races between timers, the
@@ -23,6 +28,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "convoke/client/message.hpp"
 #include "convoke/client/options.hpp"
@@ -65,8 +71,19 @@ public:
     return attempt_;
   }
 
-  /// Starts a connection attempt; returns its generation.
+  /// Starts a connection attempt; returns its generation. `target()` is
+  /// the server to connect to.
   uint64_t connect();
+
+  /// The server of the current attempt (or of the last one, while idle).
+  const server_address& target() const noexcept {
+    return target_;
+  }
+
+  /// The server the next attempt goes to.
+  const server_address& next_target() const noexcept {
+    return hints_.empty() ? servers_[next_] : hints_.front();
+  }
 
   /// The connector reports a socket. False: stale or unwanted (close it).
   /// True: send Hello and check `handshake_due` at the returned deadline.
@@ -106,12 +123,27 @@ public:
   /// A server's reconnect `hint` (Goodbye's reconnect_after_ms, lame duck)
   /// replaces the backoff: the next attempt comes after exactly the hint
   /// (at most `max_hint`), if reconnecting is enabled at all.
+  /// `reconnect_to` (Goodbye's, with code shutdown or lame_duck) names the
+  /// servers to try first; see `accept_hints` for which are taken.
   ended disconnect(const std::string& code, const std::string& reason,
                    std::chrono::milliseconds at_least = std::chrono::milliseconds{0},
-                   std::chrono::milliseconds hint = std::chrono::milliseconds{0});
+                   std::chrono::milliseconds hint = std::chrono::milliseconds{0},
+                   const std::vector<std::string>& reconnect_to = {});
 
   /// The longest reconnect hint taken from a server (a day, as retry_after).
   static constexpr std::chrono::milliseconds max_hint{86'400'000};
+
+  /// At most this many of a Goodbye's reconnect_to are looked at.
+  static constexpr size_t max_hints = 16;
+
+  /// The addresses of a server's reconnect_to that an agent may go to: the
+  /// first `max_hints` entries, each a full "host:port" (no defaults filled
+  /// in) of at most `max_server_address_length` bytes, with the scheme of
+  /// the connection they came on (`tls`: a TLS connection never sends the
+  /// agent to plaintext, nor a plaintext one to TLS), without duplicates.
+  /// `ignored` counts the rest.
+  static std::vector<server_address> accept_hints(const std::vector<std::string>& reconnect_to,
+                                                  bool tls, int& ignored);
 
   /// The agent stops: no reconnect from now on. A session stays open for
   /// teardown(), which may still send.
@@ -146,6 +178,19 @@ private:
   state state_ = state::idle;
   uint64_t gen_ = 0;
   int attempt_ = 0;
+  /// The agent's servers (never empty), the next one to try, and the
+  /// servers a Goodbye named, tried before them.
+  std::vector<server_address> servers_{server_address{}};
+  size_t next_ = 0;
+  std::vector<server_address> hints_;
+  server_address target_;
+  /// The current round: attempts in it so far (a lost session counts as
+  /// its server's), attempts it has, and consecutive failed rounds.
+  size_t tried_ = 0;
+  size_t round_size_ = 1;
+  int rounds_ = 0;
+  /// A session was had (reconnecting off: no more attempts after it).
+  bool had_session_ = false;
   bool stopping_ = false;
   time_point last_rx_{};
   std::chrono::milliseconds heartbeat_{0};

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
+#include <string_view>
 
 namespace convoke {
 
@@ -45,25 +46,85 @@ std::string to_string(errc e) {
   return std::string{category().code_name(static_cast<int>(e))};
 }
 
-bool set_server_address(client_options& opts, const std::string& address) {
-  std::string_view rest = address;
+std::string to_string(const server_address& a) {
+  std::string out = a.tls ? "tls://" : "";
+  if (a.host.find(':') != std::string::npos)
+    out += "[" + a.host + "]"; // IPv6
+  else
+    out += a.host;
+  return out + ":" + std::to_string(a.port);
+}
+
+std::optional<server_address> parse_server_address(std::string_view text,
+                                                   const server_address& defaults) {
+  if (text.size() > max_server_address_length)
+    return std::nullopt;
+  std::string_view rest = text;
   bool tls = false;
   if (auto scheme = rest.find("://"); scheme != std::string_view::npos) {
     auto name = rest.substr(0, scheme);
     if (name == "tls")
       tls = true;
     else if (name != "tcp")
-      return false;
+      return std::nullopt;
     rest.remove_prefix(scheme + 3);
     if (rest.empty())
-      return false;
+      return std::nullopt;
   }
-  auto hp = parse_host_port(std::string{rest}, opts.host, opts.port);
-  if (!hp || hp->host.empty())
+  auto hp = parse_host_port(rest, defaults.host, defaults.port);
+  if (!hp || hp->host.empty() || hp->port == 0)
+    return std::nullopt;
+  // Control characters, spaces or a comma in a host name are a mistake (or
+  // an attack on a log line), never a server.
+  for (unsigned char c : hp->host)
+    if (c <= ' ' || c == ',' || c == 0x7f)
+      return std::nullopt;
+  return server_address{std::move(hp->host), hp->port, tls};
+}
+
+std::vector<server_address> server_list(const client_options& opts) {
+  if (!opts.servers.empty())
+    return opts.servers;
+  return {server_address{opts.host, opts.port, opts.tls}};
+}
+
+bool set_server_address(client_options& opts, const std::string& address, std::string* why) {
+  auto fail = [&](std::string text) {
+    if (why != nullptr)
+      *why = std::move(text);
     return false;
-  opts.host = hp->host;
-  opts.port = hp->port;
-  opts.tls = tls;
+  };
+  server_address defaults{opts.host, opts.port, false};
+  std::vector<server_address> list;
+  std::string_view rest = address;
+  for (;;) {
+    auto comma = rest.find(',');
+    auto entry = rest.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ')
+      entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ')
+      entry.remove_suffix(1);
+    if (entry.empty())
+      return fail("an empty address in the list '" + address + "'");
+    auto a = parse_server_address(entry, defaults);
+    if (!a)
+      return fail("'" + std::string{entry}
+                  + "' is not an address like host:port or tls://host:port");
+    if (!list.empty() && a->tls != list.front().tls)
+      return fail("the list '" + address
+                  + "' mixes tls:// and plaintext addresses; use one kind for all");
+    list.push_back(std::move(*a));
+    if (comma == std::string_view::npos)
+      break;
+    rest.remove_prefix(comma + 1);
+  }
+  opts.host = list.front().host;
+  opts.port = list.front().port;
+  opts.tls = list.front().tls;
+  if (list.size() > 1)
+    opts.servers = std::move(list);
+  else
+    opts.servers.clear();
   return true;
 }
 

@@ -58,6 +58,13 @@ raw_client raw_client::from_address(uint16_t port, const std::string& source) {
   return c;
 }
 
+raw_client raw_client::adopt(int fd) {
+  raw_client c;
+  c.fd_ = fd;
+  net::set_blocking(c.fd_, true);
+  return c;
+}
+
 raw_client::~raw_client() {
   close();
 }

@@ -26,6 +26,9 @@ public:
   /// Connects to 127.0.0.1:port from `source` (another loopback address,
   /// e.g. "127.0.0.2"): the server sees another peer address.
   static raw_client from_address(uint16_t port, const std::string& source);
+  /// Takes over a connected socket, e.g. one a fake server accepted: the
+  /// frame helpers then speak for the server's side.
+  static raw_client adopt(int fd);
   ~raw_client();
   raw_client(raw_client&& other) noexcept;
   raw_client& operator=(raw_client&& other) noexcept;

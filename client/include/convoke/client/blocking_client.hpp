@@ -32,8 +32,10 @@ public:
   blocking_client(const blocking_client&) = delete;
   blocking_client& operator=(const blocking_client&) = delete;
 
-  /// Connects and waits for Welcome (bounded by `connect_timeout`). On
-  /// failure, `why` (if given) receives the reason, e.g. a refusal Notice.
+  /// Connects and waits for Welcome (bounded by `connect_timeout`). With
+  /// several servers (`client_options::servers`) it tries each in turn,
+  /// until one welcomes it or refuses it. On failure, `why` (if given)
+  /// receives the reason, e.g. a refusal Notice, or each server's failure.
   std::error_code connect(std::string* why = nullptr);
 
   std::error_code broadcast(std::string_view payload, const send_options& opts = {});

@@ -93,6 +93,9 @@ struct session_info {
   uint32_t max_delivery_bytes = 0;
   /// True if this session replaces an earlier one of this agent.
   bool reconnected = false;
+  /// The address connected to ("host:port", "tls://host:port"): one of
+  /// `client_options`' servers, or one a server sent the agent to.
+  std::string server;
   /// Optional requests the server answers ("list_agents").
   std::vector<std::string> features;
 
@@ -152,16 +155,28 @@ struct disconnect_info {
   /// ...) or a local one ("connect_failed", "connection_lost", "stopped").
   std::string code;
   std::string reason;
-  /// True if the SDK will try to connect again after `retry_in`.
+  /// The server this was about ("host:port", "tls://host:port").
+  std::string server;
+  /// True if the SDK will try to connect again after `retry_in`, to
+  /// `next_server`.
   bool will_reconnect = false;
   std::chrono::milliseconds retry_in{0};
+  std::string next_server;
   /// Consecutive failed attempts so far (0 after a session that worked).
   int attempt = 0;
+  /// Every server of the current round has failed now (always true with
+  /// one server): the backoff applies before the next round.
+  bool round_failed = false;
   /// The server's reconnect hint (its Goodbye's `reconnect_after_ms`, e.g.
   /// with code "lame_duck": the server is going away and spreads the
   /// reconnects of its agents); 0 = none. With a hint, `retry_in` is the
   /// hint instead of the reconnect policy's backoff.
   std::chrono::milliseconds reconnect_hint{0};
+  /// The servers the server sent the agent to (its Goodbye's
+  /// `reconnect_to`) that the SDK accepted and tries first, in order; and
+  /// how many it ignored (a wrong scheme, malformed, beyond the first 16).
+  std::vector<std::string> reconnect_to;
+  int reconnect_to_ignored = 0;
 };
 
 /// An exception or failure in agent code, passed to `agent::on_error`.

@@ -94,8 +94,9 @@ public:
   }
 
   void on_disconnect(const disconnect_info& d) override {
-    // A script fails fast: no session at the first attempt is the answer.
-    if (!started_) {
+    // A script fails fast: no session from the first round of attempts
+    // (each server once) is the answer.
+    if (!started_ && (!d.will_reconnect || d.round_failed)) {
       set(tl::unexpected<error>{
         error{make_error_code(errc::not_connected), d.code + ": " + d.reason}});
       stop(1);
@@ -124,9 +125,9 @@ private:
 /// waits (blocking the calling thread) for that task's outcome at most
 /// `timeout`, then stops the agent and the runtime. Returns the outcome;
 /// `errc::not_connected` (with the reason) if the first connection attempt
-/// fails or is refused; `errc::failed` if `start` throws; `errc::timeout` if
-/// no outcome came in time. The task belongs to the session: if the session
-/// ends first, that ends the task (a request fails with `connection_lost`).
+/// (with several servers: each of them once) fails or is refused; `errc::failed` if `start` throws;
+/// `errc::timeout` if no outcome came in time. The task belongs to the session: if the session ends
+/// first, that ends the task (a request fails with `connection_lost`).
 ///
 ///     auto reply = convoke::run_until_complete<convoke::message>(
 ///       opts, "script", [](convoke::agent& a) { return a.request("echo", "ping", 2s); }, 5s);
