@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "caf/openssl/manager.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
@@ -152,9 +153,12 @@ void connect_to(cluster_ptr self, const std::string& addr) {
   st.connecting.insert(addr);
   auto timeout
     = std::max<std::chrono::milliseconds>(st.ctx->cfg.cluster_timeout, std::chrono::seconds{1});
-  self
-    ->request(self->home_system().middleman().actor_handle(), timeout, caf::connect_atom::value,
-              hp->host, hp->port)
+  // cluster.tls-*: the openssl manager's middleman actor connects over TLS
+  // (to the same BASP broker).
+  auto& sys = self->home_system();
+  auto mm = sys.has_openssl_manager() ? sys.openssl_manager().actor_handle()
+                                      : sys.middleman().actor_handle();
+  self->request(mm, timeout, caf::connect_atom::value, hp->host, hp->port)
     .then(
       [self, addr, timeout](const caf::node_id&, caf::strong_actor_ptr& ptr,
                             const std::set<std::string>&) {
@@ -181,9 +185,12 @@ void connect_to(cluster_ptr self, const std::string& addr) {
               log_refusal(self, addr, self->home_system().render(e));
             });
       },
-      [self, addr](caf::error&) {
-        // Not up (yet): tried again at the next tick, quietly.
+      [self, addr](caf::error& e) {
+        // Not up (yet): tried again at the next tick, quietly. Anything
+        // else (a TLS handshake that failed) is said once.
         self->state.connecting.erase(addr);
+        if (e != caf::sec::cannot_connect_to_node)
+          log_refusal(self, addr, self->home_system().render(e));
       });
 }
 

@@ -562,7 +562,8 @@ const std::vector<option_def>& options() {
                            "Empty: the host name and 4 random hex digits."));
     t.push_back(string_opt("cluster", "listen", &server_config::cluster_listen,
                            "host:port where this node accepts the other nodes (CAF's BASP; "
-                           "port 0 picks one). Beyond loopback it needs --allow-plaintext."));
+                           "port 0 picks one). Beyond loopback it needs cluster.tls-* or "
+                           "--allow-plaintext."));
     t.push_back(string_opt("cluster", "port-file", &server_config::cluster_port_file,
                            "If set, the cluster port is written to this file."));
     t.push_back(string_opt("cluster", "peers", &server_config::cluster_peers,
@@ -583,6 +584,16 @@ const std::vector<option_def>& options() {
                          "Relayed bytes sent to one node and not yet acknowledged by it; "
                          "beyond it messages for that node are dropped, traced and their "
                          "senders told (node_unreachable)."));
+    t.push_back(string_opt("cluster", "tls-cert", &server_config::cluster_tls_cert,
+                           "PEM certificate chain this node presents to the other nodes "
+                           "(mutual TLS on the cluster link; with cluster.tls-key and "
+                           "cluster.tls-ca). Read at start."));
+    t.push_back(string_opt("cluster", "tls-key", &server_config::cluster_tls_key,
+                           "PEM private key of cluster.tls-cert (not encrypted)."));
+    t.push_back(string_opt("cluster", "tls-ca", &server_config::cluster_tls_ca,
+                           "PEM CA certificates every other node's certificate must chain to: "
+                           "whoever holds a certificate from it can join. Use a CA of its own "
+                           "for the cluster."));
     return t;
   }();
   return table;
@@ -741,13 +752,24 @@ std::vector<error> validate(const server_config& cfg) {
       problem(errc::invalid_value,
               fmt::format("cluster.listen '{}' is not host:port (e.g. 127.0.0.1:7422)",
                           cfg.cluster_listen));
-    else if (!is_loopback_host(hp->host) && !cfg.allow_plaintext)
-      // BASP is neither encrypted nor authenticated.
+    else if (!is_loopback_host(hp->host) && !cfg.allow_plaintext && !cfg.cluster_tls_enabled())
+      // Plain BASP is neither encrypted nor authenticated.
       problem(errc::invalid_config,
               fmt::format("cluster.listen '{}' is not a loopback address and the cluster link "
-                          "is not authenticated: whoever reaches it can act as a node; opt out "
-                          "with --allow-plaintext on a network only the nodes can reach",
+                          "is not authenticated: whoever reaches it can act as a node; set "
+                          "cluster.tls-cert, cluster.tls-key and cluster.tls-ca (mutual TLS), "
+                          "or opt out with --allow-plaintext on a network only the nodes can "
+                          "reach",
                           cfg.cluster_listen));
+    auto tls_keys = int{!cfg.cluster_tls_cert.empty()} + int{!cfg.cluster_tls_key.empty()}
+                    + int{!cfg.cluster_tls_ca.empty()};
+    if (tls_keys != 0 && tls_keys != 3)
+      // CAF's openssl module would run with what is there: no CA means no
+      // verification of the other nodes' certificates.
+      problem(errc::invalid_config,
+              "cluster.tls-cert, cluster.tls-key and cluster.tls-ca go together: set all three "
+              "(every node presents its certificate and requires the other's to chain to "
+              "cluster.tls-ca) or none");
     for (auto item : comma_items(cfg.cluster_peers)) {
       auto peer = parse_host_port(item, "", 0);
       if (!peer || peer->host.empty() || peer->port == 0)
@@ -898,6 +920,13 @@ std::vector<error> check_paths(const server_config& cfg) {
   if (cfg.tls_enabled())
     if (auto ok = tls::context::server(cfg.tls_settings()); !ok)
       errs.push_back({make_error_code(errc::invalid_value), "[tls]: " + ok.error().text});
+  if (cfg.cluster_enabled() && cfg.cluster_tls_enabled()) {
+    if (auto ok = tls::context::server(cfg.cluster_tls_settings()); !ok)
+      errs.push_back({make_error_code(errc::invalid_value), "[cluster]: " + ok.error().text});
+    // The other nodes check this node's certificate against the same CA.
+    else if (auto chain = tls::verify_as_peer(cfg.cluster_tls_cert, cfg.cluster_tls_ca); !chain)
+      errs.push_back({make_error_code(errc::invalid_value), "[cluster]: " + chain.error().text});
+  }
   return errs;
 }
 

@@ -12,12 +12,15 @@
 
 #include "acceptor.hpp"
 #include "admin.hpp"
+#include "caf/openssl/manager.hpp"
+#include "caf/openssl/publish.hpp"
 #include "convoke/common/logging.hpp"
 #include "convoke/common/net.hpp"
 #include "convoke/common/secure_random.hpp"
 #include "convoke/common/signals.hpp"
 #include "convoke/common/text.hpp"
 #include "convoke/common/units.hpp"
+#include "frozen_file.hpp"
 #include "messages.hpp"
 #include "service_notify.hpp"
 
@@ -76,6 +79,10 @@ server_stats server_context::snapshot() const {
 
 struct server::impl {
   context_ptr ctx = std::make_shared<server_context>();
+  /// Copies of the cluster.tls-* files taken at start, which CAF's openssl
+  /// module reads for every cluster connection (declared before `sys`,
+  /// which uses them until it is gone).
+  std::vector<internal::frozen_file> cluster_tls_files;
   std::unique_ptr<caf::actor_system_config> sys_cfg;
   std::unique_ptr<caf::actor_system> sys;
   caf::actor router;
@@ -134,7 +141,11 @@ expected<uint16_t> start_cluster(caf::actor_system& sys, const context_ptr& ctx_
   auto prefix = pick_id_prefix(random >> 16, {});
   ctx.next_message_id.store(first_message_id(prefix));
   cluster = internal::spawn_cluster(sys, router, ctx_ptr);
-  auto port = sys.middleman().publish(cluster, hp.port, hp.host.c_str(), true);
+  // With cluster.tls-*, CAF's openssl module: its middleman actor opens a
+  // TLS acceptor for the same BASP broker (heartbeats and timeouts alike).
+  auto port = sys.has_openssl_manager()
+                ? caf::openssl::publish(cluster, hp.port, hp.host.c_str(), true)
+                : sys.middleman().publish(cluster, hp.port, hp.host.c_str(), true);
   if (!port) {
     caf::anon_send_exit(cluster, caf::exit_reason::user_shutdown);
     return fail(errc::bind_failed, fmt::format("cluster.listen '{}': {}", cfg.cluster_listen,
@@ -148,9 +159,10 @@ expected<uint16_t> start_cluster(caf::actor_system& sys, const context_ptr& ctx_
   me.cluster_addr = hp.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", hp.host, *port)
                                                            : fmt::format("{}:{}", hp.host, *port);
   me.id_prefix = prefix;
-  ctx.log_server->info("cluster node={} cluster={} listen={} peers={} id_prefix={:02x}",
+  ctx.log_server->info("cluster node={} cluster={} listen={} peers={} id_prefix={:02x} tls={}",
                        logfmt_value(me.node), logfmt_value(me.cluster),
-                       logfmt_value(me.cluster_addr), logfmt_value(cfg.cluster_peers), prefix);
+                       logfmt_value(me.cluster_addr), logfmt_value(cfg.cluster_peers), prefix,
+                       sys.has_openssl_manager() ? "mutual" : "off");
   caf::anon_send(router, me);
   caf::anon_send(cluster, std::move(me));
   return *port;
@@ -244,6 +256,47 @@ expected<> server::start() {
     // which are off by default in CAF 0.17.
     d.sys_cfg->set("middleman.heartbeat-interval", caf::timespan{cfg.cluster_heartbeat});
     d.sys_cfg->set("middleman.connection-timeout", caf::timespan{cfg.cluster_timeout});
+    if (cfg.cluster_tls_enabled()) {
+      // CAF reads the files again for every cluster connection and throws
+      // on its I/O thread if it cannot: it gets copies, taken once and
+      // checked here (PEM, the key is the certificate's, the CA file holds
+      // certificates, the certificate verifies against it).
+      for (auto [key, path] : {std::pair{"cluster.tls-cert", &cfg.cluster_tls_cert},
+                               std::pair{"cluster.tls-key", &cfg.cluster_tls_key},
+                               std::pair{"cluster.tls-ca", &cfg.cluster_tls_ca}}) {
+        auto f = internal::frozen_file::copy_of(key, *path);
+        if (!f)
+          return tl::unexpected{std::move(f.error())};
+        d.cluster_tls_files.push_back(std::move(*f));
+      }
+      auto& files = d.cluster_tls_files;
+      auto named = [&](std::string text) { // the operator's paths, not the copies'
+        for (auto [copy, path] : {std::pair{&files[0], &cfg.cluster_tls_cert},
+                                  std::pair{&files[1], &cfg.cluster_tls_key},
+                                  std::pair{&files[2], &cfg.cluster_tls_ca}}) {
+          auto from = "'" + copy->path() + "'", to = "'" + *path + "'";
+          for (auto at = text.find(from); at != std::string::npos;
+               at = text.find(from, at + to.size()))
+            text.replace(at, from.size(), to);
+        }
+        return fail(errc::invalid_value, "[cluster]: " + text);
+      };
+      auto tls_check = tls::context::server(
+        {files[0].path(), files[1].path(), files[2].path(), tls::client_verification::require});
+      if (!tls_check)
+        return named(tls_check.error().text);
+      if (auto ok = tls::verify_as_peer(files[0].path(), files[2].path()); !ok)
+        return named(ok.error().text);
+      // Setting any of these turns on CAF's "authentication": both ends
+      // present a certificate and require the other's to chain to the CA
+      // (SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT).
+      d.sys_cfg->openssl_certificate = d.cluster_tls_files[0].path();
+      d.sys_cfg->openssl_key = d.cluster_tls_files[1].path();
+      d.sys_cfg->openssl_cafile = d.cluster_tls_files[2].path();
+      d.sys_cfg->load<caf::openssl::manager>();
+      ctx.log_server->info("cluster tls enabled verify=require ca={} {}",
+                           logfmt_value(cfg.cluster_tls_ca), (*tls_check)->description());
+    }
   }
   d.sys = std::make_unique<caf::actor_system>(*d.sys_cfg);
   auto ls = net::tcp_listen(cfg.host, cfg.port, listen_backlog, cfg.listen_reuse_port);

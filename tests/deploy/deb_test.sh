@@ -87,6 +87,8 @@ diff <(sort "$work/server.control/conffiles") \
   fail "conffiles"
 grep -q "adduser --system" "$work/server.control/postinst" || fail "postinst creates no user"
 dpkg-deb -f "$server_deb" Depends | grep -q "libcaf-io0.17" || fail "no shlibs dependencies"
+# The cluster link's TLS (cluster.tls-*) runs in CAF's openssl module.
+dpkg-deb -f "$server_deb" Depends | grep -q "libcaf-openssl0.17" || fail "no dependency on libcaf-openssl0.17"
 dpkg-deb -e "$lib_deb" "$work/lib.control"
 grep -q "^libconvoke " "$work/lib.control/shlibs" || fail "libconvoke has no shlibs file"
 dpkg-deb --fsys-tarfile "$server_deb" | tar -xO ./lib/systemd/system/convoke-server.service \

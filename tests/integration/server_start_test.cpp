@@ -8,11 +8,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "convoke/common/net.hpp"
 #include "convoke/server/config.hpp"
 #include "convoke/server/server.hpp"
 #include "raw_client.hpp"
+#include "test_certs.hpp"
 #include "test_server.hpp"
+#include "tls_client.hpp"
 #include "wait.hpp"
 
 using namespace convoke;
@@ -203,4 +207,45 @@ TEST(ServerStart, AnInvalidConfigurationKeepsTheCodeOfItsFirstProblem) {
   EXPECT_EQ(started.error().code, server::errc::invalid_config);
   EXPECT_EQ(started.error().text.rfind("invalid configuration: timeouts.heartbeat-interval", 0), 0u)
     << started.error().text;
+}
+
+TEST(ServerStart, ClusterTlsFilesAreCopiedAndCheckedAndProblemsNameTheOperatorsPaths) {
+  test::test_certs certs;
+  auto cfg = test::test_config();
+  cfg.cluster_name = "prod";
+  cfg.cluster_listen = "127.0.0.1:0";
+  cfg.cluster_tls_cert = certs.server.cert;
+  cfg.cluster_tls_key = certs.client.key; // not the certificate's
+  cfg.cluster_tls_ca = certs.ca;
+  {
+    server::server srv{cfg};
+    auto started = srv.start();
+    ASSERT_FALSE(started);
+    EXPECT_EQ(started.error().code, server::errc::invalid_value);
+    EXPECT_EQ(started.error().text.rfind("[cluster]: key file '" + certs.client.key + "'", 0), 0u)
+      << started.error().text;
+  }
+  cfg.cluster_tls_key = certs.server.key;
+  cfg.cluster_tls_ca = certs.other_ca; // the certificate is not of this CA
+  {
+    server::server srv{cfg};
+    auto started = srv.start();
+    ASSERT_FALSE(started);
+    EXPECT_NE(started.error().text.find("certificate '" + certs.server.cert
+                                        + "' does not verify against '" + certs.other_ca + "'"),
+              std::string::npos)
+      << started.error().text;
+  }
+  cfg.cluster_tls_ca = certs.ca;
+  server::server srv{cfg};
+  ASSERT_TRUE(srv.start());
+  EXPECT_NE(srv.cluster_port(), 0);
+  // CAF reads its files for every cluster connection: they are copies, so
+  // the originals may go away (CAF would throw on its I/O thread).
+  std::filesystem::remove(certs.server.key);
+  std::filesystem::remove(certs.server.cert);
+  test::tls_client node{srv.cluster_port(), {certs.ca, certs.client.cert, certs.client.key}};
+  EXPECT_TRUE(node.ok()) << node.error();
+  srv.shutdown();
+  srv.wait();
 }

@@ -9,9 +9,12 @@
 #include <sstream>
 
 #include "convoke/server/config.hpp"
+#include "test_certs.hpp"
 
 using namespace convoke;
 using namespace convoke::server;
+using convoke::test::test_certs;
+using convoke::test::write_text;
 using namespace std::chrono_literals;
 
 namespace {
@@ -545,7 +548,84 @@ TEST(Config, ClusterKeysAreChecked) {
   EXPECT_NE(texts(cfg).find("cluster.node"), std::string::npos);
   server_config off; // without cluster.name, the other keys are not looked at
   off.cluster_listen = "garbage";
+  off.cluster_tls_cert = "node.crt";
   EXPECT_EQ(texts(off), "");
+
+  // Cluster TLS: all three keys or none; with them, a listener beyond
+  // loopback needs no --allow-plaintext.
+  server_config t;
+  t.cluster_name = "prod";
+  t.cluster_listen = "0.0.0.0:7422";
+  EXPECT_NE(texts(t).find("set cluster.tls-cert, cluster.tls-key and cluster.tls-ca"),
+            std::string::npos)
+    << texts(t);
+  t.cluster_tls_cert = "node.crt";
+  t.cluster_tls_key = "node.key";
+  EXPECT_NE(texts(t).find("cluster.tls-cert, cluster.tls-key and cluster.tls-ca go together"),
+            std::string::npos)
+    << texts(t);
+  EXPECT_FALSE(t.cluster_tls_enabled());
+  t.cluster_tls_ca = "cluster-ca.crt";
+  EXPECT_TRUE(t.cluster_tls_enabled());
+  EXPECT_EQ(texts(t), "");
+  t.cluster_tls_cert.clear();
+  EXPECT_NE(texts(t).find("go together"), std::string::npos);
+  EXPECT_NE(texts(t).find("is not a loopback address"), std::string::npos);
+  t.cluster_tls_key.clear();
+  t.cluster_tls_ca.clear();
+  t.cluster_listen = "127.0.0.1:0";
+  EXPECT_EQ(texts(t), "");
+}
+
+TEST(Config, ClusterTlsFilesAreLoadedBeforeTheRun) {
+  test_certs certs;
+  auto check = [](std::vector<std::string> extra) {
+    std::vector<std::string> args{"--check-config", "--cluster.name", "prod"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  auto good = check({"--cluster.tls-cert", certs.server.cert, "--cluster.tls-key", certs.server.key,
+                     "--cluster.tls-ca", certs.ca, "--cluster.listen", "0.0.0.0:7422"});
+  EXPECT_EQ(good.res.exit_code, 0) << good.err;
+  // A missing file is named, with the key's section; exit 78 as every
+  // configuration error.
+  auto missing = (certs.dir / "missing.crt").string();
+  auto o = check({"--cluster.tls-cert", missing, "--cluster.tls-key", certs.server.key,
+                  "--cluster.tls-ca", certs.ca});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("[cluster]: certificate file '" + missing + "'"), std::string::npos)
+    << o.err;
+  // A key that is not the certificate's.
+  o = check({"--cluster.tls-cert", certs.server.cert, "--cluster.tls-key", certs.client.key,
+             "--cluster.tls-ca", certs.ca});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("[cluster]: key file '" + certs.client.key + "': key values mismatch"),
+            std::string::npos)
+    << o.err;
+  // A CA file without a certificate.
+  auto empty = (certs.dir / "empty.pem").string();
+  write_text(empty, "not a certificate\n");
+  o = check({"--cluster.tls-cert", certs.server.cert, "--cluster.tls-key", certs.server.key,
+             "--cluster.tls-ca", empty});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("client CA file '" + empty + "'"), std::string::npos) << o.err;
+  // This node's own certificate must pass the other nodes' check: chain to
+  // cluster.tls-ca, be valid now, serve as TLS server and client.
+  o = check({"--cluster.tls-cert", certs.other_server.cert, "--cluster.tls-key",
+             certs.other_server.key, "--cluster.tls-ca", certs.ca});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("[cluster]: certificate '" + certs.other_server.cert
+                       + "' does not verify against '" + certs.ca + "' as a TLS server"),
+            std::string::npos)
+    << o.err;
+  o = check({"--cluster.tls-cert", certs.expired.cert, "--cluster.tls-key", certs.expired.key,
+             "--cluster.tls-ca", certs.ca});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("certificate has expired"), std::string::npos) << o.err;
+  // Only some of the three.
+  o = check({"--cluster.tls-cert", certs.server.cert});
+  EXPECT_EQ(o.res.exit_code, 78);
+  EXPECT_NE(o.err.find("go together"), std::string::npos) << o.err;
 }
 
 TEST(Config, SummonerNamesAreParsedCheckedAndLookedUpExactAddressFirst) {

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include <fmt/format.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -233,6 +235,38 @@ expected<context_ptr> context::client(const client_settings& s) {
                                           : describe_cert(SSL_CTX_get0_certificate(c.get()));
   out->ctx_ = c.release();
   return out;
+}
+
+expected<> verify_as_peer(const std::string& cert_file, const std::string& ca_file) {
+  ERR_clear_error();
+  std::unique_ptr<BIO, decltype(&BIO_free)> in{BIO_new_file(cert_file.c_str(), "r"), BIO_free};
+  if (!in)
+    return file_error("certificate file", cert_file);
+  std::unique_ptr<X509, decltype(&X509_free)> leaf{
+    PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr), X509_free};
+  if (!leaf)
+    return file_error("certificate file", cert_file);
+  std::unique_ptr<STACK_OF(X509), void (*)(STACK_OF(X509)*)> chain{
+    sk_X509_new_null(), [](STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); }};
+  while (auto next = PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr))
+    sk_X509_push(chain.get(), next);
+  ERR_clear_error(); // the end of the file
+  std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store{X509_STORE_new(), X509_STORE_free};
+  if (!store || X509_STORE_load_file(store.get(), ca_file.c_str()) != 1)
+    return file_error("CA file", ca_file);
+  for (auto purpose : {"ssl_server", "ssl_client"}) {
+    std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx{X509_STORE_CTX_new(),
+                                                                        X509_STORE_CTX_free};
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), chain.get()) != 1
+        || X509_STORE_CTX_set_default(ctx.get(), purpose) != 1)
+      return fail(errc::bad_file, "cannot verify: " + take_errors());
+    if (X509_verify_cert(ctx.get()) != 1)
+      return fail(errc::verify_failed,
+                  fmt::format("certificate '{}' does not verify against '{}' as a TLS {}: {}",
+                              cert_file, ca_file, purpose + 4,
+                              X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
+  }
+  return {};
 }
 
 // -- channel -----------------------------------------------------------------

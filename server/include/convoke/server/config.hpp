@@ -173,9 +173,25 @@ struct server_config {
   std::chrono::milliseconds cluster_retry{1000};
   /// Relayed bytes sent to one node and not yet acknowledged by it.
   uint64_t cluster_max_pending_bytes = 64ull << 20;
+  /// Mutual TLS between nodes (CAF's openssl module): this node's
+  /// certificate chain and key, and the CA the other nodes' certificates
+  /// must chain to. All three or none.
+  std::string cluster_tls_cert;
+  std::string cluster_tls_key;
+  std::string cluster_tls_ca;
 
   bool cluster_enabled() const noexcept {
     return !cluster_name.empty();
+  }
+  /// Whether the cluster link is mutual TLS (validate() checks that the
+  /// three cluster.tls-* keys come together).
+  bool cluster_tls_enabled() const noexcept {
+    return !cluster_tls_cert.empty() && !cluster_tls_key.empty() && !cluster_tls_ca.empty();
+  }
+  /// The cluster.tls-* keys as the TLS library takes them (a node requires
+  /// the certificate of every node that connects to it).
+  tls::server_settings cluster_tls_settings() const {
+    return {cluster_tls_cert, cluster_tls_key, cluster_tls_ca, tls::client_verification::require};
   }
 
   bool tls_enabled() const noexcept {

@@ -125,6 +125,13 @@ private:
 
 using context_ptr = std::shared_ptr<const context>;
 
+/// Checks that the certificate (chain) in `cert_file` verifies against the
+/// CA certificates in `ca_file` as both a TLS server and a TLS client
+/// certificate, now: what a peer that trusts `ca_file` checks of it
+/// (`errc::verify_failed` with OpenSSL's reason; `errc::bad_file` if a file
+/// cannot be read).
+expected<> verify_as_peer(const std::string& cert_file, const std::string& ca_file);
+
 /// True if `first` can start a TLS connection: a handshake record (22).
 /// Anything else sent to a TLS port is plaintext (or garbage).
 constexpr bool starts_handshake(unsigned char first) noexcept {
