@@ -440,6 +440,13 @@ void on_register(router_ptr self, register_request& req) {
     while (st.table.find_name(req.name) != nullptr || remote_holder(st, req.name).second)
       req.name = fmt::format("agent-{}-{}", req.session_id, crypto::random_u64() % 10000);
   }
+  // The text names no session or agent detail: the asker may be anyone.
+  auto refuse_taken = [&] {
+    refuse(codes::name_taken,
+           fmt::format("agent name '{}' is already in use; choose another name, or present "
+                       "the resume token of its Welcome to take it over",
+                       req.name));
+  };
   uint64_t generation = 0;
   if (auto [node, held] = remote_holder(st, req.name); held != nullptr) {
     // Held on another node: a take-over needs that agent's resume token,
@@ -447,10 +454,7 @@ void on_register(router_ptr self, register_request& req) {
     // the node that issued it).
     if (req.resume_token.empty() || req.identity != held->identity
         || !crypto::equal_constant_time(crypto::digest_hex(req.resume_token), held->token_digest)) {
-      refuse(codes::name_taken,
-             fmt::format("agent name '{}' is already in use; choose another name, or present "
-                         "the resume token of its Welcome to take it over",
-                         req.name));
+      refuse_taken();
       return;
     }
     st.ctx->log_router->info("agent name taken over from cluster node {} agent={} session={}",
@@ -473,11 +477,7 @@ void on_register(router_ptr self, register_request& req) {
     // `names` may overlap): the take-over must come from the holder's own.
     if (req.resume_token.empty() || req.identity != holder->identity
         || !crypto::equal_constant_time(req.resume_token, holder->resume_token)) {
-      // The text names no session or agent detail: the asker may be anyone.
-      refuse(codes::name_taken,
-             fmt::format("agent name '{}' is already in use; choose another name, or present "
-                         "the resume token of its Welcome to take it over",
-                         req.name));
+      refuse_taken();
       return;
     }
     // Take-over: the old session is told and forgotten right away.

@@ -67,6 +67,14 @@ bool is_key_line(const std::string& line) {
 
 } // namespace
 
+/// Every problem validate() finds, one per line.
+static std::string texts(const server::server_config& cfg) {
+  std::string all;
+  for (auto& e : server::validate(cfg))
+    all += e.text + "\n";
+  return all;
+}
+
 TEST(Config, DefaultsAreValid) {
   server_config cfg;
   EXPECT_TRUE(validate(cfg).empty());
@@ -441,12 +449,6 @@ TEST(Config, TlsKeysNeedEachOtherAndTheirFilesMustLoad) {
 }
 
 TEST(Config, TheAdminListenerFollowsTheRelaysRulesBeyondLoopback) {
-  auto texts = [](const server_config& cfg) {
-    std::string all;
-    for (auto& e : validate(cfg))
-      all += e.text + "\n";
-    return all;
-  };
   server_config cfg;
   EXPECT_EQ(texts(cfg), "");
   cfg.admin_host = "0.0.0.0";
@@ -471,12 +473,6 @@ TEST(Config, TheAdminListenerFollowsTheRelaysRulesBeyondLoopback) {
 }
 
 TEST(Config, TheSummonerListenerHasRulesOfItsOwn) {
-  auto texts = [](const server_config& cfg) {
-    std::string all;
-    for (auto& e : validate(cfg))
-      all += e.text + "\n";
-    return all;
-  };
   server_config cfg;
   cfg.summoner_listen = "127.0.0.1:8888";
   EXPECT_EQ(texts(cfg), "");
@@ -510,12 +506,6 @@ TEST(Config, TheSummonerListenerHasRulesOfItsOwn) {
 }
 
 TEST(Config, ClusterKeysAreChecked) {
-  auto texts = [](const server_config& cfg) {
-    std::string all;
-    for (auto& e : validate(cfg))
-      all += e.text + "\n";
-    return all;
-  };
   server_config cfg;
   cfg.cluster_name = "prod";
   EXPECT_EQ(texts(cfg), "");
