@@ -191,18 +191,6 @@ run() {
   stop_servers
 }
 
-# measure ARGS...: RUNS runs of one scenario for every configuration,
-# interleaved; the JSON lines go to $TMP/<config>.json.
-measure() {
-  local c
-  for c in "${CONFIGS[@]}"; do : >"$TMP/$c.json"; done
-  for _ in $(seq "$RUNS"); do
-    for c in "${CONFIGS[@]}"; do
-      run "$c" "$@" >>"$TMP/$c.json"
-    done
-  done
-}
-
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 for part in $PART; do
   case $part in

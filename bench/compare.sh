@@ -113,18 +113,6 @@ run() {
   fi
 }
 
-# measure ARGS...: RUNS runs of one scenario for every configuration,
-# interleaved; the JSON lines go to $TMP/<config>.json, one per run.
-measure() {
-  local c
-  for c in "${CONFIGS[@]}"; do : >"$TMP/$c.json"; done
-  for _ in $(seq "$RUNS"); do
-    for c in "${CONFIGS[@]}"; do
-      run "$c" "$@" >>"$TMP/$c.json"
-    done
-  done
-}
-
 header="| scenario | Convoke, tracing off | Convoke, shipped defaults (tracing on) |"
 sep="|---|---|---|"
 [ "$SCRAPE" = 1 ] && { header+=" Convoke, tracing off, scraped every ${SCRAPE_MS} ms |"; sep+="---|"; }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2153 # CONFIGS, RATIOS and TMP are the caller's
+# shellcheck shell=bash disable=SC2153 # CONFIGS, RATIOS, RUNS and TMP are the caller's
 # Shared by bench/compare.sh and bench/cluster.sh (sourced): one table row
 # from the JSON lines of the last measurement. Uses the caller's CONFIGS
 # (configuration names; the runs of config C are the lines of $TMP/C.json)
@@ -42,4 +42,17 @@ row() {
   local line="| $label |"
   for cell in "${cells[@]}"; do line+=" $cell |"; done
   echo "$line$ratios"
+}
+
+# measure ARGS...: RUNS rounds, each running every configuration once in
+# turn (interleaved), with the caller's `run CONFIG ARGS...`; each run's
+# JSON lines go to $TMP/CONFIG.json for row().
+measure() {
+  local c
+  for c in "${CONFIGS[@]}"; do : >"$TMP/$c.json"; done
+  for _ in $(seq "$RUNS"); do
+    for c in "${CONFIGS[@]}"; do
+      run "$c" "$@" >>"$TMP/$c.json"
+    done
+  done
 }
